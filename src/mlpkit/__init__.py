@@ -1,0 +1,43 @@
+"""mlpkit: multi-layer perceptron experiments from configs, logged to TensorBoard.
+
+Usable without Hydra:
+
+    from mlpkit import MLP, Trainer, load_dataset
+    data = load_dataset("moons", noise=0.3)
+    model = MLP(data.in_dim, [32, 32], data.out_dim, activation="relu")
+    result = Trainer(optimizer="adam", lr=1e-2, max_epochs=50).fit(model, data)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module; imported on first use so `import mlpkit` stays fast.
+_EXPORTS = {
+    "MLP": "mlpkit.model",
+    "Maxout": "mlpkit.activations",
+    "Step": "mlpkit.activations",
+    "make_activation": "mlpkit.activations",
+    "initialize": "mlpkit.initializers",
+    "make_optimizer": "mlpkit.optim",
+    "make_scheduler": "mlpkit.optim",
+    "load_dataset": "mlpkit.data",
+    "Dataset": "mlpkit.data",
+    "Trainer": "mlpkit.trainer",
+    "EarlyStopping": "mlpkit.trainer",
+    "FitResult": "mlpkit.trainer",
+    "TensorBoardLogger": "mlpkit.tblog",
+    "load_checkpoint": "mlpkit.checkpoint",
+    "ConfigError": "mlpkit.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlpkit' has no attribute {name!r}")

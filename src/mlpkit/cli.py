@@ -1,0 +1,195 @@
+"""From a composed Hydra config to a finished run: the body of `python train.py`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+from mlpkit.config import validate
+from mlpkit.errors import ConfigError, exit_with
+
+log = logging.getLogger("mlpkit")
+
+NAME_LIMIT = 200  # bytes of a run directory name; file systems allow 255
+
+
+def run_name(prefix: str, overrides: str) -> str:
+    """`<prefix>_<overrides>` made safe as one directory name: no `/`, at most NAME_LIMIT bytes."""
+    name = f"{prefix}_{overrides}" if overrides else prefix
+    name = name.replace("/", "|").replace("\\", "|").replace("|", "-")
+    if len(name.encode()) > NAME_LIMIT:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        head = name.encode()[:NAME_LIMIT - 12].decode(errors="ignore")
+        name = f"{head}~{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    """`${mlpkit_name:prefix,override_dirname}` for the run directory names in configs/train.yaml."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("mlpkit_name"):
+        OmegaConf.register_new_resolver("mlpkit_name", lambda prefix, overrides="": run_name(str(prefix),
+                                                                                          str(overrides or "")))
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def rewrite_resume_argv(argv: List[str]) -> List[str]:
+    """`resume=<run_dir>` -> that run's own overrides + `hydra.run.dir=<run_dir>`, quoted so that
+    `=`, `,` and brackets in the directory name pass Hydra's override parser."""
+    import yaml
+
+    found = [a for a in argv[1:] if a.startswith("resume=")]
+    if not found:
+        return argv
+    run_dir = found[-1][len("resume="):].strip()
+    if len(run_dir) >= 2 and run_dir[0] == run_dir[-1] and run_dir[0] in "'\"":
+        run_dir = run_dir[1:-1]
+    path = Path(run_dir)
+    saved = path / ".hydra" / "overrides.yaml"
+    if not path.is_dir():
+        raise ConfigError(f"resume={run_dir}: no such run directory")
+    if not saved.is_file():
+        raise ConfigError(f"resume={run_dir}: not an mlpkit run directory (no .hydra/overrides.yaml)")
+    if not (path / "checkpoints" / "last.pt").is_file():
+        raise ConfigError(f"resume={run_dir}: the run has no checkpoints/last.pt to continue from")
+    original = [o for o in (yaml.safe_load(saved.read_text()) or [])
+                if not o.startswith(("resume=", "hydra.run.dir="))]
+    rest = [a for a in argv[1:] if not a.startswith("resume=")]
+    if "-m" in rest or "--multirun" in rest:
+        raise ConfigError("resume=<run_dir> continues one run; it cannot be combined with -m")
+    return [argv[0], *original, *rest, f"hydra.run.dir={_quote(str(path))}", f"resume={_quote(str(path))}"]
+
+
+def _model_kwargs(cfg: Any, data: Any) -> dict:
+    act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
+    return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
+            "activation": cfg.activation.name, "activation_params": act, "norm": cfg.norm.name,
+            "dropout": float(cfg.regularization.dropout), "init": cfg.init.name, "init_std": cfg.init.std,
+            "init_gain": cfg.init.gain}
+
+
+def run(cfg: Any) -> float:
+    """Train one run from a composed config; returns the best val loss (the sweep objective)."""
+    try:
+        return _run(cfg)
+    except ConfigError as err:
+        exit_with(err)
+
+
+def _run(cfg: Any) -> float:
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from mlpkit.activations import ACTIVATIONS
+    from mlpkit.checkpoint import write_json
+    from mlpkit.data import load_dataset
+    from mlpkit.model import MLP, format_summary, summarize
+    from mlpkit.trainer import EarlyStopping, Trainer, resolve_device
+
+    start = time.perf_counter()
+    validate(cfg)
+    t = cfg.trainer
+    if t.num_threads:
+        torch.set_num_threads(int(t.num_threads))
+    if t.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    device = resolve_device(t.device)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resume_from = None
+    if cfg.resume:
+        resume_from = run_dir / "checkpoints" / "last.pt"
+        if not resume_from.is_file():
+            raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt there")
+
+    torch.manual_seed(cfg.seed)
+    d = cfg.data
+    data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
+                        n_classes=d.n_classes, path=d.path, target=d.target, task=d.task,
+                        val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize)
+    model_kwargs = _model_kwargs(cfg, data)
+    model = MLP(**model_kwargs)
+    rows, total = summarize(model, data.in_dim)
+
+    warnings: List[str] = []
+    if not ACTIVATIONS[cfg.activation.name].differentiable and cfg.model.hidden:
+        warnings.append("activation=step has zero derivative almost everywhere: backpropagation sends no "
+                        "gradient through it, so the hidden layers keep their initial weights and only the "
+                        "output layer learns. Use a differentiable activation (sigmoid, relu, ...) to train "
+                        "hidden layers.")
+    for note in data.notes:
+        log.info("note: %s", note)
+    log.info("data   %s", data.describe())
+    log.info("model  %s, activation=%s, norm=%s, init=%s, device=%s\n%s", cfg.model.name, cfg.activation.name,
+             cfg.norm.name, cfg.init.name, device, format_summary(rows, total))
+    for w in warnings:
+        log.warning("warning: %s", w)
+
+    from mlpkit.tblog import TensorBoardLogger, flatten
+
+    es_cfg = cfg.early_stopping
+    early = None if es_cfg.name == "none" else EarlyStopping(es_cfg.monitor, es_cfg.mode, es_cfg.patience,
+                                                             es_cfg.min_delta, es_cfg.restore_best)
+    if early is not None and es_cfg.monitor == "val_accuracy" and data.task == "regression":
+        raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")
+
+    opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
+    sched_params = {k: v for k, v in dict(cfg.scheduler).items() if k != "name" and v is not None}
+    purge = None
+    if resume_from is not None:
+        from mlpkit.checkpoint import load_checkpoint
+        purge = int(load_checkpoint(resume_from)["global_step"]) + 1
+    logger = TensorBoardLogger(run_dir, purge_step=purge)
+    trainer = Trainer(
+        optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, optimizer_params=opt_params,
+        scheduler=cfg.scheduler.name, scheduler_params=sched_params, max_epochs=t.max_epochs,
+        batch_size=t.batch_size, l1=cfg.regularization.l1, l2=cfg.regularization.l2,
+        input_noise=cfg.regularization.input_noise, clip_grad_norm=t.clip_grad_norm,
+        clip_grad_value=t.clip_grad_value, early_stopping=early, device=str(device), seed=cfg.seed,
+        log_every_n_steps=t.log_every_n_steps, histogram_every_n_epochs=t.histogram_every_n_epochs,
+        boundary_every_n_epochs=t.boundary_every_n_epochs, run_dir=run_dir, logger=logger,
+        progress=bool(t.progress) and sys.stderr.isatty(), log=log.info)
+    trainer.extra_state = {"model_kwargs": model_kwargs, "task": data.task, "classes": data.classes}
+    result = trainer.fit(model, data, resume_from=resume_from)
+    result.warnings = warnings
+    if warnings and result.history.get("grad_norm"):
+        zero = all(v == 0 for norms in result.history["grad_norm"] for v in norms[:-1])
+        result.warnings.append("measured: the hidden layers' weight-gradient norm was "
+                               + ("exactly 0 in every sampled step" if zero else "not always 0"))
+        log.warning("warning: %s", result.warnings[-1])
+
+    hparams = flatten(OmegaConf.to_container(cfg, resolve=True))
+    hparams = {k: v for k, v in hparams.items() if k != "resume" and v is not None}
+    hparams["status"] = result.status
+    metrics = {"best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy,
+               "final_val_loss": result.history["val_loss"][-1] if result.history["val_loss"] else None,
+               "epochs_run": result.epochs_run}
+    metrics.update({f"test_{k}": v for k, v in result.test.items() if k in ("loss", "accuracy", "rmse", "r2")})
+    logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and v == v}, result.epochs_run)
+    logger.close()
+
+    out = result.as_dict()
+    out.update(seconds=time.perf_counter() - start, train_seconds=result.seconds,
+               seconds_per_epoch=(result.seconds / result.epochs_run) if result.epochs_run else None,
+               device=str(device), task=data.task, n_parameters=total, run_dir=str(run_dir))
+    write_json(run_dir / "metrics.json", out)
+
+    if result.message:
+        (log.warning if result.status in ("diverged", "interrupted") else log.info)("%s", result.message)
+    test = ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) or "not evaluated"
+    log.info("%s: %d epochs in %.1f s; best epoch %d (val loss %.4f); test: %s\nrun directory: %s",
+             result.status, result.epochs_run, out["seconds"], result.best_epoch, result.best_val_loss, test,
+             run_dir)
+    if result.status == "interrupted":
+        raise SystemExit(130)
+    return float(result.best_val_loss) if result.best_val_loss is not None else float("nan")

@@ -1,0 +1,351 @@
+"""Datasets by name, split into train/val/test and held as in-memory tensors.
+
+Generated sets come from scikit-learn's generators (and a spiral and the logic
+gates written here), bundled sets from scikit-learn's loaders, and `csv` from a
+user's file. Classification splits are stratified; standardisation uses the
+statistics of the train split only.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mlpkit.errors import ConfigError
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclass
+class Dataset:
+    """Three splits as tensors. y is (N, 1) float for binary and regression, (N,) long for multiclass."""
+
+    name: str
+    task: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    feature_names: List[str] = field(default_factory=list)
+    classes: List[str] = field(default_factory=list)  # label of each class index
+    notes: List[str] = field(default_factory=list)  # things the log should tell the user
+    y_mean: float = 0.0  # regression targets were standardised with these; metrics undo it
+    y_std: float = 1.0
+
+    @property
+    def in_dim(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def out_dim(self) -> int:
+        if self.task == "multiclass":
+            return len(self.classes)
+        return 1 if self.y_train.dim() == 1 else self.y_train.shape[1]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != "regression"
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        """Move all six tensors to `device` (once; batches are then sliced there)."""
+        for key in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
+    def describe(self) -> str:
+        n = (len(self.X_train), len(self.X_val), len(self.X_test))
+        kind = f"{self.task}, {len(self.classes)} classes" if self.is_classification else "regression"
+        return f"{self.name}: {self.in_dim} features, {kind}; train/val/test = {n[0]}/{n[1]}/{n[2]} rows"
+
+
+# ---------------------------------------------------------------------------
+# Builders: fn(cfg, seed) -> (X float array (N, D), y array (N,), task or None, notes)
+
+Raw = Tuple[np.ndarray, np.ndarray, Optional[str], List[str]]
+
+
+def _opt(value, default):
+    return default if value is None else value
+
+
+def _gate(table: Dict[Tuple[int, int], int]) -> Callable:
+    def build(cfg, seed) -> Raw:
+        corners = np.array(list(table), dtype=np.float64)
+        labels = np.array(list(table.values()))
+        if cfg.n_samples is None:
+            note = ("the 4-row truth table is the whole data set: train, val and test all use it "
+                    "(set data.n_samples and data.noise for a noisy cloud around the corners)")
+            return corners, labels, "binary", [note]
+        rng = np.random.default_rng(seed)
+        pick = rng.integers(0, 4, cfg.n_samples)
+        X = corners[pick] + rng.normal(0.0, _opt(cfg.noise, 0.1), (cfg.n_samples, 2))
+        return X, labels[pick], "binary", []
+    return build
+
+
+def _moons(cfg, seed) -> Raw:
+    from sklearn.datasets import make_moons
+    X, y = make_moons(_opt(cfg.n_samples, 500), noise=_opt(cfg.noise, 0.2), random_state=seed)
+    return X, y, "binary", []
+
+
+def _circles(cfg, seed) -> Raw:
+    from sklearn.datasets import make_circles
+    X, y = make_circles(_opt(cfg.n_samples, 500), noise=_opt(cfg.noise, 0.1), factor=0.5, random_state=seed)
+    return X, y, "binary", []
+
+
+def _spiral(cfg, seed) -> Raw:
+    # K interleaved arms: radius grows with t, angle turns 1.75 times around.
+    k, n = _opt(cfg.n_classes, 2), _opt(cfg.n_samples, 600)
+    rng = np.random.default_rng(seed)
+    cls = np.arange(n) % k
+    t = rng.uniform(0.05, 1.0, n)
+    theta = 3.5 * np.pi * t + 2 * np.pi * cls / k
+    X = np.stack([t * np.cos(theta), t * np.sin(theta)], 1) + rng.normal(0, _opt(cfg.noise, 0.05), (n, 2))
+    return X, cls, None, []
+
+
+def _blobs(cfg, seed) -> Raw:
+    from sklearn.datasets import make_blobs
+    X, y = make_blobs(_opt(cfg.n_samples, 500), n_features=_opt(cfg.n_features, 2),
+                      centers=_opt(cfg.n_classes, 3), cluster_std=_opt(cfg.noise, 1.0), random_state=seed)
+    return X, y, None, []
+
+
+def _sine(cfg, seed) -> Raw:
+    rng = np.random.default_rng(seed)
+    n = _opt(cfg.n_samples, 500)
+    x = rng.uniform(-2 * np.pi, 2 * np.pi, (n, 1))
+    return x, np.sin(x[:, 0]) + rng.normal(0, _opt(cfg.noise, 0.1), n), "regression", []
+
+
+def _classification(cfg, seed) -> Raw:
+    from sklearn.datasets import make_classification
+    n_features, n_classes = _opt(cfg.n_features, 20), _opt(cfg.n_classes, 2)
+    # make_classification needs n_classes * 2 clusters <= 2 ** n_informative.
+    n_inf = max(math.ceil(math.log2(2 * n_classes)), n_features // 2)
+    if n_inf > n_features:
+        raise ConfigError(f"data.n_features={n_features} is too few for data.n_classes={n_classes}; "
+                          f"use data.n_features >= {n_inf}")
+    X, y = make_classification(_opt(cfg.n_samples, 1000), n_features=n_features, n_informative=n_inf,
+                               n_redundant=min(2, n_features - n_inf), n_classes=n_classes,
+                               flip_y=_opt(cfg.noise, 0.01), random_state=seed)
+    return X, y, None, []
+
+
+def _regression(cfg, seed) -> Raw:
+    from sklearn.datasets import make_regression
+    n_features = _opt(cfg.n_features, 10)
+    X, y = make_regression(_opt(cfg.n_samples, 1000), n_features=n_features,
+                           n_informative=max(1, n_features // 2), noise=_opt(cfg.noise, 5.0), random_state=seed)
+    return X, y, "regression", []
+
+
+def _bundled(loader: str, task: Optional[str]) -> Callable:
+    def build(cfg, seed) -> Raw:
+        import sklearn.datasets
+        bunch = getattr(sklearn.datasets, loader)()
+        return bunch.data, bunch.target, task, []
+    return build
+
+
+def _csv(cfg, seed) -> Raw:
+    X, y, names, target = read_csv(cfg.path, cfg.target)
+    return X, y, None, [f"csv: {cfg.path}, target column {target!r}, {len(names)} feature columns"]
+
+
+DATASETS: Dict[str, Callable[..., Raw]] = {
+    "xor": _gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0}),
+    "and": _gate({(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1}),
+    "or": _gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 1}),
+    "nand": _gate({(0, 0): 1, (0, 1): 1, (1, 0): 1, (1, 1): 0}),
+    "moons": _moons,
+    "circles": _circles,
+    "spiral": _spiral,
+    "blobs": _blobs,
+    "sine": _sine,
+    "classification": _classification,
+    "regression": _regression,
+    "digits": _bundled("load_digits", "multiclass"),
+    "iris": _bundled("load_iris", "multiclass"),
+    "wine": _bundled("load_wine", "multiclass"),
+    "breast_cancer": _bundled("load_breast_cancer", "binary"),
+    "diabetes": _bundled("load_diabetes", "regression"),
+    "csv": _csv,
+}
+
+_MISSING = {"", "na", "nan", "n/a", "null", "none", "?"}
+
+
+def read_csv(path: Optional[str], target: Optional[str]) -> Tuple[np.ndarray, np.ndarray, List[str], str]:
+    """Read a headed CSV of numeric features: (X, y as raw column values, feature names, target name)."""
+    if not path:
+        raise ConfigError("data=csv needs data.path=<file.csv>")
+    if not os.path.isfile(path):
+        raise ConfigError(f"data.path={path!r}: no such file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if any(cell.strip() for cell in r)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ConfigError(f"data.path={path!r} is not a readable CSV text file ({err})") from None
+    if not rows:
+        raise ConfigError(f"data.path={path!r} is empty; it needs a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    body = rows[1:]
+    if not body:
+        raise ConfigError(f"data.path={path!r} has a header but no data rows")
+    if len(header) < 2:
+        raise ConfigError(f"data.path={path!r} has {len(header)} column; it needs at least one feature and a target")
+    for i, r in enumerate(body, start=2):
+        if len(r) != len(header):
+            raise ConfigError(f"data.path={path!r}: line {i} has {len(r)} cells, the header has {len(header)}")
+    target = header[-1] if target is None else str(target)
+    if target not in header:
+        raise ConfigError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(header)}")
+    t = header.index(target)
+    names = [h for j, h in enumerate(header) if j != t]
+    X = np.empty((len(body), len(names)))
+    for col, name in enumerate(names):
+        j = header.index(name)
+        for i, r in enumerate(body):
+            cell = r[j].strip()
+            if cell.lower() in _MISSING:
+                raise ConfigError(f"data.path={path!r}: column {name!r} has a missing value at line {i + 2}; "
+                                  "fill or drop missing values first")
+            try:
+                value = float(cell)
+            except ValueError:
+                raise ConfigError(f"data.path={path!r}: column {name!r} has text {cell!r} at line {i + 2}; "
+                                  "feature columns must be numeric (encode categories first)") from None
+            if not math.isfinite(value) or abs(value) > 1e30:
+                raise ConfigError(f"data.path={path!r}: column {name!r} has the value {cell!r} at line {i + 2}, "
+                                  "too large to train on")
+            X[i, col] = value
+    y_cells = [r[t].strip() for r in body]
+    for i, cell in enumerate(y_cells):
+        if cell.lower() in _MISSING:
+            raise ConfigError(f"data.path={path!r}: target column {target!r} is missing a value at line {i + 2}")
+    return X, np.array(y_cells, dtype=object), names, target
+
+
+def _infer_task(y: np.ndarray) -> str:
+    """Text or few distinct integers -> classification; other numbers -> regression."""
+    try:
+        values = y.astype(np.float64)
+    except (TypeError, ValueError):
+        return "binary" if len(np.unique(y.astype(str))) == 2 else "multiclass"
+    if not np.all(np.isfinite(values)):
+        raise ConfigError("the target has non-finite values")
+    distinct = np.unique(values)
+    if np.all(values == np.round(values)) and len(distinct) <= max(2, min(20, len(values) // 5)):
+        return "binary" if len(distinct) == 2 else "multiclass"
+    return "regression"
+
+
+def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int] = None,
+                 noise: Optional[float] = None, n_features: Optional[int] = None,
+                 n_classes: Optional[int] = None, path: Optional[str] = None, target: Optional[str] = None,
+                 task: str = "auto", val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 standardize: bool = True) -> Dataset:
+    """Build, split and standardise a data set by name, e.g. load_dataset("moons", noise=0.3)."""
+    if name not in DATASETS:
+        raise ConfigError(f"data={name!r} is not known; choose one of: {', '.join(DATASETS)}")
+    opts = _Opts(n_samples, noise, n_features, n_classes, path, target)
+    try:
+        X, y, known_task, notes = DATASETS[name](opts, seed)
+    except ValueError as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"data={name}: {err}") from None
+    X = np.asarray(X, dtype=np.float64)
+    if task == "auto":
+        task = known_task or _infer_task(np.asarray(y))
+    if task not in TASKS:
+        raise ConfigError(f"data.task={task!r} is not known; choose one of: auto, {', '.join(TASKS)}")
+
+    classes: List[str] = []
+    if task == "regression":
+        try:
+            y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConfigError(f"data={name}: the target has text values; a regression target must be numeric") from None
+    else:
+        labels, y = np.unique(np.asarray(y).astype(str) if np.asarray(y).dtype == object else y,
+                              return_inverse=True)
+        classes = [str(c) for c in labels]
+        if len(classes) < 2:
+            raise ConfigError(f"data={name}: the target has only one class ({classes[0]!r}); "
+                              "classification needs at least two")
+        if task == "binary" and len(classes) != 2:
+            raise ConfigError(f"data.task=binary but the target has {len(classes)} classes")
+        if task == "multiclass" and len(classes) == 2:
+            task = "binary"
+
+    if len(X) <= 4 and name in ("xor", "and", "or", "nand"):
+        idx = np.arange(len(X))
+        parts = (idx, idx, idx)
+    else:
+        parts = _split(y, task, val_fraction, test_fraction, seed, name)
+    (tr, va, te) = parts
+    if task != "regression":
+        missing = sorted(set(range(len(classes))) - set(np.unique(y[tr]).tolist()))
+        if missing:
+            raise ConfigError(f"data={name}: the train split has no row of class {classes[missing[0]]!r}; "
+                              "add rows of that class or lower data.val_fraction/data.test_fraction")
+
+    mean, std = X[tr].mean(0), X[tr].std(0)
+    y_mean, y_std = 0.0, 1.0
+    if standardize:
+        std = np.where(std > 1e-12, std, 1.0)  # constant columns stay constant (0)
+        X = (X - mean) / std
+        if task == "regression":
+            y_mean, y_std = float(y[tr].mean()), float(y[tr].std()) or 1.0
+            y = (y - y_mean) / y_std
+
+    def tensors(ix):
+        xt = torch.as_tensor(X[ix], dtype=torch.float32)
+        if task == "multiclass":
+            return xt, torch.as_tensor(y[ix], dtype=torch.long)
+        return xt, torch.as_tensor(y[ix], dtype=torch.float32).reshape(-1, 1)
+
+    names = [f"x{i}" for i in range(X.shape[1])]
+    return Dataset(name, task, *tensors(tr), *tensors(va), *tensors(te), feature_names=names,
+                   classes=classes, notes=notes, y_mean=y_mean, y_std=y_std)
+
+
+@dataclass
+class _Opts:
+    n_samples: Optional[int]
+    noise: Optional[float]
+    n_features: Optional[int]
+    n_classes: Optional[int]
+    path: Optional[str]
+    target: Optional[str]
+
+
+def _split(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int, name: str):
+    """Row indices of train, val and test; stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    strat = y if task != "regression" else None
+    try:
+        rest, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=strat)
+        strat_rest = y[rest] if strat is not None else None
+        tr, va = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
+                                  stratify=strat_rest)
+    except ValueError as err:
+        counts = np.bincount(y.astype(int)) if strat is not None else None
+        hint = (f" (smallest class has {counts.min()} rows; a stratified 3-way split needs at least 3 per class)"
+                if counts is not None else "")
+        raise ConfigError(f"data={name}: cannot split {len(y)} rows into train/val/test{hint}: {err}") from None
+    return tr, va, te

@@ -1,0 +1,104 @@
+"""What makes the textbook visible: dead and saturated units, and the decision boundary.
+
+(Per-layer gradient norms are sampled inside the training loop, where the gradients are.)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from mlpkit.activations import ACTIVATIONS
+
+SATURATION = 0.99  # tanh: |out| > 0.99; sigmoid: out < 0.01 or > 0.99 (within 1% of an asymptote)
+
+
+class ActivationProbe:
+    """Forward hooks on the hidden activations that, while `active`, measure per layer:
+
+    - dead_fraction (rectifier family): units whose input is <= 0 for every sample of the batch,
+      i.e. units that output their flat part for the whole val set;
+    - saturated_fraction (sigmoid, tanh, step): share of outputs within 1% of an asymptote.
+    """
+
+    def __init__(self, model: nn.Module, activation: str):
+        self.family = ACTIVATIONS[activation].family
+        self.activation = activation
+        self.active = False
+        self.values: Dict[str, torch.Tensor] = {}
+        self.handles = []
+        modules: List[nn.Module] = getattr(model, "activations", [])
+        if self.family is not None:
+            for i, module in enumerate(modules):
+                self.handles.append(module.register_forward_hook(self._hook(i)))
+
+    def _hook(self, i: int):
+        def hook(module, inputs, output):
+            if not self.active:
+                return
+            if self.family == "rectifier":
+                dead = (inputs[0] <= 0).all(dim=0).float().mean()
+                self.values[f"activations/dead_fraction/layer_{i}"] = dead
+            else:
+                out = output if self.activation != "sigmoid" else 2 * output - 1  # map to (-1, 1)
+                self.values[f"activations/saturated_fraction/layer_{i}"] = (out.abs() > SATURATION).float().mean()
+        return hook
+
+    def read(self) -> Dict[str, float]:
+        """The values of the last active pass, as floats (one host sync for all)."""
+        if not self.values:
+            return {}
+        keys = list(self.values)
+        floats = torch.stack([self.values[k] for k in keys]).tolist()
+        self.values = {}
+        return dict(zip(keys, floats))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def decision_boundary_figure(model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str, title: str = ""):
+    """A matplotlib figure: the model's predicted class over a grid of the 2-D input plane,
+    with the training points on top (the picture of the browser playground)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    was_training = model.training
+    model.eval()
+    pts = X.detach().float().cpu()
+    lo, hi = pts.min(0).values - 0.5, pts.max(0).values + 0.5
+    n = 150
+    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], n), torch.linspace(lo[1], hi[1], n), indexing="xy")
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    device = next(model.parameters()).device
+    out = model(grid.to(device)).float().cpu()
+    model.train(was_training)
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=100)
+    labels = y.detach().cpu().reshape(-1)
+    if task == "binary":
+        prob = torch.sigmoid(out[:, 0]).reshape(n, n)
+        ax.contourf(gx, gy, prob, levels=20, cmap="RdBu_r", vmin=0, vmax=1, alpha=0.75)
+        ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1)
+    elif task == "multiclass":
+        cls = out.argmax(1).reshape(n, n)
+        ax.contourf(gx, gy, cls, levels=torch.arange(out.shape[1] + 1) - 0.5, cmap="tab10", alpha=0.45,
+                    vmin=0, vmax=9)
+    else:
+        ax.contourf(gx, gy, out[:, 0].reshape(n, n), levels=20, cmap="viridis", alpha=0.8)
+    cmap = "RdBu_r" if task == "binary" else ("tab10" if task == "multiclass" else "viridis")
+    ax.scatter(pts[:, 0], pts[:, 1], c=labels, cmap=cmap, s=10, edgecolors="k", linewidths=0.3,
+               vmin=0, vmax=1 if task == "binary" else (9 if task == "multiclass" else None))
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig

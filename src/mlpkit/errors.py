@@ -1,0 +1,19 @@
+"""The one error type a user should see: a bad config value, option or data file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+
+class ConfigError(ValueError):
+    """A value the user gave is not usable; the message names it and what is allowed."""
+
+
+def exit_with(err: BaseException, code: int = 2) -> NoReturn:
+    """Print `mlpkit: error: <message>` on stderr and exit; re-raise under HYDRA_FULL_ERROR=1."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(f"mlpkit: error: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(code)

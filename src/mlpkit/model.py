@@ -1,0 +1,110 @@
+"""The multi-layer perceptron: a list of widths, the last layer linear."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from mlpkit.activations import get_activation, make_activation
+from mlpkit.errors import ConfigError
+from mlpkit.initializers import initialize
+
+# norm name -> fn(width) -> module, placed between Linear and activation.
+NORMS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
+    "none": None,
+    "batch": nn.BatchNorm1d,  # statistics over the batch, per unit
+    "layer": nn.LayerNorm,  # statistics over the units, per sample
+}
+
+MODELS = ("mlp",)
+
+
+class MLP(nn.Module):
+    """in_dim -> [Linear -> norm -> activation -> dropout] per hidden width -> Linear -> out_dim.
+
+    Example: MLP(64, [256, 128], 10, activation="relu", norm="batch", dropout=0.1).
+    `hidden=[]` gives a single linear layer (logistic/softmax/linear regression).
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu", *,
+                 activation_params: Optional[dict] = None, norm: str = "none", dropout: float = 0.0,
+                 init: str = "default", init_std: Optional[float] = None, init_gain: Optional[float] = None):
+        super().__init__()
+        if norm not in NORMS:
+            raise ConfigError(f"norm={norm!r} is not known; choose one of: {', '.join(NORMS)}")
+        if any(int(w) <= 0 for w in hidden):
+            raise ConfigError(f"model.hidden={list(hidden)}: layer widths must be integers > 0")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"regularization.dropout={dropout} is out of range; allowed: [0, 1)")
+        spec = get_activation(activation)
+        params = dict(activation_params or {})
+        spec.check_params(params)
+        pieces = spec.width_factor(params)
+
+        layers: List[nn.Module] = []
+        width_in = in_dim
+        for width in hidden:
+            layers.append(nn.Linear(width_in, width * pieces))  # maxout: k pieces per unit
+            if NORMS[norm] is not None:
+                layers.append(NORMS[norm](width * pieces))
+            layers.append(make_activation(activation, **params))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width_in = width
+        layers.append(nn.Linear(width_in, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, list(hidden)
+        self.activation = activation
+
+        slope = params.get("negative_slope", spec.params.get("negative_slope", 0.01))
+        initialize(self, init, gain_name=spec.gain_name, slope=float(slope), std=init_std, gain=init_gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in_dim) -> (N, out_dim)
+        return self.net(x)
+
+    @property
+    def linears(self) -> List[nn.Linear]:
+        """The linear layers, index 0 nearest the input (the `layer_<i>` of the logs)."""
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+    @property
+    def activations(self) -> List[nn.Module]:
+        """The hidden activation modules, in order."""
+        kinds = (nn.Linear, nn.Dropout, nn.BatchNorm1d, nn.LayerNorm)
+        return [m for m in self.net if not isinstance(m, kinds)]
+
+
+def summarize(model: nn.Module, in_dim: int) -> Tuple[List[Tuple[str, str, int]], int]:
+    """(layer, output shape, parameters) per top-level layer, from one forward pass on a dummy batch."""
+    rows: List[Tuple[str, str, int]] = []
+    seq = model.net if hasattr(model, "net") else model
+    hooks = []
+    for name, module in seq.named_children():
+        def hook(mod, inp, out, name=name):
+            n_params = sum(p.numel() for p in mod.parameters())
+            rows.append((f"{name}: {mod.__class__.__name__}", str(tuple(["N", *out.shape[1:]])), n_params))
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        with torch.no_grad():
+            model(torch.zeros(2, in_dim, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows, sum(p.numel() for p in model.parameters())
+
+
+def format_summary(rows: List[Tuple[str, str, int]], total: int) -> str:
+    """The summary rows as a text table."""
+    w0 = max([len("layer"), *(len(r[0]) for r in rows)])
+    w1 = max([len("output shape"), *(len(r[1]) for r in rows)])
+    lines = [f"{'layer':<{w0}}  {'output shape':<{w1}}  {'params':>10}", "-" * (w0 + w1 + 14)]
+    lines += [f"{a:<{w0}}  {b:<{w1}}  {c:>10,}" for a, b, c in rows]
+    lines += ["-" * (w0 + w1 + 14), f"{'total':<{w0}}  {'':<{w1}}  {total:>10,}"]
+    return "\n".join(lines)

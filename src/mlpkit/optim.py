@@ -1,0 +1,104 @@
+"""Optimisers and learning-rate schedules by name, all from torch.optim."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional
+
+import torch
+from torch import optim
+
+from mlpkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """A torch.optim class with the settings its name fixes (e.g. momentum=0.9 for `momentum`)."""
+
+    cls: type
+    fixed: Dict[str, object] = field(default_factory=dict)  # defaults the name implies
+    locked: tuple = ()  # settings the name decides, that a user may not change
+
+    def allowed(self) -> list:
+        skip = {"self", "params", "lr", "foreach", "fused", "maximize", "capturable", "differentiable",
+                "decoupled_weight_decay", *self.locked}
+        return [p for p in inspect.signature(self.cls).parameters if p not in skip]
+
+    def check_params(self, given: dict) -> None:
+        extra = sorted(set(given) - set(self.allowed()))
+        if extra:
+            name = next(k for k, v in OPTIMIZERS.items() if v is self)
+            takes = ", ".join(f"optimizer.{p}" for p in self.allowed())
+            raise ConfigError(f"optimizer.{extra[0]} is not a setting of optimizer={name}; it takes optimizer.lr, {takes}")
+
+
+OPTIMIZERS: Dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(optim.SGD, locked=("nesterov",)),  # w -= lr * g
+    "momentum": OptimizerSpec(optim.SGD, {"momentum": 0.9}, locked=("nesterov",)),  # v = m v + g
+    "nesterov": OptimizerSpec(optim.SGD, {"momentum": 0.9, "nesterov": True}, locked=("nesterov",)),  # look ahead
+    "adagrad": OptimizerSpec(optim.Adagrad),  # per-weight lr / sqrt(sum g^2)
+    "rmsprop": OptimizerSpec(optim.RMSprop),  # ... / sqrt(EMA of g^2)
+    "adadelta": OptimizerSpec(optim.Adadelta),  # unit-corrected RMSprop, lr=1.0 by default
+    "adam": OptimizerSpec(optim.Adam),  # momentum + RMSprop, bias-corrected
+    "adamw": OptimizerSpec(optim.AdamW),  # Adam with decoupled weight decay
+}
+
+
+def make_optimizer(params: Iterable[torch.Tensor], name: str = "adam", lr: float = 1e-3,
+                   **settings) -> optim.Optimizer:
+    """A torch optimiser by name; `settings` are that optimiser's own keyword arguments."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer={name!r} is not known; choose one of: {', '.join(OPTIMIZERS)}")
+    spec = OPTIMIZERS[name]
+    settings = {k: v for k, v in settings.items() if v is not None}
+    spec.check_params(settings)
+    if "betas" in settings:
+        settings["betas"] = tuple(settings["betas"])
+    kwargs = {**spec.fixed, **settings}
+    if "foreach" in inspect.signature(spec.cls).parameters:
+        kwargs["foreach"] = True  # one kernel per step over all parameters, not one per tensor
+    return spec.cls(params, lr=lr, **kwargs)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A torch lr scheduler, the config keys it takes, and how they map to its arguments."""
+
+    cls: Optional[type]
+    keys: Dict[str, str] = field(default_factory=dict)  # config key -> torch argument
+    defaults: Dict[str, object] = field(default_factory=dict)
+
+    def check_params(self, given: dict) -> None:
+        extra = sorted(set(given) - set(self.keys))
+        if extra:
+            name = next(k for k, v in SCHEDULERS.items() if v is self)
+            takes = ", ".join(f"scheduler.{k}" for k in self.keys) or "no settings"
+            raise ConfigError(f"scheduler.{extra[0]} is not a setting of scheduler={name}; it takes {takes}")
+
+
+SCHEDULERS: Dict[str, SchedulerSpec] = {
+    "none": SchedulerSpec(None),
+    "step": SchedulerSpec(optim.lr_scheduler.StepLR, {"step_size": "step_size", "gamma": "gamma"},
+                          {"step_size": 10, "gamma": 0.5}),
+    "cosine": SchedulerSpec(optim.lr_scheduler.CosineAnnealingLR, {"t_max": "T_max", "eta_min": "eta_min"},
+                            {"eta_min": 0.0}),
+    "plateau": SchedulerSpec(optim.lr_scheduler.ReduceLROnPlateau,
+                             {"factor": "factor", "patience": "patience", "min_lr": "min_lr"},
+                             {"factor": 0.5, "patience": 5}),
+}
+
+
+def make_scheduler(optimizer: optim.Optimizer, name: str = "none", *, max_epochs: int = 1, **settings):
+    """A scheduler stepped once per epoch (plateau: on the val loss), or None for `none`."""
+    if name not in SCHEDULERS:
+        raise ConfigError(f"scheduler={name!r} is not known; choose one of: {', '.join(SCHEDULERS)}")
+    spec = SCHEDULERS[name]
+    settings = {k: v for k, v in settings.items() if v is not None}
+    spec.check_params(settings)
+    if spec.cls is None:
+        return None
+    merged = {**spec.defaults, **settings}
+    if name == "cosine":
+        merged.setdefault("t_max", max(1, max_epochs))
+    return spec.cls(optimizer, **{spec.keys[k]: v for k, v in merged.items()})

@@ -1,0 +1,83 @@
+"""TensorBoard logging: scalars, histograms, figures, the HParams entry and the chart layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+# Metric names of the HParams entry. They sit under `hparam/` so they never clash with
+# the per-epoch scalar tags (loss/val, ...), and they are also written as scalars,
+# which is where the HParams dashboard reads their values from.
+HPARAM_METRICS = ("best_val_loss", "best_val_accuracy", "final_val_loss", "test_loss", "test_accuracy",
+                  "test_rmse", "test_r2", "epochs_run")
+
+
+class TensorBoardLogger:
+    """One SummaryWriter per run directory; every call is cheap and never raises on a closed writer."""
+
+    def __init__(self, log_dir: str | Path, purge_step: Optional[int] = None):
+        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+
+        self.log_dir = str(log_dir)
+        self.writer = SummaryWriter(self.log_dir, purge_step=purge_step, flush_secs=10)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        for tag, value in values.items():
+            if value is not None:
+                self.writer.add_scalar(tag, value, step)
+
+    def histogram(self, tag: str, values: Any, step: int) -> None:
+        self.writer.add_histogram(tag, values, step)
+
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        self.writer.add_figure(tag, figure, step, close=True)
+
+    def layout(self, classification: bool) -> None:
+        """Custom Scalars charts in which train and val curves of a run share one chart."""
+        charts = {"loss": ["Multiline", ["loss/train", "loss/val"]], "lr": ["Multiline", ["lr"]]}
+        if classification:
+            charts["accuracy"] = ["Multiline", ["accuracy/train", "accuracy/val"]]
+        charts["gradient norm per layer"] = ["Multiline", [r"grads/layer_\d+"]]
+        self.writer.add_custom_scalars({"mlpkit": charts})
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Optional[float]], step: int) -> None:
+        """Write the HParams entry into this run's own event file (add_hparams would make a new folder)."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        clean = {k: _hparam_value(v) for k, v in hparams.items()}
+        values = {f"hparam/{k}": float(v) for k, v in metrics.items() if v is not None}
+        exp, ssi, sei = hparams_summary(clean, values)
+        fw = self.writer._get_file_writer()
+        for summary in (exp, ssi, sei):
+            fw.add_summary(summary)
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _hparam_value(value: Any) -> Any:
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{'optimizer': {'lr': 0.1}} -> {'optimizer.lr': 0.1}; lists stay whole."""
+    out: Dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
