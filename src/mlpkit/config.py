@@ -36,6 +36,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "mlp"  # mlp | perceptron
     hidden: List[int] = field(default_factory=lambda: [256, 128])  # [] = no hidden layer
+    lr: Optional[float] = None  # perceptron: step size of the learning rule (mlp: use optimizer.lr)
 
 
 @dataclass
@@ -117,11 +118,12 @@ class TrainerConfig:
     clip_grad_norm: Optional[float] = None
     clip_grad_value: Optional[float] = None
     log_every_n_steps: int = 50
-    histogram_every_n_epochs: int = 10  # 0 = never
-    boundary_every_n_epochs: int = 10  # 2-D inputs; 0 = only at the end
+    histogram_every_n_epochs: Optional[int] = None  # null = about 10 times per run; 0 = never
+    boundary_every_n_epochs: Optional[int] = None  # 2-D inputs; null = about 10 times; 0 = only at the end
     deterministic: bool = False
     num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
     progress: bool = True  # progress bar on a terminal
+    manual_backprop: bool = True  # chain-rule backward for plain MLPs (relu/tanh/sigmoid/identity); else autograd
 
 
 @dataclass
@@ -198,6 +200,15 @@ def validate(cfg: Any) -> None:
         raise ConfigError("data=csv needs data.path=<file.csv> (and data.target=<column>, default: the last column)")
 
     _choice("model", cfg.model.name, MODELS)
+    if cfg.model.name == "perceptron":
+        if list(cfg.model.hidden):
+            raise ConfigError(f"model.hidden={list(cfg.model.hidden)}: model=perceptron is a single layer of step "
+                              "units and has no hidden layers; use model=mlp for hidden layers")
+        _number("model.lr", cfg.model.lr, low=0, low_open=True)
+        if cfg.resume:
+            raise ConfigError("resume is not supported for model=perceptron (its runs are short: start again)")
+    elif cfg.model.lr is not None:
+        raise ConfigError("model.lr is a setting of model=perceptron; for model=mlp set optimizer.lr")
     for i, width in enumerate(cfg.model.hidden):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
             raise ConfigError(f"model.hidden[{i}]={width!r}: layer widths must be integers > 0")
@@ -251,8 +262,8 @@ def validate(cfg: Any) -> None:
     _number("trainer.clip_grad_norm", t.clip_grad_norm, low=0, low_open=True)
     _number("trainer.clip_grad_value", t.clip_grad_value, low=0, low_open=True)
     _number("trainer.log_every_n_steps", t.log_every_n_steps, low=1, optional=False)
-    _number("trainer.histogram_every_n_epochs", t.histogram_every_n_epochs, low=0, optional=False)
-    _number("trainer.boundary_every_n_epochs", t.boundary_every_n_epochs, low=0, optional=False)
+    _number("trainer.histogram_every_n_epochs", t.histogram_every_n_epochs, low=0)
+    _number("trainer.boundary_every_n_epochs", t.boundary_every_n_epochs, low=0)
     _number("trainer.num_threads", t.num_threads, low=1)
     check_device_name(t.device)
     _number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)

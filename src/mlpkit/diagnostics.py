@@ -82,19 +82,21 @@ def decision_boundary_figure(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
 
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=100)
     labels = y.detach().cpu().reshape(-1)
+    extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     if task == "binary":
         prob = torch.sigmoid(out[:, 0]).reshape(n, n)
-        ax.contourf(gx, gy, prob, levels=20, cmap="RdBu_r", vmin=0, vmax=1, alpha=0.75)
+        ax.imshow(prob, extent=extent, origin="lower", cmap="RdBu_r", vmin=0, vmax=1, alpha=0.7, aspect="auto")
         ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1)
+        cmap, vmax = "RdBu_r", 1
     elif task == "multiclass":
         cls = out.argmax(1).reshape(n, n)
-        ax.contourf(gx, gy, cls, levels=torch.arange(out.shape[1] + 1) - 0.5, cmap="tab10", alpha=0.45,
-                    vmin=0, vmax=9)
+        ax.imshow(cls, extent=extent, origin="lower", cmap="tab10", vmin=0, vmax=9, alpha=0.45, aspect="auto",
+                  interpolation="nearest")
+        cmap, vmax = "tab10", 9
     else:
-        ax.contourf(gx, gy, out[:, 0].reshape(n, n), levels=20, cmap="viridis", alpha=0.8)
-    cmap = "RdBu_r" if task == "binary" else ("tab10" if task == "multiclass" else "viridis")
-    ax.scatter(pts[:, 0], pts[:, 1], c=labels, cmap=cmap, s=10, edgecolors="k", linewidths=0.3,
-               vmin=0, vmax=1 if task == "binary" else (9 if task == "multiclass" else None))
+        ax.imshow(out[:, 0].reshape(n, n), extent=extent, origin="lower", cmap="viridis", alpha=0.8, aspect="auto")
+        cmap, vmax = "viridis", None
+    ax.scatter(pts[:, 0], pts[:, 1], c=labels, cmap=cmap, s=10, edgecolors="k", linewidths=0.3, vmin=0, vmax=vmax)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_title(title, fontsize=9)

@@ -18,7 +18,7 @@ NORMS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
     "layer": nn.LayerNorm,  # statistics over the units, per sample
 }
 
-MODELS = ("mlp",)
+MODELS = ("mlp", "perceptron")
 
 
 class MLP(nn.Module):

@@ -44,14 +44,17 @@ class TensorBoardLogger:
         self.writer.add_custom_scalars({"mlpkit": charts})
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Optional[float]], step: int) -> None:
-        """Write the HParams entry into this run's own event file (add_hparams would make a new folder)."""
+        """Write the HParams entry into this run's own event file (add_hparams would make a new folder).
+
+        Only the session start/end are written, no experiment summary: TensorBoard then builds
+        the experiment from all runs of a sweep together, marking which hparams differ."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
         values = {f"hparam/{k}": float(v) for k, v in metrics.items() if v is not None}
         exp, ssi, sei = hparams_summary(clean, values)
         fw = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
+        for summary in (ssi, sei):
             fw.add_summary(summary)
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)

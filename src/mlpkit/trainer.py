@@ -27,6 +27,23 @@ from mlpkit.optim import make_optimizer, make_scheduler
 log_fn = Callable[[str], None]
 
 
+def _clone(obj: Any) -> Any:
+    """A copy that shares nothing mutable with `obj`: tensors cloned, containers rebuilt."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
+def _manual_ok(model: nn.Module) -> bool:
+    from mlpkit.backprop import ManualBackprop
+
+    return ManualBackprop.supports(model)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """auto -> cuda when present, else cpu; cuda without a GPU is a ConfigError."""
     if name == "auto":
@@ -78,9 +95,12 @@ class FitResult:
     seconds: float = 0.0
     message: str = ""
     warnings: List[str] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)  # model-specific results (e.g. converged)
 
     def as_dict(self) -> Dict[str, Any]:
-        return dict(self.__dict__)
+        out = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        out.update(self.extra)
+        return out
 
 
 class Trainer:
@@ -107,9 +127,10 @@ class Trainer:
                  l1: float = 0.0, l2: float = 0.0, input_noise: float = 0.0,
                  clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None,
                  early_stopping: Optional[EarlyStopping] = None, device: str = "auto", seed: int = 0,
-                 log_every_n_steps: int = 50, histogram_every_n_epochs: int = 10,
-                 boundary_every_n_epochs: int = 10, run_dir: Optional[str | Path] = None, logger: Any = None,
-                 progress: bool = False, log: Optional[log_fn] = None, handle_signals: bool = True):
+                 log_every_n_steps: int = 50, histogram_every_n_epochs: Optional[int] = None,
+                 boundary_every_n_epochs: Optional[int] = None, run_dir: Optional[str | Path] = None, logger: Any = None,
+                 progress: bool = False, log: Optional[log_fn] = None, handle_signals: bool = True,
+                 checkpoint_every_s: float = 2.0, manual_backprop: bool = True):
         self.optimizer_spec, self.lr = optimizer, lr
         self.optimizer_params = dict(optimizer_params or {})
         self.scheduler_name, self.scheduler_params = scheduler, dict(scheduler_params or {})
@@ -120,12 +141,18 @@ class Trainer:
         self.device = resolve_device(device)
         self.seed = seed
         self.log_every = max(1, log_every_n_steps)
-        self.histogram_every, self.boundary_every = histogram_every_n_epochs, boundary_every_n_epochs
+        # None: about ten times per run (images and histograms cost milliseconds each)
+        every = max(1, max_epochs // 10)
+        self.histogram_every = every if histogram_every_n_epochs is None else histogram_every_n_epochs
+        self.boundary_every = every if boundary_every_n_epochs is None else boundary_every_n_epochs
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger = logger
         self.progress = progress
         self.log = log or (lambda msg: None)
         self.handle_signals = handle_signals
+        self.checkpoint_every_s = checkpoint_every_s  # disk writes at most this often; always at the end
+        self.manual_backprop = manual_backprop
+        self.first_step_time: Optional[float] = None  # unix time of the first training step (start-up probe)
         self.stop_signal: Optional[int] = None
         self.extra_state: Dict[str, Any] = {}  # stored in every checkpoint (e.g. model arguments)
 
@@ -193,6 +220,7 @@ class Trainer:
 
     def fit(self, model: nn.Module, data: Dataset, resume_from: Optional[str | Path] = None) -> FitResult:
         """Train `model` on `data`; returns the FitResult (also after early stop, divergence, interrupt)."""
+        from mlpkit.backprop import maybe_manual
         from mlpkit.diagnostics import ActivationProbe
 
         start_time = time.perf_counter()
@@ -219,7 +247,9 @@ class Trainer:
         n = len(data.X_train)
         bs = n if self.batch_size in (0, None) or self.batch_size >= n else self.batch_size
         steps_per_epoch = math.ceil(n / bs)
-        result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []})
+        result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []},
+                           extra={"steps_per_epoch": steps_per_epoch, "batch_size": bs,
+                                  "backprop": "manual" if self.manual_backprop and _manual_ok(model) else "autograd"})
         if task != "regression":
             result.history.update(train_accuracy=[], val_accuracy=[])
         best_value = -math.inf if maximize else math.inf
@@ -268,6 +298,15 @@ class Trainer:
             self.log(f"resumed from {resume_from} at epoch {epoch} (step {step})")
         elif ckpt_dir is not None:
             save_checkpoint(ckpt_dir / "last.pt", snapshot())  # epoch 0: an interrupt in epoch 1 can resume
+        pending: Dict[str, Any] = {}  # checkpoints not yet on disk: name -> state
+        last_write = time.perf_counter()
+
+        def write_pending() -> None:
+            nonlocal last_write
+            for name, state in pending.items():
+                save_checkpoint(ckpt_dir / name, state)
+            pending.clear()
+            last_write = time.perf_counter()
 
         if self.logger is not None:
             self.logger.layout(task != "regression")
@@ -276,6 +315,7 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=self.max_epochs, initial=epoch, unit="epoch", dynamic_ncols=True, leave=True)
+        manual = maybe_manual(model, task, self.manual_backprop)
         n_grad_layers = len(linears)
         X, y = data.X_train, data.y_train
         status = "completed"
@@ -297,16 +337,25 @@ class Trainer:
                         xb, yb = X[idx], y[idx]
                     if self.input_noise > 0:
                         xb = xb + self.input_noise * torch.randn_like(xb)
-                    out = model(xb)
-                    loss = loss_fn(out, yb)
-                    total = loss
-                    if self.l1 > 0:
-                        total = total + self.l1 * sum(w.abs().sum() for w in weights)
-                    if self.l2 > 0:
-                        total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
-                    opt.zero_grad(set_to_none=True)
-                    total.backward()
+                    if manual is not None:  # chain rule by hand: same gradients, no graph
+                        loss, out = manual.step(xb, yb)
+                        if self.l1 > 0:
+                            torch._foreach_add_([w.grad for w in weights], torch._foreach_sign(weights), alpha=self.l1)
+                        if self.l2 > 0:
+                            torch._foreach_add_([w.grad for w in weights], weights, alpha=2 * self.l2)
+                    else:
+                        out = model(xb)
+                        loss = loss_fn(out, yb)
+                        total = loss
+                        if self.l1 > 0:
+                            total = total + self.l1 * sum(w.abs().sum() for w in weights)
+                        if self.l2 > 0:
+                            total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
+                        opt.zero_grad(set_to_none=True)
+                        total.backward()
                     step += 1
+                    if self.first_step_time is None:
+                        self.first_step_time = time.time()
                     if b == 0 or step % self.log_every == 0:
                         # Mean L2 norm of each layer's weight gradient, before clipping.
                         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in weights]
@@ -370,7 +419,6 @@ class Trainer:
                     h.setdefault("grad_norm", []).append(norms)
                 if probe is not None:
                     scalars.update(probe.read())
-                scalars["time/epoch_seconds"] = time.perf_counter() - epoch_start
                 if self.logger is not None:
                     self.logger.scalars(scalars, epoch)
                     self._periodic_logs(model, data, epoch, weights)
@@ -380,8 +428,9 @@ class Trainer:
                     result.message = (f"the validation loss became {val_loss} after epoch {epoch}; try a lower "
                                       f"optimizer.lr (now {lr_now:g}) or trainer.clip_grad_norm=1.0")
                     epoch -= 1  # this epoch's weights are not kept
-                    for key in h:
-                        h[key].pop()
+                    for key in ("train_loss", "val_loss", "lr", "train_accuracy", "val_accuracy", "grad_norm"):
+                        if key in h:
+                            h[key].pop()
                     break
 
                 current = {"val_loss": val_loss, "train_loss": train_loss,
@@ -394,13 +443,16 @@ class Trainer:
                     result.best_val_accuracy = scalars.get("accuracy/val")
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if ckpt_dir is not None:
-                        save_checkpoint(ckpt_dir / "best.pt", {"epoch": epoch, "model": best_state,
-                                                               **self.extra_state})
+                        pending["best.pt"] = {"epoch": epoch, "model": best_state, **self.extra_state}
                 if sched is not None:
                     sched.step(val_loss) if plateau else sched.step()
                 stop = es.update(improved) if es else False
                 if ckpt_dir is not None:
-                    save_checkpoint(ckpt_dir / "last.pt", snapshot())
+                    if time.perf_counter() - last_write >= self.checkpoint_every_s:
+                        pending["last.pt"] = snapshot()  # written now: no copy needed
+                        write_pending()
+                    else:  # kept in memory (cloned) until the next write
+                        pending["last.pt"] = _clone(snapshot())
                 if bar is not None:
                     post = {"train": f"{train_loss:.4f}", "val": f"{val_loss:.4f}"}
                     if task != "regression":
@@ -411,6 +463,10 @@ class Trainer:
                     acc = f"  val acc {scalars['accuracy/val']:.4f}" if task != "regression" else ""
                     self.log(f"epoch {epoch:>4}/{self.max_epochs}  train loss {train_loss:.4f}  "
                              f"val loss {val_loss:.4f}{acc}")
+                # the whole epoch: training, val pass, logging and checkpoint
+                h.setdefault("epoch_seconds", []).append(time.perf_counter() - epoch_start)
+                if self.logger is not None:
+                    self.logger.scalar("time/epoch_seconds", h["epoch_seconds"][-1], epoch)
                 if stop:
                     status = "early_stopped"
                     result.message = (f"early stop after epoch {epoch}: {monitor} did not improve for "
@@ -424,6 +480,8 @@ class Trainer:
             if probe is not None:
                 probe.remove()
 
+        if ckpt_dir is not None:
+            write_pending()  # the last finished epoch, also after an interrupt or divergence
         result.status = status
         result.epochs_run = epoch
         keep_best = best_state is not None and (status == "diverged" or (es is not None and es.restore_best))

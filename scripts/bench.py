@@ -1,0 +1,365 @@
+"""mlpkit against the peers a user would otherwise reach for, measured side by side.
+
+    python scripts/bench.py                      # W1 and W2, all peers installed, 3 repetitions
+    python scripts/bench.py --workloads W2 --reps 5 --epochs 4
+    python scripts/bench.py --tiny               # a smoke run on tiny data (what the test suite runs)
+
+Workloads (CPU; Adam lr 1e-3, ReLU, 80/10/10 split):
+    W1  60,000 x 784 -> 10 classes, hidden [256, 256], batch 128   (MNIST-sized)
+    W2  25,000 x 20  -> 2 classes,  hidden [64, 64],   batch 32    (small)
+
+Peers: mlpkit's Trainer (with its TensorBoard logging and checkpoints), a hand-written
+PyTorch loop on in-memory tensors, the same loop over a torch DataLoader, scikit-learn's
+MLPClassifier (partial_fit, one epoch per call), and PyTorch Lightning and Keras when
+installed. Within a repetition the peers run one after another on the same data; an
+epoch is timed as training plus one pass over the validation split, the first epoch of
+each run is a warm-up and not counted. Prints medians and ratios and writes JSON.
+
+Also measured (unless --skip-extra): the start-up of `python train.py` (process start to
+first training step), the wall time of a 2-job W2 sweep with the basic vs the joblib
+launcher, and the peak memory of a W1 run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from mlpkit.cli import small_model_threads  # noqa: E402
+from mlpkit.data import load_dataset  # noqa: E402
+
+WORKLOADS = {
+    "W1": dict(n_samples=60000, n_features=784, n_classes=10, hidden=[256, 256], batch=128),
+    "W2": dict(n_samples=25000, n_features=20, n_classes=2, hidden=[64, 64], batch=32),
+    "tiny": dict(n_samples=600, n_features=10, n_classes=3, hidden=[16], batch=32),
+}
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def make_data(w: dict):
+    return load_dataset("classification", n_samples=w["n_samples"], n_features=w["n_features"],
+                        n_classes=w["n_classes"], val_fraction=0.1, test_fraction=0.1, seed=0)
+
+
+def torch_model(w: dict, data) -> torch.nn.Sequential:
+    layers, d = [], data.in_dim
+    for h in w["hidden"]:
+        layers += [torch.nn.Linear(d, h), torch.nn.ReLU()]
+        d = h
+    layers.append(torch.nn.Linear(d, data.out_dim))
+    return torch.nn.Sequential(*layers)
+
+
+def _targets(data):
+    """Class indices as (N,) long, whatever the task encoding."""
+    return data.y_train.reshape(-1).long(), data.y_val.reshape(-1).long()
+
+
+# -- peers: each returns the list of per-epoch seconds ----------------------------------
+
+
+def peer_mlpkit(w: dict, data, epochs: int, workdir: Path) -> List[float]:
+    from mlpkit import MLP, TensorBoardLogger, Trainer
+
+    torch.manual_seed(0)
+    model = MLP(data.in_dim, w["hidden"], data.out_dim, activation="relu")
+    n_params = sum(p.numel() for p in model.parameters())
+    torch.set_num_threads(small_model_threads(n_params, w["batch"]) or DEFAULT_THREADS)  # what train.py does
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    logger = TensorBoardLogger(run_dir)
+    trainer = Trainer(optimizer="adam", lr=1e-3, max_epochs=epochs, batch_size=w["batch"], logger=logger,
+                      run_dir=run_dir, handle_signals=False)
+    result = trainer.fit(model, data)
+    logger.close()
+    return result.history["epoch_seconds"]
+
+
+def _handwritten(w: dict, data, epochs: int, loader: bool) -> List[float]:
+    torch.set_num_threads(DEFAULT_THREADS)
+    torch.manual_seed(0)
+    model = torch_model(w, data)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    X, Xv = data.X_train, data.X_val
+    y, yv = _targets(data)
+    if data.out_dim == 1:  # binary as two-logit softmax keeps the loop identical for both workloads
+        model[-1] = torch.nn.Linear(model[-1].in_features, 2)
+    if loader:
+        from torch.utils.data import DataLoader, TensorDataset
+        dl = DataLoader(TensorDataset(X, y), batch_size=w["batch"], shuffle=True)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        batches = dl if loader else (
+            (X[idx], y[idx]) for idx in torch.randperm(len(X)).split(w["batch"]))
+        for xb, yb in batches:
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            val_loss = loss_fn(model(Xv), yv).item()
+        times.append(time.perf_counter() - t0)
+    assert val_loss == val_loss
+    return times
+
+
+def peer_handwritten(w, data, epochs, workdir):
+    return _handwritten(w, data, epochs, loader=False)
+
+
+def peer_dataloader(w, data, epochs, workdir):
+    return _handwritten(w, data, epochs, loader=True)
+
+
+def peer_sklearn(w: dict, data, epochs: int, workdir: Path) -> List[float]:
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    X, Xv = data.X_train.numpy(), data.X_val.numpy()
+    y, yv = (t.numpy() for t in _targets(data))
+    clf = MLPClassifier(hidden_layer_sizes=tuple(w["hidden"]), batch_size=w["batch"], learning_rate_init=1e-3,
+                        random_state=0)
+    classes = sorted(set(y.tolist()))
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            clf.partial_fit(X, y, classes=classes)
+            clf.score(Xv, yv)
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def peer_lightning(w: dict, data, epochs: int, workdir: Path) -> List[float]:
+    import lightning as L  # optional extra
+
+    torch.set_num_threads(DEFAULT_THREADS)
+    y, yv = _targets(data)
+    net = torch_model(w, data)
+    if data.out_dim == 1:
+        net[-1] = torch.nn.Linear(net[-1].in_features, 2)
+    times: List[float] = []
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, _):
+            xb, yb = batch
+            return torch.nn.functional.cross_entropy(self.net(xb), yb)
+
+        def validation_step(self, batch, _):
+            xb, yb = batch
+            self.log("val_loss", torch.nn.functional.cross_entropy(self.net(xb), yb))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+        def on_train_epoch_start(self):
+            self._t0 = time.perf_counter()
+
+        def on_validation_epoch_end(self):
+            if hasattr(self, "_t0") and not self.trainer.sanity_checking:
+                times.append(time.perf_counter() - self._t0)
+
+    from torch.utils.data import DataLoader, TensorDataset
+    train = DataLoader(TensorDataset(data.X_train, y), batch_size=w["batch"], shuffle=True)
+    val = DataLoader(TensorDataset(data.X_val, yv), batch_size=len(yv))
+    L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+              default_root_dir=str(workdir)).fit(Module(), train, val)
+    return times
+
+
+def peer_keras(w: dict, data, epochs: int, workdir: Path) -> List[float]:
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras  # optional extra
+
+    y, yv = (t.numpy() for t in _targets(data))
+    model = keras.Sequential([keras.Input((data.in_dim,))] + [keras.layers.Dense(h, activation="relu")
+                                                               for h in w["hidden"]]
+                             + [keras.layers.Dense(max(2, data.out_dim))])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    times: List[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    model.fit(data.X_train.numpy(), y, batch_size=w["batch"], epochs=epochs, verbose=0,
+              validation_data=(data.X_val.numpy(), yv), callbacks=[Timer()])
+    return times
+
+
+PEERS: Dict[str, Callable] = {
+    "mlpkit": peer_mlpkit,
+    "hand-written loop": peer_handwritten,
+    "hand-written + DataLoader": peer_dataloader,
+    "scikit-learn": peer_sklearn,
+    "lightning": peer_lightning,
+    "keras (torch backend)": peer_keras,
+}
+OPTIONAL = {"lightning": "lightning", "keras (torch backend)": "keras"}
+
+
+def available(name: str) -> bool:
+    if name not in OPTIONAL:
+        return True
+    import importlib.util
+    return importlib.util.find_spec(OPTIONAL[name]) is not None
+
+
+def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
+    """The machine's float32 matmul speed with torch's default threads (the W1 ceiling)."""
+    torch.set_num_threads(DEFAULT_THREADS)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def step_flops(w: dict) -> float:
+    """Multiply-adds x2 of one training step (forward + backward = 3x forward)."""
+    dims = [w["n_features"], *w["hidden"], w["n_classes"] if w["n_classes"] > 2 else 1]
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    return 3 * 2 * macs * w["batch"]
+
+
+def bench_workload(name: str, peers: List[str], reps: int, epochs: int, workdir: Path) -> Dict:
+    w = WORKLOADS[name]
+    data = make_data(w)
+    runs: Dict[str, List[float]] = {p: [] for p in peers}
+    for rep in range(reps):
+        for peer in peers:
+            times = PEERS[peer](w, data, epochs, workdir)
+            runs[peer].extend(times[1:] if len(times) > 1 else times)  # first epoch: warm-up
+            print(f"  {name} rep {rep + 1}/{reps} {peer:<26} {statistics.median(times[1:] or times):.3f} s/epoch",
+                  flush=True)
+    med = {p: statistics.median(v) for p, v in runs.items()}
+    steps = -(-len(data.X_train) // w["batch"])
+    return {"median_s_per_epoch": med, "epochs_timed": {p: len(v) for p, v in runs.items()},
+            "steps_per_epoch": steps, "gflop_per_epoch": step_flops(w) * steps / 1e9}
+
+
+def startup_seconds(workdir: Path, reps: int = 3) -> float:
+    """Median seconds from launching `python train.py` to its first training step."""
+    out = []
+    for _ in range(reps):
+        t0 = time.time()
+        subprocess.run([sys.executable, str(ROOT / "train.py"), "trainer.max_epochs=1", "trainer.progress=false"],
+                       cwd=workdir, check=True, capture_output=True)
+        latest = max(workdir.glob("outputs/runs/*/*/metrics.json"), key=lambda p: p.stat().st_mtime)
+        out.append(json.loads(latest.read_text())["first_step_unix_time"] - t0)
+    return statistics.median(out)
+
+
+def sweep_seconds(workdir: Path, launcher: str, epochs: int) -> float:
+    args = [sys.executable, str(ROOT / "train.py"), "-m", "data=classification", "data.n_samples=25000",
+            "data.n_features=20", "data.n_classes=2", "data.val_fraction=0.1", "data.test_fraction=0.1",
+            "model.hidden=[64,64]", "trainer.batch_size=32", f"trainer.max_epochs={epochs}",
+            "early_stopping=none", "trainer.progress=false", "seed=0,1"]
+    if launcher == "joblib":
+        args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    t0 = time.perf_counter()
+    subprocess.run(args, cwd=workdir, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def w1_peak_memory_mb(workdir: Path, epochs: int) -> Dict[str, float]:
+    """Peak RSS of a whole `python train.py` W1 run, and the size of its data as float32."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    args = [sys.executable, str(ROOT / "train.py"), "data=classification", "data.n_samples=60000",
+            "data.n_features=784", "data.n_classes=10", "data.val_fraction=0.1", "data.test_fraction=0.1",
+            "model.hidden=[256,256]", "trainer.batch_size=128", f"trainer.max_epochs={epochs}",
+            "trainer.progress=false"]
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, check=True, capture_output=True, text=True)
+    peak_kb = int(out.stdout.strip().splitlines()[-1])
+    return {"peak_rss_mb": peak_kb / 1024, "data_mb": 60000 * 784 * 4 / 2 ** 20}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=list(WORKLOADS))
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is a warm-up)")
+    parser.add_argument("--tiny", action="store_true", help="tiny workload, 1 rep, no extras: a smoke test")
+    parser.add_argument("--skip-extra", action="store_true", help="skip start-up, sweep and memory measurements")
+    parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
+    args = parser.parse_args()
+    if args.tiny:
+        args.workloads, args.reps, args.epochs, args.skip_extra = ["tiny"], 1, 2, True
+    peers = [p for p in args.peers if available(p)]
+    skipped = [p for p in args.peers if p not in peers]
+
+    results: Dict = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                                 "torch_threads": DEFAULT_THREADS, "python": platform.python_version()},
+                     "skipped_peers": skipped, "workloads": {}}
+    if not args.tiny:
+        results["machine"]["matmul_gflops"] = matmul_gflops()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in args.workloads:
+            results["workloads"][name] = bench_workload(name, peers, args.reps, args.epochs, workdir)
+        if not args.skip_extra:
+            results["startup_seconds"] = startup_seconds(workdir)
+            basic = sweep_seconds(workdir, "basic", 3)
+            parallel = sweep_seconds(workdir, "joblib", 3)
+            results["sweep_2_jobs_W2"] = {"basic_s": basic, "joblib_s": parallel, "speedup": basic / parallel}
+            results["w1_memory"] = w1_peak_memory_mb(workdir, 1)
+
+    print()
+    for name, r in results["workloads"].items():
+        med = r["median_s_per_epoch"]
+        base = med.get("hand-written loop")
+        print(f"{name}: {r['steps_per_epoch']} steps/epoch, {r['gflop_per_epoch']:.1f} GFLOP/epoch")
+        print(f"  {'peer':<26} {'s/epoch':>8} {'vs hand-written':>16} {'GFLOP/s':>8}")
+        for peer, s in sorted(med.items(), key=lambda kv: kv[1]):
+            ratio = f"{s / base:.2f}x" if base else "-"
+            print(f"  {peer:<26} {s:>8.3f} {ratio:>16} {r['gflop_per_epoch'] / s:>8.1f}")
+    if "matmul_gflops" in results["machine"]:
+        print(f"matmul (1024^2, float32, {DEFAULT_THREADS} threads): {results['machine']['matmul_gflops']:.1f} GFLOP/s")
+    if "startup_seconds" in results:
+        sw = results["sweep_2_jobs_W2"]
+        mem = results["w1_memory"]
+        print(f"start-up, process start to first training step: {results['startup_seconds']:.2f} s")
+        print(f"2-job W2 sweep: basic {sw['basic_s']:.1f} s, joblib {sw['joblib_s']:.1f} s ({sw['speedup']:.2f}x)")
+        print(f"W1 peak memory: {mem['peak_rss_mb']:.0f} MB (data {mem['data_mb']:.0f} MB, "
+              f"+{mem['peak_rss_mb'] - mem['data_mb']:.0f} MB)")
+    if skipped:
+        print(f"not installed, skipped: {', '.join(skipped)} (pip install lightning keras)")
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Shared helpers: run `python train.py` as a user would, find what a run left behind, read it back.
+
+Every subprocess runs with its own temporary working directory, so `outputs/` lands there and a
+test can say "no metrics.json anywhere under tmp_path". Batches of independent subprocesses run
+concurrently (`train_many`) so the suite stays within a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_PY = REPO / "train.py"
+CONFIGS = REPO / "configs"
+PYTHON = sys.executable
+
+# The config groups whose every option file is exercised, and the options the contract
+# (shared/CONTRACT.md, "Config groups") says each must have at least.
+GROUPS = ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "early_stopping")
+CONTRACT_OPTIONS = {
+    "data": ["xor", "and", "or", "nand", "moons", "circles", "spiral", "blobs", "sine", "classification",
+             "regression", "digits", "iris", "wine", "breast_cancer", "diabetes", "csv"],
+    "model": ["mlp", "perceptron"],
+    "activation": ["step", "sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "softplus", "maxout",
+                   "gelu", "silu", "identity"],
+    "init": ["default", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "lecun_normal",
+             "orthogonal", "normal", "zeros"],
+    "norm": ["none", "batch", "layer"],
+    "optimizer": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"],
+    "scheduler": ["none", "step", "cosine", "plateau"],
+    "early_stopping": ["val_loss", "none"],
+}
+
+# A tiny, fast run: one epoch on 120 rows of 4 features (not 2-D, so no decision-boundary figure
+# and no matplotlib import: each `python train.py` costs seconds of imports already).
+TINY = ["data=classification", "data.n_samples=120", "data.n_features=4", "model.hidden=[8]",
+        "trainer.max_epochs=1", "trainer.progress=false"]
+
+# Runs in this suite are small; one CPU thread per process avoids two processes fighting over
+# two cores with spinning OpenMP threads (it changes speed only, never results).
+SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def group_options(group: str) -> List[str]:
+    """The option names of configs/<group>/*.yaml."""
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    lines = [",".join(header)] + [",".join(str(c) for c in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def good_csv(path: Path, n: int = 60) -> Path:
+    """A small valid CSV: 3 numeric features and a text label with 3 classes (column `label`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        cls = i % 3
+        x = rng.normal(cls, 0.5, 3)
+        rows.append([f"{v:.4f}" for v in x] + [["cat", "dog", "fox"][cls]])
+    return write_csv(path, ["a", "b", "c", "label"], rows)
+
+
+# ---------------------------------------------------------------------------
+# Running train.py
+
+
+@dataclass
+class Run:
+    """A finished `python train.py` process."""
+
+    args: List[str]
+    cwd: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def describe(self) -> str:
+        return (f"python train.py {' '.join(self.args)}\n(cwd {self.cwd}) exited {self.returncode}\n"
+                f"--- stdout (tail) ---\n{self.stdout[-3000:]}\n--- stderr (tail) ---\n{self.stderr[-3000:]}")
+
+
+def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional[Dict[str, str]] = None) -> Run:
+    """Run `python <repo>/train.py *args` in `cwd` and wait for it."""
+    full_env = {**os.environ, **SUBPROCESS_ENV, **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run([PYTHON, str(TRAIN_PY), *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Run(list(args), Path(cwd), proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+
+WORKERS = max(2, min(4, os.cpu_count() or 2))
+
+
+def train_many(jobs: Sequence[Tuple[Sequence[str], Path]], workers: Optional[int] = None) -> List[Run]:
+    """Run several independent `train.py` commands concurrently; results in the order given."""
+    with ThreadPoolExecutor(max_workers=workers or WORKERS) as pool:
+        return list(pool.map(lambda job: train(job[0], job[1]), jobs))
+
+
+# ---------------------------------------------------------------------------
+# Background work: the subprocess-heavy modules start their runs as soon as the session is
+# collected, so that they run while the in-process tests do; their tests then wait for results.
+
+_POOL: Optional[ThreadPoolExecutor] = None
+_FUTURES: Dict[str, Future] = {}
+_ROOT: Optional[Path] = None
+
+
+def background_root() -> Path:
+    """A directory for the background runs of this session (each job gets its own folder in it):
+    pytest's temporary directory for this session, or a fresh one outside a collected session."""
+    global _ROOT
+    if _ROOT is None:
+        _ROOT = Path(tempfile.mkdtemp(prefix="mlpkit-bg-"))
+    return _ROOT
+
+
+def background(key: str, fn: Callable, *args) -> Future:
+    """Start fn(*args) on the shared worker pool once per session; the Future of that call."""
+    global _POOL
+    if key not in _FUTURES:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlpkit-bg")
+        _FUTURES[key] = _POOL.submit(fn, *args)
+    return _FUTURES[key]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Modules that start background runs go last (in the order they start them), so that the
+    in-process tests run meanwhile."""
+    def key(item):
+        module = getattr(item, "module", None)
+        return (hasattr(module, "start_background"), getattr(module, "BACKGROUND_PRIORITY", 0))
+    items.sort(key=key)
+
+
+def pytest_collection_finish(session):
+    global _ROOT
+    if session.config.option.collectonly:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if _ROOT is None and factory is not None:
+        _ROOT = factory.mktemp("background")
+    modules = []
+    for item in session.items:
+        module = getattr(item, "module", None)
+        if hasattr(module, "start_background") and module not in modules:
+            modules.append(module)
+    for module in sorted(modules, key=lambda m: getattr(m, "BACKGROUND_PRIORITY", 0)):
+        module.start_background(background_root())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+
+
+def popen_train(args: Sequence[str], cwd: Path) -> subprocess.Popen:
+    """Start `python train.py *args` without waiting (for signal tests)."""
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **SUBPROCESS_ENV}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([PYTHON, str(TRAIN_PY), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------------------
+# Finding what a run left behind
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+TIME_RE = re.compile(r"^\d{2}-\d{2}-\d{2}$")
+
+
+def metrics_files(root: Path) -> List[Path]:
+    return sorted(Path(root).rglob("metrics.json"))
+
+
+def run_dirs(root: Path) -> List[Path]:
+    """Single-run directories: outputs/runs/<date>/<time>_<overrides>/."""
+    base = Path(root) / "outputs" / "runs"
+    if not base.is_dir():
+        return []
+    return sorted(d for day in base.iterdir() if day.is_dir() for d in day.iterdir() if d.is_dir())
+
+
+def only_run_dir(root: Path) -> Path:
+    dirs = run_dirs(root)
+    assert len(dirs) == 1, f"expected exactly one run directory under {root}/outputs/runs, found {dirs}"
+    return dirs[0]
+
+
+def sweep_dirs(root: Path) -> List[Path]:
+    """Sweep directories: outputs/multirun/<date>/<time>/."""
+    base = Path(root) / "outputs" / "multirun"
+    if not base.is_dir():
+        return []
+    return sorted(t for day in base.iterdir() if day.is_dir() for t in day.iterdir() if t.is_dir())
+
+
+def job_dirs(root: Path) -> List[Path]:
+    """Job directories of every sweep under root, ordered by job number."""
+    jobs = [j for s in sweep_dirs(root) for j in s.iterdir() if j.is_dir()]
+    return sorted(jobs, key=lambda j: (j.parent.name, int(j.name.split("_", 1)[0]) if j.name.split("_", 1)[0].isdigit()
+                                       else 10**9))
+
+
+def job_overrides(job_dir: Path) -> List[str]:
+    """The task overrides Hydra recorded for a run or sweep job (.hydra/overrides.yaml)."""
+    import yaml
+
+    return list(yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text()) or [])
+
+
+def read_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    assert path.is_file(), f"{path} is missing; run dir holds {sorted(p.name for p in Path(run_dir).iterdir())}"
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------
+# Reading TensorBoard event files back
+
+
+@dataclass
+class Events:
+    """Everything the event files under one run directory hold, merged."""
+
+    files: List[Path] = field(default_factory=list)
+    scalars: Dict[str, List[Tuple[int, float]]] = field(default_factory=dict)  # tag -> [(step, value)]
+    images: Dict[str, List[int]] = field(default_factory=dict)  # tag -> steps
+    histograms: Dict[str, List[int]] = field(default_factory=dict)
+    plugin_tags: Dict[str, Dict[str, Path]] = field(default_factory=dict)  # plugin -> tag -> file
+    plugin_content: Dict[str, Dict[str, bytes]] = field(default_factory=dict)
+    scalar_files: Dict[str, Path] = field(default_factory=dict)  # tag -> a file holding it
+
+    def steps(self, tag: str) -> List[int]:
+        return [s for s, _ in self.scalars.get(tag, [])]
+
+    def values(self, tag: str) -> List[float]:
+        return [v for _, v in self.scalars.get(tag, [])]
+
+
+def read_events(run_dir: Path) -> Events:
+    """Load every events.out.tfevents* file under run_dir (each directory as one TensorBoard run)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = Events()
+    ev.files = sorted(Path(run_dir).rglob("events.out.tfevents*"))
+    for folder in sorted({f.parent for f in ev.files}):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "histograms": 0,
+                                                           "tensors": 0, "compressedHistograms": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        for tag in tags.get("scalars", []):
+            ev.scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+            ev.scalar_files.setdefault(tag, folder)
+        for tag in tags.get("images", []):
+            ev.images.setdefault(tag, []).extend(e.step for e in acc.Images(tag))
+        for tag in tags.get("histograms", []):
+            ev.histograms.setdefault(tag, []).extend(e.step for e in acc.Histograms(tag))
+        for plugin in ("hparams",):
+            try:
+                content = acc.PluginTagToContent(plugin)
+            except KeyError:
+                content = {}
+            for tag, data in content.items():
+                ev.plugin_tags.setdefault(plugin, {})[tag] = folder
+                ev.plugin_content.setdefault(plugin, {})[tag] = data
+    return ev
+
+
+def event_files_holding(run_dir: Path, needle_tags: Sequence[str]) -> List[Path]:
+    """The event files (not folders) under run_dir whose records include every tag in needle_tags."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    found = []
+    for f in sorted(Path(run_dir).rglob("events.out.tfevents*")):
+        seen = set()
+        for event in EventFileLoader(str(f)).Load():
+            if event.HasField("summary"):
+                seen.update(v.tag for v in event.summary.value)
+        if all(t in seen for t in needle_tags):
+            found.append(f)
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Composing configs in-process (Hydra's compose API)
+
+
+def compose_config(overrides: Sequence[str] = ()):
+    """The composed train config for `overrides`, as `python train.py` would see it (less hydra.*)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mlpkit.cli import register_resolvers
+    from mlpkit.config import register_schema
+
+    register_schema()
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """In-process training is tiny: one thread is faster and avoids contention on two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,213 @@
+"""Every registered data set: the right task, splits that keep every class in train, and
+standardisation with train-split statistics only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlpkit import ConfigError, load_dataset
+from mlpkit.data import DATASETS
+
+from conftest import good_csv, write_csv
+
+NAMES = sorted(DATASETS)
+GATES = {  # truth tables: (x1, x2) -> label
+    "xor": {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0},
+    "and": {(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1},
+    "or": {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 1},
+    "nand": {(0, 0): 1, (0, 1): 1, (1, 0): 1, (1, 1): 0},
+}
+GENERATED = {"moons", "circles", "spiral", "blobs", "sine", "classification", "regression"}
+# name -> (task, number of classes or None, input features or None)
+EXPECTED = {
+    "digits": ("multiclass", 10, 64), "iris": ("multiclass", 3, 4), "wine": ("multiclass", 3, 13),
+    "breast_cancer": ("binary", 2, 30), "diabetes": ("regression", None, 10),
+    "sine": ("regression", None, 1), "regression": ("regression", None, 10),
+    "xor": ("binary", 2, 2), "and": ("binary", 2, 2), "or": ("binary", 2, 2), "nand": ("binary", 2, 2),
+    "moons": ("binary", 2, 2), "circles": ("binary", 2, 2), "spiral": ("binary", 2, 2),
+    "blobs": ("multiclass", 3, 2), "classification": ("binary", 2, 20),
+    "csv": ("multiclass", 3, 3),  # the file written by conftest.good_csv
+}
+_cache: dict = {}
+
+
+def _load(name, tmp_path_factory, **kwargs):
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _cache:
+        if name == "csv":
+            kwargs.setdefault("path", str(good_csv(tmp_path_factory.mktemp("csv") / "data.csv")))
+        elif name in GENERATED:
+            kwargs.setdefault("n_samples", 200)
+        _cache[key] = load_dataset(name, **kwargs)
+    return _cache[key]
+
+
+def _y(t: torch.Tensor) -> np.ndarray:
+    return t.reshape(len(t), -1)[:, 0].numpy() if t.dim() == 2 else t.numpy()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_task_and_shapes(name, tmp_path_factory):
+    if name not in EXPECTED:
+        pytest.fail(f"new data set {name!r}: add its task to EXPECTED in this file")
+    task, n_classes, in_dim = EXPECTED[name]
+    d = _load(name, tmp_path_factory)
+    assert d.task == task
+    assert d.in_dim == in_dim
+    for X, y in ((d.X_train, d.y_train), (d.X_val, d.y_val), (d.X_test, d.y_test)):
+        assert X.dtype == torch.float32 and X.shape[1] == in_dim and len(X) == len(y) > 0
+        assert torch.isfinite(X).all()
+        if task == "multiclass":
+            assert y.dtype == torch.long and y.dim() == 1
+        else:  # binary: one logit; regression: one output
+            assert y.dtype == torch.float32 and y.shape == (len(X), 1)
+    if task == "regression":
+        assert d.out_dim == 1 and not d.is_classification
+    else:
+        assert len(d.classes) == n_classes
+        assert d.out_dim == (1 if task == "binary" else n_classes)
+        labels = np.concatenate([_y(d.y_train), _y(d.y_val), _y(d.y_test)])
+        assert set(np.unique(labels).tolist()) == set(range(n_classes))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in GATES])
+def test_splits_partition_the_rows_about_70_15_15(name, tmp_path_factory):
+    d = _load(name, tmp_path_factory)
+    n = (len(d.X_train), len(d.X_val), len(d.X_test))
+    total = sum(n)
+    if name in GENERATED:
+        assert total == 200
+    assert n[1] / total == pytest.approx(0.15, abs=0.03)
+    assert n[2] / total == pytest.approx(0.15, abs=0.03)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if EXPECTED.get(n, ("",))[0] != "regression"])
+def test_every_class_is_in_train_and_splits_are_stratified(name, tmp_path_factory):
+    d = _load(name, tmp_path_factory)
+    k = len(d.classes)
+    train = np.bincount(_y(d.y_train).astype(int), minlength=k)
+    assert (train > 0).all(), f"classes missing from train: {np.flatnonzero(train == 0)}"
+    if name in GATES:
+        return
+    everything = train + np.bincount(_y(d.y_val).astype(int), minlength=k) \
+        + np.bincount(_y(d.y_test).astype(int), minlength=k)
+    for split in (d.y_val, d.y_test):
+        counts = np.bincount(_y(split).astype(int), minlength=k)
+        expected = everything * len(split) / everything.sum()
+        assert np.all(np.abs(counts - expected) <= 1.5), f"not stratified: {counts} vs {expected}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_standardised_with_train_statistics(name, tmp_path_factory):
+    d = _load(name, tmp_path_factory)
+    X = d.X_train.double()
+    mean, std = X.mean(0), X.std(0, correction=0)
+    torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-4, rtol=0)
+    constant = std < 1e-6  # constant columns (e.g. always-blank digit pixels) stay constant
+    torch.testing.assert_close(std[~constant], torch.ones_like(std[~constant]), atol=1e-3, rtol=0)
+    if d.task == "regression":
+        yt = d.y_train.double()
+        assert yt.mean().item() == pytest.approx(0, abs=1e-4)
+        assert yt.std(correction=0).item() == pytest.approx(1, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in GATES])
+def test_val_and_test_use_the_train_split_statistics(name, tmp_path_factory):
+    raw = _load(name, tmp_path_factory, standardize=False)
+    std_ = _load(name, tmp_path_factory)
+    Xtr = raw.X_train.double()
+    mean, sd = Xtr.mean(0), Xtr.std(0, correction=0)
+    sd = torch.where(sd > 1e-9, sd, torch.ones_like(sd))
+    for raw_split, split in ((raw.X_val, std_.X_val), (raw.X_test, std_.X_test)):
+        torch.testing.assert_close(split.double(), (raw_split.double() - mean) / sd, atol=2e-3, rtol=1e-3)
+    if raw.task == "regression":
+        ytr = raw.y_train.double()
+        expected = (raw.y_val.double() - ytr.mean()) / ytr.std(correction=0)
+        torch.testing.assert_close(std_.y_val.double(), expected, atol=2e-3, rtol=1e-3)
+        assert std_.y_mean == pytest.approx(ytr.mean().item(), rel=1e-4, abs=1e-4)
+        assert std_.y_std == pytest.approx(ytr.std(correction=0).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("gate", sorted(GATES))
+def test_logic_gate_is_the_four_row_truth_table_in_every_split(gate):
+    assert gate in DATASETS
+    d = load_dataset(gate)
+    assert len(d.X_train) == 4
+    for X, y in ((d.X_val, d.y_val), (d.X_test, d.y_test)):
+        torch.testing.assert_close(X, d.X_train)
+        torch.testing.assert_close(y, d.y_train)
+    bits = (d.X_train > 0).int().tolist()  # standardised corners: 0 -> -1, 1 -> +1
+    table = {tuple(b): int(label) for b, label in zip(bits, _y(d.y_train))}
+    assert table == GATES[gate]
+
+
+def test_logic_gate_with_n_samples_is_a_noisy_cloud():
+    d = load_dataset("xor", n_samples=200, noise=0.1)
+    assert len(d.X_train) + len(d.X_val) + len(d.X_test) == 200
+    assert d.task == "binary"
+
+
+def test_same_seed_same_data_different_seed_different_split():
+    a = load_dataset("moons", n_samples=100, seed=3)
+    b = load_dataset("moons", n_samples=100, seed=3)
+    c = load_dataset("moons", n_samples=100, seed=4)
+    torch.testing.assert_close(a.X_train, b.X_train)
+    assert a.X_train.shape == c.X_train.shape and not torch.allclose(a.X_train, c.X_train)
+
+
+def test_generator_settings_are_honoured():
+    blobs = load_dataset("blobs", n_samples=300, n_features=5, n_classes=4)
+    assert blobs.in_dim == 5 and len(blobs.classes) == 4 and blobs.task == "multiclass"
+    spiral = load_dataset("spiral", n_samples=300, n_classes=3)
+    assert len(spiral.classes) == 3 and spiral.task == "multiclass"
+    clf = load_dataset("classification", n_samples=300, n_features=8, n_classes=3)
+    assert clf.in_dim == 8 and len(clf.classes) == 3
+
+
+# ---------------------------------------------------------------------------
+# CSV files
+
+
+def test_csv_target_by_name_and_task_inference(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [[int(i % 2), f"{rng.normal():.3f}", f"{rng.normal() * 10:.3f}"] for i in range(60)]
+    path = write_csv(tmp_path / "d.csv", ["label", "x1", "y"], rows)
+    reg = load_dataset("csv", path=str(path))  # default target: the last column, real numbers
+    assert reg.task == "regression" and reg.in_dim == 2
+    clf = load_dataset("csv", path=str(path), target="label")  # two integer values: binary
+    assert clf.task == "binary" and clf.in_dim == 2
+
+
+def test_csv_rare_class_still_reaches_train(tmp_path):
+    rows = [[f"{i * 0.1:.2f}", "common"] for i in range(40)] + [[f"{50 + i}", "rare"] for i in range(3)]
+    path = write_csv(tmp_path / "rare.csv", ["x", "label"], rows)
+    d = load_dataset("csv", path=str(path))
+    rare = d.classes.index("rare")
+    assert (_y(d.y_train) == rare).sum() >= 1
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "empty"),
+    ("a,b,label\n1,2,x\n3,nan,y\n4,5,x\n", "'b'"),
+    ("a,b,label\n1,2,x\n3,hello,y\n4,5,x\n", "hello"),
+])
+def test_bad_csv_is_a_config_error(tmp_path, content, needle):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=needle):
+        load_dataset("csv", path=str(path))
+
+
+def test_csv_missing_target_and_missing_file(tmp_path):
+    path = good_csv(tmp_path / "ok.csv")
+    with pytest.raises(ConfigError, match="nope"):
+        load_dataset("csv", path=str(path), target="nope")
+    with pytest.raises(ConfigError, match="absent.csv"):
+        load_dataset("csv", path=str(tmp_path / "absent.csv"))
+
+
+def test_unknown_data_set_is_a_config_error():
+    with pytest.raises(ConfigError, match="mnist"):
+        load_dataset("mnist")

@@ -1,0 +1,115 @@
+"""Bad input ends `python train.py` before training: non-zero exit, a short message on stderr that
+names the bad value, no traceback, and no metrics.json (or checkpoint) anywhere.
+
+All cases run concurrently in one module-scoped batch, each in its own working directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import pytest
+import torch
+
+from conftest import GROUPS, TINY, background, background_root, good_csv, metrics_files, train
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+@dataclass
+class Case:
+    id: str
+    args: List[str]
+    needles: List[str]  # each must appear on stderr
+    setup: Optional[Callable[[Path], List[str]]] = None  # writes files into the case dir, returns extra args
+    only_without_cuda: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _csv_case(content: Optional[str], name: str, extra_args=()):
+    def setup(d: Path) -> List[str]:
+        path = d / name
+        if content is not None:
+            path.write_text(content)
+        return ["data=csv", f"data.path={path}", *extra_args]
+    return setup
+
+
+def _good_csv_with_target(target: str):
+    def setup(d: Path) -> List[str]:
+        return ["data=csv", f"data.path={good_csv(d / 'good.csv')}", f"data.target={target}"]
+    return setup
+
+
+BASE = [a for a in TINY if not a.startswith("data")]  # the csv cases choose their own data
+UNKNOWN_OPTION = {g: "no_such_option" for g in GROUPS}
+UNKNOWN_OPTION["optimizer"] = "adamx"
+
+CASES = [Case(f"unknown-{g}", BASE + [f"{g}={o}"], [f"{g}/{o}"]) for g, o in UNKNOWN_OPTION.items()]
+CASES += [
+    Case("dropout-1.0", TINY + ["regularization.dropout=1.0"], ["regularization.dropout=1.0"]),
+    Case("dropout-neg", TINY + ["regularization.dropout=-0.1"], ["regularization.dropout=-0.1"]),
+    Case("lr-neg", TINY + ["optimizer.lr=-1"], ["optimizer.lr=-1"]),
+    Case("lr-text", TINY + ["optimizer.lr=abc"], ["optimizer.lr", "abc"]),
+    Case("hidden-zero", [a for a in TINY if not a.startswith("model.hidden")] + ["model.hidden=[0,4]"],
+         ["model.hidden"]),
+    Case("max-epochs-neg", TINY + ["trainer.max_epochs=-1"], ["trainer.max_epochs=-1"]),
+    Case("l2-neg", TINY + ["regularization.l2=-0.1"], ["regularization.l2=-0.1"]),
+    Case("device-gpu", TINY + ["trainer.device=gpu"], ["trainer.device", "gpu"]),
+    Case("device-cuda-without-gpu", TINY + ["trainer.device=cuda"], ["trainer.device", "cuda"],
+         only_without_cuda=True),
+    Case("csv-without-path", BASE + ["data=csv"], ["data.path"]),
+    Case("csv-missing-file", BASE, ["missing.csv"], setup=_csv_case(None, "missing.csv")),
+    Case("csv-empty", BASE, ["empty.csv"], setup=_csv_case("", "empty.csv")),
+    Case("csv-nan-cell", BASE, ["nan.csv", "'b'"],
+         setup=_csv_case("a,b,label\n" + "".join(f"{i},{'nan' if i == 5 else i * 2},{i % 2}\n"
+                                                 for i in range(30)), "nan.csv")),
+    Case("csv-text-cell", BASE, ["text.csv", "hello"],
+         setup=_csv_case("a,b,label\n" + "".join(f"{i},{'hello' if i == 7 else i * 2},{i % 2}\n"
+                                                 for i in range(30)), "text.csv")),
+    Case("csv-unknown-target", BASE, ["data.target", "nope"], setup=_good_csv_with_target("nope")),
+    Case("unknown-key", TINY + ["foo=1"], ["foo"]),
+    Case("setting-not-of-activation", TINY + ["activation=relu", "activation.alpha=2"], ["activation.alpha"]),
+    Case("sweep-with-one-bad-lr", ["-m", *TINY, "optimizer.lr=0.1,-1"], ["optimizer.lr=-1"]),
+    # every job of a sweep must be checked before the first runs, the device of each included
+    Case("sweep-with-cuda-job-without-gpu", ["-m", *TINY, "trainer.device=cpu,cuda"], ["cuda"],
+         only_without_cuda=True),
+]
+
+
+BACKGROUND_PRIORITY = 3  # started after the CLI runs and the group sweeps (they take longer)
+
+
+def _run_case(root: Path, case: Case):
+    d = root / "errors" / case.id
+    d.mkdir(parents=True)
+    args = list(case.args) + (case.setup(d) if case.setup else [])
+    return train(args, d), d
+
+
+def _applies(case: Case) -> bool:
+    return not (case.only_without_cuda and not NO_CUDA)
+
+
+def start_background(root: Path) -> None:
+    for case in CASES:
+        if _applies(case):
+            background(f"errors/{case.id}", _run_case, root, case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_cleanly_before_training(case):
+    if not _applies(case):
+        pytest.skip("a CUDA device is available here")
+    run, case_dir = background(f"errors/{case.id}", _run_case, background_root(), case).result()
+    info = run.describe()
+    assert run.returncode != 0, info
+    assert "Traceback" not in run.output, info
+    for needle in case.needles:
+        assert needle in run.stderr, f"stderr does not name {needle!r}\n{info}"
+    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+    assert 0 < len(lines) <= 40, f"the message is not short ({len(lines)} lines)\n{info}"
+    assert metrics_files(case_dir) == [], f"metrics.json written for a run that never started\n{info}"
+    assert list(case_dir.rglob("*.pt")) == [], f"a checkpoint was written: training started\n{info}"

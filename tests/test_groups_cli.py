@@ -1,0 +1,137 @@
+"""One real 1-epoch training run through `python train.py` for every option of every config group.
+
+The options of a group run as one Hydra multirun (`-m group=a,b,c ...`: one process, many jobs),
+started in the background when the session is collected; each (group, option) is then checked as
+its own test."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from conftest import (DATE_RE, GROUPS, TIME_RE, TINY, Run, background, background_root, good_csv, group_options,
+                      job_dirs, job_overrides, read_events, read_metrics, sweep_dirs, train)
+
+GROUP_OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
+REGRESSION = {"sine", "regression", "diabetes"}
+TWO_D = {"xor", "and", "or", "nand", "moons", "circles", "spiral", "blobs"}
+DEAD = {"relu", "leaky_relu", "prelu"}  # the ReLU family: activations/dead_fraction/layer_<i>
+SATURATED = {"sigmoid", "tanh"}  # activations/saturated_fraction/layer_<i>
+
+# One sweep per group, except that two small groups share a grid sweep (each process costs
+# seconds of imports; each extra job well under one). Slowest first: they share the workers with
+# the other background runs.
+SWEEPS = [("data",), ("activation",), ("init",), ("optimizer",), ("norm", "early_stopping"), ("scheduler",),
+          ("model",)]
+assert sorted(g for groups in SWEEPS for g in groups) == sorted(GROUPS)
+SWEEP_OF = {g: groups for groups in SWEEPS for g in groups}
+BACKGROUND_PRIORITY = 2
+
+
+def _sweep_args(groups: Tuple[str, ...], csv_path: str) -> List[str]:
+    base = list(TINY)
+    if "model" in groups:  # model=perceptron has no hidden layers: keep each option's own widths
+        base = [a for a in base if not a.startswith("model.hidden")]
+    if "data" in groups:
+        base = [a for a in base if not a.startswith("data")] + ["data.n_samples=120", f"data.path={csv_path}"]
+    return ["-m", *(f"{g}={','.join(group_options(g))}" for g in groups), *base]
+
+
+def _run_sweep(root: Path, groups: Tuple[str, ...]) -> Tuple[Run, Path]:
+    d = root / "groups" / "+".join(groups)
+    d.mkdir(parents=True)
+    csv_path = str(good_csv(d / "data.csv"))
+    return train(_sweep_args(groups, csv_path), d), d
+
+
+def sweep(group: str) -> Tuple[Run, Path]:
+    groups = SWEEP_OF[group]
+    return background(f"groups/{'+'.join(groups)}", _run_sweep, background_root(), groups).result()
+
+
+def start_background(root: Path) -> None:
+    for groups in SWEEPS:
+        background(f"groups/{'+'.join(groups)}", _run_sweep, root, groups)
+
+
+def _jobs_for(sweep_root: Path, group: str, option: str) -> List[Path]:
+    return [j for j in job_dirs(sweep_root) if f"{group}={option}" in job_overrides(j)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_option_trains_one_epoch_through_train_py(group, option):
+    run, root = sweep(group)
+    assert run.returncode == 0 and "Traceback" not in run.output, run.describe()
+    jobs = _jobs_for(root, group, option)
+    others = 1
+    for g in SWEEP_OF[group]:
+        others *= len(group_options(g)) if g != group else 1
+    assert len(jobs) == others, f"expected {others} sweep job(s) with {group}={option}: {jobs}\n{run.describe()}"
+    for job in jobs:
+        # outputs/multirun/<date>/<time>/<job>_<overrides>/
+        assert TIME_RE.match(job.parent.name) and DATE_RE.match(job.parent.parent.name), job
+        assert job.parent.parent.parent.name == "multirun"
+        num, _, name = job.name.partition("_")
+        assert num.isdigit() and f"{group}={option}" in name, job.name
+        m = read_metrics(job)
+        assert m["status"] in ("completed", "early_stopped"), m.get("message")
+        assert m["epochs_run"] == 1
+        assert len(m["history"]["train_loss"]) == len(m["history"]["val_loss"]) == 1
+        assert math.isfinite(m["history"]["train_loss"][0]) and math.isfinite(m["best_val_loss"])
+        assert m["test"] and all(math.isfinite(v) for v in m["test"].values())
+        assert (job / "checkpoints" / "last.pt").is_file() and (job / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", group_options("data"))
+def test_data_option_task_tags_and_test_metrics(option):
+    run, root = sweep("data")
+    jobs = _jobs_for(root, "data", option)
+    assert jobs, run.describe()
+    job = jobs[0]
+    m = read_metrics(job)
+    ev = read_events(job)
+    for tag in ("loss/train", "loss/val", "lr", "grads/layer_0", "grads/layer_1"):
+        assert ev.steps(tag) == [1], f"{tag}: {ev.scalars.get(tag)}"
+    if option in REGRESSION:
+        assert m["task"] == "regression"
+        assert not [t for t in ev.scalars if t.startswith("accuracy/")]
+        assert {"rmse", "r2"} <= set(m["test"]) and m["test"]["rmse"] >= 0
+    else:
+        assert m["task"] in ("binary", "multiclass")
+        assert ev.steps("accuracy/train") == [1] and ev.steps("accuracy/val") == [1]
+        assert 0 <= m["test"]["accuracy"] <= 1
+    if option in TWO_D:
+        assert "images/decision_boundary" in ev.images
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", sorted((DEAD | SATURATED) & set(group_options("activation"))))
+def test_activation_option_logs_its_unit_diagnostic(option):
+    run, root = sweep("activation")
+    jobs = _jobs_for(root, "activation", option)
+    assert jobs, run.describe()
+    ev = read_events(jobs[0])
+    kind = "dead_fraction" if option in DEAD else "saturated_fraction"
+    other = "saturated_fraction" if option in DEAD else "dead_fraction"
+    values = ev.values(f"activations/{kind}/layer_0")
+    assert ev.steps(f"activations/{kind}/layer_0") == [1], sorted(ev.scalars)
+    assert 0 <= values[0] <= 1
+    assert not [t for t in ev.scalars if t.startswith(f"activations/{other}")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("groups", SWEEPS, ids=["+".join(g) for g in SWEEPS])
+def test_each_sweep_is_one_sweep_directory(groups):
+    run, root = sweep(groups[0])
+    assert run.returncode == 0, run.describe()
+    assert len(sweep_dirs(root)) == 1, sweep_dirs(root)
+    expected = 1
+    for g in groups:
+        expected *= len(group_options(g))
+    assert len(job_dirs(root)) == expected
+    assert not (root / "outputs" / "runs").exists(), "a sweep job wrote into outputs/runs"
