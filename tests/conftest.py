@@ -1,8 +1,11 @@
 """Shared helpers: run `python train.py` as a user would, find what a run left behind, read it back.
 
 Every subprocess runs with its own temporary working directory, so `outputs/` lands there and a
-test can say "no metrics.json anywhere under tmp_path". Batches of independent subprocesses run
-concurrently (`train_many`) so the suite stays within a few minutes on two cores.
+test can say "no metrics.json anywhere under it". Each `python train.py` costs seconds of imports,
+so the modules that need many of them (test_cli_runs, test_groups_cli, test_errors) define
+`start_background(root)`: right after collection their runs start on a small worker pool
+(`background`), those modules are moved to the end of the session, and the in-process tests run
+meanwhile. Their tests then wait for their own run's result.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,19 +42,25 @@ def interrupt_then_resume(root: Path):
     """Start RESUME, send SIGINT once epoch 1 is logged, then `python train.py resume=<run_dir>`."""
     d = root / "interrupted"
     proc = popen_train(RESUME, d)
+    watchdog = threading.Timer(300, proc.kill)  # never hang the session on a stuck run
+    watchdog.start()
     head = []
-    for line in proc.stdout:
-        head.append(line)
-        if re.match(r"^epoch\s+1/", line):
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=300)
+    try:
+        for line in proc.stdout:
+            head.append(line)
+            if re.match(r"^epoch\s+1/", line):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=300)
+    finally:
+        watchdog.cancel()
     first = Run(list(RESUME), d, proc.returncode, "".join(head) + out, err)
     dirs = run_dirs(d)
     if len(dirs) != 1 or not (dirs[0] / "metrics.json").is_file():
         return first, None, None, None
     interrupted_metrics = json.loads((dirs[0] / "metrics.json").read_text())
-    resumed = train([f"resume={dirs[0]}"], d)
+    # as a user types it: the path relative to where they run, `=`, `,` and brackets included
+    resumed = train([f"resume={dirs[0].relative_to(d)}"], d)
     return first, interrupted_metrics, resumed, dirs[0]
 
 

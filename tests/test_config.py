@@ -75,3 +75,21 @@ def test_validate_names_the_bad_value(override, needle):
     cfg = compose_config([override])
     with pytest.raises(ConfigError, match=re.escape(needle)):
         validate(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    "data.path=/home/me/data/file.csv,optimizer=adam",
+    ",".join(f"model.hidden=[{','.join(['512'] * 40)}]" for _ in range(3)),
+    "data.path=" + "/dir/ünïcödé" * 40,
+])
+def test_run_directory_names_are_one_short_component(overrides):
+    from mlpkit.cli import run_name
+
+    name = run_name("12-00-00", overrides)
+    assert "/" not in name and "\x00" not in name
+    assert len(name.encode()) <= 255
+    name.encode().decode()  # whole characters, no cut multi-byte sequence
+    assert name.startswith("12-00-00_")
+    if len(overrides.encode()) > 255:
+        # shortened with a hash: two long names that differ only at the end stay apart
+        assert run_name("12-00-00", overrides + "x") != name

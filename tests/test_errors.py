@@ -5,7 +5,7 @@ All cases run concurrently in one module-scoped batch, each in its own working d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -24,7 +24,6 @@ class Case:
     needles: List[str]  # each must appear on stderr
     setup: Optional[Callable[[Path], List[str]]] = None  # writes files into the case dir, returns extra args
     only_without_cuda: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _csv_case(content: Optional[str], name: str, extra_args=()):

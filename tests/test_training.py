@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -241,3 +240,70 @@ def test_mlpkit_imports_without_hydra():
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **SUBPROCESS_ENV})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# What the logged numbers mean
+
+
+def test_logged_gradient_norm_lr_and_accuracy_mean_what_they_say(moons):
+    data = _fresh(moons)
+    model = _model(data, hidden=(8,))
+    init = _model(data, hidden=(8,))  # the same initial weights
+    # the expected first-epoch gradient norms: full batch, so the only step is at the initial weights
+    loss = torch.nn.BCEWithLogitsLoss()(init(data.X_train), data.y_train)
+    loss.backward()
+    expected = [lin.weight.grad.norm().item() for lin in init.linears]
+
+    logger = RecordingLogger()
+    result = Trainer(optimizer="sgd", lr=0.2, batch_size=0, max_epochs=3, scheduler="step",
+                     scheduler_params={"step_size": 1, "gamma": 0.5}, device="cpu", logger=logger,
+                     histogram_every_n_epochs=0, boundary_every_n_epochs=0).fit(model, data)
+    by_epoch = {step: values for values, step in logger.epoch_scalars}
+    assert sorted(by_epoch) == [1, 2, 3]
+    assert [by_epoch[1][f"grads/layer_{i}"] for i in range(2)] == pytest.approx(expected, rel=1e-4)
+    # lr per epoch: the rate used during that epoch
+    assert [by_epoch[e]["lr"] for e in (1, 2, 3)] == pytest.approx([0.2, 0.1, 0.05])
+    # accuracy/val after the last epoch is the final model's accuracy on the val split
+    with torch.no_grad():
+        model.eval()
+        val_acc = ((model(data.X_val) > 0).float() == data.y_val).float().mean().item()
+        test_acc = ((model(data.X_test) > 0).float() == data.y_test).float().mean().item()
+    assert by_epoch[3]["accuracy/val"] == pytest.approx(val_acc)
+    assert result.history["val_accuracy"][-1] == pytest.approx(val_acc)
+    assert result.test["accuracy"] == pytest.approx(test_acc)
+
+
+def test_regression_test_metrics_are_in_target_units():
+    data = load_dataset("regression", n_samples=300, noise=10.0)
+    assert data.y_std > 10, "make_regression targets have a large spread"
+    result = Trainer(optimizer="adam", lr=1e-2, max_epochs=5, device="cpu").fit(_model(data), data)
+    t = result.test
+    # loss is the MSE on standardised targets; rmse is in the data's own units
+    assert t["rmse"] == pytest.approx(math.sqrt(t["loss"]) * data.y_std, rel=1e-3)
+    y = data.y_test.double()
+    assert t["r2"] == pytest.approx(1 - t["loss"] / y.var(correction=0).item(), rel=1e-3, abs=1e-3)
+
+
+def test_l2_penalty_shrinks_the_weights(moons):
+    def weight_norm(l2):
+        model = _model(moons, hidden=(16,))
+        Trainer(optimizer="sgd", lr=0.1, batch_size=0, max_epochs=30, l2=l2, device="cpu").fit(model, _fresh(moons))
+        return sum(lin.weight.norm().item() for lin in model.linears)
+
+    assert weight_norm(0.1) < 0.8 * weight_norm(0.0)
+
+
+@pytest.mark.parametrize("kind", ["clip_grad_norm", "clip_grad_value"])
+def test_gradient_clipping_bounds_each_update(moons, kind):
+    clip, lr = 1e-3, 1.0
+    model = _model(moons, hidden=(8,))
+    before = torch.cat([p.detach().clone().reshape(-1) for p in model.parameters()])
+    Trainer(optimizer="sgd", lr=lr, batch_size=0, max_epochs=1, device="cpu", **{kind: clip}).fit(model, _fresh(moons))
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    step = after - before
+    assert step.abs().sum() > 0
+    if kind == "clip_grad_norm":
+        assert step.norm().item() <= lr * clip * 1.001
+    else:
+        assert step.abs().max().item() <= lr * clip * 1.001

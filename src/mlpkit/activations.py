@@ -8,7 +8,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from mlpkit.errors import ConfigError
+from mlpkit.errors import ConfigError, reject_unknown_settings
 
 
 class Step(nn.Module):
@@ -49,11 +49,8 @@ class ActivationSpec:
     differentiable: bool = True
 
     def check_params(self, given: dict) -> None:
-        extra = sorted(set(given) - set(self.params))
-        if extra:
-            name = next(k for k, v in ACTIVATIONS.items() if v is self)
-            takes = ", ".join(f"activation.{p}" for p in self.params) or "no settings"
-            raise ConfigError(f"activation.{extra[0]} is not a setting of activation={name}; it takes {takes}")
+        name = next(k for k, v in ACTIVATIONS.items() if v is self)
+        reject_unknown_settings("activation", name, given, self.params)
         if "pieces" in given and (not isinstance(given["pieces"], int) or given["pieces"] < 2):
             raise ConfigError(f"activation.pieces={given['pieces']!r} must be an integer >= 2")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import sys
 import time
@@ -128,16 +129,21 @@ def small_model_threads(n_parameters: int, batch_size: int) -> Optional[int]:
 
 
 def run(cfg: Any) -> float:
-    """Train one run from a composed config; returns the best val loss (the sweep objective)."""
+    """Train one run from a composed config inside Hydra; returns the best val loss (the sweep
+    objective). A ConfigError ends the program with its message and exit status 2."""
+    from hydra.core.hydra_config import HydraConfig
+
     try:
-        return _run(cfg)
+        hc = HydraConfig.get()
+        return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher)
     except ConfigError as err:
         exit_with(err)
 
 
-def _run(cfg: Any) -> float:
+def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
+    """Everything `python train.py` does after Hydra composed `cfg`: validate, build, train into
+    `run_dir`, write metrics.json. Raises ConfigError for a bad value or data file."""
     import torch
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from mlpkit.activations import ACTIVATIONS
@@ -149,12 +155,12 @@ def _run(cfg: Any) -> float:
     start = time.perf_counter()
     validate(cfg)
     t = cfg.trainer
-    threads = t.num_threads or launcher_threads(HydraConfig.get().launcher)
+    threads = t.num_threads or launcher_threads(launcher)
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     device = resolve_device(t.device)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(run_dir)
     resume_from = None
     if cfg.resume:
         resume_from = run_dir / "checkpoints" / "last.pt"
@@ -247,7 +253,8 @@ def _run(cfg: Any) -> float:
                "final_val_loss": result.history["val_loss"][-1] if result.history["val_loss"] else None,
                "epochs_run": result.epochs_run}
     metrics.update({f"test_{k}": v for k, v in result.test.items() if k in ("loss", "accuracy", "rmse", "r2")})
-    logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and v == v}, result.epochs_run)
+    logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
+                   result.epochs_run, success=result.status in ("completed", "early_stopped"))
     logger.close()
 
     out = result.as_dict()
@@ -266,5 +273,5 @@ def _run(cfg: Any) -> float:
     if result.status == "interrupted":
         raise SystemExit(130)
     if result.status == "diverged":
-        return float("nan")  # Optuna records NaN as a failed trial; other sweepers go on
+        return float("inf")  # the worst objective: a bad trial for Optuna, and the sweep goes on
     return float(result.best_val_loss)

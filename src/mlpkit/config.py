@@ -11,6 +11,7 @@ registries) and runs both at the start of every job and, through
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -196,8 +197,11 @@ def validate(cfg: Any) -> None:
         raise ConfigError(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} "
             "leaves nothing to train on; their sum must be < 1")
-    if d.name == "csv" and not d.path:
-        raise ConfigError("data=csv needs data.path=<file.csv> (and data.target=<column>, default: the last column)")
+    if d.name == "csv":
+        if not d.path:
+            raise ConfigError("data=csv needs data.path=<file.csv> (and data.target=<column>, default: the last column)")
+        if not os.path.isfile(d.path):
+            raise ConfigError(f"data.path={d.path!r}: no such file")
 
     _choice("model", cfg.model.name, MODELS)
     if cfg.model.name == "perceptron":
@@ -312,5 +316,8 @@ class ValidateSweep(_callback_base()):
                 del job_cfg["hydra"]
             try:
                 validate(job_cfg)
+                from mlpkit.trainer import resolve_device
+
+                resolve_device(job_cfg.trainer.device)  # e.g. cuda on a machine without one
             except ConfigError as err:
                 exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))

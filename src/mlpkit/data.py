@@ -208,14 +208,19 @@ def read_csv(path: Optional[str], target: Optional[str]) -> Tuple[np.ndarray, np
     for i, r in enumerate(body, start=2):
         if len(r) != len(header):
             raise ConfigError(f"data.path={path!r}: line {i} has {len(r)} cells, the header has {len(header)}")
+    seen = set()
+    for h in header:
+        if h in seen:
+            raise ConfigError(f"data.path={path!r}: the column name {h!r} appears twice in the header")
+        seen.add(h)
     target = header[-1] if target is None else str(target)
     if target not in header:
         raise ConfigError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(header)}")
     t = header.index(target)
-    names = [h for j, h in enumerate(header) if j != t]
+    columns = [j for j in range(len(header)) if j != t]
+    names = [header[j] for j in columns]
     X = np.empty((len(body), len(names)))
-    for col, name in enumerate(names):
-        j = header.index(name)
+    for col, (j, name) in enumerate(zip(columns, names)):
         for i, r in enumerate(body):
             cell = r[j].strip()
             if cell.lower() in _MISSING:
@@ -261,12 +266,13 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
         raise ConfigError(f"data={name!r} is not known; choose one of: {', '.join(DATASETS)}")
     opts = _Opts(n_samples, noise, n_features, n_classes, path, target)
     try:
-        X, y, known_task, notes = DATASETS[name](opts, seed)
+        raw_X, y, known_task, notes = DATASETS[name](opts, seed)
     except ValueError as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"data={name}: {err}") from None
-    X = np.asarray(X, dtype=np.float64)
+    X = np.array(raw_X, dtype=np.float32)  # our own float32 copy: the training dtype from here on
+    del raw_X  # the (float64) original goes
     if task == "auto":
         task = known_task or _infer_task(np.asarray(y))
     if task not in TASKS:
@@ -302,17 +308,20 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
             raise ConfigError(f"data={name}: the train split has no row of class {classes[missing[0]]!r}; "
                               "add rows of that class or lower data.val_fraction/data.test_fraction")
 
-    mean, std = X[tr].mean(0), X[tr].std(0)
     y_mean, y_std = 0.0, 1.0
     if standardize:
-        std = np.where(std > 1e-12, std, 1.0)  # constant columns stay constant (0)
-        X = (X - mean) / std
+        train_rows = X[tr]
+        mean, std = train_rows.mean(0, dtype=np.float64), train_rows.std(0, dtype=np.float64)
+        del train_rows
+        std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # constant columns stay constant
+        X -= mean.astype(np.float32)  # in place: no second copy of a large data set
+        X /= std.astype(np.float32)
         if task == "regression":
             y_mean, y_std = float(y[tr].mean()), float(y[tr].std()) or 1.0
             y = (y - y_mean) / y_std
 
     def tensors(ix):
-        xt = torch.as_tensor(X[ix], dtype=torch.float32)
+        xt = torch.from_numpy(np.ascontiguousarray(X[ix]))
         if task == "multiclass":
             return xt, torch.as_tensor(y[ix], dtype=torch.long)
         return xt, torch.as_tensor(y[ix], dtype=torch.float32).reshape(-1, 1)

@@ -12,7 +12,9 @@ from torch import nn
 
 from mlpkit.activations import ACTIVATIONS
 
-SATURATION = 0.99  # tanh: |out| > 0.99; sigmoid: out < 0.01 or > 0.99 (within 1% of an asymptote)
+# "saturated": within 1% of the output range from an asymptote.
+# tanh (range 2): |out| > 0.98; sigmoid and step (range 1): out < 0.01 or out > 0.99.
+SATURATION = 0.98
 
 
 class ActivationProbe:
@@ -26,6 +28,7 @@ class ActivationProbe:
     def __init__(self, model: nn.Module, activation: str):
         self.family = ACTIVATIONS[activation].family
         self.activation = activation
+        self.threshold = SATURATION  # on |out| for tanh, on 2|out - 0.5| for sigmoid and step
         self.active = False
         self.values: Dict[str, torch.Tensor] = {}
         self.handles = []
@@ -41,9 +44,9 @@ class ActivationProbe:
             if self.family == "rectifier":
                 dead = (inputs[0] <= 0).all(dim=0).float().mean()
                 self.values[f"activations/dead_fraction/layer_{i}"] = dead
-            else:
-                out = output if self.activation != "sigmoid" else 2 * output - 1  # map to (-1, 1)
-                self.values[f"activations/saturated_fraction/layer_{i}"] = (out.abs() > SATURATION).float().mean()
+            else:  # within 1% of an asymptote: tanh in (-1, 1); sigmoid and step in [0, 1]
+                dist = output.abs() if self.activation == "tanh" else 2 * (output - 0.5).abs()
+                self.values[f"activations/saturated_fraction/layer_{i}"] = (dist > self.threshold).float().mean()
         return hook
 
     def read(self) -> Dict[str, float]:

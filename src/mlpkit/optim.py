@@ -9,7 +9,7 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import optim
 
-from mlpkit.errors import ConfigError
+from mlpkit.errors import ConfigError, reject_unknown_settings
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,8 @@ class OptimizerSpec:
         return [p for p in inspect.signature(self.cls).parameters if p not in skip]
 
     def check_params(self, given: dict) -> None:
-        extra = sorted(set(given) - set(self.allowed()))
-        if extra:
-            name = next(k for k, v in OPTIMIZERS.items() if v is self)
-            takes = ", ".join(f"optimizer.{p}" for p in self.allowed())
-            raise ConfigError(f"optimizer.{extra[0]} is not a setting of optimizer={name}; it takes optimizer.lr, {takes}")
+        name = next(k for k, v in OPTIMIZERS.items() if v is self)
+        reject_unknown_settings("optimizer", name, given, ["lr", *self.allowed()])
 
 
 OPTIMIZERS: Dict[str, OptimizerSpec] = {
@@ -70,11 +67,8 @@ class SchedulerSpec:
     defaults: Dict[str, object] = field(default_factory=dict)
 
     def check_params(self, given: dict) -> None:
-        extra = sorted(set(given) - set(self.keys))
-        if extra:
-            name = next(k for k, v in SCHEDULERS.items() if v is self)
-            takes = ", ".join(f"scheduler.{k}" for k in self.keys) or "no settings"
-            raise ConfigError(f"scheduler.{extra[0]} is not a setting of scheduler={name}; it takes {takes}")
+        name = next(k for k, v in SCHEDULERS.items() if v is self)
+        reject_unknown_settings("scheduler", name, given, list(self.keys))
 
 
 SCHEDULERS: Dict[str, SchedulerSpec] = {

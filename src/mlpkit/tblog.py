@@ -30,7 +30,10 @@ class TensorBoardLogger:
                 self.writer.add_scalar(tag, value, step)
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
-        self.writer.add_histogram(tag, values, step)
+        try:
+            self.writer.add_histogram(tag, values, step)
+        except ValueError:  # values too large to bin (a run that is blowing up): skip this one
+            pass
 
     def figure(self, tag: str, figure: Any, step: int) -> None:
         self.writer.add_figure(tag, figure, step, close=True)
@@ -43,7 +46,8 @@ class TensorBoardLogger:
         charts["gradient norm per layer"] = ["Multiline", [r"grads/layer_\d+"]]
         self.writer.add_custom_scalars({"mlpkit": charts})
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Optional[float]], step: int) -> None:
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Optional[float]], step: int,
+                success: bool = True) -> None:
         """Write the HParams entry into this run's own event file (add_hparams would make a new folder).
 
         Only the session start/end are written, no experiment summary: TensorBoard then builds
@@ -53,6 +57,8 @@ class TensorBoardLogger:
         clean = {k: _hparam_value(v) for k, v in hparams.items()}
         values = {f"hparam/{k}": float(v) for k, v in metrics.items() if v is not None}
         exp, ssi, sei = hparams_summary(clean, values)
+        if not success:  # diverged or interrupted: a failed session in the HParams tab
+            sei = _session_end("STATUS_FAILURE")
         fw = self.writer._get_file_writer()
         for summary in (ssi, sei):
             fw.add_summary(summary)
@@ -64,6 +70,20 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _session_end(status: str):
+    """A session-end summary with the given HParams status (torch's helper always says success)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams.metadata import PLUGIN_DATA_VERSION, PLUGIN_NAME, SESSION_END_INFO_TAG
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
+    content = HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(status)),
+                                version=PLUGIN_DATA_VERSION)
+    smd = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=PLUGIN_NAME,
+                                                                 content=content.SerializeToString()))
+    return Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=smd)])
 
 
 def _hparam_value(value: Any) -> Any:

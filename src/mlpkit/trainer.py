@@ -247,6 +247,16 @@ class Trainer:
         n = len(data.X_train)
         bs = n if self.batch_size in (0, None) or self.batch_size >= n else self.batch_size
         steps_per_epoch = math.ceil(n / bs)
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            # batch statistics need 2+ rows: refuse batches of 1, skip a last batch of 1 row
+            if bs == 1:
+                raise ConfigError("norm=batch needs at least 2 rows per batch (its statistics are over the batch); "
+                                  "use trainer.batch_size >= 2, or norm=layer for stochastic gradient descent")
+            if n % bs == 1:
+                steps_per_epoch -= 1
+                self.log(f"norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
+                         f"(a different one each epoch, as the rows are shuffled)")
+        n_seen = min(n, steps_per_epoch * bs)  # rows per epoch that are trained on
         result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []},
                            extra={"steps_per_epoch": steps_per_epoch, "batch_size": bs,
                                   "backprop": "manual" if self.manual_backprop and _manual_ok(model) else "autograd"})
@@ -369,7 +379,7 @@ class Trainer:
                     loss_sum += loss.detach() * len(yb)
                     if task != "regression":
                         correct += self._correct(out.detach(), yb, task)
-                    if step % self.log_every == 0:
+                    if step % self.log_every == 0 or step == 1:
                         value = float(loss.detach())
                         if not math.isfinite(value):
                             diverged_at = (value, step)
@@ -384,7 +394,7 @@ class Trainer:
                     result.message = (f"interrupted by {signal.Signals(self.stop_signal).name} in epoch {epoch + 1}; "
                                       f"last.pt holds epoch {epoch}; continue with resume=<run_dir>")
                     break
-                train_loss = float(loss_sum / n)
+                train_loss = float(loss_sum / n_seen)
                 if diverged_at is None and not math.isfinite(train_loss):
                     diverged_at = (train_loss, step)
                 if diverged_at is not None:
@@ -409,7 +419,7 @@ class Trainer:
                 h["lr"].append(lr_now)
                 scalars = {"loss/train": train_loss, "loss/val": val_loss, "lr": lr_now}
                 if task != "regression":
-                    train_acc, val_acc = float(correct) / n, float(val["accuracy"])
+                    train_acc, val_acc = float(correct) / n_seen, float(val["accuracy"])
                     h["train_accuracy"].append(train_acc)
                     h["val_accuracy"].append(val_acc)
                     scalars.update({"accuracy/train": train_acc, "accuracy/val": val_acc})
@@ -425,8 +435,9 @@ class Trainer:
 
                 if not math.isfinite(val_loss):
                     status = "diverged"
-                    result.message = (f"the validation loss became {val_loss} after epoch {epoch}; try a lower "
-                                      f"optimizer.lr (now {lr_now:g}) or trainer.clip_grad_norm=1.0")
+                    result.message = (f"the validation loss became {val_loss} in epoch {epoch} (epoch {epoch - 1} "
+                                      f"is the last good one); try a lower optimizer.lr (now {lr_now:g}) or "
+                                      "trainer.clip_grad_norm=1.0")
                     epoch -= 1  # this epoch's weights are not kept
                     for key in ("train_loss", "val_loss", "lr", "train_accuracy", "val_accuracy", "grad_norm"):
                         if key in h:
@@ -499,9 +510,10 @@ class Trainer:
         """Histograms every `histogram_every_n_epochs`; the decision boundary (2-D inputs) every
         `boundary_every_n_epochs` and at the end."""
         if self.histogram_every and (epoch % self.histogram_every == 0) != final:
-            for i, w in enumerate(weights):
-                self.logger.histogram(f"weights/layer_{i}", w.detach(), epoch)
-                if w.grad is not None:
+            for i, w in enumerate(weights):  # non-finite values (a diverged run) cannot be binned
+                if torch.isfinite(w).all():
+                    self.logger.histogram(f"weights/layer_{i}", w.detach(), epoch)
+                if w.grad is not None and torch.isfinite(w.grad).all():
                     self.logger.histogram(f"grad_hist/layer_{i}", w.grad.detach(), epoch)
         periodic = bool(self.boundary_every) and epoch % self.boundary_every == 0
         if data.in_dim == 2 and periodic != final:

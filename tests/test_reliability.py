@@ -1,0 +1,252 @@
+"""Reliability: fuzzed configs and CSV files never crash with a traceback, checkpoints survive
+SIGKILL mid-write, and a damaged or foreign checkpoint is refused with a clear message."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlpkit.activations import ACTIVATIONS
+from mlpkit.errors import ConfigError
+from mlpkit.initializers import INITIALIZERS
+from mlpkit.model import NORMS
+from mlpkit.optim import OPTIMIZERS, SCHEDULERS
+
+REPO = Path(__file__).resolve().parents[1]
+STATUSES = {"completed", "early_stopped", "diverged"}
+
+
+# ---------------------------------------------------------------------------
+# Fuzzed configs: compose with Hydra exactly as train.py does, then run what train.py runs.
+
+
+def _clean_errors():
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # What the command line turns into a short message: ours, and Hydra's own for bad overrides.
+    return (ConfigError, HydraException, OmegaConfBaseException)
+
+
+def _number(*, allow_text: bool = True):
+    options = [st.floats(allow_nan=True, allow_infinity=True, width=32).map(repr),
+               st.integers(-3, 300).map(str)]
+    if allow_text:
+        options.append(st.sampled_from(["abc", "''", "null", "[1]", "1e9999", "-0.0"]))
+    return st.one_of(*options)
+
+
+def _mostly(valid, bad):
+    """Usually a valid value, sometimes a bad one: so that some cases train and some are refused."""
+    return st.integers(0, 14).flatmap(lambda i: bad if i == 0 else valid)
+
+
+overrides_strategy = st.fixed_dictionaries({
+    "data.n_samples": _mostly(st.integers(30, 80).map(str), st.integers(-1, 29).map(str)),
+    "data.noise": _mostly(st.floats(0, 1).map(repr), _number(allow_text=False)),
+    "data.val_fraction": _mostly(st.floats(0.1, 0.4).map(repr), st.floats(-0.2, 1.2).map(repr)),
+    "model.hidden": _mostly(st.lists(st.integers(1, 12), max_size=3), st.lists(st.integers(-2, 12), max_size=3))
+    .map(lambda xs: "[" + ",".join(map(str, xs)) + "]"),
+    "activation": _mostly(st.sampled_from(list(ACTIVATIONS)), st.just("bogus")),
+    "init": _mostly(st.sampled_from(list(INITIALIZERS)), st.just("he")),
+    "norm": _mostly(st.sampled_from(list(NORMS)), st.just("group")),
+    "optimizer": _mostly(st.sampled_from(list(OPTIMIZERS)), st.just("adamx")),
+    "optimizer.lr": _mostly(st.floats(1e-4, 10).map(repr), _number()),
+    "scheduler": _mostly(st.sampled_from(list(SCHEDULERS)), st.just("warmup")),
+    "regularization.dropout": _mostly(st.floats(0, 0.9).map(repr), st.floats(-0.5, 1.5).map(repr)),
+    "regularization.l2": _mostly(st.floats(0, 0.1).map(repr), _number(allow_text=False)),
+    "regularization.input_noise": _mostly(st.floats(0, 1).map(repr), st.floats(-1, 3).map(repr)),
+    "trainer.batch_size": _mostly(st.integers(0, 100).map(str), st.integers(-2, -1).map(str)),
+    "trainer.max_epochs": _mostly(st.integers(0, 2).map(str), st.just("-1")),
+    "trainer.clip_grad_norm": _mostly(st.one_of(st.just("null"), st.floats(0.1, 5).map(repr)),
+                                      st.floats(-1, 0).map(repr)),
+    "seed": _mostly(st.integers(0, 2**31).map(str), st.integers(-5, -1).map(str)),
+})
+
+
+@pytest.fixture(scope="module")
+def compose():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mlpkit.cli import register_resolvers
+    from mlpkit.config import register_schema
+
+    register_schema()
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        yield lambda overrides: hydra_compose("train", overrides=overrides)
+
+
+COUNTS = {"config": 0, "config_trained": 0, "csv": 0, "csv_trained": 0}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(values=overrides_strategy)
+def test_fuzzed_config_trains_or_fails_cleanly(compose, tmp_path, values):
+    from mlpkit.cli import train_from_config
+
+    COUNTS["config"] += 1
+    overrides = ["data=moons", "trainer.progress=false", *[f"{k}={v}" for k, v in values.items()]]
+    try:
+        cfg = compose(overrides)
+        run_dir = tmp_path / f"run{COUNTS['config']}"
+        run_dir.mkdir()
+        train_from_config(cfg, run_dir)
+    except _clean_errors() as err:
+        assert str(err).strip(), "an error must say what is wrong"
+        return
+    COUNTS["config_trained"] += 1
+    import json
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] in STATUSES
+
+
+cell = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-10**40, 10**40).map(str),
+    st.sampled_from(["", "NaN", "nan", "abc", "1,5", "  3 ", "1e308", "-1e400", "0"]),
+    st.text(max_size=4),
+)
+header_name = st.text(min_size=0, max_size=6)
+
+
+@st.composite
+def csv_files(draw):
+    n_cols = draw(st.integers(1, 4))
+    header = draw(st.lists(header_name, min_size=n_cols, max_size=n_cols))
+    mostly_numeric = draw(st.booleans())
+    n_rows = draw(st.integers(10, 40) if mostly_numeric else st.integers(0, 25))
+    rows = []
+    for i in range(n_rows):
+        if mostly_numeric:
+            row = [repr(draw(st.floats(-1e6, 1e6, allow_nan=False, width=32))) for _ in range(n_cols - 1)]
+            row.append(str(draw(st.integers(0, 2))))
+        else:
+            row = draw(st.lists(cell, min_size=n_cols, max_size=n_cols))
+        rows.append(row)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    target = draw(st.one_of(st.none(), st.none(), st.sampled_from(header), header_name))
+    return buf.getvalue(), target
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=csv_files())
+def test_fuzzed_csv_trains_or_fails_cleanly(tmp_path, spec):
+    from mlpkit import MLP, Trainer, load_dataset
+
+    text, target = spec
+    COUNTS["csv"] += 1
+    path = tmp_path / f"data{COUNTS['csv']}.csv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        data = load_dataset("csv", path=str(path), target=target)
+    except ConfigError as err:
+        assert str(err).strip()
+        return
+    assert torch.isfinite(data.X_train).all()
+    model = MLP(data.in_dim, [4], data.out_dim)
+    result = Trainer(max_epochs=1, batch_size=8, handle_signals=False).fit(model, data)
+    COUNTS["csv_trained"] += 1
+    assert result.status in STATUSES
+
+
+def test_fuzz_case_counts():
+    """Runs after the fuzz tests: both exercised both outcomes (clean refusal and training)."""
+    print(f"\nfuzz cases: {COUNTS}")
+    if COUNTS["config"]:
+        assert 0 < COUNTS["config_trained"] < COUNTS["config"]
+    if COUNTS["csv"]:
+        assert 0 < COUNTS["csv_trained"] < COUNTS["csv"]
+
+
+# ---------------------------------------------------------------------------
+# Atomic checkpoints
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {src!r})
+    from mlpkit.checkpoint import save_checkpoint
+    path, marker = sys.argv[1], sys.argv[2]
+    i = 0
+    while True:
+        save_checkpoint(path, {{"epoch": i, "model": {{"w": torch.full((512, 1024), float(i))}}}})
+        if i == 0:
+            open(marker, "w").close()
+        i += 1
+""")
+
+
+def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path):
+    from mlpkit.checkpoint import load_checkpoint
+
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER.format(src=str(REPO / "src")))
+    rng = random.Random(0)
+    for trial in range(8):
+        path, marker = tmp_path / "last.pt", tmp_path / f"ready{trial}"
+        proc = subprocess.Popen([sys.executable, str(script), str(path), str(marker)])
+        try:
+            deadline = time.time() + 60
+            while not marker.exists():
+                assert time.time() < deadline and proc.poll() is None, "the writer did not start"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside a later save, most likely
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        state = load_checkpoint(path)  # never half-written
+        w = state["model"]["w"]
+        assert torch.all(w == w[0, 0]) and state["epoch"] == int(w[0, 0])
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _a_run(tmp_path: Path) -> Path:
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "data=moons", "data.n_samples=100",
+                           "model.hidden=[4]", "trainer.max_epochs=2", "trainer.progress=false"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return next((tmp_path / "outputs" / "runs").glob("*/*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "foreign_pickle", "not_torch"])
+def test_resume_refuses_a_damaged_checkpoint(tmp_path, damage):
+    run_dir = _a_run(tmp_path)
+    last = run_dir / "checkpoints" / "last.pt"
+    if damage == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif damage == "foreign_pickle":
+        with open(last, "wb") as fh:
+            torch.save({"format": "mlpkit-checkpoint-1", "model": _Evil()}, fh)
+    else:
+        last.write_bytes(pickle.dumps({"epoch": 1}))
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"resume={run_dir}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "checkpoint" in proc.stderr and "last.pt" in proc.stderr
+    assert not (tmp_path / "PWNED").exists()  # weights_only=True: no pickled code ran
