@@ -99,7 +99,7 @@ class ManualBackprop:
             g = g.mm(lin.weight)  # dL/da of the layer below
             if self.derivative is not None:
                 if self.act is nn.ReLU:
-                    g.masked_fill_(zs[i - 1] <= 0, 0.0)
+                    g = torch.ops.aten.threshold_backward(g, zs[i - 1], 0.0)  # g where z > 0, else 0: one op
                 else:
                     g.mul_(self.derivative(zs[i - 1], acts[i]))
         return loss, out

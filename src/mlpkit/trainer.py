@@ -337,14 +337,14 @@ class Trainer:
                 correct = torch.zeros((), device=dev, dtype=torch.long)
                 grad_sum = torch.zeros(n_grad_layers, device=dev)
                 grad_samples = 0
-                perm = torch.randperm(n, device=dev, generator=shuffle) if bs < n else None
+                if bs < n:  # one shuffled copy per epoch; each batch is then a view (no per-step gather)
+                    perm = torch.randperm(n, device=dev, generator=shuffle)
+                    Xs, ys = X[perm], y[perm]
+                else:
+                    Xs, ys = X, y
                 diverged_at = None
                 for b in range(steps_per_epoch):
-                    if perm is None:
-                        xb, yb = X, y
-                    else:
-                        idx = perm[b * bs:(b + 1) * bs]
-                        xb, yb = X[idx], y[idx]
+                    xb, yb = Xs[b * bs:(b + 1) * bs], ys[b * bs:(b + 1) * bs]
                     if self.input_noise > 0:
                         xb = xb + self.input_noise * torch.randn_like(xb)
                     if manual is not None:  # chain rule by hand: same gradients, no graph
