@@ -250,3 +250,16 @@ def test_resume_refuses_a_damaged_checkpoint(tmp_path, damage):
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "checkpoint" in proc.stderr and "last.pt" in proc.stderr
     assert not (tmp_path / "PWNED").exists()  # weights_only=True: no pickled code ran
+
+
+@pytest.mark.slow
+def test_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
+    args = [sys.executable, str(REPO / "train.py"), "data=moons", "data.n_samples=100", "model.hidden=[4]",
+            "trainer.max_epochs=1", "trainer.progress=false"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for p in procs:
+        assert p.wait(timeout=180) == 0, p.stderr.read()
+    metrics = sorted((tmp_path / "outputs" / "runs").glob("*/*/metrics.json"))
+    assert len(metrics) == 3  # three directories (a _2, _3 suffix when the second is the same)
+    assert len({m.parent for m in metrics}) == 3
