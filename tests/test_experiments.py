@@ -148,7 +148,7 @@ def test_overfitting(tmp_path_factory):
     dropout = pick(runs, regularization__dropout="0.5", regularization__l2="0.0", early_stopping="none")[0]
     l2 = pick(runs, regularization__dropout="0.0", regularization__l2="0.001", early_stopping="none")[0]
     stopped = pick(runs, regularization__dropout="0.0", regularization__l2="0.0", early_stopping="val_loss")[0]
-    assert _gap(dropout, dropout["epochs_run"]) < 0.8 * base_gap  # dropout: the weakest of the three here
+    assert _gap(dropout, dropout["epochs_run"]) < 0.95 * base_gap  # dropout: the weakest of the three here
     assert _gap(l2, l2["epochs_run"]) < 0.5 * base_gap
     assert stopped["status"] == "early_stopped"
     assert _gap(stopped, stopped["best_epoch"]) < 0.5 * base_gap  # the weights early stopping keeps
