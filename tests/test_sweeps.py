@@ -303,17 +303,23 @@ def probe_records(res: Result, n_jobs: int) -> Dict[int, dict]:
     return records
 
 
+def finished_sweep(sweeps, key: str, n_jobs: int):
+    """The result, sweep dir and job dirs of a sweep that exited 0 with `n_jobs` well-named jobs."""
+    res = sweeps.result(key)
+    assert res.returncode == 0, res.describe()
+    sweep = only_sweep_dir(res)
+    jobs = job_dirs(sweep)
+    assert len(jobs) == n_jobs, f"{[j.name for j in jobs]}\n{res.describe()}"
+    check_job_names(sweep, jobs)
+    return res, sweep, jobs
+
+
 # ---------------------------------------------------------------------------
 # 1. Grid sweep
 
 
 def test_grid_sweep_job_dirs(sweeps):
-    res = sweeps.result("grid")
-    assert res.returncode == 0, res.describe()
-    sweep = only_sweep_dir(res)
-    jobs = job_dirs(sweep)
-    assert len(jobs) == 4, f"{[j.name for j in jobs]}\n{res.describe()}"
-    check_job_names(sweep, jobs)
+    res, sweep, jobs = finished_sweep(sweeps, "grid", 4)
     combos = set()
     for job in jobs:
         ov = overrides_of(job)
@@ -333,12 +339,7 @@ def test_grid_sweep_job_dirs(sweeps):
 
 
 def test_optuna_search_results(sweeps):
-    res = sweeps.result("optuna_a")
-    assert res.returncode == 0, res.describe()
-    sweep = only_sweep_dir(res)
-    jobs = job_dirs(sweep)
-    assert len(jobs) == 3, f"{[j.name for j in jobs]}\n{res.describe()}"
-    check_job_names(sweep, jobs)
+    res, sweep, jobs = finished_sweep(sweeps, "optuna_a", 3)
     results_path = sweep / "optimization_results.yaml"
     assert results_path.is_file(), f"{sorted(p.name for p in sweep.iterdir())}"
     results = yaml.safe_load(results_path.read_text())
@@ -419,12 +420,7 @@ def test_launcher_threads_from_composed_config(monkeypatch):
 
 
 def test_joblib_launcher_sweep(sweeps):
-    res = sweeps.result("joblib")
-    assert res.returncode == 0, res.describe()
-    sweep = only_sweep_dir(res)
-    jobs = job_dirs(sweep)
-    assert len(jobs) == 2, f"{[j.name for j in jobs]}\n{res.describe()}"
-    check_job_names(sweep, jobs)
+    res, sweep, jobs = finished_sweep(sweeps, "joblib", 2)
     assert {overrides_of(j)["optimizer"] for j in jobs} == {"sgd", "adam"}
     for job in jobs:
         assert metrics(job)["status"] == "completed", job.name
@@ -439,12 +435,7 @@ def test_joblib_launcher_sweep(sweeps):
 
 
 def test_submitit_local_launcher_sweep(sweeps):
-    res = sweeps.result("submitit")
-    assert res.returncode == 0, res.describe()
-    sweep = only_sweep_dir(res)
-    jobs = job_dirs(sweep)
-    assert len(jobs) == 2, f"{[j.name for j in jobs]}\n{res.describe()}"
-    check_job_names(sweep, jobs)
+    res, sweep, jobs = finished_sweep(sweeps, "submitit", 2)
     for job in jobs:
         assert metrics(job)["status"] == "completed", job.name
     submitit = sweep / ".submitit"
