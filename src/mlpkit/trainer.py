@@ -38,12 +38,6 @@ def _clone(obj: Any) -> Any:
     return obj
 
 
-def _manual_ok(model: nn.Module) -> bool:
-    from mlpkit.backprop import ManualBackprop
-
-    return ManualBackprop.supports(model)
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     """auto -> cuda when present, else cpu; cuda without a GPU is a ConfigError."""
     if name == "auto":
@@ -258,9 +252,10 @@ class Trainer:
                 self.log(f"norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
                          f"(a different one each epoch, as the rows are shuffled)")
         n_seen = min(n, steps_per_epoch * bs)  # rows per epoch that are trained on
+        manual = maybe_manual(model, task, self.manual_backprop)
         result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []},
                            extra={"steps_per_epoch": steps_per_epoch, "batch_size": bs,
-                                  "backprop": "manual" if self.manual_backprop and _manual_ok(model) else "autograd"})
+                                  "backprop": "manual" if manual is not None else "autograd"})
         if task != "regression":
             result.history.update(train_accuracy=[], val_accuracy=[])
         best_value = -math.inf if maximize else math.inf
@@ -326,7 +321,6 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=self.max_epochs, initial=epoch, unit="epoch", dynamic_ncols=True, leave=True)
-        manual = maybe_manual(model, task, self.manual_backprop)
         n_grad_layers = len(linears)
         X, y = data.X_train, data.y_train
         status = "completed"
