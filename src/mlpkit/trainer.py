@@ -292,7 +292,7 @@ class Trainer:
                 result.best_val_loss, result.best_val_accuracy = best["val_loss"], best["val_accuracy"]
                 result.history = {k: list(v) for k, v in state["history"].items()}
                 torch.set_rng_state(state["rng"]["torch"].cpu())
-                shuffle.set_state(state["rng"]["shuffle"].cpu() if dev.type == "cpu" else state["rng"]["shuffle"])
+                shuffle.set_state(state["rng"]["shuffle"].cpu())  # generator states are CPU byte tensors
                 if state["rng"]["cuda"]:
                     torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
             except (KeyError, RuntimeError, ValueError) as err:
