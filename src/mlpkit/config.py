@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
+from hydra.experimental.callback import Callback
+
 from mlpkit.errors import ConfigError, exit_with
 
 
@@ -288,13 +290,7 @@ def _set_params(node: Any, skip: tuple = ("name",)) -> dict:
     return {k: v for k, v in items.items() if v is not None and k not in skip}
 
 
-def _callback_base() -> type:
-    from hydra.experimental.callback import Callback
-
-    return Callback
-
-
-class ValidateSweep(_callback_base()):
+class ValidateSweep(Callback):
     """Hydra callback: compose and validate every job of a grid sweep before the first runs."""
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
