@@ -235,8 +235,6 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     if perceptron:
         result = fit_perceptron(model, data, max_epochs=t.max_epochs, lr=cfg.model.lr or 1.0, seed=cfg.seed,
                                 logger=logger, run_dir=run_dir)
-        if data.in_dim == 2:
-            trainer._periodic_logs(model, data, result.epochs_run, [model.linear.weight], final=True)
     else:
         result = trainer.fit(model, data, resume_from=resume_from)
     result.warnings = warnings

@@ -120,6 +120,12 @@ def fit_perceptron(model: Perceptron, data: Dataset, *, max_epochs: int = 100, l
     else:
         result.message = (f"did not converge: {result.history['updates'][-1] if epoch else 0} mistakes in the last "
                           f"of {epoch} epochs; the perceptron rule only converges on linearly separable data")
-    result.test = {"loss": error_rate(data.X_test, data.y_test), "accuracy": 1 - error_rate(data.X_test, data.y_test)}
+    test_err = error_rate(data.X_test, data.y_test)
+    result.test = {"loss": test_err, "accuracy": 1 - test_err}
+    if logger is not None and data.in_dim == 2:  # the line it found (or could not find), over the points
+        from mlpkit.diagnostics import decision_boundary_figure
+
+        logger.figure("images/decision_boundary", decision_boundary_figure(
+            model, data.X_train, data.y_train, data.task, title=f"{data.name}, perceptron, epoch {epoch}"), epoch)
     result.seconds = time.perf_counter() - start
     return result
