@@ -3,6 +3,9 @@ standardisation with train-split statistics only."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -211,3 +214,105 @@ def test_csv_missing_target_and_missing_file(tmp_path):
 def test_unknown_data_set_is_a_config_error():
     with pytest.raises(ConfigError, match="mnist"):
         load_dataset("mnist")
+
+
+# ---------------------------------------------------------------------------
+# What the data path does without scikit-learn, checked against scikit-learn
+
+
+def test_digits_are_scikit_learns_digits():
+    from sklearn.datasets import load_digits
+
+    from mlpkit.data import _digits
+    X, y, task, _ = _digits(None, 0)
+    ref = load_digits()
+    assert task == "multiclass"
+    np.testing.assert_array_equal(X, ref.data)
+    np.testing.assert_array_equal(y, ref.target)
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_split_rows_equal_scikit_learns_train_test_split(stratified):
+    from sklearn.model_selection import train_test_split
+
+    from mlpkit.data import _train_test_indices
+    rng = np.random.default_rng(7)
+    compared = 0
+    for _ in range(150):
+        n, k = int(rng.integers(6, 300)), int(rng.integers(2, 7))
+        y = rng.choice(k, n, p=rng.dirichlet(np.ones(k)))  # uneven classes: ties and remainders
+        idx = np.arange(n) * 3 + 5  # not 0..n-1: the subsets are of idx
+        size, seed = float(rng.uniform(0.05, 0.6)), int(rng.integers(0, 10_000))
+        strat = y if stratified else None
+        try:
+            expected = train_test_split(idx, test_size=size, random_state=seed, stratify=strat)
+        except ValueError:
+            with pytest.raises(ValueError):
+                _train_test_indices(idx, size, seed, strat)
+            continue
+        got = _train_test_indices(idx, size, seed, strat)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        compared += 1
+    assert compared > 100
+
+
+def test_classification_generator_is_seeded_balanced_and_float32():
+    from mlpkit.data import _classification, _Opts
+    opts = _Opts(n_samples=2000, noise=0.0, n_features=30, n_classes=4, path=None, target=None)
+    X, y, _, _ = _classification(opts, 3)
+    X2, y2, _, _ = _classification(opts, 3)
+    X3, _, _, _ = _classification(opts, 4)
+    assert X.dtype == np.float32 and X.shape == (2000, 30) and np.isfinite(X).all()
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(X, X3)
+    np.testing.assert_array_equal(np.bincount(y), [500] * 4)  # 2 equal clusters per class, no flips
+    flipped = _classification(_Opts(20000, 0.2, 10, 2, None, None), 0)[1]
+    assert 0.45 < flipped.mean() < 0.55  # a random 20% relabelled: still about balanced
+
+
+def test_classification_is_learnable_and_its_noise_features_are_not_informative():
+    """An informative column separates the classes; the noise columns (half minus 2) do not."""
+    from mlpkit.data import _classification, _Opts
+    X, y, _, _ = _classification(_Opts(4000, 0.0, 20, 2, None, None), 0)
+    z = (X - X.mean(0)) / X.std(0)
+    separation = np.abs(z[y == 0].mean(0) - z[y == 1].mean(0))
+    assert (separation > 0.15).sum() >= 3
+    assert (separation < 0.1).sum() >= 8  # 20 - 10 informative - 2 redundant = 8 pure noise columns
+
+
+@pytest.mark.parametrize("n, d", [(500, 7), (1000, 1), (257, 40)])
+def test_in_place_row_permutation_and_blockwise_statistics_match_numpy(n, d):
+    from mlpkit.data import _column_mean_std, _permute_rows
+    rng = np.random.default_rng(n)
+    a = (rng.standard_normal((n, d)) * rng.uniform(0.1, 50, d) + rng.uniform(-9, 9, d)).astype(np.float32)
+    order = rng.permutation(n)
+    expected = a[order]
+    _permute_rows(a, order, copy_up_to=0)  # the cycle-walking path, as for a large data set
+    np.testing.assert_array_equal(a, expected)
+    mean, std = _column_mean_std(a, block_bytes=16 * n)  # blocks of 2 columns
+    np.testing.assert_array_equal(mean, a.mean(0, dtype=np.float64))
+    np.testing.assert_array_equal(std, a.std(0, dtype=np.float64))
+
+
+def test_mnist_sized_data_set_is_held_once(tmp_path):
+    """60,000 x 784 float32 is 179 MiB; loading it may hold that and little more (no float64 or split copies)."""
+    code = ("import resource, torch, numpy; from mlpkit import load_dataset\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "d = load_dataset('classification', n_samples=60000, n_features=784, n_classes=10, "
+            "val_fraction=0.1, test_fraction=0.1)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, "
+            "sum(t.numel() * t.element_size() for t in (d.X_train, d.X_val, d.X_test)) / 2 ** 20)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown_mb, data_mb = map(float, out.stdout.split())
+    assert round(data_mb) == 179
+    assert grown_mb < data_mb + 80, f"loading grew the process by {grown_mb:.0f} MiB for {data_mb:.0f} MiB of data"
+
+
+def test_digits_run_does_not_import_scikit_learn():
+    """The default data path reads the digits file and splits without importing scikit-learn (start-up)."""
+    code = ("import sys; from mlpkit import load_dataset; load_dataset('digits'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,9 +1,10 @@
 """Datasets by name, split into train/val/test and held as in-memory tensors.
 
-Generated sets come from scikit-learn's generators (and a spiral and the logic
-gates written here), bundled sets from scikit-learn's loaders, and `csv` from a
-user's file. Classification splits are stratified; standardisation uses the
-statistics of the train split only.
+Generated sets come from scikit-learn's generators (and a spiral, the logic gates
+and a memory-lean make_classification written here), bundled sets from the files
+scikit-learn ships, and `csv` from a user's file. Classification splits are
+stratified; standardisation uses the statistics of the train split only. The three
+splits are views of one float32 array: a data set is held in memory once.
 """
 
 from __future__ import annotations
@@ -129,17 +130,67 @@ def _sine(cfg, seed) -> Raw:
 
 
 def _classification(cfg, seed) -> Raw:
-    from sklearn.datasets import make_classification
-    n_features, n_classes = _opt(cfg.n_features, 20), _opt(cfg.n_classes, 2)
-    # make_classification needs n_classes * 2 clusters <= 2 ** n_informative.
+    """scikit-learn's make_classification recipe (Guyon's design), drawn in float32 row blocks.
+
+    Each class is two Gaussian clusters centred on distinct vertices of a hypercube in the
+    informative dimensions, each cluster with its own random covariance; two redundant
+    features are random linear combinations of the informative ones and the rest is noise;
+    a fraction `noise` of the labels is replaced by a random class; every feature is shifted
+    and scaled at random (standardisation undoes it); rows and columns come shuffled.
+    Written here, not called from scikit-learn, because make_classification builds float64
+    copies of the whole matrix: 1.5 GB of memory for a 60,000 x 784 set that takes 180 MB
+    as float32, against a few MB of blocks here.
+    """
+    n, n_features, n_classes = _opt(cfg.n_samples, 1000), _opt(cfg.n_features, 20), _opt(cfg.n_classes, 2)
+    # 2 clusters per class need n_classes * 2 distinct vertices <= 2 ** n_informative.
     n_inf = max(math.ceil(math.log2(2 * n_classes)), n_features // 2)
     if n_inf > n_features:
         raise ConfigError(f"data.n_features={n_features} is too few for data.n_classes={n_classes}; "
                           f"use data.n_features >= {n_inf}")
-    X, y = make_classification(_opt(cfg.n_samples, 1000), n_features=n_features, n_informative=n_inf,
-                               n_redundant=min(2, n_features - n_inf), n_classes=n_classes,
-                               flip_y=_opt(cfg.noise, 0.01), random_state=seed)
+    n_red = min(2, n_features - n_inf)
+    if n < 2 * n_classes:
+        raise ConfigError(f"data.n_samples={n} is too few for data.n_classes={n_classes} (2 clusters per class); "
+                          f"use data.n_samples >= {2 * n_classes}")
+    rng = np.random.default_rng(seed)
+    n_clusters = 2 * n_classes
+    centroids = (2 * _hypercube_vertices(n_clusters, n_inf, rng) - 1).astype(np.float32)  # class_sep 1
+    mixing = rng.uniform(-1, 1, (n_clusters, n_inf, n_inf)).astype(np.float32)  # each cluster's covariance
+    redundant = rng.uniform(-1, 1, (n_inf, n_red)).astype(np.float32)
+    cluster = rng.permutation(np.arange(n) % n_clusters)  # equal clusters, rows in random order
+    y = cluster % n_classes
+    flipped = rng.random(n) < _opt(cfg.noise, 0.01)
+    y[flipped] = rng.integers(0, n_classes, int(flipped.sum()))
+    shift = rng.uniform(-1, 1, n_features).astype(np.float32)
+    scale = (1 + 100 * rng.random(n_features)).astype(np.float32)
+    columns = rng.permutation(n_features)
+
+    X = np.empty((n, n_features), np.float32)
+    rows_per_block = max(1, 2 ** 20 // n_features)  # 4 MB blocks
+    for start in range(0, n, rows_per_block):
+        stop = min(n, start + rows_per_block)
+        block = np.empty((stop - start, n_features), np.float32)
+        z = rng.standard_normal((stop - start, n_inf), dtype=np.float32)
+        c = cluster[start:stop]
+        for k in np.unique(c):
+            mine = c == k
+            block[mine, :n_inf] = z[mine] @ mixing[k] + centroids[k]
+        block[:, n_inf:n_inf + n_red] = block[:, :n_inf] @ redundant
+        block[:, n_inf + n_red:] = rng.standard_normal((stop - start, n_features - n_inf - n_red), dtype=np.float32)
+        block += shift
+        block *= scale
+        X[start:stop] = block[:, columns]
     return X, y, None, []
+
+
+def _hypercube_vertices(k: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct random vertices of the unit hypercube {0, 1}^d, as a (k, d) 0/1 array."""
+    if d <= 62:
+        codes = rng.choice(2 ** d, k, replace=False)
+        return ((codes[:, None] >> np.arange(d)) & 1).astype(np.float64)
+    while True:  # 2^d vertices: a repeat among k random ones is all but impossible, but checked
+        bits = rng.integers(0, 2, (k, d))
+        if len(np.unique(bits, axis=0)) == k:
+            return bits.astype(np.float64)
 
 
 def _regression(cfg, seed) -> Raw:
@@ -156,6 +207,23 @@ def _bundled(loader: str, task: Optional[str]) -> Callable:
         bunch = getattr(sklearn.datasets, loader)()
         return bunch.data, bunch.target, task, []
     return build
+
+
+def _digits(cfg, seed) -> Raw:
+    """scikit-learn's 8x8 digits, read from the CSV file its package ships (what load_digits reads).
+
+    Reading the file directly spares the default run importing scikit-learn, whose import
+    (SciPy included) is about a third of the start-up; load_digits is the fallback.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            table = np.loadtxt(path, delimiter=",")
+            return table[:, :-1], table[:, -1].astype(int), "multiclass", []
+    return _bundled("load_digits", "multiclass")(cfg, seed)
 
 
 def _csv(cfg, seed) -> Raw:
@@ -175,7 +243,7 @@ DATASETS: Dict[str, Callable[..., Raw]] = {
     "sine": _sine,
     "classification": _classification,
     "regression": _regression,
-    "digits": _bundled("load_digits", "multiclass"),
+    "digits": _digits,
     "iris": _bundled("load_iris", "multiclass"),
     "wine": _bundled("load_wine", "multiclass"),
     "breast_cancer": _bundled("load_breast_cancer", "binary"),
@@ -271,8 +339,9 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"data={name}: {err}") from None
-    X = np.array(raw_X, dtype=np.float32)  # our own float32 copy: the training dtype from here on
-    del raw_X  # the (float64) original goes
+    # float32 from here on; builders hand over fresh arrays, so a float32 one is used as it is
+    X = np.require(raw_X, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])
+    del raw_X  # a (float64) original goes
     if task == "auto":
         task = known_task or _infer_task(np.asarray(y))
     if task not in TASKS:
@@ -308,27 +377,74 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
             raise ConfigError(f"data={name}: the train split has no row of class {classes[missing[0]]!r}; "
                               "add rows of that class or lower data.val_fraction/data.test_fraction")
 
+    # Rows in train | val | test order, so that each split is a view of X: no second copy.
+    order = np.concatenate(parts)
+    if len(order) == len(X):
+        _permute_rows(X, order)
+    else:  # the 4-row truth tables serve as all three splits
+        X = X[order]
+    y = np.asarray(y)[order]
+    n_tr, n_va = len(tr), len(va)
     y_mean, y_std = 0.0, 1.0
     if standardize:
-        train_rows = X[tr]
-        mean, std = train_rows.mean(0, dtype=np.float64), train_rows.std(0, dtype=np.float64)
-        del train_rows
+        mean, std = _column_mean_std(X[:n_tr])
         std = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)  # constant columns stay constant
         X -= mean.astype(np.float32)  # in place: no second copy of a large data set
         X /= std.astype(np.float32)
         if task == "regression":
-            y_mean, y_std = float(y[tr].mean()), float(y[tr].std()) or 1.0
+            y_mean, y_std = float(y[:n_tr].mean()), float(y[:n_tr].std()) or 1.0
             y = (y - y_mean) / y_std
 
-    def tensors(ix):
-        xt = torch.from_numpy(np.ascontiguousarray(X[ix]))
+    def tensors(rows: slice):
+        xt = torch.from_numpy(X[rows])  # a view
         if task == "multiclass":
-            return xt, torch.as_tensor(y[ix], dtype=torch.long)
-        return xt, torch.as_tensor(y[ix], dtype=torch.float32).reshape(-1, 1)
+            return xt, torch.as_tensor(y[rows], dtype=torch.long)
+        return xt, torch.as_tensor(y[rows], dtype=torch.float32).reshape(-1, 1)
 
     names = [f"x{i}" for i in range(X.shape[1])]
-    return Dataset(name, task, *tensors(tr), *tensors(va), *tensors(te), feature_names=names,
-                   classes=classes, notes=notes, y_mean=y_mean, y_std=y_std)
+    return Dataset(name, task, *tensors(slice(0, n_tr)), *tensors(slice(n_tr, n_tr + n_va)),
+                   *tensors(slice(n_tr + n_va, None)), feature_names=names, classes=classes, notes=notes,
+                   y_mean=y_mean, y_std=y_std)
+
+
+def _permute_rows(a: np.ndarray, order: np.ndarray, copy_up_to: int = 2 ** 26) -> None:
+    """a[:] = a[order] in place, for a permutation `order`, holding one row aside instead of a copy of `a`."""
+    if a.nbytes <= copy_up_to:  # up to 64 MB a temporary copy is cheaper than a Python loop
+        a[:] = a[order]
+        return
+    order_list = order.tolist()
+    done = bytearray(len(a))
+    for start in range(len(a)):
+        if done[start] or order_list[start] == start:
+            continue
+        held = a[start].copy()
+        i = start
+        while True:  # walk the cycle through start: each row takes the one `order` names
+            done[i] = 1
+            j = order_list[i]
+            if j == start:
+                a[i] = held
+                break
+            a[i] = a[j]
+            i = j
+
+
+def _column_mean_std(a: np.ndarray, block_bytes: int = 2 ** 24) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) std in float64, as numpy's mean/std compute them, but for large
+    float32 arrays over blocks of columns, so the float64 deviations never take the whole matrix."""
+    mean = a.mean(0, dtype=np.float64)
+    n, d = a.shape
+    width = max(2, block_bytes // 8 // max(n, 1))  # 16 MB of float64 deviations at a time
+    if width >= d:
+        return mean, a.std(0, dtype=np.float64)
+    sq = np.empty(d)
+    for cols in np.array_split(np.arange(d), d // width):  # blocks of >= 2 columns, summed row by row
+        block = slice(cols[0], cols[-1] + 1)
+        dev = a[:, block] - mean[block]
+        dev *= dev
+        sq[block] = dev.sum(0)
+        del dev  # before the next block's is made
+    return mean, np.sqrt(sq / n)
 
 
 @dataclass
@@ -342,19 +458,67 @@ class _Opts:
 
 
 def _split(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int, name: str):
-    """Row indices of train, val and test; stratified by class for classification."""
-    from sklearn.model_selection import train_test_split
+    """Row indices of train, val and test; stratified by class for classification.
 
-    idx = np.arange(len(y))
+    The same rows as two calls of scikit-learn's train_test_split(random_state=seed,
+    stratify=...) pick (test first, then val from the rest), without importing it.
+    """
     strat = y if task != "regression" else None
     try:
-        rest, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=strat)
-        strat_rest = y[rest] if strat is not None else None
-        tr, va = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed,
-                                  stratify=strat_rest)
+        rest, te = _train_test_indices(np.arange(len(y)), test_fraction, seed, strat)
+        tr, va = _train_test_indices(rest, val_fraction / (1 - test_fraction), seed,
+                                     y[rest] if strat is not None else None)
     except ValueError as err:
-        counts = np.bincount(y.astype(int)) if strat is not None else None
-        hint = (f" (smallest class has {counts.min()} rows; a stratified 3-way split needs at least 3 per class)"
-                if counts is not None else "")
-        raise ConfigError(f"data={name}: cannot split {len(y)} rows into train/val/test{hint}: {err}") from None
+        raise ConfigError(f"data={name}: cannot split {len(y)} rows into train/val/test: {err}") from None
     return tr, va, te
+
+
+def _train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: Optional[np.ndarray]):
+    """(train, test) subsets of idx drawn as scikit-learn's (Stratified)ShuffleSplit draws them.
+
+    scikit-learn's model_selection and its SciPy imports cost more start-up than the rest of
+    a default run's data path; tests/test_data.py checks these rows equal train_test_split's.
+    """
+    n = len(idx)
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    if n_train == 0 or n_test == 0:
+        raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows leaves one side empty")
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        perm = rng.permutation(n)
+        return idx[perm[n_test:]], idx[perm[:n_test]]
+    _, y_index, counts = np.unique(stratify, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(f"the smallest class has {counts.min()} row; a stratified 3-way split needs at least 3 "
+                         "per class")
+    if n_train < len(counts) or n_test < len(counts):
+        raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows cannot give each of "
+                         f"{len(counts)} classes a row on both sides")
+    by_class = np.split(np.argsort(y_index, kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _apportion(counts, n_train, rng)
+    t_i = _apportion(counts - n_i, n_test, rng)
+    train: List[int] = []
+    test: List[int] = []
+    for i, rows in enumerate(by_class):
+        rows = rows.take(rng.permutation(counts[i]), mode="clip")
+        train.extend(rows[:n_i[i]])
+        test.extend(rows[n_i[i]:n_i[i] + t_i[i]])
+    return idx[rng.permutation(train)], idx[rng.permutation(test)]
+
+
+def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Rows per class in proportion to counts, summing to n_draws; ties for the remainder drawn at random."""
+    continuous = counts / counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            take = min(len(tied), need)
+            floored[rng.choice(tied, size=take, replace=False)] += 1
+            need -= take
+            if need == 0:
+                break
+    return floored.astype(int)
