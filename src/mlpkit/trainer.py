@@ -332,14 +332,15 @@ class Trainer:
                 correct = torch.zeros((), device=dev, dtype=torch.long)
                 grad_sum = torch.zeros(n_grad_layers, device=dev)
                 grad_samples = 0
-                if bs < n:  # one shuffled copy per epoch; each batch is then a view (no per-step gather)
-                    perm = torch.randperm(n, device=dev, generator=shuffle)
-                    Xs, ys = X[perm], y[perm]
-                else:
-                    Xs, ys = X, y
+                # A new order each epoch; each batch gathers its rows (no shuffled copy of the data set)
+                perm = torch.randperm(n, device=dev, generator=shuffle) if bs < n else None
                 diverged_at = None
                 for b in range(steps_per_epoch):
-                    xb, yb = Xs[b * bs:(b + 1) * bs], ys[b * bs:(b + 1) * bs]
+                    if perm is None:
+                        xb, yb = X, y
+                    else:
+                        rows = perm[b * bs:(b + 1) * bs]
+                        xb, yb = X.index_select(0, rows), y.index_select(0, rows)
                     if self.input_noise > 0:
                         xb = xb + self.input_noise * torch.randn_like(xb)
                     if manual is not None:  # chain rule by hand: same gradients, no graph
