@@ -16,8 +16,9 @@ epoch is timed as training plus one pass over the validation split, the first ep
 each run is a warm-up and not counted. Prints medians and ratios and writes JSON.
 
 Also measured (unless --skip-extra): the start-up of `python train.py` (process start to
-first training step), the wall time of a 2-job W2 sweep with the basic vs the joblib
-launcher, and the peak memory of a W1 run.
+first training step) and what importing torch and torch._dynamo alone take, the wall time
+of 2-job W2 sweeps (3 and 20 epochs per job) with the basic vs the joblib launcher, and
+the peak memory of a W1 run.
 """
 
 from __future__ import annotations
@@ -280,6 +281,16 @@ def startup_seconds(workdir: Path, reps: int = 3) -> float:
     return statistics.median(out)
 
 
+def import_seconds(reps: int = 3) -> Dict[str, float]:
+    """Median seconds a fresh interpreter takes to import torch, and then torch._dynamo (which the first
+    use of a torch.optim optimiser imports): the floor under any run's start-up."""
+    code = ("import time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); import torch._dynamo; "
+            "print(t1 - t, time.perf_counter() - t1)")
+    runs = [list(map(float, subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                           text=True).stdout.split())) for _ in range(reps)]
+    return {"torch": statistics.median(r[0] for r in runs), "torch._dynamo": statistics.median(r[1] for r in runs)}
+
+
 def sweep_seconds(workdir: Path, launcher: str, epochs: int) -> float:
     args = [sys.executable, str(ROOT / "train.py"), "-m", "data=classification", "data.n_samples=25000",
             "data.n_features=20", "data.n_classes=2", "data.val_fraction=0.1", "data.test_fraction=0.1",
@@ -312,6 +323,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is a warm-up)")
     parser.add_argument("--tiny", action="store_true", help="tiny workload, 1 rep, no extras: a smoke test")
+    parser.add_argument("--sweep-epochs", nargs="+", type=int, default=[3, 20],
+                        help="epochs per job of the 2-job W2 sweeps (default: %(default)s)")
     parser.add_argument("--skip-extra", action="store_true", help="skip start-up, sweep and memory measurements")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
@@ -331,9 +344,13 @@ def main() -> int:
             results["workloads"][name] = bench_workload(name, peers, args.reps, args.epochs, workdir)
         if not args.skip_extra:
             results["startup_seconds"] = startup_seconds(workdir)
-            basic = sweep_seconds(workdir, "basic", 3)
-            parallel = sweep_seconds(workdir, "joblib", 3)
-            results["sweep_2_jobs_W2"] = {"basic_s": basic, "joblib_s": parallel, "speedup": basic / parallel}
+            results["import_seconds"] = import_seconds()
+            results["sweep_2_jobs_W2"] = {}
+            for epochs in args.sweep_epochs:
+                basic = sweep_seconds(workdir, "basic", epochs)
+                parallel = sweep_seconds(workdir, "joblib", epochs)
+                results["sweep_2_jobs_W2"][f"{epochs}_epochs"] = {"basic_s": basic, "joblib_s": parallel,
+                                                                  "speedup": basic / parallel}
             results["w1_memory"] = w1_peak_memory_mb(workdir, 1)
 
     print()
@@ -350,8 +367,12 @@ def main() -> int:
     if "startup_seconds" in results:
         sw = results["sweep_2_jobs_W2"]
         mem = results["w1_memory"]
-        print(f"start-up, process start to first training step: {results['startup_seconds']:.2f} s")
-        print(f"2-job W2 sweep: basic {sw['basic_s']:.1f} s, joblib {sw['joblib_s']:.1f} s ({sw['speedup']:.2f}x)")
+        imp = results["import_seconds"]
+        print(f"start-up, process start to first training step: {results['startup_seconds']:.2f} s "
+              f"(of which import torch {imp['torch']:.2f} s, import torch._dynamo {imp['torch._dynamo']:.2f} s)")
+        for length, r in sw.items():
+            print(f"2-job W2 sweep, {length.replace('_', ' ')} per job: basic {r['basic_s']:.1f} s, "
+                  f"joblib {r['joblib_s']:.1f} s ({r['speedup']:.2f}x)")
         print(f"W1 peak memory: {mem['peak_rss_mb']:.0f} MB (data {mem['data_mb']:.0f} MB, "
               f"+{mem['peak_rss_mb'] - mem['data_mb']:.0f} MB)")
     if skipped:
