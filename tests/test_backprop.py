@@ -62,3 +62,32 @@ def test_training_with_and_without_manual_backprop_agrees():
         assert result.extra["backprop"] == ("manual" if manual else "autograd")
         curves.append(result.history["train_loss"])
     assert curves[0] == pytest.approx(curves[1], rel=1e-4)
+
+
+def test_manual_backprop_steps_one_flat_tensor_that_the_layers_view():
+    """The optimiser updates one buffer; every weight and bias of the model is a view of it."""
+    data = load_dataset("moons", n_samples=200, seed=0)
+    torch.manual_seed(0)
+    model = MLP(data.in_dim, [8, 8], data.out_dim, activation="relu")
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(optimizer="adam", lr=1e-2, max_epochs=2, batch_size=32, handle_signals=False)
+    result = trainer.fit(model, data)
+    assert result.extra["backprop"] == "manual"
+    params = list(model.parameters())
+    storages = {p.untyped_storage().data_ptr() for p in params}
+    grads = {p.grad.untyped_storage().data_ptr() for p in params}
+    assert len(storages) == 1 and len(grads) == 1
+    assert all(not torch.equal(a, b) for a, b in zip(before, params))  # every layer moved through the buffer
+    assert result.history["train_loss"][-1] < result.history["train_loss"][0]
+
+
+def test_manual_backprop_with_a_users_optimizer_keeps_its_parameters():
+    """An optimiser made beforehand holds the model's own tensors: those are trained, not a flat copy."""
+    data = load_dataset("moons", n_samples=200, seed=0)
+    torch.manual_seed(0)
+    model = MLP(data.in_dim, [8], data.out_dim, activation="tanh")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = Trainer(optimizer=opt, max_epochs=2, batch_size=32, handle_signals=False).fit(model, data)
+    assert result.extra["backprop"] == "manual"
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -34,17 +34,32 @@ DERIVATIVES: Dict[type, Tuple[Callable, Callable]] = {
 class ManualBackprop:
     """Forward and backward of an MLP (Linear -> activation ... -> Linear) without autograd."""
 
-    def __init__(self, model: nn.Module, task: str):
+    def __init__(self, model: nn.Module, task: str, flat: bool = True):
         seq = model.net
         self.linears: List[nn.Linear] = [m for m in seq if isinstance(m, nn.Linear)]
         acts = [m for m in seq if not isinstance(m, nn.Linear)]
         self.act = type(acts[0]) if acts else nn.Identity
         self.forward_fn, self.derivative = DERIVATIVES[self.act]
         self.task = task
-        for lin in self.linears:  # gradients live in fixed buffers, written in place each step
-            for p in (lin.weight, lin.bias):
+        # Weights and biases become views of one flat buffer, their gradients views of another
+        # (written in place each step): the optimiser then updates a single tensor, and
+        # torch.optim's Python overhead per tensor is most of a small model's step.
+        # (flat=False: each parameter keeps its own storage, e.g. for an optimiser made beforehand.)
+        params = [p for lin in self.linears for p in (lin.weight, lin.bias)]
+        self.flat: Optional[nn.Parameter] = None
+        if not flat:
+            for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
+            return
+        self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+        self.flat.grad = torch.zeros_like(self.flat)
+        offset = 0
+        for p in params:
+            k = p.numel()
+            p.data = self.flat.data[offset:offset + k].view_as(p)
+            p.grad = self.flat.grad[offset:offset + k].view_as(p)
+            offset += k
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -105,8 +120,8 @@ class ManualBackprop:
         return loss, out
 
 
-def maybe_manual(model: nn.Module, task: str, enabled: bool = True) -> Optional[ManualBackprop]:
+def maybe_manual(model: nn.Module, task: str, enabled: bool = True, flat: bool = True) -> Optional[ManualBackprop]:
     """A ManualBackprop for `model` when enabled and supported, else None (use autograd)."""
     if enabled and ManualBackprop.supports(model):
-        return ManualBackprop(model, task)
+        return ManualBackprop(model, task, flat)
     return None

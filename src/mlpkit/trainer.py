@@ -225,9 +225,12 @@ class Trainer:
         task = data.task
         loss_fn = self._loss_fn(task)
         if isinstance(self.optimizer_spec, torch.optim.Optimizer):
-            opt = self.optimizer_spec
+            opt = self.optimizer_spec  # it holds the model's parameters: keep them as they are
+            manual = maybe_manual(model, task, self.manual_backprop, flat=False)
         else:
-            opt = make_optimizer(model.parameters(), self.optimizer_spec, self.lr, **self.optimizer_params)
+            manual = maybe_manual(model, task, self.manual_backprop)
+            params = [manual.flat] if manual is not None and manual.flat is not None else model.parameters()
+            opt = make_optimizer(params, self.optimizer_spec, self.lr, **self.optimizer_params)
         sched = make_scheduler(opt, self.scheduler_name, max_epochs=self.max_epochs, **self.scheduler_params)
         plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -252,7 +255,6 @@ class Trainer:
                 self.log(f"norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
                          f"(a different one each epoch, as the rows are shuffled)")
         n_seen = min(n, steps_per_epoch * bs)  # rows per epoch that are trained on
-        manual = maybe_manual(model, task, self.manual_backprop)
         result = FitResult(history={"train_loss": [], "val_loss": [], "lr": []},
                            extra={"steps_per_epoch": steps_per_epoch, "batch_size": bs,
                                   "backprop": "manual" if manual is not None else "autograd"})
