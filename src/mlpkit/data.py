@@ -435,10 +435,9 @@ def _column_mean_std(a: np.ndarray, block_bytes: int = 2 ** 24) -> Tuple[np.ndar
     mean = a.mean(0, dtype=np.float64)
     n, d = a.shape
     width = max(2, block_bytes // 8 // max(n, 1))  # 16 MB of float64 deviations at a time
-    if width >= d:
-        return mean, a.std(0, dtype=np.float64)
     sq = np.empty(d)
-    for cols in np.array_split(np.arange(d), d // width):  # blocks of >= 2 columns, summed row by row
+    # blocks of >= 2 columns (or all of them), each summed row by row as numpy's std sums them
+    for cols in np.array_split(np.arange(d), max(1, d // width)):
         block = slice(cols[0], cols[-1] + 1)
         dev = a[:, block] - mean[block]
         dev *= dev

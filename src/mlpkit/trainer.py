@@ -229,7 +229,7 @@ class Trainer:
             manual = maybe_manual(model, task, self.manual_backprop, flat=False)
         else:
             manual = maybe_manual(model, task, self.manual_backprop)
-            params = [manual.flat] if manual is not None and manual.flat is not None else model.parameters()
+            params = [manual.flat] if manual is not None else model.parameters()
             opt = make_optimizer(params, self.optimizer_spec, self.lr, **self.optimizer_params)
         sched = make_scheduler(opt, self.scheduler_name, max_epochs=self.max_epochs, **self.scheduler_params)
         plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
