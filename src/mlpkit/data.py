@@ -463,12 +463,15 @@ def _split(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, 
     stratify=...) pick (test first, then val from the rest), without importing it.
     """
     strat = y if task != "regression" else None
+    what = f"{len(y)} rows into train+val and test"
     try:
         rest, te = _train_test_indices(np.arange(len(y)), test_fraction, seed, strat)
+        what = f"the {len(rest)} rows left after the test split into train and val"
         tr, va = _train_test_indices(rest, val_fraction / (1 - test_fraction), seed,
                                      y[rest] if strat is not None else None)
     except ValueError as err:
-        raise ConfigError(f"data={name}: cannot split {len(y)} rows into train/val/test: {err}") from None
+        raise ConfigError(f"data={name}: cannot split {what}: {err}; lower data.test_fraction or "
+                          "data.val_fraction, or use more rows") from None
     return tr, va, te
 
 
@@ -489,8 +492,7 @@ def _train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: 
         return idx[perm[n_test:]], idx[perm[:n_test]]
     _, y_index, counts = np.unique(stratify, return_inverse=True, return_counts=True)
     if counts.min() < 2:
-        raise ValueError(f"the smallest class has {counts.min()} row; a stratified 3-way split needs at least 3 "
-                         "per class")
+        raise ValueError(f"its smallest class has {counts.min()} row, and a stratified split needs 2 per class")
     if n_train < len(counts) or n_test < len(counts):
         raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows cannot give each of "
                          f"{len(counts)} classes a row on both sides")
