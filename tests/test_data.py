@@ -316,3 +316,10 @@ def test_digits_run_does_not_import_scikit_learn():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_split_that_cannot_be_made_names_the_split_and_the_fix():
+    with pytest.raises(ConfigError, match=r"the 3 rows left after the test split.*lower data.test_fraction"):
+        load_dataset("iris", test_fraction=0.98, val_fraction=0.01)
+    with pytest.raises(ConfigError, match=r"cannot split 150 rows into train\+val and test: .* each of 3 classes"):
+        load_dataset("iris", test_fraction=0.01)
