@@ -193,8 +193,8 @@ def test_csv_rare_class_still_reaches_train(tmp_path):
 
 @pytest.mark.parametrize("content, needle", [
     ("", "empty"),
-    ("a,b,label\n1,2,x\n3,nan,y\n4,5,x\n", "'b'"),
-    ("a,b,label\n1,2,x\n3,hello,y\n4,5,x\n", "hello"),
+    ("a,b,label\n", "no data rows"),
+    ("label\nx\ny\n", "at least one feature column"),
 ])
 def test_bad_csv_is_a_config_error(tmp_path, content, needle):
     path = tmp_path / "bad.csv"
@@ -223,7 +223,7 @@ def test_unknown_data_set_is_a_config_error():
 def test_digits_are_scikit_learns_digits():
     from sklearn.datasets import load_digits
 
-    from mlpkit.data import _digits
+    from mlpkit.data.sources import _digits
     X, y, task, _ = _digits(None, 0)
     ref = load_digits()
     assert task == "multiclass"
@@ -235,7 +235,7 @@ def test_digits_are_scikit_learns_digits():
 def test_split_rows_equal_scikit_learns_train_test_split(stratified):
     from sklearn.model_selection import train_test_split
 
-    from mlpkit.data import _train_test_indices
+    from mlpkit.data.split import train_test_indices as _train_test_indices
     rng = np.random.default_rng(7)
     compared = 0
     for _ in range(150):
@@ -258,8 +258,8 @@ def test_split_rows_equal_scikit_learns_train_test_split(stratified):
 
 
 def test_classification_generator_is_seeded_balanced_and_float32():
-    from mlpkit.data import _classification, _Opts
-    opts = _Opts(n_samples=2000, noise=0.0, n_features=30, n_classes=4, path=None, target=None)
+    from mlpkit.data.sources import _classification, Opts
+    opts = Opts(n_samples=2000, noise=0.0, n_features=30, n_classes=4)
     X, y, _, _ = _classification(opts, 3)
     X2, y2, _, _ = _classification(opts, 3)
     X3, _, _, _ = _classification(opts, 4)
@@ -268,14 +268,14 @@ def test_classification_generator_is_seeded_balanced_and_float32():
     np.testing.assert_array_equal(y, y2)
     assert not np.array_equal(X, X3)
     np.testing.assert_array_equal(np.bincount(y), [500] * 4)  # 2 equal clusters per class, no flips
-    flipped = _classification(_Opts(20000, 0.2, 10, 2, None, None), 0)[1]
+    flipped = _classification(Opts(20000, 0.2, 10, 2), 0)[1]
     assert 0.45 < flipped.mean() < 0.55  # a random 20% relabelled: still about balanced
 
 
 def test_classification_is_learnable_and_its_noise_features_are_not_informative():
     """An informative column separates the classes; the noise columns (half minus 2) do not."""
-    from mlpkit.data import _classification, _Opts
-    X, y, _, _ = _classification(_Opts(4000, 0.0, 20, 2, None, None), 0)
+    from mlpkit.data.sources import _classification, Opts
+    X, y, _, _ = _classification(Opts(4000, 0.0, 20, 2), 0)
     z = (X - X.mean(0)) / X.std(0)
     separation = np.abs(z[y == 0].mean(0) - z[y == 1].mean(0))
     assert (separation > 0.15).sum() >= 3
@@ -284,7 +284,7 @@ def test_classification_is_learnable_and_its_noise_features_are_not_informative(
 
 @pytest.mark.parametrize("n, d", [(500, 7), (1000, 1), (257, 40)])
 def test_in_place_row_permutation_and_blockwise_statistics_match_numpy(n, d):
-    from mlpkit.data import _column_mean_std, _permute_rows
+    from mlpkit.data.split import column_mean_std as _column_mean_std, permute_rows as _permute_rows
     rng = np.random.default_rng(n)
     a = (rng.standard_normal((n, d)) * rng.uniform(0.1, 50, d) + rng.uniform(-9, 9, d)).astype(np.float32)
     order = rng.permutation(n)

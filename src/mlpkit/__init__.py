@@ -32,6 +32,8 @@ _EXPORTS = {
     "TensorBoardLogger": "mlpkit.tblog",
     "load_checkpoint": "mlpkit.checkpoint",
     "ConfigError": "mlpkit.errors",
+    "load_run": "mlpkit.predict",
+    "Run": "mlpkit.predict",
 }
 
 __all__ = sorted(_EXPORTS)

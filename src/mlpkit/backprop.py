@@ -34,13 +34,14 @@ DERIVATIVES: Dict[type, Tuple[Callable, Callable]] = {
 class ManualBackprop:
     """Forward and backward of an MLP (Linear -> activation ... -> Linear) without autograd."""
 
-    def __init__(self, model: nn.Module, task: str, flat: bool = True):
+    def __init__(self, model: nn.Module, task: str, flat: bool = True, weight: Optional[torch.Tensor] = None):
         seq = model.net
         self.linears: List[nn.Linear] = [m for m in seq if isinstance(m, nn.Linear)]
         acts = [m for m in seq if not isinstance(m, nn.Linear)]
         self.act = type(acts[0]) if acts else nn.Identity
         self.forward_fn, self.derivative = DERIVATIVES[self.act]
         self.task = task
+        self.weight = weight  # per-class loss weights (classification), or None
         # Weights and biases become views of one flat buffer, their gradients views of another
         # (written in place each step): the optimiser then updates a single tensor, and
         # torch.optim's Python overhead per tensor is most of a small model's step.
@@ -90,16 +91,32 @@ class ManualBackprop:
         out = h
 
         # dL/dz of the output layer, and the loss (mean over the batch)
+        # with class weights w: loss = sum_i w_i l_i / sum_i w_i, so dL/dz_i = w_i dl_i/dz_i / sum w
         if self.task == "multiclass":
             logp = torch.log_softmax(out, dim=1)
-            loss = -logp.gather(1, y.unsqueeze(1)).mean()
+            picked = logp.gather(1, y.unsqueeze(1))
             g = logp.exp_()
             g[torch.arange(n, device=x.device), y] -= 1.0
-            g.div_(n)
+            if self.weight is None:
+                loss = -picked.mean()
+                g.div_(n)
+            else:
+                w = self.weight[y].unsqueeze(1)  # (N, 1)
+                total = w.sum()
+                loss = -(w * picked).sum() / total
+                g.mul_(w / total)
         elif self.task == "binary":
             # BCE with logits: softplus(z) - y z, stable; its derivative is sigmoid(z) - y
-            loss = (torch.nn.functional.softplus(out) - y * out).mean()
-            g = (torch.sigmoid(out) - y).div_(n)
+            terms = torch.nn.functional.softplus(out) - y * out
+            g = torch.sigmoid(out) - y
+            if self.weight is None:
+                loss = terms.mean()
+                g.div_(n)
+            else:
+                w = self.weight[y.long()]  # (N, 1)
+                total = w.sum()
+                loss = (w * terms).sum() / total
+                g.mul_(w / total)
         else:
             diff = out - y
             loss = diff.pow(2).mean()
@@ -120,8 +137,9 @@ class ManualBackprop:
         return loss, out
 
 
-def maybe_manual(model: nn.Module, task: str, enabled: bool = True, flat: bool = True) -> Optional[ManualBackprop]:
+def maybe_manual(model: nn.Module, task: str, enabled: bool = True, flat: bool = True,
+                 weight: Optional[torch.Tensor] = None) -> Optional[ManualBackprop]:
     """A ManualBackprop for `model` when enabled and supported, else None (use autograd)."""
     if enabled and ManualBackprop.supports(model):
-        return ManualBackprop(model, task, flat)
+        return ManualBackprop(model, task, flat, weight)
     return None

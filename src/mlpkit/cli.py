@@ -103,6 +103,27 @@ def _model_kwargs(cfg: Any, data: Any) -> dict:
             "init_gain": cfg.init.gain}
 
 
+def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict) -> None:
+    """What predict.py needs besides the weights: the fitted preprocessing, the model's shape,
+    and which source rows went to which split (splits.npz, 0-based data rows of the source)."""
+    import numpy as np
+
+    from mlpkit.checkpoint import atomic_write, write_json
+
+    data.preprocessing.save(run_dir)
+    write_json(run_dir / "model.json", {"format": "mlpkit-model-1", "model": model_name, "kwargs": model_kwargs})
+    atomic_write(run_dir / "splits.npz", lambda fh: np.savez_compressed(fh, **data.rows))
+
+
+def _kept_checkpoint(result: Any, early: Any, perceptron: bool) -> str:
+    """The checkpoint whose weights the test metrics came from: best.pt when the best epoch was restored."""
+    if perceptron or not result.best_epoch:
+        return "last"
+    if result.status == "diverged" or (early is not None and early.restore_best):
+        return "best"
+    return "last"
+
+
 def launcher_threads(launcher: Any) -> Optional[int]:
     """torch threads per job so that parallel jobs do not oversubscribe the cores.
 
@@ -149,6 +170,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     from mlpkit.activations import ACTIVATIONS
     from mlpkit.checkpoint import write_json
     from mlpkit.data import load_dataset
+    from mlpkit.metrics import SCALARS, format_metrics
     from mlpkit.model import MLP, format_summary, summarize
     from mlpkit.trainer import EarlyStopping, Trainer, resolve_device
 
@@ -170,8 +192,12 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     torch.manual_seed(cfg.seed)
     d = cfg.data
     data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
-                        n_classes=d.n_classes, path=d.path, target=d.target, task=d.task,
-                        val_fraction=d.val_fraction, test_fraction=d.test_fraction, standardize=d.standardize)
+                        n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
+                        categorical=list(d.categorical), val_fraction=d.val_fraction,
+                        test_fraction=d.test_fraction, standardize=d.standardize)
+    if t.class_weight == "balanced" and data.task == "regression":
+        raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={d.name} has a regression "
+                          "target; use trainer.class_weight=none")
     perceptron = cfg.model.name == "perceptron"
     if perceptron:
         from mlpkit.perceptron import Perceptron, fit_perceptron
@@ -189,7 +215,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     if threads:
         torch.set_num_threads(int(threads))
 
-    warnings: List[str] = []
+    warnings: List[str] = list(data.warnings)
     if not perceptron and not ACTIVATIONS[cfg.activation.name].differentiable and cfg.model.hidden:
         warnings.append("activation=step has zero derivative almost everywhere: backpropagation sends no "
                         "gradient through it, so the hidden layers keep their initial weights and only the "
@@ -198,6 +224,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     for note in data.notes:
         log.info("note: %s", note)
     log.info("data   %s", data.describe())
+    if data.columns_table:
+        log.info("columns\n%s", data.columns_table)
     if perceptron:
         log.info("model  perceptron (step units, perceptron learning rule, no backpropagation)\n%s",
                  format_summary(rows, total))
@@ -228,10 +256,12 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
         batch_size=t.batch_size, l1=cfg.regularization.l1, l2=cfg.regularization.l2,
         input_noise=cfg.regularization.input_noise, clip_grad_norm=t.clip_grad_norm,
         clip_grad_value=t.clip_grad_value, early_stopping=early, device=str(device), seed=cfg.seed,
+        class_weight=t.class_weight,
         log_every_n_steps=t.log_every_n_steps, histogram_every_n_epochs=t.histogram_every_n_epochs,
         boundary_every_n_epochs=t.boundary_every_n_epochs, run_dir=run_dir, logger=logger,
         progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop)
     trainer.extra_state = {"model_kwargs": model_kwargs, "task": data.task, "classes": data.classes}
+    save_run_data(run_dir, data, cfg.model.name, model_kwargs)
     if perceptron:
         result = fit_perceptron(model, data, max_epochs=t.max_epochs, lr=cfg.model.lr or 1.0, seed=cfg.seed,
                                 logger=logger, run_dir=run_dir)
@@ -250,21 +280,27 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     metrics = {"best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy,
                "final_val_loss": result.history["val_loss"][-1] if result.history["val_loss"] else None,
                "epochs_run": result.epochs_run}
-    metrics.update({f"test_{k}": v for k, v in result.test.items() if k in ("loss", "accuracy", "rmse", "r2")})
+    metrics.update({f"test_{k}": v for k, v in result.test.items() if k in SCALARS and v is not None})
     logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
                    result.epochs_run, success=result.status in ("completed", "early_stopped"))
+    if result.test.get("confusion_matrix") is not None:
+        from mlpkit.diagnostics import confusion_matrix_figure
+
+        logger.figure("images/confusion_matrix", confusion_matrix_figure(
+            result.test["confusion_matrix"], data.classes, title=f"{data.name}, test split"), result.epochs_run)
     logger.close()
 
     out = result.as_dict()
     out.update(seconds=time.perf_counter() - start, train_seconds=result.seconds,
                seconds_per_epoch=(result.seconds / result.epochs_run) if result.epochs_run else None,
                device=str(device), task=data.task, n_parameters=total, run_dir=str(run_dir),
-               threads=torch.get_num_threads(), first_step_unix_time=trainer.first_step_time)
+               threads=torch.get_num_threads(), first_step_unix_time=trainer.first_step_time,
+               kept=_kept_checkpoint(result, early, perceptron), classes=data.classes or None)
     write_json(run_dir / "metrics.json", out)
 
     if result.message:
         (log.warning if result.status in ("diverged", "interrupted") else log.info)("%s", result.message)
-    test = ", ".join(f"{k} {v:.4f}" for k, v in result.test.items()) or "not evaluated"
+    test = format_metrics(result.test) or "not evaluated"
     log.info("%s: %d epochs in %.1f s; best epoch %d (val loss %.4f); test: %s\nrun directory: %s",
              result.status, result.epochs_run, out["seconds"], result.best_epoch, result.best_val_loss, test,
              run_dir)

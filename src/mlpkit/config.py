@@ -11,7 +11,6 @@ registries) and runs both at the start of every job and, through
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -27,8 +26,10 @@ class DataConfig:
     noise: Optional[float] = None  # generated sets; std of the noise
     n_features: Optional[int] = None  # classification, regression, blobs
     n_classes: Optional[int] = None  # classification, blobs, spiral
-    path: Optional[str] = None  # csv
+    path: Optional[str] = None  # csv: a .csv, .tsv or .parquet file
     target: Optional[str] = None  # csv: name of the target column (default: the last)
+    drop: List[str] = field(default_factory=list)  # csv: columns to leave out
+    categorical: List[str] = field(default_factory=list)  # csv: numeric-coded columns to treat as categories
     task: str = "auto"  # auto | binary | multiclass | regression
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -127,6 +128,7 @@ class TrainerConfig:
     num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
     progress: bool = True  # progress bar on a terminal
     manual_backprop: bool = True  # chain-rule backward for plain MLPs (relu/tanh/sigmoid/identity); else autograd
+    class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency of the train split
 
 
 @dataclass
@@ -200,10 +202,17 @@ def validate(cfg: Any) -> None:
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} "
             "leaves nothing to train on; their sum must be < 1")
     if d.name == "csv":
+        from mlpkit.data.table import check_file
+
         if not d.path:
-            raise ConfigError("data=csv needs data.path=<file.csv> (and data.target=<column>, default: the last column)")
-        if not os.path.isfile(d.path):
-            raise ConfigError(f"data.path={d.path!r}: no such file")
+            raise ConfigError("data=csv needs data.path=<file> (a .csv, .tsv or .parquet table) and "
+                              "data.target=<column> (default: the last column)")
+        check_file(d.path)
+    else:
+        for key in ("drop", "categorical"):
+            if list(getattr(d, key, None) or []):
+                raise ConfigError(f"data.{key} is a setting of data=csv (columns of your own table); "
+                                  f"data={d.name} has no columns to name")
 
     _choice("model", cfg.model.name, MODELS)
     if cfg.model.name == "perceptron":
@@ -271,6 +280,7 @@ def validate(cfg: Any) -> None:
     _number("trainer.histogram_every_n_epochs", t.histogram_every_n_epochs, low=0)
     _number("trainer.boundary_every_n_epochs", t.boundary_every_n_epochs, low=0)
     _number("trainer.num_threads", t.num_threads, low=1)
+    _choice("trainer.class_weight", t.class_weight, ("none", "balanced"))
     check_device_name(t.device)
     _number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
 

@@ -107,3 +107,33 @@ def decision_boundary_figure(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def confusion_matrix_figure(matrix, classes, title: str = ""):
+    """A matplotlib figure of a confusion matrix: rows the true class, columns the predicted one,
+    each cell its count, shaded by the share of its row (so rare classes read as well as common ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cm = np.asarray(matrix, dtype=np.int64)
+    k = len(cm)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(12.0, 2.5 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
+    names = [str(c)[:14] for c in classes] if len(classes) == k else [str(i) for i in range(k)]
+    ax.set_xticks(range(k), names, rotation=90 if k > 4 else 0, fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

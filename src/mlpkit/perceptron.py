@@ -120,8 +120,12 @@ def fit_perceptron(model: Perceptron, data: Dataset, *, max_epochs: int = 100, l
     else:
         result.message = (f"did not converge: {result.history['updates'][-1] if epoch else 0} mistakes in the last "
                           f"of {epoch} epochs; the perceptron rule only converges on linearly separable data")
+    from mlpkit.metrics import class_probabilities, classification_metrics
+
     test_err = error_rate(data.X_test, data.y_test)
-    result.test = {"loss": test_err, "accuracy": 1 - test_err}
+    scores = model(data.X_test).detach().cpu().numpy()  # sigmoid/softmax of the scores: argmax = the rule's class
+    result.test = {"loss": test_err, **classification_metrics(data.y_test.reshape(-1).cpu().numpy(),
+                                                             class_probabilities(scores, data.task))}
     if logger is not None and data.in_dim == 2:  # the line it found (or could not find), over the points
         from mlpkit.diagnostics import decision_boundary_figure
 

@@ -9,7 +9,8 @@ from typing import Any, Dict, Mapping, Optional
 # the per-epoch scalar tags (loss/val, ...), and they are also written as scalars,
 # which is where the HParams dashboard reads their values from.
 HPARAM_METRICS = ("best_val_loss", "best_val_accuracy", "final_val_loss", "test_loss", "test_accuracy",
-                  "test_rmse", "test_r2", "epochs_run")
+                  "test_balanced_accuracy", "test_f1_macro", "test_roc_auc", "test_rmse", "test_mae", "test_r2",
+                  "epochs_run")
 
 
 class TensorBoardLogger:

@@ -113,6 +113,8 @@ class Trainer:
         early_stopping: an EarlyStopping, or None to run all `max_epochs`.
         run_dir: where checkpoints go (checkpoints/last.pt, best.pt); None = no checkpoints.
         logger: a TensorBoardLogger, or None.
+        class_weight: "balanced" weights each class's loss by n / (k * n_class) of the train split
+            (a weighted mean over the batch, as torch's CrossEntropyLoss takes it); None: all alike.
     """
 
     def __init__(self, *, optimizer: str | torch.optim.Optimizer = "adam", lr: float = 1e-3,
@@ -124,7 +126,8 @@ class Trainer:
                  log_every_n_steps: int = 50, histogram_every_n_epochs: Optional[int] = None,
                  boundary_every_n_epochs: Optional[int] = None, run_dir: Optional[str | Path] = None, logger: Any = None,
                  progress: bool = False, log: Optional[log_fn] = None, handle_signals: bool = True,
-                 checkpoint_every_s: float = 2.0, manual_backprop: bool = True):
+                 checkpoint_every_s: float = 2.0, manual_backprop: bool = True,
+                 class_weight: Optional[str] = None):
         self.optimizer_spec, self.lr = optimizer, lr
         self.optimizer_params = dict(optimizer_params or {})
         self.scheduler_name, self.scheduler_params = scheduler, dict(scheduler_params or {})
@@ -146,16 +149,42 @@ class Trainer:
         self.handle_signals = handle_signals
         self.checkpoint_every_s = checkpoint_every_s  # disk writes at most this often; always at the end
         self.manual_backprop = manual_backprop
+        if class_weight not in (None, "none", "balanced"):
+            raise ConfigError(f"trainer.class_weight={class_weight!r} is not known; choose one of: none, balanced")
+        self.class_weight = None if class_weight == "none" else class_weight
+        self.weight: Optional[torch.Tensor] = None  # per-class loss weights, set by fit()
         self.first_step_time: Optional[float] = None  # unix time of the first training step (start-up probe)
         self.stop_signal: Optional[int] = None
         self.extra_state: Dict[str, Any] = {}  # stored in every checkpoint (e.g. model arguments)
 
     # -- helpers ---------------------------------------------------------------
 
-    def _loss_fn(self, task: str) -> nn.Module:
+    def _loss_fn(self, task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         # binary: one logit + sigmoid + BCE; multiclass: softmax + CE; regression: linear + MSE.
-        return {"binary": nn.BCEWithLogitsLoss(), "multiclass": nn.CrossEntropyLoss(),
-                "regression": nn.MSELoss()}[task]
+        # With class weights, the mean over a batch is weighted: sum w_i l_i / sum w_i.
+        w = self.weight
+        if task == "multiclass":
+            return nn.CrossEntropyLoss(weight=w)
+        if task == "binary" and w is not None:
+            def weighted_bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                wi = w[y.long()]
+                return (wi * nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")).sum() / wi.sum()
+            return weighted_bce
+        return {"binary": nn.BCEWithLogitsLoss(), "regression": nn.MSELoss()}[task]
+
+    def _batch_weight(self, y: torch.Tensor, task: str) -> torch.Tensor | int:
+        """The weight a batch's mean loss carries when batches are pooled: its rows, or their class weights."""
+        if self.weight is None or task == "regression":
+            return len(y)
+        return self.weight[y.long()].sum()
+
+    @staticmethod
+    def balanced_weights(y: torch.Tensor, task: str) -> torch.Tensor:
+        """n / (k * n_c) per class c of the labels y (scikit-learn's 'balanced')."""
+        labels = y.reshape(-1).long()
+        k = 2 if task == "binary" else int(labels.max()) + 1
+        counts = torch.bincount(labels, minlength=k).to(torch.float32)
+        return (len(labels) / (k * counts.clamp(min=1))).to(y.device)
 
     @staticmethod
     def _correct(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
@@ -171,31 +200,38 @@ class Trainer:
         model.eval()
         loss_fn = self._loss_fn(task)
         loss = torch.zeros((), device=X.device)
+        weight = torch.zeros((), device=X.device)
         correct = torch.zeros((), device=X.device, dtype=torch.long)
         for i in range(0, len(X), chunk):
             out = model(X[i:i + chunk])
             yb = y[i:i + chunk]
-            loss += loss_fn(out, yb) * len(yb)
+            wb = self._batch_weight(yb, task)
+            loss += loss_fn(out, yb) * wb
+            weight += wb
             if task != "regression":
                 correct += self._correct(out, yb, task)
         model.train(was_training)
         n = max(1, len(X))
-        return {"loss": loss / n, "accuracy": correct.float() / n}
+        return {"loss": loss / weight.clamp(min=1e-12), "accuracy": correct.float() / n}
 
     @torch.no_grad()
-    def test_metrics(self, model: nn.Module, data: Dataset) -> Dict[str, float]:
-        """Loss and accuracy (classification) or loss, RMSE, MAE, R^2 in target units (regression)."""
+    def test_metrics(self, model: nn.Module, data: Dataset) -> Dict[str, Any]:
+        """The test split's loss and mlpkit.metrics' scores (classification: accuracy, balanced
+        accuracy, macro F1, ROC AUC, confusion matrix; regression: RMSE, MAE, R^2 in target units)."""
+        from mlpkit import metrics
+
         m = self.evaluate(model, data.X_test, data.y_test, data.task)
-        if data.task != "regression":
-            return {"loss": float(m["loss"]), "accuracy": float(m["accuracy"])}
+        was_training = model.training
         model.eval()
-        pred = model(data.X_test) * data.y_std + data.y_mean
-        true = data.y_test * data.y_std + data.y_mean
-        err = pred - true
-        ss_tot = ((true - true.mean()) ** 2).sum()
-        r2 = 1 - (err ** 2).sum() / ss_tot if ss_tot > 0 else torch.tensor(float("nan"))
-        return {"loss": float(m["loss"]), "rmse": float(err.pow(2).mean().sqrt()),
-                "mae": float(err.abs().mean()), "r2": float(r2)}
+        out = torch.cat([model(data.X_test[i:i + 65536]) for i in range(0, len(data.X_test), 65536)])
+        model.train(was_training)
+        out = out.float().cpu().numpy()
+        y = data.y_test.cpu().numpy()
+        if data.task != "regression":
+            return {"loss": float(m["loss"]),
+                    **metrics.classification_metrics(y, metrics.class_probabilities(out, data.task))}
+        return {"loss": float(m["loss"]),
+                **metrics.regression_metrics(y * data.y_std + data.y_mean, out * data.y_std + data.y_mean)}
 
     def _install_signals(self):
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -223,12 +259,15 @@ class Trainer:
         model.to(dev)
         data.to(dev)
         task = data.task
+        if self.class_weight == "balanced" and task != "regression":
+            self.weight = self.balanced_weights(data.y_train, task)
         loss_fn = self._loss_fn(task)
+        weighted = self.weight is not None
         if isinstance(self.optimizer_spec, torch.optim.Optimizer):
             opt = self.optimizer_spec  # it holds the model's parameters: keep them as they are
-            manual = maybe_manual(model, task, self.manual_backprop, flat=False)
+            manual = maybe_manual(model, task, self.manual_backprop, flat=False, weight=self.weight)
         else:
-            manual = maybe_manual(model, task, self.manual_backprop)
+            manual = maybe_manual(model, task, self.manual_backprop, weight=self.weight)
             params = [manual.flat] if manual is not None else model.parameters()
             opt = make_optimizer(params, self.optimizer_spec, self.lr, **self.optimizer_params)
         sched = make_scheduler(opt, self.scheduler_name, max_epochs=self.max_epochs, **self.scheduler_params)
@@ -331,6 +370,7 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 model.train()
                 loss_sum = torch.zeros((), device=dev)
+                weight_sum = torch.zeros((), device=dev)
                 correct = torch.zeros((), device=dev, dtype=torch.long)
                 grad_sum = torch.zeros(n_grad_layers, device=dev)
                 grad_samples = 0
@@ -374,7 +414,12 @@ class Trainer:
                     if self.clip_grad_norm is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad_norm, foreach=True)
                     opt.step()
-                    loss_sum += loss.detach() * len(yb)
+                    if weighted:  # class weights: batches pooled by their weight, not their rows
+                        wb = self._batch_weight(yb, task)
+                        loss_sum += loss.detach() * wb
+                        weight_sum += wb
+                    else:
+                        loss_sum += loss.detach() * len(yb)
                     if task != "regression":
                         correct += self._correct(out.detach(), yb, task)
                     if step % self.log_every == 0 or step == 1:
@@ -392,7 +437,7 @@ class Trainer:
                     result.message = (f"interrupted by {signal.Signals(self.stop_signal).name} in epoch {epoch + 1}; "
                                       f"last.pt holds epoch {epoch}; continue with resume=<run_dir>")
                     break
-                train_loss = float(loss_sum / n_seen)
+                train_loss = float(loss_sum / (weight_sum.clamp(min=1e-12) if weighted else n_seen))
                 if diverged_at is None and not math.isfinite(train_loss):
                     diverged_at = (train_loss, step)
                 if diverged_at is not None:

@@ -1,0 +1,61 @@
+"""`Dataset`: the three splits of a data set as tensors, and what was fitted to make them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclass
+class Dataset:
+    """Three splits as tensors. y is (N, 1) float for binary and regression, (N,) long for multiclass."""
+
+    name: str
+    task: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    feature_names: List[str] = field(default_factory=list)
+    classes: List[str] = field(default_factory=list)  # label of each class index
+    notes: List[str] = field(default_factory=list)  # things the log should tell the user
+    y_mean: float = 0.0  # regression targets were standardised with these; metrics undo it
+    y_std: float = 1.0
+    warnings: List[str] = field(default_factory=list)  # things the user should act on
+    preprocessing: Any = None  # mlpkit.data.preprocess.Preprocessing: applies the fitted transform to new rows
+    rows: Dict[str, np.ndarray] = field(default_factory=dict)  # source row numbers of each split
+    columns_table: str = ""  # the column table of a user's file, for the log
+
+    @property
+    def in_dim(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def out_dim(self) -> int:
+        if self.task == "multiclass":
+            return len(self.classes)
+        return 1 if self.y_train.dim() == 1 else self.y_train.shape[1]
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != "regression"
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        """Move all six tensors to `device` (once; batches are then sliced there)."""
+        for key in ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test"):
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
+    def describe(self) -> str:
+        n = (len(self.X_train), len(self.X_val), len(self.X_test))
+        kind = f"{self.task}, {len(self.classes)} classes" if self.is_classification else "regression"
+        return f"{self.name}: {self.in_dim} features, {kind}; train/val/test = {n[0]}/{n[1]}/{n[2]} rows"
+
+

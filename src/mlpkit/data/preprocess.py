@@ -1,0 +1,262 @@
+"""The preprocessing a run fits on its train split and applies to every later row.
+
+Two kinds, both saved in the run directory and loaded back without unpickling arbitrary objects:
+
+- `array` (the built-in data sets): per-column standardisation; the means and standard
+  deviations are plain numbers in `preprocessing.json`.
+- `table` (a user's file): a scikit-learn ColumnTransformer. Numeric columns: median
+  imputation, a missing-indicator for columns that had missing values in training, then
+  standardisation. Categories (text, booleans, data.categorical): missing as a category of its
+  own, then one-hot encoding in which categories seen fewer than MIN_FREQUENCY times are grouped
+  into one "infrequent" input and categories never seen in training go there too (or to no
+  input when none was rare). The fitted transformer is saved with skops (`preprocessing.skops`),
+  whose loader refuses any type outside an explicit list, so a crafted file runs no code;
+  the column roles, classes and target statistics go to `preprocessing.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from mlpkit.data.table import Column, canonical_categories
+from mlpkit.errors import ConfigError
+
+FORMAT = "mlpkit-preprocessing-1"
+JSON_NAME = "preprocessing.json"
+SKOPS_NAME = "preprocessing.skops"
+MIN_FREQUENCY = 5  # rarer categories share one input
+MISSING = "(missing)"  # the category a missing value becomes
+BLOCK_ROWS = 65_536  # rows transformed at a time: bounds the float64 temporaries
+
+# Every type a saved ColumnTransformer is made of beyond what skops trusts by default. Loading
+# refuses a file that holds anything else.
+TRUSTED_TYPES = [
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.impute._base.SimpleImputer",
+    "sklearn.impute._base.MissingIndicator",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "numpy.dtype",
+    "numpy.float32",
+    "numpy.float64",
+    "builtins.float",
+]
+
+
+class Preprocessing:
+    """What turns rows of the source (a table, or an array of features) into model inputs."""
+
+    def __init__(self, kind: str, *, target: str = "", task: str = "", classes: Sequence[str] = (),
+                 y_mean: float = 0.0, y_std: float = 1.0, columns: Sequence[Column] = (),
+                 inputs: Sequence[str] = (), mean: Optional[np.ndarray] = None, std: Optional[np.ndarray] = None,
+                 transformer: Any = None, target_codes: str = "text"):
+        self.kind = kind  # "array" | "table"
+        self.target, self.task, self.classes = target, task, list(classes)
+        self.y_mean, self.y_std = float(y_mean), float(y_std)
+        self.columns: List[Column] = list(columns)
+        self.inputs = list(inputs)  # names of the model inputs, in order
+        self.mean, self.std = mean, std
+        self.transformer = transformer
+        self.target_codes = target_codes  # how class labels are written in the file: text | number | boolean
+
+    # -- which columns ----------------------------------------------------------
+
+    @property
+    def feature_columns(self) -> List[str]:
+        """The source columns the model reads (left-out ones excluded)."""
+        if self.kind == "array":
+            return list(self.inputs)
+        return [c.name for c in self.columns if c.kind != "dropped"]
+
+    @property
+    def numeric(self) -> List[str]:
+        return [c.name for c in self.columns if c.kind == "numeric"]
+
+    @property
+    def categorical(self) -> List[Column]:
+        return [c for c in self.columns if c.kind in ("category", "boolean")]
+
+    # -- fitting ----------------------------------------------------------------
+
+    @classmethod
+    def fit_table(cls, train_frame, columns: Sequence[Column], standardize: bool = True) -> "Preprocessing":
+        """Fit the ColumnTransformer on the train rows of the table (a DataFrame)."""
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        pre = cls("table", columns=columns)
+        parts = []
+        if pre.numeric:
+            steps = [SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)]
+            if standardize:
+                steps.append(StandardScaler())
+            parts.append(("numeric", make_pipeline(*steps), pre.numeric))
+        if pre.categorical:
+            parts.append(("category", make_pipeline(
+                SimpleImputer(strategy="constant", fill_value=MISSING, missing_values=np.nan),
+                OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_FREQUENCY,
+                              sparse_output=False, dtype=np.float32)),
+                [c.name for c in pre.categorical]))
+        pre.transformer = ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pre.transformer.fit(pre.frame(train_frame))
+        pre.inputs = [str(n) for n in pre.transformer.get_feature_names_out()]
+        pre._count_inputs()
+        return pre
+
+    def _count_inputs(self) -> None:
+        counts: Dict[str, int] = {}
+        if self.numeric:
+            imputer = self.transformer.named_transformers_["numeric"].steps[0][1]
+            flagged = set()
+            if imputer.indicator_ is not None:
+                flagged = {self.numeric[i] for i in imputer.indicator_.features_}
+            counts.update({name: 1 + (name in flagged) for name in self.numeric})
+        if self.categorical:
+            enc = self.encoder
+            for i, col in enumerate(self.categorical):
+                rare = enc.infrequent_categories_[i] if enc.infrequent_categories_ is not None else None
+                n_rare = 0 if rare is None else len(rare)
+                counts[col.name] = len(enc.categories_[i]) - n_rare + (1 if n_rare else 0)
+        for col in self.columns:
+            col.inputs = counts.get(col.name, 0)
+
+    @property
+    def encoder(self):
+        return self.transformer.named_transformers_["category"].steps[-1][1]
+
+    # -- applying ---------------------------------------------------------------
+
+    def frame(self, df, first_line: int = 2):
+        """The columns the transformer reads, as it reads them: numbers as float64 (text in a
+        numeric column is a ConfigError naming column and line), categories as canonical strings."""
+        import pandas as pd
+
+        out = {}
+        for name in self.numeric:
+            s = df[name]
+            if s.dtype.kind not in "iufb":
+                values = pd.to_numeric(s, errors="coerce")
+                bad = values.isna() & s.notna()
+                if bad.any():
+                    pos = int(np.flatnonzero(bad.to_numpy())[0])
+                    raise ConfigError(f"column {name!r} holds the text {str(s.iloc[pos])!r} at line "
+                                      f"{first_line + pos}, but it was numeric in training")
+                s = values
+            v = np.array(s.to_numpy(dtype=np.float64, na_value=np.nan))  # a copy of our own
+            v[np.isinf(v)] = np.nan  # inf: as missing
+            out[name] = v
+        for col in self.categorical:
+            out[col.name] = canonical_categories(df[col.name], col.codes)
+        return pd.DataFrame(out, index=None)
+
+    def transform(self, df, first_line: int = 2) -> np.ndarray:
+        """Model inputs (N, len(inputs)) float32 for the rows of a DataFrame (table) or array."""
+        if self.kind == "array":
+            X = np.asarray(df, dtype=np.float32)
+            return ((X - self.mean) / self.std).astype(np.float32)
+        out = np.empty((len(df), len(self.inputs)), np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unknown categories: counted by unseen(), not warned per call
+            for start in range(0, len(df), BLOCK_ROWS):
+                block = df.iloc[start:start + BLOCK_ROWS]
+                out[start:start + len(block)] = self.transformer.transform(self.frame(block, first_line + start))
+        return out
+
+    def unseen(self, df) -> Dict[str, int]:
+        """Per category column, how many rows hold a category never seen in training."""
+        if self.kind == "array" or not self.categorical:
+            return {}
+        counts = {}
+        enc = self.encoder
+        for i, col in enumerate(self.categorical):
+            values = canonical_categories(df[col.name], col.codes)
+            values = np.where(_isnan(values), MISSING, values)
+            n = int((~np.isin(values.astype(str), enc.categories_[i].astype(str))).sum())
+            if n:
+                counts[col.name] = n
+        return counts
+
+    # -- saving and loading -------------------------------------------------------
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "format": FORMAT, "kind": self.kind, "target": self.target, "task": self.task,
+            "classes": self.classes, "y_mean": self.y_mean, "y_std": self.y_std,
+            "columns": [c.as_dict() for c in self.columns], "inputs": self.inputs,
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+            "transformer": SKOPS_NAME if self.transformer is not None else None,
+            "target_codes": self.target_codes,
+        }
+
+    def save(self, run_dir: str | Path) -> None:
+        from mlpkit.checkpoint import atomic_write, write_json
+
+        run_dir = Path(run_dir)
+        if self.transformer is not None:
+            import skops.io as sio
+
+            data = sio.dumps(self.transformer)
+            atomic_write(run_dir / SKOPS_NAME, lambda fh: fh.write(data))
+        write_json(run_dir / JSON_NAME, self.as_dict())
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "Preprocessing":
+        """Read a run's preprocessing back; ConfigError when it is missing, damaged or not trusted."""
+        run_dir = Path(run_dir)
+        path = run_dir / JSON_NAME
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} has no {JSON_NAME}: it is not a finished mlpkit run "
+                              "(or was trained by an older mlpkit)")
+        try:
+            spec = json.loads(path.read_text())
+            if spec.get("format") != FORMAT:
+                raise ValueError(f"format {spec.get('format')!r}, expected {FORMAT!r}")
+            columns = [Column(**c) for c in spec["columns"]]
+            pre = cls(spec["kind"], target=spec["target"], task=spec["task"], classes=spec["classes"],
+                      y_mean=spec["y_mean"], y_std=spec["y_std"], columns=columns, inputs=spec["inputs"],
+                      mean=None if spec["mean"] is None else np.asarray(spec["mean"], np.float32),
+                      std=None if spec["std"] is None else np.asarray(spec["std"], np.float32),
+                      target_codes=spec.get("target_codes", "text"))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{path} is not a readable mlpkit preprocessing file ({err})") from None
+        if spec["kind"] == "table":
+            pre.transformer = load_transformer(run_dir / SKOPS_NAME)
+            pre._count_inputs()
+        return pre
+
+
+def load_transformer(path: Path):
+    """The fitted ColumnTransformer from a skops file, refusing every type outside TRUSTED_TYPES."""
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+
+    if not path.is_file():
+        raise ConfigError(f"{path.parent} has no {path.name}: the run's fitted preprocessing is missing")
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+        if untrusted:
+            raise ConfigError(f"{path} holds types mlpkit does not load ({', '.join(untrusted[:5])}); "
+                              "it was not written by mlpkit, and nothing in it was run")
+        obj = sio.load(path, trusted=TRUSTED_TYPES)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(f"{path} is not a readable mlpkit preprocessing file ({type(err).__name__})") from None
+    if not isinstance(obj, ColumnTransformer):
+        raise ConfigError(f"{path} does not hold a fitted preprocessing (found {type(obj).__name__})")
+    return obj
+
+
+def _isnan(values: np.ndarray) -> np.ndarray:
+    return np.array([isinstance(v, float) and v != v for v in values], dtype=bool)

@@ -1,0 +1,121 @@
+"""Row splits and in-place array helpers: train/val/test indices (stratified for classes),
+drawn exactly as scikit-learn's train_test_split draws them, without importing it."""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from mlpkit.errors import ConfigError
+
+
+def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int, name: str):
+    """Row indices of train, val and test; stratified by class for classification.
+
+    The same rows as two calls of scikit-learn's train_test_split(random_state=seed,
+    stratify=...) pick (test first, then val from the rest), without importing it.
+    """
+    strat = y if task != "regression" else None
+    what = f"{len(y)} rows into train+val and test"
+    try:
+        rest, te = train_test_indices(np.arange(len(y)), test_fraction, seed, strat)
+        what = f"the {len(rest)} rows left after the test split into train and val"
+        tr, va = train_test_indices(rest, val_fraction / (1 - test_fraction), seed,
+                                     y[rest] if strat is not None else None)
+    except ValueError as err:
+        raise ConfigError(f"data={name}: cannot split {what}: {err}; lower data.test_fraction or "
+                          "data.val_fraction, or use more rows") from None
+    return tr, va, te
+
+
+def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: Optional[np.ndarray]):
+    """(train, test) subsets of idx drawn as scikit-learn's (Stratified)ShuffleSplit draws them.
+
+    scikit-learn's model_selection and its SciPy imports cost more start-up than the rest of
+    a default run's data path; tests/test_data.py checks these rows equal train_test_split's.
+    """
+    n = len(idx)
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    if n_train == 0 or n_test == 0:
+        raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows leaves one side empty")
+    rng = np.random.RandomState(seed)
+    if stratify is None:
+        perm = rng.permutation(n)
+        return idx[perm[n_test:]], idx[perm[:n_test]]
+    _, y_index, counts = np.unique(stratify, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(f"its smallest class has {counts.min()} row, and a stratified split needs 2 per class")
+    if n_train < len(counts) or n_test < len(counts):
+        raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows cannot give each of "
+                         f"{len(counts)} classes a row on both sides")
+    by_class = np.split(np.argsort(y_index, kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _apportion(counts, n_train, rng)
+    t_i = _apportion(counts - n_i, n_test, rng)
+    train: List[int] = []
+    test: List[int] = []
+    for i, rows in enumerate(by_class):
+        rows = rows.take(rng.permutation(counts[i]), mode="clip")
+        train.extend(rows[:n_i[i]])
+        test.extend(rows[n_i[i]:n_i[i] + t_i[i]])
+    return idx[rng.permutation(train)], idx[rng.permutation(test)]
+
+
+def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Rows per class in proportion to counts, summing to n_draws; ties for the remainder drawn at random."""
+    continuous = counts / counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (tied,) = np.where(remainder == value)
+            take = min(len(tied), need)
+            floored[rng.choice(tied, size=take, replace=False)] += 1
+            need -= take
+            if need == 0:
+                break
+    return floored.astype(int)
+
+
+def permute_rows(a: np.ndarray, order: np.ndarray, copy_up_to: int = 2 ** 26) -> None:
+    """a[:] = a[order] in place, for a permutation `order`, holding one row aside instead of a copy of `a`."""
+    if a.nbytes <= copy_up_to:  # up to 64 MB a temporary copy is cheaper than a Python loop
+        a[:] = a[order]
+        return
+    order_list = order.tolist()
+    done = bytearray(len(a))
+    for start in range(len(a)):
+        if done[start] or order_list[start] == start:
+            continue
+        held = a[start].copy()
+        i = start
+        while True:  # walk the cycle through start: each row takes the one `order` names
+            done[i] = 1
+            j = order_list[i]
+            if j == start:
+                a[i] = held
+                break
+            a[i] = a[j]
+            i = j
+
+
+def column_mean_std(a: np.ndarray, block_bytes: int = 2 ** 24) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) std in float64, as numpy's mean/std compute them, but for large
+    float32 arrays over blocks of columns, so the float64 deviations never take the whole matrix."""
+    mean = a.mean(0, dtype=np.float64)
+    n, d = a.shape
+    width = max(2, block_bytes // 8 // max(n, 1))  # 16 MB of float64 deviations at a time
+    sq = np.empty(d)
+    # blocks of >= 2 columns (or all of them), each summed row by row as numpy's std sums them
+    for cols in np.array_split(np.arange(d), max(1, d // width)):
+        block = slice(cols[0], cols[-1] + 1)
+        dev = a[:, block] - mean[block]
+        dev *= dev
+        sq[block] = dev.sum(0)
+        del dev  # before the next block's is made
+    return mean, np.sqrt(sq / n)
+
+

@@ -1,0 +1,423 @@
+"""A user's own table: reading `.csv`, `.tsv` and `.parquet` files with pandas, and giving each
+column its role (numeric, category, boolean, or left out and why).
+
+Reading: the delimiter of a text file is sniffed (`,` `;` tab `|`), UTF-8 with or without a BOM
+(UTF-16 with one) is read as such, any other encoding falls back to Windows-1252 with a note;
+pandas' usual missing markers (empty, NA, NaN, null, None, N/A, ...) and `?` are missing values.
+pandas and pyarrow are imported here only, so the built-in data sets never pay for them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mlpkit.errors import ConfigError
+
+EXTRA_MISSING = ["?"]  # besides pandas' own markers: the UCI repository's convention
+DELIMITERS = ",;\t|"
+PARQUET_MAGIC = b"PAR1"
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+@dataclass
+class TextFormat:
+    """How a delimited text file is written: what pandas needs to read it."""
+
+    sep: str = ","
+    encoding: str = "utf-8-sig"
+    note: str = ""  # said to the user when the encoding was a fallback
+
+
+def check_file(path: Any, key: str = "data.path") -> str:
+    """`path` as a string when it names a readable, non-empty regular file; else a ConfigError saying which."""
+    if path is None or str(path).strip() == "":
+        raise ConfigError(f"{key} is not set; give the path of a .csv, .tsv or .parquet file")
+    path = str(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{key}={path!r}: no such file")
+    if os.path.isdir(path):
+        raise ConfigError(f"{key}={path!r} is a directory; give the path of a .csv, .tsv or .parquet file")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}={path!r} is not a regular file (a device or a pipe); "
+                          "give the path of a .csv, .tsv or .parquet file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{key}={path!r} cannot be read (permission denied)")
+    if os.path.getsize(path) == 0:
+        raise ConfigError(f"{key}={path!r} is empty; it needs a header row and data rows")
+    return path
+
+
+def is_parquet(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == PARQUET_MAGIC
+
+
+def sniff_format(path: str) -> TextFormat:
+    """The encoding (from a BOM, else UTF-8) and the delimiter of a text table, from its first 64 KB."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    text = head.decode(encoding, errors="replace")
+    if len(head) == 1 << 16 and "\n" in text:
+        text = text[:text.rindex("\n")]  # whole lines only
+    lower = path.lower()
+    if lower.endswith((".tsv", ".tsv.gz", ".tab")):
+        return TextFormat("\t", encoding)
+    try:
+        sep = csv.Sniffer().sniff(text, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        sep = ","
+    # The sniffer may settle on a delimiter that splits the header into one column (e.g. a
+    # single-column sample); prefer the candidate that splits it into the most columns then.
+    header = text.splitlines()[0] if text else ""
+    widths = {c: len(next(csv.reader([header], delimiter=c), [])) for c in DELIMITERS}
+    if widths.get(sep, 0) <= 1 and max(widths.values()) > 1:
+        sep = max(widths, key=widths.get)
+    return TextFormat(sep, encoding)
+
+
+def _read_options(fmt: TextFormat) -> Dict[str, Any]:
+    return dict(sep=fmt.sep, encoding=fmt.encoding, na_values=EXTRA_MISSING, keep_default_na=True,
+                skipinitialspace=True, engine="c")
+
+
+def _read_text(path: str, fmt: TextFormat, **kwargs):
+    """pd.read_csv with the sniffed format; a file that is not UTF-8 is read as Windows-1252."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, **_read_options(fmt), **kwargs), fmt
+    except UnicodeDecodeError as err:
+        if fmt.encoding == "utf-16":
+            raise
+        bad = err.object[err.start:err.start + 1].hex() if hasattr(err, "object") else "?"
+        fallback = TextFormat(fmt.sep, "cp1252", f"the file is not UTF-8 (byte 0x{bad} at position "
+                              f"{err.start}); it was read as Windows-1252 (cp1252). Save it as UTF-8 if "
+                              "its accented letters come out wrong")
+        try:
+            return pd.read_csv(path, **_read_options(fallback), **kwargs), fallback
+        except UnicodeDecodeError:  # bytes cp1252 leaves undefined: latin-1 maps every byte
+            fallback.encoding = "latin-1"
+            return pd.read_csv(path, **_read_options(fallback), **kwargs), fallback
+
+
+def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
+    """The whole file as a DataFrame, and notes for the log. ConfigError for an unreadable file."""
+    import pandas as pd
+
+    path = check_file(path, key)
+    notes: List[str] = []
+    try:
+        if is_parquet(path):
+            df = pd.read_parquet(path)
+            df.columns = [str(c) for c in df.columns]
+        else:
+            df, fmt = _read_text(path, sniff_format(path))
+            if fmt.note:
+                notes.append(f"{key}: {fmt.note}")
+            if fmt.sep != ",":
+                notes.append(f"{key}: columns separated by {_sep_name(fmt.sep)}")
+            if fmt.sep == ";":
+                df = _decimal_commas(df, notes)
+    except ConfigError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"{key}={path!r} holds no table (no header row)") from None
+    except (pd.errors.ParserError, ValueError, OSError, UnicodeError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{key}={path!r} is not a readable .csv, .tsv or .parquet table ({first})") from None
+    except Exception as err:  # pyarrow's own errors for a damaged parquet file
+        raise ConfigError(f"{key}={path!r} is not a readable table ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
+    _check_header(df, path, key)
+    if len(df) == 0:
+        raise ConfigError(f"{key}={path!r} has a header but no data rows")
+    return df, notes
+
+
+def _sep_name(sep: str) -> str:
+    return {"\t": "tabs", ";": "semicolons", "|": "vertical bars"}.get(sep, repr(sep))
+
+
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
+
+
+def _decimal_commas(df, notes: List[str]):
+    """`;`-separated files often write decimals with a comma (3,14): such text columns become numbers."""
+    import pandas as pd
+
+    converted = []
+    for name in df.columns:
+        s = df[name]
+        if s.dtype.kind in "biufcM":
+            continue
+        values = s.dropna().astype(str).str.strip()
+        if len(values) and values.str.match(_DECIMAL_COMMA).any() and \
+                values.str.match(r"^[+-]?\d*(,\d+)?$").all():
+            df[name] = pd.to_numeric(s.astype(str).str.strip().str.replace(",", ".", regex=False)
+                                     .where(s.notna()), errors="coerce")
+            converted.append(str(name))
+    if converted:
+        notes.append(f"decimal commas read as numbers in: {', '.join(converted)}")
+    return df
+
+
+def _check_header(df, path: str, key: str) -> None:
+    names = [str(c) for c in df.columns]
+    dupes = [c for c in names if re.search(r"\.\d+$", c) and c.rsplit(".", 1)[0] in names]
+    if dupes:  # pandas renames a repeated name `x` to `x.1`
+        raise ConfigError(f"{key}={path!r}: the column name {dupes[0].rsplit('.', 1)[0]!r} appears twice "
+                          "in the header; give each column its own name")
+    unnamed = [c for c in names if c.startswith("Unnamed: ")]
+    if unnamed and len(unnamed) == len(names):
+        raise ConfigError(f"{key}={path!r}: the first row is not a header of column names")
+    if len(names) < 2:
+        raise ConfigError(f"{key}={path!r} has {len(names)} column ({names[0]!r}); it needs at least one "
+                          "feature column and a target column (is the delimiter , ; tab or |?)")
+
+
+def header_of(path: str) -> List[str]:
+    """The column names of a table, without reading its rows."""
+    import pandas as pd
+
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        return [str(c) for c in pq.ParquetFile(path).schema_arrow.names]
+    fmt = sniff_format(path)
+    df, _ = _read_text(path, fmt, nrows=0)
+    return [str(c) for c in df.columns]
+
+
+def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] = (),
+                chunk_rows: int = 50_000) -> Iterator[Any]:
+    """The file's `columns` as DataFrames of up to `chunk_rows` rows, in file order; `text_columns`
+    are read as the text written in the file (category values), the rest as pandas infers them."""
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
+            yield batch.to_pandas()
+        return
+    fmt = sniff_format(path)
+    wanted = set(columns)
+    text = {c: str for c in text_columns}
+    try:
+        reader, fmt = _read_text(path, fmt, usecols=lambda c: str(c) in wanted, dtype=text,
+                                 chunksize=chunk_rows)
+        for chunk in reader:
+            if fmt.sep == ";":
+                chunk = _decimal_commas(chunk, [])
+            yield chunk
+    except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252
+        reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252"), usecols=lambda c: str(c) in wanted,
+                               dtype=text, chunksize=chunk_rows)
+        yield from reader
+
+
+# ---------------------------------------------------------------------------
+# Column roles
+
+
+@dataclass
+class Column:
+    """One column of the table and what became of it."""
+
+    name: str
+    kind: str  # numeric | category | boolean | dropped
+    missing: int = 0
+    categories: Optional[int] = None  # distinct values (categories, booleans)
+    reason: str = ""  # why it was left out
+    codes: str = "text"  # how a category's values are written: text | number | boolean
+    inputs: int = 0  # model inputs it became (filled once the preprocessing is fitted)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Roles:
+    columns: List[Column] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def numeric(self) -> List[str]:
+        return [c.name for c in self.columns if c.kind == "numeric"]
+
+    @property
+    def categorical(self) -> List[str]:
+        return [c.name for c in self.columns if c.kind in ("category", "boolean")]
+
+    @property
+    def used(self) -> List[Column]:
+        return [c for c in self.columns if c.kind != "dropped"]
+
+
+def _unknown_columns(key: str, asked: Sequence[str], names: Sequence[str]) -> None:
+    for name in asked:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} names {name!r}, which is not a column of the table{hint}; "
+                              f"columns: {', '.join(names)}")
+
+
+def _as_list(value: Any) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Roles:
+    """Each feature column's role, from its values and data.drop / data.categorical."""
+    names = [str(c) for c in df.columns]
+    drop, categorical = _as_list(drop), _as_list(categorical)
+    _unknown_columns("data.drop", drop, names)
+    _unknown_columns("data.categorical", categorical, names)
+    if target in drop:
+        raise ConfigError(f"data.drop names the target column {target!r}; leave it out of data.drop")
+    if target in categorical:
+        raise ConfigError(f"data.categorical names the target column {target!r}; the target's kind is set "
+                          "by data.task (binary or multiclass for classes)")
+    roles = Roles()
+    for name in names:
+        if name == target:
+            continue
+        s = df[name]
+        missing = int(s.isna().sum())
+        col = Column(name, "numeric", missing)
+        present = s.dropna()
+        n_distinct = int(present.nunique()) if len(present) else 0
+        if name in drop:
+            col.kind, col.reason = "dropped", "data.drop"
+        elif len(present) == 0:
+            col.kind, col.reason = "dropped", "every value is missing"
+            roles.notes.append(f"column {name!r} is left out: every value is missing")
+        elif n_distinct == 1:
+            col.kind, col.reason = "dropped", "constant"
+            roles.notes.append(f"column {name!r} is left out: it holds one value ({str(present.iloc[0])!r}) "
+                               f"in every row")
+        elif _is_boolean(s, present):
+            col.kind, col.categories, col.codes = "boolean", n_distinct, "boolean"
+        elif s.dtype.kind in "iuf":
+            if name in categorical:
+                col.kind, col.categories, col.codes = "category", n_distinct, "number"
+            elif _counts_rows(present):
+                roles.warnings.append(
+                    f"column {name!r} counts the rows in file order ({present.iloc[0]:g}, {present.iloc[1]:g}, "
+                    f"...): if it is a row number or an id, leave it out with data.drop=[{name}]")
+        elif s.dtype.kind in "mM":
+            col.kind, col.reason = "dropped", "dates and times are not used"
+            roles.notes.append(f"column {name!r} is left out: it holds dates or times")
+        elif n_distinct == len(present) and name not in categorical and len(present) > 2:
+            col.kind, col.reason = "dropped", "identifier (every value distinct)"
+            roles.notes.append(f"column {name!r} is left out: it holds text with a different value in "
+                               "every row, so it can only be an identifier")
+        else:
+            col.kind, col.categories = "category", n_distinct
+            mostly_numbers = _mostly_numbers(present)
+            if mostly_numbers is not None:
+                roles.warnings.append(
+                    f"column {name!r} holds numbers but also text such as {mostly_numbers!r}; it is used as a "
+                    "category. Mark missing values in it as empty cells or NA to use it as a number")
+        roles.columns.append(col)
+    if not roles.used:
+        raise ConfigError("no feature column is left to train on: "
+                          + "; ".join(f"{c.name!r} ({c.reason})" for c in roles.columns)
+                          if roles.columns else "the table holds only the target column")
+    return roles
+
+
+def _is_boolean(s, present) -> bool:
+    if s.dtype.kind == "b":
+        return True
+    if s.dtype.kind in "iuf" or len(present) == 0:
+        return False
+    values = {str(v).strip().lower() for v in present.unique()[:3]}
+    return len(values) <= 2 and values <= {"true", "false"}
+
+
+def _counts_rows(present) -> bool:
+    """An integer column whose values go up by one from row to row (a row number)."""
+    if len(present) < 3:
+        return False
+    v = present.to_numpy(dtype=np.float64)
+    return bool(np.all(v == np.round(v)) and np.all(np.diff(v) == 1))
+
+
+def _mostly_numbers(present) -> Optional[str]:
+    """A text value of a column whose other values are numbers (at least 90% of them), else None."""
+    import pandas as pd
+
+    sample = present.astype(str).str.strip()
+    numbers = pd.to_numeric(sample, errors="coerce")
+    share = float(numbers.notna().mean())
+    if share >= 0.9 and share < 1.0:
+        return str(sample[numbers.isna()].iloc[0])
+    return None
+
+
+def canonical_categories(s, codes: str) -> np.ndarray:
+    """A category column's values as strings, written the same whichever way the file was read
+    (415 and 415.0 as '415', True and 'true' as 'True'); missing values as NaN. Object array."""
+    import pandas as pd
+
+    out = np.full(len(s), np.nan, dtype=object)
+    present = s.notna().to_numpy()
+    values = s[present]
+    if codes == "number":
+        nums = pd.to_numeric(values.astype(str).str.strip() if values.dtype.kind not in "iufb" else values,
+                             errors="coerce").to_numpy(dtype=np.float64)
+        text = values.astype(str).str.strip().to_numpy(dtype=object)
+        for i, v in enumerate(nums):
+            if np.isfinite(v):
+                text[i] = str(int(v)) if v == np.round(v) and abs(v) < 2 ** 63 else repr(float(v))
+        out[present] = text
+    elif codes == "boolean":
+        text = values.astype(str).str.strip()
+        lower = text.str.lower()
+        out[present] = np.where(lower == "true", "True", np.where(lower == "false", "False", text))
+    else:
+        out[present] = values.astype(str).str.strip().to_numpy(dtype=object)
+    return out
+
+
+def format_columns(columns: Sequence[Column], target: str, task: str, n_target_missing: int = 0) -> str:
+    """The column table the log shows at start."""
+    rows = [("column", "kind", "missing", "categories", "inputs")]
+    for c in columns:
+        kind = f"left out: {c.reason}" if c.kind == "dropped" else c.kind
+        if c.kind == "category" and c.codes == "number":
+            kind = "category (numeric codes)"
+        rows.append((c.name, kind, str(c.missing), "-" if c.categories is None else str(c.categories),
+                     str(c.inputs)))
+    rows.append((target, f"target ({task})", str(n_target_missing), "-", "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}  "
+                     f"{r[4]:>{widths[4]}}")
+        if j == 0:
+            lines.append("-" * len(lines[0]))
+    total = sum(c.inputs for c in columns)
+    used = sum(1 for c in columns if c.kind != "dropped")
+    lines.append("-" * len(lines[0]))
+    lines.append(f"{used} of {len(columns)} feature columns used; {total} model inputs")
+    return "\n".join(lines)
