@@ -80,6 +80,45 @@ def good_csv(path: Path, n: int = 60) -> Path:
     return write_csv(path, ["a", "b", "c", "label"], rows)
 
 
+def messy_table(path: Path, n: int = 300, seed: int = 0, *, sep: str = ",", bom: bool = False,
+                encoding: str = "utf-8", task: str = "multiclass") -> Path:
+    """A table as real files come: an id column counting rows, a text column that is unique per row,
+    categories with missing cells, numbers with NA and empty cells, numeric-coded zip codes, a
+    True/False column, a constant column, quoted fields holding the delimiter and a newline, and a
+    target ("species": 3 classes, "churn": yes/no with about 20% yes, or "price": a number) that the
+    features predict. Written by hand, so every quirk is exactly where the tests expect it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    islands = ["Biscoe", "Dream", "Torgersen"]
+    header = ["id", "name", "island", "sex", "bill length", "mass", "zip", "member", "const", "comment",
+              {"multiclass": "species", "binary": "churn", "regression": "price"}[task]]
+    lines = [sep.join(header)]
+    for i in range(n):
+        k = int(rng.integers(0, 3))
+        island = islands[k] if rng.random() > 0.1 else ("" if rng.random() < 0.5 else "NA")
+        sex = ["male", "female"][int(rng.integers(0, 2))] if rng.random() > 0.1 else "NA"
+        bill = f"{35 + 6 * k + rng.normal():.2f}" if rng.random() > 0.08 else ["NA", "", "null"][i % 3]
+        mass = f"{3000 + 500 * k + 200 * rng.normal():.1f}"
+        zipc = [94110, 10001, 60601][(k + int(rng.random() < 0.3)) % 3]
+        member = ["True", "False"][int(rng.random() < 0.5)]
+        comment = f'"note {i}{sep} with the delimiter"' if i % 7 else f'"line one of {i}\nline two"'
+        if task == "multiclass":
+            target = ["Adelie", "Gentoo", "Chinstrap"][k]
+        elif task == "binary":
+            target = "yes" if (k == 2 and rng.random() < 0.6) or rng.random() < 0.03 else "no"
+        else:
+            target = f"{100 + 40 * k + 0.01 * float(mass) + rng.normal():.3f}"
+        lines.append(sep.join([str(i + 1), f"bird-{i:04d}", island, sex, bill, mass, str(zipc), member, "x",
+                               comment, target]))
+    text = "\n".join(lines) + "\n"
+    data = text.encode(encoding)
+    if bom:
+        data = b"\xef\xbb\xbf" + data
+    path.write_bytes(data)
+    return path
+
+
 # ---------------------------------------------------------------------------
 # Running train.py
 

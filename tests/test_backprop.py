@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,55 @@ def test_manual_backprop_with_a_users_optimizer_keeps_its_parameters():
     result = Trainer(optimizer=opt, max_epochs=2, batch_size=32, handle_signals=False).fit(model, data)
     assert result.extra["backprop"] == "manual"
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary"])
+@pytest.mark.parametrize("activation", COVERED)
+def test_class_weighted_gradients_equal_autograd(activation, task):
+    """trainer.class_weight: the manual path's weighted loss and gradients against autograd's on the
+    trainer's own loss function (torch's weighted CrossEntropyLoss; a weighted mean of BCE terms)."""
+    torch.manual_seed(0)
+    out_dim = 5 if task == "multiclass" else 1
+    model = MLP(7, [16, 8], out_dim, activation=activation).double()
+    x = torch.randn(41, 7, dtype=torch.float64)
+    y = _targets(task, 41)
+    trainer = Trainer(class_weight="balanced", handle_signals=False)
+    trainer.weight = Trainer.balanced_weights(y, task).double()
+    loss = trainer._loss_fn(task)(model(x), y)
+    loss.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
+    manual_loss, _ = ManualBackprop(model, task, weight=trainer.weight).step(x, y)
+    assert torch.allclose(manual_loss, loss, rtol=1e-12, atol=1e-12)
+    for got, want in zip((p.grad for p in model.parameters()), expected):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    unweighted = LOSSES[task](model(x), y)
+    assert not torch.allclose(unweighted, loss)  # the weights matter on these uneven labels
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary"])
+def test_balanced_weights_equal_scikit_learns(task):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = _targets(task, 41)
+    labels = y.reshape(-1).long().numpy()
+    expected = compute_class_weight("balanced", classes=np.unique(labels), y=labels)
+    assert Trainer.balanced_weights(y, task).numpy() == pytest.approx(expected, rel=1e-6)
+
+
+def test_balanced_class_weights_raise_minority_recall():
+    """90/10 classes: weighting the loss finds more of the rare class than the plain loss does."""
+    data = load_dataset("classification", n_samples=3000, n_features=6, noise=0.2, seed=0)
+    keep = torch.cat([torch.nonzero(data.y_train[:, 0] == 0)[:, 0],
+                      torch.nonzero(data.y_train[:, 0] == 1)[:, 0][:150]])
+    data.X_train, data.y_train = data.X_train[keep], data.y_train[keep]
+    recall = {}
+    for weight in (None, "balanced"):
+        torch.manual_seed(0)
+        model = MLP(data.in_dim, [16], data.out_dim, activation="relu")
+        result = Trainer(optimizer="adam", lr=1e-2, max_epochs=15, batch_size=64, class_weight=weight,
+                         handle_signals=False).fit(model, data)
+        cm = result.test["confusion_matrix"]
+        recall[weight] = cm[1][1] / sum(cm[1])
+    assert recall["balanced"] > recall[None] + 0.1, recall

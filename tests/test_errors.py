@@ -35,6 +35,13 @@ def _csv_case(content: Optional[str], name: str, extra_args=()):
     return setup
 
 
+def _bytes_case(content: bytes, name: str):
+    def setup(d: Path) -> List[str]:
+        (d / name).write_bytes(content)
+        return ["data=csv", f"data.path={d / name}"]
+    return setup
+
+
 def _good_csv_with_target(target: str):
     def setup(d: Path) -> List[str]:
         return ["data=csv", f"data.path={good_csv(d / 'good.csv')}", f"data.target={target}"]
@@ -61,12 +68,15 @@ CASES += [
     Case("csv-without-path", BASE + ["data=csv"], ["data.path"]),
     Case("csv-missing-file", BASE, ["missing.csv"], setup=_csv_case(None, "missing.csv")),
     Case("csv-empty", BASE, ["empty.csv"], setup=_csv_case("", "empty.csv")),
-    Case("csv-nan-cell", BASE, ["nan.csv", "'b'"],
-         setup=_csv_case("a,b,label\n" + "".join(f"{i},{'nan' if i == 5 else i * 2},{i % 2}\n"
-                                                 for i in range(30)), "nan.csv")),
-    Case("csv-text-cell", BASE, ["text.csv", "hello"],
-         setup=_csv_case("a,b,label\n" + "".join(f"{i},{'hello' if i == 7 else i * 2},{i % 2}\n"
-                                                 for i in range(30)), "text.csv")),
+    Case("csv-drop-unknown-column", BASE, ["data.drop", "'nope'"],
+         setup=_csv_case("a,b,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(30)), "t.csv",
+                         ["data.drop=[nope]"])),
+    Case("csv-a-directory", BASE + ["data=csv", "data.path=."], ["data.path", "is a directory"]),
+    Case("csv-binary-file", BASE, ["bin.csv", "binary"], setup=_bytes_case(b"PK\x03\x04\x00\x00\xff", "bin.csv")),
+    Case("drop-on-a-built-in-set", TINY + ["data.drop=[x0]"], ["data.drop", "data=csv"]),
+    Case("class-weight-unknown", TINY + ["trainer.class_weight=inverse"], ["trainer.class_weight", "balanced"]),
+    Case("class-weight-for-regression", BASE + ["data=sine", "trainer.class_weight=balanced"],
+         ["trainer.class_weight=balanced", "regression"]),
     Case("csv-unknown-target", BASE, ["data.target", "nope"], setup=_good_csv_with_target("nope")),
     Case("unknown-key", TINY + ["foo=1"], ["foo"]),
     Case("setting-not-of-activation", TINY + ["activation=relu", "activation.alpha=2"], ["activation.alpha"]),

@@ -82,7 +82,8 @@ def test_option_trains_one_epoch_through_train_py(group, option):
         assert m["epochs_run"] == 1
         assert len(m["history"]["train_loss"]) == len(m["history"]["val_loss"]) == 1
         assert math.isfinite(m["history"]["train_loss"][0]) and math.isfinite(m["best_val_loss"])
-        assert m["test"] and all(math.isfinite(v) for v in m["test"].values())
+        scores = {k: v for k, v in m["test"].items() if k != "confusion_matrix"}
+        assert scores and all(v is not None and math.isfinite(v) for v in scores.values()), m["test"]
         assert (job / "checkpoints" / "last.pt").is_file() and (job / "checkpoints" / "best.pt").is_file()
 
 
@@ -105,6 +106,10 @@ def test_data_option_task_tags_and_test_metrics(option):
         assert m["task"] in ("binary", "multiclass")
         assert ev.steps("accuracy/train") == [1] and ev.steps("accuracy/val") == [1]
         assert 0 <= m["test"]["accuracy"] <= 1
+        assert {"balanced_accuracy", "f1_macro", "roc_auc"} <= set(m["test"])
+        cm = m["test"]["confusion_matrix"]
+        assert len(cm) == len(m["classes"]) and sum(map(sum, cm)) > 0
+        assert "images/confusion_matrix" in ev.images
     if option in TWO_D:
         assert "images/decision_boundary" in ev.images
 

@@ -63,14 +63,17 @@ def is_parquet(path: str) -> bool:
         return fh.read(4) == PARQUET_MAGIC
 
 
-def sniff_format(path: str) -> TextFormat:
+def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     """The encoding (from a BOM, else UTF-8) and the delimiter of a text table, from its first 64 KB."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
+    encoding = "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
-    else:
-        encoding = "utf-8-sig"
+    elif b"\x00" in head and not path.lower().endswith((".gz", ".bz2", ".zip", ".xz", ".zst")):
+        kind = " (an Excel workbook?)" if head.startswith(b"PK") else ""
+        raise ConfigError(f"{key}={path!r} is not a readable .csv, .tsv or .parquet table: it holds binary "
+                          f"data{kind}; save it as CSV (UTF-8) or Parquet")
     text = head.decode(encoding, errors="replace")
     if len(head) == 1 << 16 and "\n" in text:
         text = text[:text.rindex("\n")]  # whole lines only
@@ -126,7 +129,7 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
             df = pd.read_parquet(path)
             df.columns = [str(c) for c in df.columns]
         else:
-            df, fmt = _read_text(path, sniff_format(path))
+            df, fmt = _read_text(path, sniff_format(path, key))
             if fmt.note:
                 notes.append(f"{key}: {fmt.note}")
             if fmt.sep != ",":
@@ -190,7 +193,7 @@ def _check_header(df, path: str, key: str) -> None:
                           "feature column and a target column (is the delimiter , ; tab or |?)")
 
 
-def header_of(path: str) -> List[str]:
+def header_of(path: str, key: str = "input") -> List[str]:
     """The column names of a table, without reading its rows."""
     import pandas as pd
 
@@ -198,13 +201,13 @@ def header_of(path: str) -> List[str]:
         import pyarrow.parquet as pq
 
         return [str(c) for c in pq.ParquetFile(path).schema_arrow.names]
-    fmt = sniff_format(path)
+    fmt = sniff_format(path, key)
     df, _ = _read_text(path, fmt, nrows=0)
     return [str(c) for c in df.columns]
 
 
 def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] = (),
-                chunk_rows: int = 50_000) -> Iterator[Any]:
+                chunk_rows: int = 50_000, key: str = "input") -> Iterator[Any]:
     """The file's `columns` as DataFrames of up to `chunk_rows` rows, in file order; `text_columns`
     are read as the text written in the file (category values), the rest as pandas infers them."""
     if is_parquet(path):
@@ -213,7 +216,7 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
             yield batch.to_pandas()
         return
-    fmt = sniff_format(path)
+    fmt = sniff_format(path, key)
     wanted = set(columns)
     text = {c: str for c in text_columns}
     try:

@@ -1,0 +1,238 @@
+"""From a messy file to predictions, as a user does it: `python train.py data=csv ...` then
+`python predict.py RUN_DIR new.csv`, both as subprocesses; the predictions scored by scikit-learn
+against what the run wrote in metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PYTHON, REPO, SUBPROCESS_ENV, messy_table, train_many
+
+PREDICT_PY = REPO / "predict.py"
+RUNS = {  # name -> (task, extra overrides)
+    "species": ("multiclass", ["data.drop=[id]", "data.categorical=[zip]"]),
+    "churn": ("binary", ["data.drop=[id]", "trainer.class_weight=balanced"]),
+    "price": ("regression", ["data.drop=[id]"]),
+}
+
+
+def predict(args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, **SUBPROCESS_ENV}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([PYTHON, str(PREDICT_PY), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """`python predict.py ARGS` in this process (imports paid once), in tmp_path: (exit code, stdout, stderr)."""
+    from mlpkit.predict import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+    return call
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One trained run per task, on a messy table of that task (trained concurrently)."""
+    root = tmp_path_factory.mktemp("predict")
+    jobs, out = [], {}
+    for target, (task, extra) in RUNS.items():
+        path = messy_table(root / f"{target}.csv", n=400, task=task)
+        run_dir = root / f"run_{target}"
+        out[target] = (path, run_dir)
+        jobs.append(([f"data=csv", f"data.path={path}", f"data.target={target}", *extra,
+                      "trainer.max_epochs=25", "trainer.progress=false", f"hydra.run.dir={run_dir}"], root))
+    for run in train_many(jobs):
+        assert run.returncode == 0, run.describe()
+    return out
+
+
+def _test_rows(path: Path, run_dir: Path, where: Path) -> Path:
+    """The run's own test rows, written as a new file (as they appear in the source file)."""
+    import pandas as pd
+
+    rows = np.load(run_dir / "splits.npz", allow_pickle=False)["test"]
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    out = where / "test_rows.csv"
+    frame.iloc[np.sort(rows)].to_csv(out, index=False)
+    return out
+
+
+@pytest.mark.parametrize("target", list(RUNS))
+def test_predictions_on_the_runs_test_rows_score_what_metrics_json_says(runs, target, tmp_path):
+    import pandas as pd
+    from sklearn import metrics as skm
+
+    path, run_dir = runs[target]
+    test_file = _test_rows(path, run_dir, tmp_path)
+    proc = predict([run_dir, test_file, "-o", tmp_path / "p.csv"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((run_dir / "metrics.json").read_text())["test"]
+    truth = pd.read_csv(test_file)[target]
+    pred = pd.read_csv(tmp_path / "p.csv", dtype={"prediction": str} if RUNS[target][0] != "regression" else None)
+    assert len(pred) == len(truth)
+    if RUNS[target][0] == "regression":
+        rmse = skm.mean_squared_error(truth, pred["prediction"]) ** 0.5
+        assert rmse == pytest.approx(saved["rmse"], rel=1e-6)
+        assert skm.r2_score(truth, pred["prediction"]) == pytest.approx(saved["r2"], rel=1e-6)
+        assert skm.mean_absolute_error(truth, pred["prediction"]) == pytest.approx(saved["mae"], rel=1e-6)
+        assert "rmse" in proc.stderr
+        return
+    classes = sorted(truth.astype(str).unique())
+    proba = pred[[f"proba_{c}" for c in classes]].to_numpy()
+    assert (pred["prediction"] == np.asarray(classes)[proba.argmax(1)]).all()
+    assert skm.accuracy_score(truth, pred["prediction"]) == pytest.approx(saved["accuracy"], abs=1e-9)
+    assert skm.balanced_accuracy_score(truth, pred["prediction"]) == pytest.approx(saved["balanced_accuracy"], abs=1e-6)
+    assert skm.f1_score(truth, pred["prediction"], average="macro") == pytest.approx(saved["f1_macro"], abs=1e-6)
+    if len(classes) == 2:
+        auc = skm.roc_auc_score(truth == classes[1], proba[:, 1])
+    else:
+        auc = skm.roc_auc_score(truth, proba, multi_class="ovr", labels=classes)
+    assert auc == pytest.approx(saved["roc_auc"], abs=1e-6)
+    assert skm.confusion_matrix(truth, pred["prediction"], labels=classes).tolist() == saved["confusion_matrix"]
+    assert "balanced_accuracy" in proc.stderr
+
+
+def test_load_run_predicts_from_a_frame_or_a_path(runs):
+    import pandas as pd
+
+    import mlpkit
+
+    path, run_dir = runs["species"]
+    run = mlpkit.load_run(run_dir)
+    frame = pd.read_csv(path)
+    labels = run.predict(path)
+    proba = run.predict_proba(frame)
+    assert proba.shape == (400, 3) and np.allclose(proba.sum(1), 1)
+    assert list(labels) == list(np.asarray(run.classes)[proba.argmax(1)])
+    assert set(labels) <= {"Adelie", "Chinstrap", "Gentoo"}
+    assert (labels == frame["species"]).mean() > 0.8
+
+
+def test_output_layout_keep_columns_and_input_order(runs, tmp_path, cli):
+    import pandas as pd
+
+    path, run_dir = runs["churn"]
+    proc = cli(run_dir, path, "--keep", "name", "id")
+    assert proc.returncode == 0, proc.stderr
+    out = pd.read_csv(tmp_path / "churn.predictions.csv")  # the default name, in the current directory
+    assert list(out.columns) == ["name", "id", "prediction", "proba_no", "proba_yes"]
+    assert list(out["name"]) == list(pd.read_csv(path)["name"])  # one row per input row, in input order
+    stdout = cli(run_dir, path, "-o", "-")
+    assert stdout.returncode == 0 and stdout.stdout.splitlines()[0] == "prediction,proba_no,proba_yes"
+    assert len(stdout.stdout.splitlines()) == 401
+
+
+def test_unseen_categories_and_missing_values_are_predicted_and_counted(runs, tmp_path, cli):
+    import pandas as pd
+
+    path, run_dir = runs["species"]
+    frame = pd.read_csv(path).drop(columns=["species", "const"]).head(20)  # no target, extra columns missing
+    frame.loc[:4, "island"] = "Atlantis"
+    frame.loc[5:7, "sex"] = None
+    frame.loc[8:9, "zip"] = 99999
+    frame.loc[10, "bill length"] = None
+    new = tmp_path / "new.csv"
+    frame.to_csv(new, index=False)
+    proc = cli(run_dir, new, "-o", tmp_path / "out.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert "island: 5" in proc.stderr and "zip: 2" in proc.stderr
+    assert "missing values" in proc.stderr
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 20
+
+
+def _error(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_bad_inputs_get_one_line_and_leave_nothing(runs, tmp_path, cli):
+    import pandas as pd
+
+    path, run_dir = runs["species"]
+    frame = pd.read_csv(path)
+    frame.drop(columns=["island", "mass"]).to_csv(tmp_path / "cols.csv", index=False)
+    msg = _error(predict([run_dir, tmp_path / "cols.csv", "-o", tmp_path / "o.csv"], tmp_path))  # as a process
+    assert "'island'" in msg and "'mass'" in msg
+    text = frame.astype(object)
+    text.loc[57, "mass"] = "heavy"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    msg = _error(cli(run_dir, tmp_path / "text.csv", "-o", tmp_path / "o.csv"))
+    assert "'mass'" in msg and "'heavy'" in msg and "line 59" in msg  # data row 57 + the header + 1
+    (tmp_path / "empty.csv").write_text("")
+    assert "empty" in _error(cli(run_dir, tmp_path / "empty.csv", "-o", tmp_path / "o.csv"))
+    (tmp_path / "bin.csv").write_bytes(b"PK\x03\x04\x00\x00binary")
+    assert "binary" in _error(cli(run_dir, tmp_path / "bin.csv", "-o", tmp_path / "o.csv"))
+    assert "no such file" in _error(cli(run_dir, tmp_path / "absent.csv"))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    assert "not a finished" in _error(cli(unfinished, path))
+    assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".predictions.*"))
+
+
+def test_chunked_prediction_equals_one_pass(runs, tmp_path):
+    import mlpkit
+
+    path, run_dir = runs["price"]
+    run = mlpkit.load_run(run_dir)
+    run.predict_file(str(path), str(tmp_path / "a.csv"), chunk_rows=7, report=lambda m: None)
+    run.predict_file(str(path), str(tmp_path / "b.csv"), chunk_rows=100_000, report=lambda m: None)
+    import pandas as pd
+
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert len(a) == len(b) == 400
+    np.testing.assert_allclose(a["prediction"], b["prediction"], rtol=1e-5)  # float32 sums by other blocks
+
+
+def test_parquet_input(runs, tmp_path, cli):
+    import pandas as pd
+
+    path, run_dir = runs["churn"]
+    frame = pd.read_csv(path)
+    frame.to_parquet(tmp_path / "in.parquet")
+    proc = cli(run_dir, tmp_path / "in.parquet", "-o", tmp_path / "p.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert cli(run_dir, path, "-o", tmp_path / "c.csv").returncode == 0
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "c.csv").read_text()
+
+
+def test_onnx_export_matches_torch(runs, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import pandas as pd
+    import torch
+
+    import mlpkit
+
+    path, run_dir = runs["species"]
+    proc = predict([run_dir, "--export", tmp_path / "model.onnx"], tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    spec = json.loads((tmp_path / "model.onnx.json").read_text())
+    run = mlpkit.load_run(run_dir)
+    assert spec["inputs"] == run.preprocessing.inputs and spec["classes"] == run.classes
+    X = run.preprocessing.transform(pd.read_csv(path))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    got = session.run(None, {"inputs": X})[0]
+    with torch.no_grad():
+        expected = run.model(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,216 @@
+"""A user's own table, read in-process: delimiters, encodings, missing markers, quoted fields,
+column roles, and the preprocessing compared with scikit-learn's ColumnTransformer fitted by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from mlpkit import ConfigError, load_dataset
+from mlpkit.data.preprocess import Preprocessing
+
+from conftest import messy_table
+
+# inputs per column of conftest.messy_table with defaults: what the ColumnTransformer makes of it
+EXPECTED_INPUTS = {"id": 1, "island": 4, "sex": 3, "bill length": 2, "mass": 1, "zip": 1, "member": 2}
+
+
+def _roles(data):
+    return {c.name: c for c in data.preprocessing.columns}
+
+
+@pytest.mark.parametrize("sep, bom", [(",", False), (",", True), (";", True), ("\t", False)])
+def test_messy_table_columns_get_their_roles(tmp_path, sep, bom):
+    path = messy_table(tmp_path / ("t.tsv" if sep == "\t" else "t.csv"), sep=sep, bom=bom)
+    data = load_dataset("csv", path=str(path), target="species")
+    roles = _roles(data)
+    assert data.task == "multiclass" and data.classes == ["Adelie", "Chinstrap", "Gentoo"]
+    assert roles["name"].kind == "dropped" and "identifier" in roles["name"].reason
+    assert roles["comment"].kind == "dropped" and "identifier" in roles["comment"].reason  # quoted, delimiters inside
+    assert roles["const"].kind == "dropped" and roles["const"].reason == "constant"
+    assert (roles["island"].kind, roles["island"].categories) == ("category", 3)
+    assert roles["member"].kind == "boolean" and roles["zip"].kind == "numeric"
+    assert {c.name: c.inputs for c in roles.values() if c.inputs} == EXPECTED_INPUTS
+    assert data.in_dim == sum(EXPECTED_INPUTS.values())
+    assert len(data.X_train) + len(data.X_val) + len(data.X_test) == 300
+    assert any("'id' counts the rows" in w and "data.drop=[id]" in w for w in data.warnings)
+    assert any("'name' is left out" in n for n in data.notes)
+    assert "island" in data.columns_table and "left out: constant" in data.columns_table
+
+
+def test_missing_markers_are_counted_exactly(tmp_path):
+    import pandas as pd
+
+    path = messy_table(tmp_path / "t.csv")
+    raw = pd.read_csv(path, keep_default_na=False, dtype=str)
+    marked = raw["bill length"].isin(["", "NA", "null"]).sum()
+    data = load_dataset("csv", path=str(path), target="species")
+    assert _roles(data)["bill length"].missing == marked > 0
+    assert _roles(data)["island"].missing == raw["island"].isin(["", "NA"]).sum() > 0
+
+
+def test_drop_and_categorical_change_the_roles(tmp_path):
+    path = messy_table(tmp_path / "t.csv")
+    data = load_dataset("csv", path=str(path), target="species", drop=["id"], categorical=["zip"])
+    roles = _roles(data)
+    assert roles["id"].kind == "dropped" and roles["id"].reason == "data.drop"
+    assert (roles["zip"].kind, roles["zip"].codes, roles["zip"].inputs) == ("category", "number", 3)
+    assert not data.warnings
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"drop": ["nmae"]}, r"data.drop names 'nmae'.*did you mean 'name'"),
+    ({"categorical": ["zipp"]}, r"data.categorical names 'zipp'.*did you mean 'zip'"),
+    ({"drop": ["species"]}, "target"),
+    ({"target": "specie"}, "data.target='specie' is not a column"),
+])
+def test_bad_column_names_are_named(tmp_path, kwargs, needle):
+    path = messy_table(tmp_path / "t.csv")
+    with pytest.raises(ConfigError, match=needle):
+        load_dataset("csv", path=str(path), **{"target": "species", **kwargs})
+
+
+def test_rows_without_a_target_are_left_out_and_counted(tmp_path):
+    import pandas as pd
+
+    path = messy_table(tmp_path / "t.csv", n=200)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[[2, 49, 119], "species"] = ""
+    frame.to_csv(path, index=False)
+    data = load_dataset("csv", path=str(path), target="species")
+    assert any("3 of 200 rows have no value in the target column 'species'" in n for n in data.notes)
+    assert sum(len(r) for r in data.rows.values()) == 197
+    assert not {2, 49, 119} & set(np.concatenate(list(data.rows.values())).tolist())
+
+
+def test_preprocessing_equals_a_column_transformer_fitted_on_the_train_rows(tmp_path):
+    """The reference: scikit-learn's own pipeline, fitted by hand on the run's train rows."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    path = messy_table(tmp_path / "t.csv")
+    data = load_dataset("csv", path=str(path), target="species", drop=["id"], seed=3)
+    df = pd.read_csv(path)
+    numeric, cats = ["bill length", "mass", "zip"], ["island", "sex", "member"]
+    for c in cats:
+        df[c] = df[c].astype(object).where(df[c].notna(), np.nan).map(lambda v: v if v != v else str(v))
+    ref = ColumnTransformer([
+        ("n", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), numeric),
+        ("c", make_pipeline(SimpleImputer(strategy="constant", fill_value="(missing)"),
+                            OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5,
+                                          sparse_output=False)), cats)])
+    ref.fit(df.iloc[data.rows["train"]])
+    for split in ("train", "val", "test"):
+        expected = ref.transform(df.iloc[data.rows[split]])
+        got = getattr(data, f"X_{split}").numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # the train split is what the statistics came from: standardised columns have mean 0 there
+    np.testing.assert_allclose(data.X_train.numpy()[:, 0].mean(), 0.0, atol=1e-5)
+
+
+def test_parquet_reads_as_the_csv_does(tmp_path):
+    import pandas as pd
+
+    csv_path = messy_table(tmp_path / "t.csv")
+    frame = pd.read_csv(csv_path, na_values=["?"])
+    pq_path = tmp_path / "t.parquet"
+    frame.to_parquet(pq_path)
+    a = load_dataset("csv", path=str(csv_path), target="species", drop=["id"])
+    b = load_dataset("csv", path=str(pq_path), target="species", drop=["id"])
+    assert a.preprocessing.inputs == b.preprocessing.inputs
+    np.testing.assert_array_equal(a.X_train.numpy(), b.X_train.numpy())
+
+
+def test_a_file_that_is_not_utf8_is_read_as_windows_1252_with_a_note(tmp_path):
+    path = tmp_path / "latin.csv"
+    rows = ["city,temp,label"] + [f"{['Zürich', 'Besançon', 'Köln'][i % 3]},{i % 11},{'ab'[i % 2]}" for i in range(60)]
+    path.write_bytes("\n".join(rows).encode("cp1252"))
+    data = load_dataset("csv", path=str(path), target="label")
+    assert any("not UTF-8" in n and "cp1252" in n for n in data.notes)
+    assert "city_Besançon" in data.preprocessing.inputs
+
+
+def test_utf16_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "u16.csv"
+    path.write_text("a\tb\tlabel\n" + "".join(f"{i}\t{i % 5}.5\t{'xy'[i % 2]}\n" for i in range(40)),
+                    encoding="utf-16")
+    data = load_dataset("csv", path=str(path), target="label")
+    assert data.in_dim == 2 and data.task == "binary"
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "is empty"),
+    (b"a,b,label\n", "no data rows"),
+    (b"\x00\x01\x02PK garbage\xff\xfe", "not a readable"),
+])
+def test_unreadable_files_are_config_errors(tmp_path, content, needle):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=needle):
+        load_dataset("csv", path=str(path))
+
+
+@pytest.mark.parametrize("where, needle", [("dir", "is a directory"), ("/dev/zero", "not a regular file")])
+def test_a_path_that_is_not_a_file_says_what_it_is(tmp_path, where, needle):
+    path = tmp_path if where == "dir" else where
+    with pytest.raises(ConfigError, match=needle):
+        load_dataset("csv", path=str(path))
+
+
+def test_only_left_out_columns_is_an_error(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("name,label\n" + "".join(f"n{i},{'ab'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(ConfigError, match=r"no feature column is left.*'name' \(identifier"):
+        load_dataset("csv", path=str(path))
+
+
+# ---------------------------------------------------------------------------
+# What the run directory holds is loaded without running anyone's code
+
+
+def _saved_table_run(tmp_path):
+    path = messy_table(tmp_path / "t.csv", n=120)
+    data = load_dataset("csv", path=str(path), target="species")
+    run = tmp_path / "run"
+    run.mkdir()
+    data.preprocessing.save(run)
+    return run, data
+
+
+def test_preprocessing_round_trips_through_the_run_directory(tmp_path):
+    import pandas as pd
+
+    run, data = _saved_table_run(tmp_path)
+    loaded = Preprocessing.load(run)
+    assert json.loads((run / "preprocessing.json").read_text())["classes"] == data.classes
+    frame = pd.read_csv(tmp_path / "t.csv")
+    np.testing.assert_array_equal(loaded.transform(frame.iloc[data.rows["test"]]), data.X_test.numpy())
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('MLPKIT_MARKER', '/tmp/mlpkit-marker')}",))
+
+
+def test_a_crafted_preprocessing_file_runs_no_code(tmp_path, monkeypatch):
+    import skops.io as sio
+
+    run, _ = _saved_table_run(tmp_path)
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("MLPKIT_MARKER", str(marker))
+    # a pickle whose loading would run a shell command, under the file name mlpkit reads
+    (run / "preprocessing.skops").write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(ConfigError, match="not a readable mlpkit preprocessing file"):
+        Preprocessing.load(run)
+    # a real skops file that names a function mlpkit does not trust
+    (run / "preprocessing.skops").write_bytes(sio.dumps({"f": os.system}))
+    with pytest.raises(ConfigError, match=r"holds types mlpkit does not load \(.*system"):
+        Preprocessing.load(run)
+    assert not marker.exists()
