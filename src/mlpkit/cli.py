@@ -132,17 +132,20 @@ def run(cfg: Any) -> float:
     """Train one run from a composed config inside Hydra; returns the best val loss (the sweep
     objective). A ConfigError ends the program with its message and exit status 2."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     try:
         hc = HydraConfig.get()
-        return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher)
+        job_num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
+        return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher, job_num=job_num)
     except ConfigError as err:
         exit_with(err)
 
 
-def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
+def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Optional[int] = None) -> float:
     """Everything `python train.py` does after Hydra composed `cfg`: validate, build, train into
-    `run_dir`, write metrics.json. Raises ConfigError for a bad value or data file."""
+    `run_dir`, write metrics.json. `job_num` is the job's number in a sweep (-m), None for a
+    single run. Raises ConfigError for a bad value or data file."""
     import torch
     from omegaconf import OmegaConf
 
@@ -215,6 +218,17 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     if early is not None and es_cfg.monitor == "val_accuracy" and data.task == "regression":
         raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")
 
+    pruner = None
+    if cfg.pruning.name == "median":
+        if job_num is None:
+            log.warning("warning: pruning=median compares a sweep job with the finished jobs of its sweep; "
+                        "a single run has none, so it is not pruned (use -m for a sweep)")
+        else:
+            from mlpkit.pruning import MedianPruner
+
+            settings = {k: v for k, v in dict(cfg.pruning).items() if k != "name" and v is not None}
+            pruner = MedianPruner(run_dir.parent, run_dir=run_dir, **settings)  # the sweep dir holds its jobs
+
     opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
     sched_params = {k: v for k, v in dict(cfg.scheduler).items() if k != "name" and v is not None}
     purge = None
@@ -230,7 +244,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
         clip_grad_value=t.clip_grad_value, early_stopping=early, device=str(device), seed=cfg.seed,
         log_every_n_steps=t.log_every_n_steps, histogram_every_n_epochs=t.histogram_every_n_epochs,
         boundary_every_n_epochs=t.boundary_every_n_epochs, run_dir=run_dir, logger=logger,
-        progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop)
+        progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop,
+        pruner=pruner)
     trainer.extra_state = {"model_kwargs": model_kwargs, "task": data.task, "classes": data.classes}
     if perceptron:
         result = fit_perceptron(model, data, max_epochs=t.max_epochs, lr=cfg.model.lr or 1.0, seed=cfg.seed,
@@ -252,7 +267,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
                "epochs_run": result.epochs_run}
     metrics.update({f"test_{k}": v for k, v in result.test.items() if k in ("loss", "accuracy", "rmse", "r2")})
     logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
-                   result.epochs_run, success=result.status in ("completed", "early_stopped"))
+                   result.epochs_run, success=result.status in ("completed", "early_stopped", "pruned"))
     logger.close()
 
     out = result.as_dict()
