@@ -202,11 +202,15 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         log.info("note: %s", note)
     log.info("data   %s", data.describe())
     if perceptron:
-        log.info("model  perceptron (step units, perceptron learning rule, no backpropagation)\n%s",
-                 format_summary(rows, total))
+        head = "model  perceptron (step units, perceptron learning rule, no backpropagation)"
     else:
-        log.info("model  %s, activation=%s, norm=%s, init=%s, device=%s\n%s", cfg.model.name,
-                 cfg.activation.name, cfg.norm.name, cfg.init.name, device, format_summary(rows, total))
+        head = (f"model  {cfg.model.name}, activation={cfg.activation.name}, norm={cfg.norm.name}, "
+                f"init={cfg.init.name}, device={device}")
+    if not job_num:  # a single run, or a sweep's first job: the layer table
+        log.info("%s\n%s", head, format_summary(rows, total))
+    else:  # the sweep's later jobs: one line
+        widths = [model_kwargs["in_dim"], *model_kwargs.get("hidden", []), model_kwargs["out_dim"]]
+        log.info("%s; %s, %s parameters", head, " -> ".join(map(str, widths)), f"{total:,}")
     for w in warnings:
         log.warning("warning: %s", w)
 
