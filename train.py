@@ -6,6 +6,7 @@
     python train.py resume=<run_dir>                  # continue a run in place
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     register_schema()
     register_resolvers()
+    if not sys.stderr.isatty():  # Optuna's log is coloured by colorlog, which honours NO_COLOR
+        os.environ.setdefault("NO_COLOR", "1")
     try:
         sys.argv = rewrite_resume_argv(sys.argv)
     except ConfigError as err:

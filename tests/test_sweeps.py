@@ -4,7 +4,7 @@ Covered: a grid sweep and its run-directory names; the Optuna search (results fi
 the joblib and submitit_local launchers (with the torch thread count each job really used); a job
 that diverges inside a grid sweep and inside an Optuna search; `scripts/compare.py`; the TensorBoard
 server's HTTP API over a finished sweep; a bad value in one job of a sweep; `pruning=median` in a grid,
-a joblib and an Optuna sweep; one model summary per sweep.
+a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape codes).
 
 Every sweep is a real subprocess. The sweeps are independent of each other, so the module starts
 those that the selected tests need at once, a few at a time, in the background (`SweepPool`); each
@@ -199,6 +199,7 @@ NEEDS: Dict[str, List[str]] = {
     "test_hopeless_job_is_pruned_with_joblib_launcher": ["prune_joblib"],
     "test_pruned_trial_does_not_stop_optuna_search": ["prune_optuna"],
     "test_sweep_prints_model_summary_once": ["grid"],
+    "test_optuna_log_has_no_escape_codes_when_piped": ["optuna_a"],
 }
 # Longest first, so that the slow launchers overlap with the rest.
 START_ORDER = ["grid", "submitit", "joblib", "prune_joblib", "optuna_a", "optuna_b", "diverge_grid", "diverge_optuna",
@@ -790,3 +791,10 @@ def test_sweep_prints_model_summary_once(sweeps):
     assert res.stdout.count("output shape") == 1, res.stdout  # the layer table, once (job 0)
     one_liners = [line for line in res.stdout.splitlines() if line.startswith("model  mlp") and "parameters" in line]
     assert len(one_liners) == 3 and all("2 -> 8 -> 1" in line for line in one_liners), res.stdout
+
+
+def test_optuna_log_has_no_escape_codes_when_piped(sweeps):
+    res = sweeps.result("optuna_a")
+    assert res.returncode == 0, res.describe()
+    assert "A new study created" in res.output, res.describe()  # Optuna's own (colorlog) log line
+    assert "\x1b" not in res.output, repr(res.output[:2000])
