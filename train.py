@@ -18,7 +18,7 @@ except ImportError:  # a checkout that was not installed: use its src/
 import hydra
 from omegaconf import DictConfig
 
-from mlpkit.cli import register_resolvers, rewrite_resume_argv, run
+from mlpkit.cli import check_sweep_plugins, register_resolvers, rewrite_resume_argv, run
 from mlpkit.config import register_schema
 from mlpkit.errors import ConfigError, exit_with
 
@@ -34,6 +34,7 @@ if __name__ == "__main__":
     if not sys.stderr.isatty():  # Optuna's log is coloured by colorlog, which honours NO_COLOR
         os.environ.setdefault("NO_COLOR", "1")
     try:
+        check_sweep_plugins(sys.argv)
         sys.argv = rewrite_resume_argv(sys.argv)
     except ConfigError as err:
         exit_with(err)

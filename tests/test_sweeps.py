@@ -4,7 +4,8 @@ Covered: a grid sweep and its run-directory names; the Optuna search (results fi
 the joblib and submitit_local launchers (with the torch thread count each job really used); a job
 that diverges inside a grid sweep and inside an Optuna search; `scripts/compare.py`; the TensorBoard
 server's HTTP API over a finished sweep; a bad value in one job of a sweep; `pruning=median` in a grid,
-a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape codes).
+a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape codes) and the
+message when a sweep plugin is not installed.
 
 Every sweep is a real subprocess. The sweeps are independent of each other, so the module starts
 those that the selected tests need at once, a few at a time, in the background (`SweepPool`); each
@@ -798,3 +799,19 @@ def test_optuna_log_has_no_escape_codes_when_piped(sweeps):
     assert res.returncode == 0, res.describe()
     assert "A new study created" in res.output, res.describe()  # Optuna's own (colorlog) log line
     assert "\x1b" not in res.output, repr(res.output[:2000])
+
+
+@pytest.mark.parametrize("override, plugin", [("hparams_search=optuna", "hydra-optuna-sweeper"),
+                                              ("hydra/launcher=joblib", "hydra-joblib-launcher"),
+                                              ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")])
+def test_missing_sweep_plugin_names_the_extra(tmp_path, override, plugin):
+    # An empty regular package `hydra_plugins` ahead on the path hides the installed plugins,
+    # as on a machine where `pip install mlpkit` ran without the `sweeps` extra.
+    hide = tmp_path / "hide" / "hydra_plugins"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("")
+    res = train(["-m", override, *FAST], tmp_path / "work", timeout=60, env={"PYTHONPATH": str(hide.parent)})
+    assert res.returncode == 2, res.describe()
+    assert res.stderr.strip() == (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
+                                  'install it with: pip install "mlpkit[sweeps]"'), res.describe()
+    assert not (tmp_path / "work" / "outputs").exists()

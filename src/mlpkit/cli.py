@@ -95,6 +95,28 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
     return [argv[0], *original, *rest, f"hydra.run.dir={_quote(str(path))}", f"resume={_quote(str(path))}"]
 
 
+# Overrides that select a Hydra plugin of the `sweeps` extra -> the plugin's module in hydra_plugins.
+SWEEP_PLUGINS = {
+    "hparams_search=optuna": "hydra_optuna_sweeper",
+    "hydra/sweeper=optuna": "hydra_optuna_sweeper",
+    "hydra/launcher=joblib": "hydra_joblib_launcher",
+    "hydra/launcher=submitit_local": "hydra_submitit_launcher",
+    "hydra/launcher=submitit_slurm": "hydra_submitit_launcher",
+}
+
+
+def check_sweep_plugins(argv: List[str]) -> None:
+    """ConfigError naming the extra to install when an override selects a sweep plugin that is
+    missing (Hydra itself would only say "Could not find 'hydra/sweeper/optuna'")."""
+    import importlib.util
+
+    for arg in argv[1:]:
+        module = SWEEP_PLUGINS.get(arg.lstrip("+").replace(" ", ""))
+        if module and importlib.util.find_spec(f"hydra_plugins.{module}") is None:
+            raise ConfigError(f"{arg} needs the {module.replace('_', '-')} plugin, which is not installed; "
+                              'install it with: pip install "mlpkit[sweeps]"')
+
+
 def _model_kwargs(cfg: Any, data: Any) -> dict:
     act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
     return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
