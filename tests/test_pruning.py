@@ -3,6 +3,7 @@ the training loop's hook. The rule in real sweeps (basic, joblib and Optuna) is 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -15,7 +16,7 @@ from mlpkit.data import load_dataset
 from mlpkit.model import MLP
 from mlpkit.pruning import PRUNERS, MedianPruner
 
-from conftest import compose_config, group_options
+from conftest import REPO, compose_config, group_options
 
 
 def job(sweep: Path, name: str, val_loss: Optional[List[float]], status: str = "completed") -> Path:
@@ -166,3 +167,26 @@ def test_trainer_stops_with_status_pruned():
     assert pruner.seen == [(1, 1), (2, 2), (3, 3)]  # asked after each val pass, with that epoch's history
     assert result.best_val_loss == min(result.history["val_loss"])
     assert "accuracy" in result.test  # a pruned run is still tested
+
+
+# ---------------------------------------------------------------------------
+# scripts/prune_report.py
+
+
+def test_prune_report_sums_a_sweep_and_replays_the_rule(tmp_path):
+    spec = importlib.util.spec_from_file_location("prune_report", REPO / "scripts" / "prune_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    curves = {"0_a": [0.5, 0.4, 0.3, 0.2], "1_b": [0.6, 0.5, 0.4, 0.3], "2_c": [0.9, 0.9, 0.9, 0.9],
+              "10_d": [0.45, 0.35, 0.25, 0.15]}  # job 10 runs last, although its name sorts second
+    for name, curve in curves.items():
+        d = job(tmp_path, name, None)
+        (d / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_run": len(curve), "seconds": 1.5,
+                                                    "best_val_loss": min(curve), "history": {"val_loss": curve}}))
+    row = report.summarize(tmp_path)
+    assert (row["jobs"], row["pruned"], row["epochs"], row["job_seconds"]) == (4, 0, 16, 6.0)
+    assert (row["best_val_loss"], row["best_run"]) == (0.15, "10_d")
+    # jobs 0 and 1 finish; job 2 trails their median from epoch 2 (after 1 warm-up epoch); job 10 is kept
+    replayed = report.replay(tmp_path, warmup_epochs=1, min_completed=2)
+    assert (replayed["pruned"], replayed["epochs"], replayed["best_run"]) == (1, 4 + 4 + 2 + 4, "10_d")
+    assert "| 16 | +0% |" in report.table([row, replayed]) and "| 14 | -12% |" in report.table([row, replayed])

@@ -76,21 +76,30 @@ class MedianPruner:
 
     def should_prune(self, epoch: int, history: Dict[str, List[float]]) -> bool:
         """True when the job, after `epoch` epochs with this `history`, should stop."""
-        if epoch <= self.warmup_epochs:
+        if epoch <= self.warmup_epochs:  # before reading any file
             return False
-        own = best_so_far(history["val_loss"], epoch)
-        if own is None:
+        verdict = median_rule(epoch, history["val_loss"], self.finished_curves(), self.warmup_epochs,
+                              self.min_completed)
+        if verdict is None:
             return False
-        refs = [v for v in (best_so_far(c, epoch) for c in self.finished_curves()) if v is not None]
-        if len(refs) < self.min_completed:
-            return False
-        median = statistics.median(refs)
-        if own <= median:  # a tie is not worse
-            return False
+        own, median, n = verdict
         self.message = (f"pruned after epoch {epoch}: best val loss {own:.4f} is worse than the median "
-                        f"{median:.4f} of the {len(refs)} finished jobs of this sweep at that epoch "
-                        "(pruning=median)")
+                        f"{median:.4f} of the {n} finished jobs of this sweep at that epoch (pruning=median)")
         return True
+
+
+def median_rule(epoch: int, val_loss: Sequence[Optional[float]], finished: Sequence[Sequence[Optional[float]]],
+                warmup_epochs: int, min_completed: int) -> Optional[Tuple[float, float, int]]:
+    """The rule itself: (the job's best so far, the median, the number of finished jobs) when a job
+    with curve `val_loss` should stop after `epoch` epochs, given the finished jobs' curves; else None."""
+    if epoch <= warmup_epochs:
+        return None
+    own = best_so_far(val_loss, epoch)
+    refs = [v for v in (best_so_far(c, epoch) for c in finished) if v is not None]
+    if own is None or len(refs) < min_completed:
+        return None
+    median = statistics.median(refs)
+    return (own, median, len(refs)) if own > median else None  # a tie is not worse
 
 
 def _finished_curve(path: Path) -> Optional[List[Optional[float]]]:
