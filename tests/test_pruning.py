@@ -169,6 +169,19 @@ def test_trainer_stops_with_status_pruned():
     assert "accuracy" in result.test  # a pruned run is still tested
 
 
+def test_a_single_run_warns_and_is_not_pruned(tmp_path, caplog):
+    from mlpkit.cli import train_from_config
+
+    cfg = compose_config(["pruning=median", "pruning.warmup_epochs=0", "pruning.min_completed=1", "data=moons",
+                          "data.n_samples=100", "model.hidden=[4]", "trainer.max_epochs=3", "early_stopping=none",
+                          "trainer.progress=false", "trainer.histogram_every_n_epochs=0"])
+    job(tmp_path, "other_run", [0.0, 0.0, 0.0])  # an unrelated finished run beside it is not a sibling
+    with caplog.at_level("WARNING", logger="mlpkit"):
+        train_from_config(cfg, tmp_path / "run")
+    assert "a single run has none, so it is not pruned" in caplog.text
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+
+
 # ---------------------------------------------------------------------------
 # scripts/prune_report.py
 
