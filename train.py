@@ -6,6 +6,7 @@
     python train.py resume=<run_dir>                  # continue a run in place
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ except ImportError:  # a checkout that was not installed: use its src/
 import hydra
 from omegaconf import DictConfig
 
-from mlpkit.cli import register_resolvers, rewrite_resume_argv, run
+from mlpkit.cli import check_sweep_plugins, register_resolvers, rewrite_resume_argv, run
 from mlpkit.config import register_schema
 from mlpkit.errors import ConfigError, exit_with
 
@@ -30,7 +31,10 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     register_schema()
     register_resolvers()
+    if not sys.stderr.isatty():  # Optuna's log is coloured by colorlog, which honours NO_COLOR
+        os.environ.setdefault("NO_COLOR", "1")
     try:
+        check_sweep_plugins(sys.argv)
         sys.argv = rewrite_resume_argv(sys.argv)
     except ConfigError as err:
         exit_with(err)

@@ -3,7 +3,9 @@
 Covered: a grid sweep and its run-directory names; the Optuna search (results file, seeded sampler);
 the joblib and submitit_local launchers (with the torch thread count each job really used); a job
 that diverges inside a grid sweep and inside an Optuna search; `scripts/compare.py`; the TensorBoard
-server's HTTP API over a finished sweep; a bad value in one job of a sweep.
+server's HTTP API over a finished sweep; a bad value in one job of a sweep; `pruning=median` in a grid,
+a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape codes) and the
+message when a sweep plugin is not installed.
 
 Every sweep is a real subprocess. The sweeps are independent of each other, so the module starts
 those that the selected tests need at once, a few at a time, in the background (`SweepPool`); each
@@ -51,6 +53,8 @@ FAST = ["data=classification", "data.n_samples=150", "model.hidden=[8]", "traine
         "trainer.progress=false"]
 TINY_REGRESSION = ["data=regression", "data.n_samples=150", "model.hidden=[8]", "trainer.max_epochs=2",
                    "trainer.progress=false"]
+# 5 epochs without early stopping; after 1 epoch of warm-up, the median rule judges every epoch.
+PRUNE = ["pruning=median", "pruning.warmup_epochs=1", "trainer.max_epochs=5", "early_stopping=none"]
 CORES = os.cpu_count() or 1
 
 
@@ -169,6 +173,15 @@ SWEEPS: Dict[str, Sweep] = {
                              *TINY_REGRESSION, "optimizer=sgd", "seed=1"]),
     # 8: one job of the grid has a bad value.
     "bad_value": Sweep(["-m", "optimizer.lr=0.1,-1", *FAST]),
+    # 9: pruning=median. lr=1e-5 barely moves, so job 2 trails the two finished jobs from epoch 2 on.
+    "prune_grid": Sweep(["-m", "optimizer.lr=0.05,0.03,0.00001", *FAST, *PRUNE, "pruning.min_completed=2"]),
+    # Two joblib workers: job 2 starts when job 0 or 1 has finished, so one finished job is there to judge it.
+    # Jobs 0 and 1 are the same run: whichever ends first, the other ties with it and is not pruned.
+    "prune_joblib": Sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.05,0.05,0.00001",
+                           *FAST, *PRUNE, "pruning.min_completed=1"]),
+    # Seed 1 asks lr=1e-5, 0.05, 1e-5 (as diverge_optuna): trial 2 is judged against two finished ones.
+    "prune_optuna": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=choice(0.05,0.00001)",
+                           *TINY_REGRESSION, *PRUNE, "pruning.min_completed=2", "seed=1"]),
 }
 
 # Which sweeps each test needs: only these are started for the tests that are selected.
@@ -183,9 +196,15 @@ NEEDS: Dict[str, List[str]] = {
     "test_compare_script": ["grid"],
     "test_tensorboard_server_api": ["grid"],
     "test_bad_value_in_one_job_fails_before_any_job": ["bad_value"],
+    "test_hopeless_job_is_pruned_in_grid_sweep": ["prune_grid"],
+    "test_hopeless_job_is_pruned_with_joblib_launcher": ["prune_joblib"],
+    "test_pruned_trial_does_not_stop_optuna_search": ["prune_optuna"],
+    "test_sweep_prints_model_summary_once": ["grid"],
+    "test_optuna_log_has_no_escape_codes_when_piped": ["optuna_a"],
 }
 # Longest first, so that the slow launchers overlap with the rest.
-START_ORDER = ["grid", "submitit", "joblib", "optuna_a", "optuna_b", "diverge_grid", "diverge_optuna", "bad_value"]
+START_ORDER = ["grid", "submitit", "joblib", "prune_joblib", "optuna_a", "optuna_b", "diverge_grid", "diverge_optuna",
+               "prune_optuna", "prune_grid", "bad_value"]
 
 
 class SweepPool:
@@ -716,3 +735,83 @@ def test_bad_value_in_one_job_fails_before_any_job(sweeps):
     assert "Traceback" not in res.stderr, res.stderr
     assert not list(res.cwd.rglob("metrics.json")), "a job ran despite the bad value"
     assert not list(res.cwd.rglob("overrides.yaml")), "a job started despite the bad value"
+
+
+# ---------------------------------------------------------------------------
+# 9. Pruning hopeless jobs (pruning=median)
+
+
+def check_pruned(jobs: List[Path], hopeless: float) -> None:
+    """The job with optimizer.lr=`hopeless` stopped early as pruned (metrics.json and HParams); the others
+    ran all 5 epochs."""
+    for job in jobs:
+        m = metrics(job)
+        want = "pruned" if float(overrides_of(job)["optimizer.lr"]) == hopeless else "completed"
+        assert m["status"] == want, (job.name, m["status"], m.get("message"))
+        assert hparams_session_start(job).get("status") == want, job.name
+        if want == "pruned":
+            assert 2 <= m["epochs_run"] < 5 and len(m["history"]["val_loss"]) == m["epochs_run"], m
+            assert m["message"].startswith(f"pruned after epoch {m['epochs_run']}: best val loss"), m["message"]
+        else:
+            assert m["epochs_run"] == 5, (job.name, m["epochs_run"])
+
+
+def test_hopeless_job_is_pruned_in_grid_sweep(sweeps):
+    res, sweep, jobs = finished_sweep(sweeps, "prune_grid", 3)
+    check_pruned(jobs, 1e-5)
+    assert metrics(jobs[2])["epochs_run"] == 2  # judged first after epoch 2, against jobs 0 and 1
+    assert "pruned: 2 epochs" in res.stdout, res.describe()
+    assert all("pruning=" not in j.name for j in jobs), "the group choice is the same for every job: not in names"
+
+
+def test_hopeless_job_is_pruned_with_joblib_launcher(sweeps):
+    res, sweep, jobs = finished_sweep(sweeps, "prune_joblib", 3)
+    check_pruned(jobs, 1e-5)
+
+
+def test_pruned_trial_does_not_stop_optuna_search(sweeps):
+    res, sweep, jobs = finished_sweep(sweeps, "prune_optuna", 3)
+    lrs = [overrides_of(j)["optimizer.lr"] for j in jobs]
+    assert lrs == ["1e-05", "0.05", "1e-05"], lrs
+    statuses = [metrics(j)["status"] for j in jobs]
+    assert statuses == ["completed", "completed", "pruned"], statuses
+    assert hparams_session_start(jobs[2]).get("status") == "pruned"
+    # The pruned trial gave Optuna its best val loss so far; the best trial is the best metrics.json.
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = min(metrics(j)["best_val_loss"] for j in jobs)
+    assert results["best_value"] == pytest.approx(best, rel=1e-9), results
+    assert float(results["best_params"]["optimizer.lr"]) == 0.05, results
+
+
+# ---------------------------------------------------------------------------
+# 10. What a sweep prints
+
+
+def test_sweep_prints_model_summary_once(sweeps):
+    res, sweep, jobs = finished_sweep(sweeps, "grid", 4)
+    assert res.stdout.count("output shape") == 1, res.stdout  # the layer table, once (job 0)
+    one_liners = [line for line in res.stdout.splitlines() if line.startswith("model  mlp") and "parameters" in line]
+    assert len(one_liners) == 3 and all("2 -> 8 -> 1" in line for line in one_liners), res.stdout
+
+
+def test_optuna_log_has_no_escape_codes_when_piped(sweeps):
+    res = sweeps.result("optuna_a")
+    assert res.returncode == 0, res.describe()
+    assert "A new study created" in res.output, res.describe()  # Optuna's own (colorlog) log line
+    assert "\x1b" not in res.output, repr(res.output[:2000])
+
+
+@pytest.mark.parametrize("override, plugin", [("hparams_search=optuna", "hydra-optuna-sweeper"),
+                                              ("hydra/launcher=joblib", "hydra-joblib-launcher"),
+                                              ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")])
+def test_missing_sweep_plugin_names_the_extra(tmp_path, override, plugin):
+    # An empty regular package `hydra_plugins` ahead on the path hides the installed plugins,
+    # as on a machine where `pip install mlpkit` ran without the `sweeps` extra.
+    hide = tmp_path / "hide" / "hydra_plugins"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("")
+    res = train(["-m", override, *FAST], tmp_path / "work", timeout=60, env={"PYTHONPATH": str(hide.parent)})
+    assert res.returncode == 2, res.describe()
+    assert res.stderr.strip() == (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
+                                  'install it with: pip install "mlpkit[sweeps]"'), res.describe()
+    assert not (tmp_path / "work" / "outputs").exists()

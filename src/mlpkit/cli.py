@@ -95,6 +95,28 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
     return [argv[0], *original, *rest, f"hydra.run.dir={_quote(str(path))}", f"resume={_quote(str(path))}"]
 
 
+# Overrides that select a Hydra plugin of the `sweeps` extra -> the plugin's module in hydra_plugins.
+SWEEP_PLUGINS = {
+    "hparams_search=optuna": "hydra_optuna_sweeper",
+    "hydra/sweeper=optuna": "hydra_optuna_sweeper",
+    "hydra/launcher=joblib": "hydra_joblib_launcher",
+    "hydra/launcher=submitit_local": "hydra_submitit_launcher",
+    "hydra/launcher=submitit_slurm": "hydra_submitit_launcher",
+}
+
+
+def check_sweep_plugins(argv: List[str]) -> None:
+    """ConfigError naming the extra to install when an override selects a sweep plugin that is
+    missing (Hydra itself would only say "Could not find 'hydra/sweeper/optuna'")."""
+    import importlib.util
+
+    for arg in argv[1:]:
+        module = SWEEP_PLUGINS.get(arg.lstrip("+").replace(" ", ""))
+        if module and importlib.util.find_spec(f"hydra_plugins.{module}") is None:
+            raise ConfigError(f"{arg} needs the {module.replace('_', '-')} plugin, which is not installed; "
+                              'install it with: pip install "mlpkit[sweeps]"')
+
+
 def _model_kwargs(cfg: Any, data: Any) -> dict:
     act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
     return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
@@ -153,17 +175,20 @@ def run(cfg: Any) -> float:
     """Train one run from a composed config inside Hydra; returns the best val loss (the sweep
     objective). A ConfigError ends the program with its message and exit status 2."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     try:
         hc = HydraConfig.get()
-        return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher)
+        job_num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
+        return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher, job_num=job_num)
     except ConfigError as err:
         exit_with(err)
 
 
-def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
+def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Optional[int] = None) -> float:
     """Everything `python train.py` does after Hydra composed `cfg`: validate, build, train into
-    `run_dir`, write metrics.json. Raises ConfigError for a bad value or data file."""
+    `run_dir`, write metrics.json. `job_num` is the job's number in a sweep (-m), None for a
+    single run. Raises ConfigError for a bad value or data file."""
     import torch
     from omegaconf import OmegaConf
 
@@ -227,11 +252,15 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     if data.columns_table:
         log.info("columns\n%s", data.columns_table)
     if perceptron:
-        log.info("model  perceptron (step units, perceptron learning rule, no backpropagation)\n%s",
-                 format_summary(rows, total))
+        head = "model  perceptron (step units, perceptron learning rule, no backpropagation)"
     else:
-        log.info("model  %s, activation=%s, norm=%s, init=%s, device=%s\n%s", cfg.model.name,
-                 cfg.activation.name, cfg.norm.name, cfg.init.name, device, format_summary(rows, total))
+        head = (f"model  {cfg.model.name}, activation={cfg.activation.name}, norm={cfg.norm.name}, "
+                f"init={cfg.init.name}, device={device}")
+    if not job_num:  # a single run, or a sweep's first job: the layer table
+        log.info("%s\n%s", head, format_summary(rows, total))
+    else:  # the sweep's later jobs: one line
+        widths = [model_kwargs["in_dim"], *model_kwargs.get("hidden", []), model_kwargs["out_dim"]]
+        log.info("%s; %s, %s parameters", head, " -> ".join(map(str, widths)), f"{total:,}")
     for w in warnings:
         log.warning("warning: %s", w)
 
@@ -242,6 +271,17 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
                                                              es_cfg.min_delta, es_cfg.restore_best)
     if early is not None and es_cfg.monitor == "val_accuracy" and data.task == "regression":
         raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")
+
+    pruner = None
+    if cfg.pruning.name == "median":
+        if job_num is None:
+            log.warning("warning: pruning=median compares a sweep job with the finished jobs of its sweep; "
+                        "a single run has none, so it is not pruned (use -m for a sweep)")
+        else:
+            from mlpkit.pruning import MedianPruner
+
+            settings = {k: v for k, v in dict(cfg.pruning).items() if k != "name" and v is not None}
+            pruner = MedianPruner(run_dir.parent, run_dir=run_dir, **settings)  # the sweep dir holds its jobs
 
     opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
     sched_params = {k: v for k, v in dict(cfg.scheduler).items() if k != "name" and v is not None}
@@ -259,7 +299,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
         class_weight=t.class_weight,
         log_every_n_steps=t.log_every_n_steps, histogram_every_n_epochs=t.histogram_every_n_epochs,
         boundary_every_n_epochs=t.boundary_every_n_epochs, run_dir=run_dir, logger=logger,
-        progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop)
+        progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop,
+        pruner=pruner)
     trainer.extra_state = {"model_kwargs": model_kwargs, "task": data.task, "classes": data.classes}
     save_run_data(run_dir, data, cfg.model.name, model_kwargs)
     if perceptron:
@@ -282,7 +323,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
                "epochs_run": result.epochs_run}
     metrics.update({f"test_{k}": v for k, v in result.test.items() if k in SCALARS and v is not None})
     logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
-                   result.epochs_run, success=result.status in ("completed", "early_stopped"))
+                   result.epochs_run, success=result.status in ("completed", "early_stopped", "pruned"))
     if result.test.get("confusion_matrix") is not None:
         from mlpkit.diagnostics import confusion_matrix_figure
 

@@ -107,6 +107,14 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class PruningConfig:
+    # Stops hopeless jobs of a sweep (-m); null keys: pruning=none takes no settings.
+    name: str = "none"  # none | median
+    warmup_epochs: Optional[int] = None  # median: epochs a job is never stopped in
+    min_completed: Optional[int] = None  # median: finished jobs of the sweep needed before it acts
+
+
+@dataclass
 class RegularizationConfig:
     l1: float = 0.0
     l2: float = 0.0
@@ -141,6 +149,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
@@ -187,6 +196,7 @@ def validate(cfg: Any) -> None:
     from mlpkit.initializers import INITIALIZERS
     from mlpkit.model import MODELS, NORMS
     from mlpkit.optim import OPTIMIZERS, SCHEDULERS
+    from mlpkit.pruning import PRUNERS, check_pruning_params
 
     d = cfg.data
     _choice("data", d.name, DATASETS)
@@ -264,6 +274,12 @@ def validate(cfg: Any) -> None:
     _choice("early_stopping.mode", e.mode, ("min", "max"))
     _number("early_stopping.patience", e.patience, low=0)
     _number("early_stopping.min_delta", e.min_delta, low=0)
+
+    p = cfg.pruning
+    _choice("pruning", p.name, PRUNERS)
+    check_pruning_params(p.name, _set_params(p))
+    _number("pruning.warmup_epochs", p.warmup_epochs, low=0)
+    _number("pruning.min_completed", p.min_completed, low=1)
 
     r = cfg.regularization
     _number("regularization.l1", r.l1, low=0, optional=False)

@@ -79,7 +79,7 @@ class EarlyStopping:
 class FitResult:
     """What a run leaves in metrics.json."""
 
-    status: str = "completed"  # completed | early_stopped | diverged | interrupted
+    status: str = "completed"  # completed | early_stopped | diverged | interrupted | pruned
     epochs_run: int = 0
     best_epoch: int = 0
     best_val_loss: float = math.inf
@@ -111,6 +111,8 @@ class Trainer:
         l1, l2: coefficients of sum|w| and sum w^2 over the linear weights, added to the loss.
         input_noise: std of Gaussian noise added to each training batch's inputs.
         early_stopping: an EarlyStopping, or None to run all `max_epochs`.
+        pruner: an object whose `should_prune(epoch, history)` is asked after each epoch's val pass
+            (e.g. mlpkit.pruning.MedianPruner); True stops the run with status "pruned".
         run_dir: where checkpoints go (checkpoints/last.pt, best.pt); None = no checkpoints.
         logger: a TensorBoardLogger, or None.
         class_weight: "balanced" weights each class's loss by n / (k * n_class) of the train split
@@ -126,6 +128,7 @@ class Trainer:
                  log_every_n_steps: int = 50, histogram_every_n_epochs: Optional[int] = None,
                  boundary_every_n_epochs: Optional[int] = None, run_dir: Optional[str | Path] = None, logger: Any = None,
                  progress: bool = False, log: Optional[log_fn] = None, handle_signals: bool = True,
+                 pruner: Any = None,
                  checkpoint_every_s: float = 2.0, manual_backprop: bool = True,
                  class_weight: Optional[str] = None):
         self.optimizer_spec, self.lr = optimizer, lr
@@ -135,6 +138,7 @@ class Trainer:
         self.l1, self.l2, self.input_noise = l1, l2, input_noise
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.early_stopping = early_stopping
+        self.pruner = pruner
         self.device = resolve_device(device)
         self.seed = seed
         self.log_every = max(1, log_every_n_steps)
@@ -529,6 +533,10 @@ class Trainer:
                     status = "early_stopped"
                     result.message = (f"early stop after epoch {epoch}: {monitor} did not improve for "
                                       f"{es.patience} epochs (best {best_value:.4f} at epoch {result.best_epoch})")
+                    break
+                if self.pruner is not None and self.pruner.should_prune(epoch, h):
+                    status = "pruned"
+                    result.message = self.pruner.message
                     break
         finally:
             if bar is not None:
