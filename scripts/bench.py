@@ -3,6 +3,7 @@
     python scripts/bench.py                      # W1 and W2, all peers installed, 3 repetitions
     python scripts/bench.py --workloads W2 --reps 5 --epochs 4
     python scripts/bench.py --tiny               # a smoke run on tiny data (what the test suite runs)
+    python scripts/bench.py --only-tables        # a user's table: load + preprocess, and predict
 
 Workloads (CPU; Adam lr 1e-3, ReLU, 80/10/10 split):
     W1  60,000 x 784 -> 10 classes, hidden [256, 256], batch 128   (MNIST-sized)
@@ -18,7 +19,10 @@ each run is a warm-up and not counted. Prints medians and ratios and writes JSON
 Also measured (unless --skip-extra): the start-up of `python train.py` (process start to
 first training step) and what importing torch and torch._dynamo alone take, the wall time
 of 2-job W2 sweeps (3 and 20 epochs per job) with the basic vs the joblib launcher, and
-the peak memory of a W1 run.
+the peak memory of a W1 run, and a user's table (--table-rows, default 1,000,000 rows of
+mixed columns with missing values): mlpkit's load + preprocess against `pandas.read_csv` of
+the same file alone (each in a fresh process), and `python predict.py` on it: rows per
+second and peak memory.
 """
 
 from __future__ import annotations
@@ -316,6 +320,65 @@ def w1_peak_memory_mb(workdir: Path, epochs: int) -> Dict[str, float]:
     return {"peak_rss_mb": peak_kb / 1024, "data_mb": 60000 * 784 * 4 / 2 ** 20}
 
 
+def write_mixed_table(path: Path, rows: int, seed: int = 0) -> Path:
+    """A table as users have them: 4 numeric columns (5% missing), 3 text categories (one with
+    missing cells, one with 200 values), a True/False column and a binary text target."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    cols = {f"x{i}": rng.normal(i, 1 + i, rows).round(4) for i in range(4)}
+    for i in range(4):
+        cols[f"x{i}"][rng.random(rows) < 0.05] = np.nan
+    cols["colour"] = rng.choice(["red", "green", "blue", "black", "white"], rows)
+    cols["colour"] = np.where(rng.random(rows) < 0.05, None, cols["colour"])
+    cols["city"] = rng.choice([f"city_{i:03d}" for i in range(200)], rows)
+    cols["plan"] = rng.choice(["basic", "plus", "pro"], rows, p=[0.6, 0.3, 0.1])
+    cols["member"] = rng.random(rows) < 0.4
+    logit = cols["x0"].copy()
+    logit[np.isnan(logit)] = 0
+    logit = logit - 0.5 + (cols["plan"] == "pro") * 1.5 + cols["member"] * 0.5
+    cols["churn"] = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    pd.DataFrame(cols).to_csv(path, index=False)
+    return path
+
+
+def _timed_child(code: str, workdir: Path) -> Dict[str, float]:
+    """Run `code` in a fresh interpreter that prints its own seconds; add its peak RSS in MB."""
+    wrapper = (code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", wrapper], cwd=workdir, check=True, capture_output=True, text=True,
+                         env=env).stdout.split()
+    return {"seconds": float(out[-2]), "peak_rss_mb": float(out[-1])}
+
+
+def table_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
+    """Load + preprocess a mixed table against pandas.read_csv of it alone; predict throughput."""
+    path = write_mixed_table(workdir / "mixed.csv", rows)
+    small = write_mixed_table(workdir / "mixed_small.csv", 20_000, seed=1)
+    read = "import time, pandas as pd; t = time.perf_counter(); pd.read_csv({p!r}); print(time.perf_counter() - t)"
+    load = ("import time; from mlpkit import load_dataset; t = time.perf_counter(); "
+            "load_dataset('csv', path={p!r}, target='churn'); print(time.perf_counter() - t)")
+    result: Dict = {"rows": rows, "file_mb": path.stat().st_size / 2 ** 20, "read_csv_s": [], "mlpkit_load_s": []}
+    for _ in range(reps):  # alternating, each in a fresh process
+        result["read_csv_s"].append(_timed_child(read.format(p=str(path)), workdir)["seconds"])
+        child = _timed_child(load.format(p=str(path)), workdir)
+        result["mlpkit_load_s"].append(child["seconds"])
+        result["mlpkit_load_peak_mb"] = child["peak_rss_mb"]
+    result["load_ratio"] = statistics.median(result["mlpkit_load_s"]) / statistics.median(result["read_csv_s"])
+    run_dir = workdir / "table_run"
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "data=csv", f"data.path={small}", "data.target=churn",
+                    "trainer.max_epochs=2", "trainer.progress=false", f"hydra.run.dir={run_dir}"],
+                   cwd=workdir, check=True, capture_output=True)
+    predict = ("import time, sys; from mlpkit.predict import main; t = time.perf_counter(); "
+               f"main([{str(run_dir)!r}, {str(path)!r}, '-o', {str(workdir / 'pred.csv')!r}]); "
+               "print(time.perf_counter() - t)")
+    child = _timed_child(predict, workdir)
+    result.update(predict_s=child["seconds"], predict_rows_per_s=rows / child["seconds"],
+                  predict_peak_mb=child["peak_rss_mb"])
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=list(WORKLOADS))
@@ -326,6 +389,8 @@ def main() -> int:
     parser.add_argument("--sweep-epochs", nargs="+", type=int, default=[3, 20],
                         help="epochs per job of the 2-job W2 sweeps (default: %(default)s)")
     parser.add_argument("--skip-extra", action="store_true", help="skip start-up, sweep and memory measurements")
+    parser.add_argument("--table-rows", type=int, default=1_000_000, help="rows of the mixed table (default: %(default)s)")
+    parser.add_argument("--only-tables", action="store_true", help="measure only the table load and predict")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     if args.tiny:
@@ -336,10 +401,14 @@ def main() -> int:
     results: Dict = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
                                  "torch_threads": DEFAULT_THREADS, "python": platform.python_version()},
                      "skipped_peers": skipped, "workloads": {}}
-    if not args.tiny:
+    if not args.tiny and not args.only_tables:
         results["machine"]["matmul_gflops"] = matmul_gflops()
+    if args.only_tables:
+        args.workloads, args.skip_extra = [], True
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if args.only_tables or not (args.skip_extra or args.tiny):
+            results["table"] = table_bench(workdir, args.table_rows)
         for name in args.workloads:
             results["workloads"][name] = bench_workload(name, peers, args.reps, args.epochs, workdir)
         if not args.skip_extra:
@@ -375,6 +444,12 @@ def main() -> int:
                   f"joblib {r['joblib_s']:.1f} s ({r['speedup']:.2f}x)")
         print(f"W1 peak memory: {mem['peak_rss_mb']:.0f} MB (data {mem['data_mb']:.0f} MB, "
               f"+{mem['peak_rss_mb'] - mem['data_mb']:.0f} MB)")
+    if "table" in results:
+        t = results["table"]
+        print(f"table of {t['rows']:,} rows ({t['file_mb']:.0f} MB CSV): pandas.read_csv "
+              f"{statistics.median(t['read_csv_s']):.2f} s, mlpkit load + preprocess "
+              f"{statistics.median(t['mlpkit_load_s']):.2f} s ({t['load_ratio']:.2f}x, peak {t['mlpkit_load_peak_mb']:.0f} MB); "
+              f"predict.py {t['predict_rows_per_s']:,.0f} rows/s ({t['predict_s']:.1f} s, peak {t['predict_peak_mb']:.0f} MB)")
     if skipped:
         print(f"not installed, skipped: {', '.join(skipped)} (pip install lightning keras)")
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

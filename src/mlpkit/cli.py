@@ -256,6 +256,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     else:
         head = (f"model  {cfg.model.name}, activation={cfg.activation.name}, norm={cfg.norm.name}, "
                 f"init={cfg.init.name}, device={device}")
+    head += f"; {data.in_dim} model inputs"
     if not job_num:  # a single run, or a sweep's first job: the layer table
         log.info("%s\n%s", head, format_summary(rows, total))
     else:  # the sweep's later jobs: one line

@@ -100,8 +100,7 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv")
     _check_train_has_every_class("csv", y, parts[0], task, classes)
     order = np.concatenate(parts)
-    pre = Preprocessing.fit_table(df.iloc[parts[0]], roles.columns, standardize)
-    X = pre.transform(df.iloc[order])
+    pre, X = Preprocessing.fit_table(df.iloc[order], len(parts[0]), roles.columns, standardize)
     del df
     pre.target = target
     pre.target_codes = {"b": "boolean", "i": "number", "u": "number", "f": "number"}.get(y_col.dtype.kind, "text")

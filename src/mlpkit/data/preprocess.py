@@ -9,7 +9,9 @@ Two kinds, both saved in the run directory and loaded back without unpickling ar
   standardisation. Categories (text, booleans, data.categorical): missing as a category of its
   own, then one-hot encoding in which categories seen fewer than MIN_FREQUENCY times are grouped
   into one "infrequent" input and categories never seen in training go there too (or to no
-  input when none was rare). The fitted transformer is saved with skops (`preprocessing.skops`),
+  input when none was rare). The encoder sees each category as its index in the column's
+  sorted train vocabulary (pandas.Categorical codes; -1 for a value never seen): scikit-learn
+  encodes integers in C but strings one Python object at a time, 10x slower on large tables. The fitted transformer is saved with skops (`preprocessing.skops`),
   whose loader refuses any type outside an explicit list, so a crafted file runs no code;
   the column roles, classes and target statistics go to `preprocessing.json`.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,7 +33,7 @@ JSON_NAME = "preprocessing.json"
 SKOPS_NAME = "preprocessing.skops"
 MIN_FREQUENCY = 5  # rarer categories share one input
 MISSING = "(missing)"  # the category a missing value becomes
-BLOCK_ROWS = 65_536  # rows transformed at a time: bounds the float64 temporaries
+BLOCK_ROWS = 65_536  # rows transformed at a time: bounds the temporaries
 
 # Every type a saved ColumnTransformer is made of beyond what skops trusts by default. Loading
 # refuses a file that holds anything else.
@@ -85,14 +87,20 @@ class Preprocessing:
     # -- fitting ----------------------------------------------------------------
 
     @classmethod
-    def fit_table(cls, train_frame, columns: Sequence[Column], standardize: bool = True) -> "Preprocessing":
-        """Fit the ColumnTransformer on the train rows of the table (a DataFrame)."""
+    def fit_table(cls, frame, n_train: int, columns: Sequence[Column],
+                  standardize: bool = True) -> Tuple["Preprocessing", np.ndarray]:
+        """Fit the ColumnTransformer on the first `n_train` rows of the table (a DataFrame whose rows
+        are in train | val | test order); returns it and the model inputs of every row (float32)."""
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
         pre = cls("table", columns=columns)
+        train = frame.iloc[:n_train]
+        for col in pre.categorical:  # the train split's values, sorted: a value's code is its index
+            uniques = _distinct(train[col.name])
+            col.vocabulary = sorted({str(v) for v in canonical_categories(uniques, col.codes).fillna(MISSING)})
         parts = []
         if pre.numeric:
             steps = [SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)]
@@ -100,18 +108,39 @@ class Preprocessing:
                 steps.append(StandardScaler())
             parts.append(("numeric", make_pipeline(*steps), pre.numeric))
         if pre.categorical:
-            parts.append(("category", make_pipeline(
-                SimpleImputer(strategy="constant", fill_value=MISSING, missing_values=np.nan),
-                OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_FREQUENCY,
-                              sparse_output=False, dtype=np.float32)),
-                [c.name for c in pre.categorical]))
-        pre.transformer = ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+            parts.append(("category", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_FREQUENCY,
+                                                    dtype=np.float32),
+                          [c.name for c in pre.categorical]))
+        # sparse output: fitting transforms the whole train split, and one-hot columns are mostly 0;
+        # transform() makes dense float32 rows a block at a time
+        pre.transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=1.0,
+                                            verbose_feature_names_out=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pre.transformer.fit(pre.frame(train_frame))
-        pre.inputs = [str(n) for n in pre.transformer.get_feature_names_out()]
+            fitted = pre.transformer.fit_transform(pre.frame(train))  # the train rows' inputs, sparse
         pre._count_inputs()
-        return pre
+        pre.inputs = pre._input_names()
+        X = np.empty((len(frame), len(pre.inputs)), np.float32)
+        for start in range(0, n_train, BLOCK_ROWS):  # dense a block at a time
+            stop = min(n_train, start + BLOCK_ROWS)
+            _dense(fitted[start:stop], X[start:stop])
+        del fitted
+        pre.transform(frame.iloc[n_train:], out=X[n_train:])
+        return pre, X
+
+    def _input_names(self) -> List[str]:
+        """Names of the model inputs: `col`, `missingindicator_col`, `col_<category>`, `col_infrequent`."""
+        names = [str(n) for n in self.transformer.named_transformers_["numeric"].get_feature_names_out(self.numeric)] \
+            if self.numeric else []
+        if self.categorical:
+            enc = self.encoder
+            for i, col in enumerate(self.categorical):
+                rare = enc.infrequent_categories_[i] if enc.infrequent_categories_ is not None else None
+                rare = set() if rare is None else {int(c) for c in rare}
+                names += [f"{col.name}_{col.vocabulary[int(c)]}" for c in enc.categories_[i] if int(c) not in rare]
+                if rare:
+                    names.append(f"{col.name}_infrequent")
+        return names
 
     def _count_inputs(self) -> None:
         counts: Dict[str, int] = {}
@@ -132,12 +161,12 @@ class Preprocessing:
 
     @property
     def encoder(self):
-        return self.transformer.named_transformers_["category"].steps[-1][1]
+        return self.transformer.named_transformers_["category"]
 
     # -- applying ---------------------------------------------------------------
 
     def frame(self, df, first_line: int = 2):
-        """The columns the transformer reads, as it reads them: numbers as float64 (text in a
+        """The columns the transformer reads, as it reads them: numbers as float32 (text in a
         numeric column is a ConfigError naming column and line), categories as canonical strings."""
         import pandas as pd
 
@@ -153,23 +182,37 @@ class Preprocessing:
                                       f"{first_line + pos}, but it was numeric in training")
                 s = values
             v = np.array(s.to_numpy(dtype=np.float64, na_value=np.nan))  # a copy of our own
-            v[np.isinf(v)] = np.nan  # inf: as missing
+            v[np.isinf(v) | (np.abs(v) > 1e30)] = np.nan  # inf (and what float32 cannot hold): as missing
+            v = v.astype(np.float32)  # the model's precision; the transformer keeps it
             out[name] = v
         for col in self.categorical:
-            out[col.name] = canonical_categories(df[col.name], col.codes)
+            out[col.name] = self.codes(df[col.name], col)
         return pd.DataFrame(out, index=None)
 
-    def transform(self, df, first_line: int = 2) -> np.ndarray:
+    @staticmethod
+    def codes(values, col: Column) -> np.ndarray:
+        """A category column's values as indices into its train vocabulary; -1 for one never seen.
+        Only the distinct values are written out canonically (a table has few, and many rows)."""
+        import pandas as pd
+
+        raw, uniques = pd.factorize(values, use_na_sentinel=True)  # -1: missing
+        canon = canonical_categories(pd.Series(uniques, dtype=object), col.codes).fillna(MISSING)
+        index = pd.Index(col.vocabulary)
+        lookup = np.append(index.get_indexer(canon), index.get_indexer([MISSING]))  # raw -1 -> last entry
+        return lookup[raw].astype(np.int64)
+
+    def transform(self, df, first_line: int = 2, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Model inputs (N, len(inputs)) float32 for the rows of a DataFrame (table) or array."""
         if self.kind == "array":
             X = np.asarray(df, dtype=np.float32)
             return ((X - self.mean) / self.std).astype(np.float32)
-        out = np.empty((len(df), len(self.inputs)), np.float32)
+        if out is None:
+            out = np.empty((len(df), len(self.inputs)), np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown categories: counted by unseen(), not warned per call
             for start in range(0, len(df), BLOCK_ROWS):
                 block = df.iloc[start:start + BLOCK_ROWS]
-                out[start:start + len(block)] = self.transformer.transform(self.frame(block, first_line + start))
+                _dense(self.transformer.transform(self.frame(block, first_line + start)), out[start:start + len(block)])
         return out
 
     def unseen(self, df) -> Dict[str, int]:
@@ -177,11 +220,8 @@ class Preprocessing:
         if self.kind == "array" or not self.categorical:
             return {}
         counts = {}
-        enc = self.encoder
-        for i, col in enumerate(self.categorical):
-            values = canonical_categories(df[col.name], col.codes)
-            values = np.where(_isnan(values), MISSING, values)
-            n = int((~np.isin(values.astype(str), enc.categories_[i].astype(str))).sum())
+        for col in self.categorical:
+            n = int((self.codes(df[col.name], col) < 0).sum())
             if n:
                 counts[col.name] = n
         return counts
@@ -258,5 +298,16 @@ def load_transformer(path: Path):
     return obj
 
 
-def _isnan(values: np.ndarray) -> np.ndarray:
-    return np.array([isinstance(v, float) and v != v for v in values], dtype=bool)
+def _distinct(values):
+    """The distinct values of a column (missing once, as NaN), as a Series."""
+    import pandas as pd
+
+    return pd.Series(pd.unique(values), dtype=object)
+
+
+def _dense(part, out: np.ndarray) -> None:
+    """Write a (sparse or dense) float32 block of inputs into `out`, a block of the float32 result."""
+    if hasattr(part, "toarray"):
+        part.astype(np.float32, copy=False).toarray(out=out)
+    else:
+        out[:] = part

@@ -247,6 +247,7 @@ class Column:
     reason: str = ""  # why it was left out
     codes: str = "text"  # how a category's values are written: text | number | boolean
     inputs: int = 0  # model inputs it became (filled once the preprocessing is fitted)
+    vocabulary: Optional[List[str]] = None  # a category's values in the train split, sorted (index = code)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -366,40 +367,40 @@ def _counts_rows(present) -> bool:
 
 
 def _mostly_numbers(present) -> Optional[str]:
-    """A text value of a column whose other values are numbers (at least 90% of them), else None."""
+    """A text value of a column whose other distinct values are numbers (at least 90% of them), else None."""
     import pandas as pd
 
-    sample = present.astype(str).str.strip()
-    numbers = pd.to_numeric(sample, errors="coerce")
+    values = pd.Series(present.unique()).astype(str).str.strip()  # distinct values: cheap on large tables
+    numbers = pd.to_numeric(values, errors="coerce")
     share = float(numbers.notna().mean())
-    if share >= 0.9 and share < 1.0:
-        return str(sample[numbers.isna()].iloc[0])
+    if 0.9 <= share < 1.0:
+        return str(values[numbers.isna()].iloc[0])
     return None
 
 
-def canonical_categories(s, codes: str) -> np.ndarray:
+def canonical_categories(s, codes: str):
     """A category column's values as strings, written the same whichever way the file was read
-    (415 and 415.0 as '415', True and 'true' as 'True'); missing values as NaN. Object array."""
+    (415 and 415.0 as '415', True and 'true' as 'True'); missing values stay missing. A Series."""
     import pandas as pd
 
-    out = np.full(len(s), np.nan, dtype=object)
-    present = s.notna().to_numpy()
-    values = s[present]
+    present = s.notna()
     if codes == "number":
-        nums = pd.to_numeric(values.astype(str).str.strip() if values.dtype.kind not in "iufb" else values,
-                             errors="coerce").to_numpy(dtype=np.float64)
-        text = values.astype(str).str.strip().to_numpy(dtype=object)
-        for i, v in enumerate(nums):
-            if np.isfinite(v):
-                text[i] = str(int(v)) if v == np.round(v) and abs(v) < 2 ** 63 else repr(float(v))
-        out[present] = text
+        nums = pd.to_numeric(s if s.dtype.kind in "iufb" else s.astype(str).str.strip(), errors="coerce")
+        v = nums.to_numpy(dtype=np.float64, na_value=np.nan)
+        text = s.astype(str).str.strip().to_numpy(dtype=object)
+        finite = np.isfinite(v)
+        whole = finite & (v == np.round(v)) & (np.abs(v) < 2 ** 62)
+        text[whole] = v[whole].astype(np.int64).astype(str)
+        other = finite & ~whole
+        text[other] = v[other].astype(str)
+        out = pd.Series(text, index=s.index, dtype=object)
     elif codes == "boolean":
-        text = values.astype(str).str.strip()
+        text = s.astype(str).str.strip()
         lower = text.str.lower()
-        out[present] = np.where(lower == "true", "True", np.where(lower == "false", "False", text))
+        out = text.mask(lower == "true", "True").mask(lower == "false", "False")
     else:
-        out[present] = values.astype(str).str.strip().to_numpy(dtype=object)
-    return out
+        out = s.astype(str).str.strip()
+    return out.where(present)
 
 
 def format_columns(columns: Sequence[Column], target: str, task: str, n_target_missing: int = 0) -> str:
