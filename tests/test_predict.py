@@ -16,6 +16,7 @@ import pytest
 
 from conftest import PYTHON, REPO, SUBPROCESS_ENV, messy_table, train_many
 
+pytestmark = pytest.mark.slow  # trains three runs through train.py
 PREDICT_PY = REPO / "predict.py"
 RUNS = {  # name -> (task, extra overrides)
     "species": ("multiclass", ["data.drop=[id]", "data.categorical=[zip]"]),
