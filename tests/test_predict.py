@@ -237,3 +237,16 @@ def test_onnx_export_matches_torch(runs, tmp_path):
     with torch.no_grad():
         expected = run.model(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["species", "churn"])
+def test_tensorboard_holds_the_new_test_metrics_and_the_confusion_matrix(runs, target):
+    from conftest import read_events
+
+    _, run_dir = runs[target]
+    ev = read_events(run_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("f1_macro", "roc_auc", "balanced_accuracy"):
+        assert ev.values(f"hparam/test_{key}")[-1] == pytest.approx(saved["test"][key], rel=1e-5)
+    assert "images/confusion_matrix" in ev.images
+    assert saved["kept"] in ("best", "last") and saved["classes"]
