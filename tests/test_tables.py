@@ -214,3 +214,29 @@ def test_a_crafted_preprocessing_file_runs_no_code(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"holds types mlpkit does not load \(.*system"):
         Preprocessing.load(run)
     assert not marker.exists()
+
+
+def test_a_date_column_is_a_number_of_days(tmp_path):
+    import pandas as pd
+
+    days = pd.date_range("2007-11-09", periods=60, freq="3D")
+    rows = [f"{d:%Y-%m-%d},{i % 7},{'ab'[i % 2]}" for i, d in enumerate(days)]
+    path = tmp_path / "d.csv"
+    path.write_text("laid,size,label\n" + "\n".join(rows) + "\n2008-02-30,1,a\n")  # one impossible date
+    data = load_dataset("csv", path=str(path), target="label", standardize=False)
+    col = _roles(data)["laid"]
+    bad_in_train = 60 in set(data.rows["train"].tolist())  # the impossible date: missing, so flagged
+    assert (col.kind, col.codes, col.date_format) == ("numeric", "date", "%Y-%m-%d")
+    assert col.inputs == 1 + bad_in_train
+    frame = pd.read_csv(path).iloc[data.rows["train"]]
+    expected = (pd.to_datetime(frame["laid"], errors="coerce") - pd.Timestamp("1970-01-01")).dt.days
+    got = data.X_train.numpy()[:, data.preprocessing.inputs.index("laid")]
+    median = expected.median()
+    np.testing.assert_allclose(got, expected.fillna(median).to_numpy(), rtol=1e-6)
+
+
+def test_the_row_number_warning_gives_an_override_the_shell_takes(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("Unnamed: 0,x,label\n" + "".join(f"{i},{i % 5},{'ab'[i % 2]}\n" for i in range(1, 41)))
+    data = load_dataset("csv", path=str(path), target="label")
+    assert any("""'data.drop=["Unnamed: 0"]'""" in w for w in data.warnings), data.warnings

@@ -241,7 +241,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         torch.set_num_threads(int(threads))
 
     warnings: List[str] = list(data.warnings)
-    if not perceptron and not ACTIVATIONS[cfg.activation.name].differentiable and cfg.model.hidden:
+    flat_units = not perceptron and not ACTIVATIONS[cfg.activation.name].differentiable and bool(cfg.model.hidden)
+    if flat_units:
         warnings.append("activation=step has zero derivative almost everywhere: backpropagation sends no "
                         "gradient through it, so the hidden layers keep their initial weights and only the "
                         "output layer learns. Use a differentiable activation (sigmoid, relu, ...) to train "
@@ -310,7 +311,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     else:
         result = trainer.fit(model, data, resume_from=resume_from)
     result.warnings = warnings
-    if warnings and result.history.get("grad_norm"):
+    if flat_units and result.history.get("grad_norm"):
         zero = all(v == 0 for norms in result.history["grad_norm"] for v in norms[:-1])
         result.warnings.append("measured: the hidden layers' weight-gradient norm was "
                                + ("exactly 0 in every sampled step" if zero else "not always 0"))

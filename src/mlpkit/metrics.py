@@ -39,7 +39,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> Dict[str, A
     out: Dict[str, Any] = {
         "accuracy": float(accuracy_score(y_true, pred)),
         "balanced_accuracy": _quiet(balanced_accuracy_score, y_true, pred),
-        "f1_macro": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        # over the classes that occur (true or predicted): a class absent from these rows has no F1
+        "f1_macro": float(f1_score(y_true, pred, labels=np.union1d(y_true, pred), average="macro", zero_division=0)),
         "roc_auc": None,
     }
     if len(np.unique(y_true)) == n_classes:  # AUC needs every class among the true labels

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mlpkit.data.table import Column, canonical_categories
+from mlpkit.data.table import Column, canonical_categories, to_days
 from mlpkit.errors import ConfigError
 
 FORMAT = "mlpkit-preprocessing-1"
@@ -171,8 +171,12 @@ class Preprocessing:
         import pandas as pd
 
         out = {}
+        dates = {c.name: c.date_format for c in self.columns if c.codes == "date"}
         for name in self.numeric:
             s = df[name]
+            if name in dates:
+                out[name] = to_days(s, dates[name]).astype(np.float32)
+                continue
             if s.dtype.kind not in "iufb":
                 values = pd.to_numeric(s, errors="coerce")
                 bad = values.isna() & s.notna()

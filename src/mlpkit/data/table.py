@@ -245,7 +245,8 @@ class Column:
     missing: int = 0
     categories: Optional[int] = None  # distinct values (categories, booleans)
     reason: str = ""  # why it was left out
-    codes: str = "text"  # how a category's values are written: text | number | boolean
+    codes: str = "text"  # how values are written: text | number | boolean (categories); date (numeric)
+    date_format: Optional[str] = None  # a date column's format (strftime codes): read as days since 1970
     inputs: int = 0  # model inputs it became (filled once the preprocessing is fitted)
     vocabulary: Optional[List[str]] = None  # a category's values in the train split, sorted (index = code)
 
@@ -326,10 +327,13 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             elif _counts_rows(present):
                 roles.warnings.append(
                     f"column {name!r} counts the rows in file order ({present.iloc[0]:g}, {present.iloc[1]:g}, "
-                    f"...): if it is a row number or an id, leave it out with data.drop=[{name}]")
+                    f"...): if it is a row number or an id, leave it out with {drop_override(name)}")
         elif s.dtype.kind in "mM":
             col.kind, col.reason = "dropped", "dates and times are not used"
             roles.notes.append(f"column {name!r} is left out: it holds dates or times")
+        elif name not in categorical and (fmt := _date_format(present)) is not None:
+            col.codes, col.date_format = "date", fmt
+            roles.notes.append(f"column {name!r} holds dates ({fmt}): used as a number, days since 1970-01-01")
         elif n_distinct == len(present) and name not in categorical and len(present) > 2:
             col.kind, col.reason = "dropped", "identifier (every value distinct)"
             roles.notes.append(f"column {name!r} is left out: it holds text with a different value in "
@@ -349,6 +353,13 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
     return roles
 
 
+def drop_override(name: str) -> str:
+    """`data.drop=[name]` as a shell command line takes it (quoted where Hydra or the shell need it)."""
+    if re.fullmatch(r"[A-Za-z_][\w.-]*", name):
+        return f"data.drop=[{name}]"
+    return "'data.drop=[\"" + name.replace("'", "'\\''").replace('"', '\\"') + "\"]'"
+
+
 def _is_boolean(s, present) -> bool:
     if s.dtype.kind == "b":
         return True
@@ -356,6 +367,38 @@ def _is_boolean(s, present) -> bool:
         return False
     values = {str(v).strip().lower() for v in present.unique()[:3]}
     return len(values) <= 2 and values <= {"true", "false"}
+
+
+_DATE_LIKE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
+
+
+def _date_format(present) -> Optional[str]:
+    """The format of a text column whose values are dates (2007-11-11, 11/11/2007 ...; at least 95% of
+    the distinct values), else None."""
+    import warnings
+
+    import pandas as pd
+    from pandas.tseries.api import guess_datetime_format
+
+    values = pd.Series(present.unique()[:2000]).astype(str).str.strip()
+    if not len(values) or values.str.match(_DATE_LIKE).mean() < 0.95:
+        return None
+    fmt = guess_datetime_format(values.iloc[0])
+    if fmt is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(values, format=fmt, errors="coerce")
+    return fmt if parsed.notna().mean() >= 0.95 else None  # the odd impossible date becomes missing
+
+
+def to_days(s, fmt: str) -> np.ndarray:
+    """A date column as float days since 1970-01-01 (NaN where missing or not a date in `fmt`)."""
+    import pandas as pd
+
+    parsed = pd.to_datetime(s.astype(str).str.strip().where(s.notna()), format=fmt, errors="coerce")
+    days = (parsed - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    return days.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _counts_rows(present) -> bool:
@@ -410,6 +453,8 @@ def format_columns(columns: Sequence[Column], target: str, task: str, n_target_m
         kind = f"left out: {c.reason}" if c.kind == "dropped" else c.kind
         if c.kind == "category" and c.codes == "number":
             kind = "category (numeric codes)"
+        if c.codes == "date":
+            kind = "numeric (date, days)"
         rows.append((c.name, kind, str(c.missing), "-" if c.categories is None else str(c.categories),
                      str(c.inputs)))
     rows.append((target, f"target ({task})", str(n_target_missing), "-", "-"))
