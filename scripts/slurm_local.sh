@@ -33,21 +33,8 @@ install_packages() {
         command -v "$cmd" >/dev/null || missing+=("$cmd")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install ${PACKAGES[*]}"
-    [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}; run as root to install them"
-    log "installing ${PACKAGES[*]}"
-    # Keep the packages' init scripts from starting system-wide daemons: this script starts its own.
-    local policy=/usr/sbin/policy-rc.d added=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added=1
-    fi
-    local start=$SECONDS
-    local rc=0
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${PACKAGES[@]}" >/dev/null; } || rc=$?
-    [ "$added" -eq 1 ] && rm -f "$policy"
-    [ $rc -eq 0 ] || die "apt-get install failed"
-    log "installed in $((SECONDS - start)) s"
+    log "missing ${missing[*]}: installing ${PACKAGES[*]}"
+    bash "$(dirname "$0")/apt_install.sh" "${PACKAGES[@]}" || die "could not install ${PACKAGES[*]}"
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: retry COMMAND every 0.2 s until it succeeds.
