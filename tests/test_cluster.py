@@ -268,3 +268,154 @@ def test_slurm_killed_job_is_reported(slurm, tmp_path):
     for job in (jobs[0], jobs[2]):
         check_run_dir(job)
         assert metrics(job)["status"] == "completed", job.name
+
+
+# ---------------------------------------------------------------------------
+# 2. Ray
+
+# Small runs without a figure to draw: 2 epochs of 150 rows.
+FAST = ["data=classification", "data.n_samples=150", "model.hidden=[8]", "trainer.max_epochs=2",
+        "trainer.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def ray_head(request):
+    """`ray start --head` on 127.0.0.1 with a small object store; its address. `ray stop` at the end."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs the ray extra: pip install "mlpkit[ray]"')
+    ray = Path(sys.executable).with_name("ray")
+    temp = Path(tempfile.mkdtemp(prefix="mlpkit-ray-"))  # short: Ray's socket paths live under it
+    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    request.addfinalizer(lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
+                                  shutil.rmtree(temp, ignore_errors=True)))
+    port = free_port()
+    start = time.monotonic()
+    sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+        "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
+        f"--temp-dir={temp}"], env=env, timeout=120)
+    print(f"\nray start --head: {time.monotonic() - start:.1f} s")
+    return f"127.0.0.1:{port}"
+
+
+def test_ray_cluster_sweep(ray_head, tmp_path):
+    """hydra/launcher=ray_cluster plus the address: both jobs run on the cluster and write their run
+    directories under the sweep directory of the process that launched them."""
+    cwd = tmp_path / "launch_here"
+    args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_head}",
+            "optimizer=sgd,adam", *FAST]
+    res = train(args, cwd, timeout=180)
+    print(f"\nRay 2-job sweep: {res.seconds:.1f} s")
+    assert res.returncode == 0, res.describe()
+    assert "Connected to Ray cluster" in res.stderr + res.stdout, res.describe()
+    jobs = job_dirs(only_sweep_dir(cwd))
+    assert [overrides_of(j)["optimizer"] for j in jobs] == ["sgd", "adam"], [j.name for j in jobs]
+    for job in jobs:
+        check_run_dir(job)
+        assert metrics(job)["status"] == "completed", job.name
+        assert metrics(job)["run_dir"] == str(job), metrics(job)["run_dir"]
+
+
+# ---------------------------------------------------------------------------
+# 3. Optuna: two sweeper processes on one study
+
+
+@pytest.fixture(scope="module")
+def postgres(request):
+    """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
+    free port); its SQLAlchemy URL. Stopped by its PID at the end."""
+    pytest.importorskip("psycopg2", reason="needs psycopg2-binary (the test extra)")
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        reason = root_and_apt("initdb")
+        if reason:
+            pytest.skip(f"PostgreSQL: {reason}")
+        sh(["bash", str(REPO / "scripts" / "apt_install.sh"), "postgresql"], timeout=600)
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL: needs root to run the server as the postgres user")
+    bin_dir = found[-1].parent
+    data = Path(tempfile.mkdtemp(prefix="mlpkit-pg-"))
+    shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+
+    def stop():
+        pid_file = data / "postmaster.pid"
+        if pid_file.is_file():
+            pid = int(pid_file.read_text().split()[0])
+            try:
+                os.kill(pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+                for _ in range(100):
+                    os.kill(pid, 0)
+                    time.sleep(0.1)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(data, ignore_errors=True)
+
+    request.addfinalizer(stop)
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    start = time.monotonic()
+    sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
+        "--no-sync"], timeout=120)
+    sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
+        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
+    (data / "postmaster.pid").write_text((data / "db" / "postmaster.pid").read_text())
+    sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
+    print(f"\nPostgreSQL up: {time.monotonic() - start:.1f} s")
+    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+
+
+def two_workers(storage: str, base: Path, n_trials: int = 3) -> Dict[str, Path]:
+    """Two `python train.py -m hparams_search=optuna` processes at once on one study in `storage`,
+    with different sampler seeds; each worker's sweep directory.
+
+    The study is created first, as Optuna asks: two processes that both find an empty storage both
+    create its tables, and the second fails (UNIQUE constraint failed: alembic_version)."""
+    started = time.monotonic()
+    sh([str(Path(sys.executable).with_name("optuna")), "create-study", "--study-name", "shared", "--storage", storage,
+        "--direction", "minimize", "--skip-if-exists"], timeout=60)
+    procs = {}
+    for seed in (1, 2):
+        args = ["-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
+                "hydra.sweeper.study_name=shared", f"hydra.sweeper.sampler.seed={seed}", *FAST]
+        procs[f"worker{seed}"] = (start_train(args, base / f"worker{seed}"), args)
+    results = {name: finish(proc, args, base / name, started, timeout=240) for name, (proc, args) in procs.items()}
+    print(f"\ntwo Optuna workers on {storage.split(':')[0]}: {time.monotonic() - started:.1f} s")
+    for res in results.values():
+        assert res.returncode == 0, res.describe()
+    return {name: only_sweep_dir(res.cwd) for name, res in results.items()}
+
+
+def check_shared_study(storage: str, sweeps: Dict[str, Path], n_trials: int = 3) -> None:
+    """One study holds every worker's trials, each number once; its best is the best metrics.json."""
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(2 * n_trials)), numbers
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    # Which worker ran a trial: the run directory whose overrides are that trial's parameters.
+    owner = {}
+    losses = []
+    for name, sweep in sweeps.items():
+        jobs = job_dirs(sweep)
+        assert len(jobs) == n_trials, [j.name for j in jobs]
+        for job in jobs:
+            lr = float(overrides_of(job)["optimizer.lr"])
+            match = [t.number for t in trials if t.params["optimizer.lr"] == pytest.approx(lr, rel=1e-12)]
+            assert len(match) == 1, (job.name, match)
+            owner[match[0]] = name
+            losses.append(metrics(job)["best_val_loss"])
+            trial = trials[numbers.index(match[0])]
+            assert trial.value == pytest.approx(metrics(job)["best_val_loss"], rel=1e-9), job.name
+    assert sorted(owner) == sorted(numbers) and set(owner.values()) == set(sweeps), owner
+    assert study.best_value == pytest.approx(min(losses), rel=1e-9), (study.best_value, losses)
+
+
+def test_optuna_two_workers_sqlite(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    check_shared_study(storage, two_workers(storage, tmp_path))
+
+
+def test_optuna_two_workers_postgresql(postgres, tmp_path):
+    check_shared_study(postgres, two_workers(postgres, tmp_path))
