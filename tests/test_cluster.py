@@ -368,11 +368,13 @@ def two_workers(storage: str, base: Path, n_trials: int = 3) -> Dict[str, Path]:
     """Two `python train.py -m hparams_search=optuna` processes at once on one study in `storage`,
     with different sampler seeds; each worker's sweep directory.
 
-    The study is created first, as Optuna asks: two processes that both find an empty storage both
-    create its tables, and the second fails (UNIQUE constraint failed: alembic_version)."""
+    The study is created first (the README's `optuna create-study`, here its Python form, which
+    saves the CLI's start-up): two processes that both find an empty storage both create its
+    tables, and the second fails (UNIQUE constraint failed: alembic_version)."""
+    import optuna
+
     started = time.monotonic()
-    sh([str(Path(sys.executable).with_name("optuna")), "create-study", "--study-name", "shared", "--storage", storage,
-        "--direction", "minimize", "--skip-if-exists"], timeout=60)
+    optuna.create_study(study_name="shared", storage=storage, direction="minimize", load_if_exists=True)
     procs = {}
     for seed in (1, 2):
         args = ["-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
