@@ -179,28 +179,40 @@ up() {
     echo "export SLURM_CONF=$SLURM_CONF"
 }
 
+# stop NAME...: SIGTERM to the daemons whose PIDs `up` recorded, SIGKILL to any still there after 10 s.
+stop() {
+    local name pids=()
+    for name in "$@"; do
+        pid_alive "$STATE/pids/$name" && pids+=("$(cat "$STATE/pids/$name")")
+        rm -f "$STATE/pids/$name"
+    done
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill "${pids[@]}" 2>/dev/null || true
+    local pid alive
+    for _ in $(seq 100); do
+        alive=()
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+        [ ${#alive[@]} -gt 0 ] || return 0
+        sleep 0.1
+    done
+    log "${alive[*]} did not stop in 10 s: SIGKILL"
+    kill -9 "${alive[@]}" 2>/dev/null || true
+}
+
 down() {
     [ -d "$STATE/pids" ] || { log "nothing to stop ($STATE)"; return 0; }
     if pid_alive "$STATE/pids/slurmctld"; then
         # Jobs first: their processes belong to slurmstepd, which outlives slurmd.
-        SLURM_CONF=$STATE/slurm.conf scancel --full --signal=KILL --state=RUNNING --user=root 2>/dev/null || true
-        SLURM_CONF=$STATE/slurm.conf scancel --user=root 2>/dev/null || true
+        SLURM_CONF=$STATE/slurm.conf scancel --full --signal=KILL --state=RUNNING --partition=debug 2>/dev/null || true
+        SLURM_CONF=$STATE/slurm.conf scancel --partition=debug 2>/dev/null || true
         for _ in $(seq 50); do
             [ -z "$(SLURM_CONF=$STATE/slurm.conf squeue -h 2>/dev/null)" ] && break
             sleep 0.2
         done
     fi
-    local name pid
-    for name in slurmd slurmctld slurmdbd mariadbd munged; do
-        pid_alive "$STATE/pids/$name" || continue
-        pid=$(cat "$STATE/pids/$name")
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name ($pid) did not stop in 10 s: SIGKILL"; kill -9 "$pid" 2>/dev/null || true
-        fi
-        rm -f "$STATE/pids/$name"
-    done
+    # The Slurm daemons together, then what they use: each takes a second or two to stop.
+    stop slurmd slurmctld slurmdbd
+    stop mariadbd munged
     log "down"
 }
 
