@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import pytest
 import yaml
@@ -82,6 +82,15 @@ def sh(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, timeout: flo
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def timed(what: str, fn: Callable[[], object]) -> Callable[[], None]:
+    """fn, printing how long it took (a finalizer's cost is part of what a test adds to CI)."""
+    def run() -> None:
+        start = time.monotonic()
+        fn()
+        print(f"\n{what}: {time.monotonic() - start:.1f} s")
+    return run
 
 
 def free_port() -> int:
@@ -158,8 +167,9 @@ def slurm(request):
         pytest.skip(f"SLURM: {reason}")
     state = Path(tempfile.mkdtemp(prefix="mlpkit-slurm-"))
     env = {"MLPKIT_SLURM_STATE": str(state)}
-    request.addfinalizer(lambda: (sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
-                                  shutil.rmtree(state, ignore_errors=True)))
+    request.addfinalizer(timed("slurm_local.sh down", lambda: (
+        sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
+        shutil.rmtree(state, ignore_errors=True))))
     start = time.monotonic()
     sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
     print(f"\nslurm_local.sh up: {time.monotonic() - start:.1f} s")
@@ -285,8 +295,8 @@ def ray_head(request):
     ray = Path(sys.executable).with_name("ray")
     temp = Path(tempfile.mkdtemp(prefix="mlpkit-ray-"))  # short: Ray's socket paths live under it
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
-    request.addfinalizer(lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
-                                  shutil.rmtree(temp, ignore_errors=True)))
+    request.addfinalizer(timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
+                                                    shutil.rmtree(temp, ignore_errors=True))))
     port = free_port()
     start = time.monotonic()
     sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
@@ -351,7 +361,7 @@ def postgres(request):
                 pass
         shutil.rmtree(data, ignore_errors=True)
 
-    request.addfinalizer(stop)
+    request.addfinalizer(timed("PostgreSQL stop", stop))
     as_postgres = ["runuser", "-u", "postgres", "--"]
     start = time.monotonic()
     sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
