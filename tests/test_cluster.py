@@ -1,7 +1,7 @@
 """Sweeps on real engines: a SLURM cluster, a Ray cluster, and Optuna workers sharing one study.
 
-Each engine is the real one, started by the test on this machine, on 127.0.0.1 only, and stopped
-by a finalizer even when a test fails:
+Each engine is the real one, started by the test on this machine and reached at 127.0.0.1, and
+stopped by a finalizer even when a test fails:
 
 - SLURM: `scripts/slurm_local.sh up` (installs Debian's slurm and MariaDB packages when missing,
   starts munged, MariaDB, slurmdbd, slurmctld and slurmd by hand) and `down`.
@@ -146,12 +146,11 @@ def tensorboard_runs(logdir: Path) -> Dict[str, List[float]]:
 
 def root_and_apt(*commands: str) -> Optional[str]:
     """None if the commands exist or can be installed here; else why not (the skip reason)."""
-    if all(shutil.which(c) for c in commands) and os.geteuid() == 0:
-        return None
     if os.geteuid() != 0:
-        return "needs root (to start slurmd / a database as its own user, and to install packages)"
-    if not shutil.which("apt-get"):
-        return f"{', '.join(c for c in commands if not shutil.which(c))} missing and no apt-get to install them"
+        return "needs root (to run the daemons as their own users, and to install packages)"
+    missing = [c for c in commands if not shutil.which(c)]
+    if missing and not shutil.which("apt-get"):
+        return f"{', '.join(missing)} missing and no apt-get to install them"
     return None
 
 
@@ -333,22 +332,20 @@ def postgres(request):
     """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
     free port); its SQLAlchemy URL. Stopped by its PID at the end."""
     pytest.importorskip("psycopg2", reason="needs psycopg2-binary (the test extra)")
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # Debian's layout, not on PATH
+    reason = root_and_apt() if found else root_and_apt("PostgreSQL's initdb")
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason}")
     if not found:
-        reason = root_and_apt("initdb")
-        if reason:
-            pytest.skip(f"PostgreSQL: {reason}")
         sh(["bash", str(REPO / "scripts" / "apt_install.sh"), "postgresql"], timeout=600)
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if os.geteuid() != 0:
-        pytest.skip("PostgreSQL: needs root to run the server as the postgres user")
     bin_dir = found[-1].parent
     data = Path(tempfile.mkdtemp(prefix="mlpkit-pg-"))
     shutil.chown(data, "postgres", "postgres")
     port = free_port()
 
     def stop():
-        pid_file = data / "postmaster.pid"
+        pid_file = data / "db" / "postmaster.pid"  # there while the server runs
         if pid_file.is_file():
             pid = int(pid_file.read_text().split()[0])
             try:
@@ -368,7 +365,6 @@ def postgres(request):
         "--no-sync"], timeout=120)
     sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
         "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
-    (data / "postmaster.pid").write_text((data / "db" / "postmaster.pid").read_text())
     sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
     print(f"\nPostgreSQL up: {time.monotonic() - start:.1f} s")
     return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
