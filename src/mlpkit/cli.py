@@ -338,7 +338,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
                seconds_per_epoch=(result.seconds / result.epochs_run) if result.epochs_run else None,
                device=str(device), task=data.task, n_parameters=total, run_dir=str(run_dir),
                threads=torch.get_num_threads(), first_step_unix_time=trainer.first_step_time,
-               kept=_kept_checkpoint(result, early, perceptron), classes=data.classes or None)
+               kept=_kept_checkpoint(result, early, perceptron), classes=data.classes or None,
+               slurm_job_id=os.environ.get("SLURM_JOB_ID"))  # which SLURM job ran it (None outside SLURM)
     write_json(run_dir / "metrics.json", out)
 
     if result.message:
