@@ -111,12 +111,19 @@ def run_cmd(cmd: List[str], timeout: int) -> Dict[str, Any]:
     return {"rc": rc, "output": out, "seconds": time.perf_counter() - t0, "command": shlex.join(cmd)}
 
 
-def train_mlpkit(table: Dict[str, Any], seed: int, run_dir: Path, timeout: int) -> Dict[str, Any]:
+def train_mlpkit(table: Dict[str, Any], seed: int, run_dir: Path, timeout: int, reuse: bool = False) -> Dict[str, Any]:
     cmd = [sys.executable, "train.py", "data=csv", f"data.path={table['path']}", f"data.target={table['target']}"]
     if table.get("drop"):
         cmd.append(f"data.drop={hydra_list(table['drop'])}")
     cmd += [f"seed={seed}", f"hydra.run.dir={run_dir}"]
-    res = run_cmd(cmd, timeout)
+    if reuse and (run_dir / "metrics.json").is_file():
+        wall = run_dir / "wall_seconds.txt"
+        res = {"rc": 0, "output": "", "command": shlex.join(cmd),
+               "seconds": float(wall.read_text()) if wall.is_file() else float("nan")}
+    else:
+        res = run_cmd(cmd, timeout)
+        if res["rc"] == 0:
+            (run_dir / "wall_seconds.txt").write_text(f"{res['seconds']:.3f}\n")
     if res["rc"] == 0:
         try:
             res["metrics"] = json.loads((run_dir / "metrics.json").read_text())
@@ -281,6 +288,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--timeout", type=int, default=900, help="seconds per train.py / predict.py")
     ap.add_argument("--out", help="also write the markdown here")
     ap.add_argument("--keep-runs", help="keep the run directories under this folder")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --keep-runs: use a finished run found there instead of training it again")
     args = ap.parse_args(argv)
 
     import pandas as pd
@@ -296,7 +305,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         per_seed = []
         for seed in args.seeds:
             run_dir = runs_root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')}_seed{seed}"
-            res = train_mlpkit(table, seed, run_dir, args.timeout)
+            res = train_mlpkit(table, seed, run_dir, args.timeout, args.reuse)
             if res["rc"] != 0:
                 failures.append(f"**{name}**, seed {seed}: `{res['command']}` exited {res['rc']}:\n"
                                 f"```\n{tail(res['output'], 25)}\n```")
