@@ -136,7 +136,8 @@ def train_mlpkit(table: Dict[str, Any], seed: int, run_dir: Path, timeout: int, 
     return res
 
 
-def sklearn_fit(df, pre: Dict[str, Any], splits: Dict[str, np.ndarray], seed: int, rows: str) -> Dict[str, Any]:
+def sklearn_fit(df, pre: Dict[str, Any], splits: Dict[str, np.ndarray], seed: int, rows: str,
+                scale_y: bool = False) -> Dict[str, Any]:
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.exceptions import ConvergenceWarning
@@ -165,6 +166,11 @@ def sklearn_fit(df, pre: Dict[str, Any], splits: Dict[str, np.ndarray], seed: in
                                            OneHotEncoder(handle_unknown="ignore")), categorical))
     est = MLPClassifier(random_state=seed) if task in CLASSIFICATION else MLPRegressor(random_state=seed)
     model = Pipeline([("pre", ColumnTransformer(parts)), ("mlp", est)])
+    pipeline = model
+    if scale_y and task not in CLASSIFICATION:  # not scikit-learn's default: the target standardised on the fit rows
+        from sklearn.compose import TransformedTargetRegressor
+
+        model = TransformedTargetRegressor(regressor=pipeline, transformer=StandardScaler())
     fit_rows = splits["train"] if rows == "train" else np.concatenate([splits["train"], splits["val"]])
     test_rows = splits["test"]
     if task in CLASSIFICATION:
@@ -186,9 +192,10 @@ def sklearn_fit(df, pre: Dict[str, Any], splits: Dict[str, np.ndarray], seed: in
         metrics = classification_metrics(y_test, np.asarray(classes)[proba.argmax(1)], proba, classes)
     else:
         metrics = regression_metrics(y_test, model.predict(Xt))
+    fitted = model.regressor_ if hasattr(model, "regressor_") else model
     metrics.update(seconds=time.perf_counter() - t0, fit_seconds=fit_s, converged=converged,
-                   n_iter=int(model.named_steps["mlp"].n_iter_),
-                   inputs=int(len(model.named_steps["pre"].get_feature_names_out())))
+                   n_iter=int(fitted.named_steps["mlp"].n_iter_),
+                   inputs=int(len(fitted.named_steps["pre"].get_feature_names_out())))
     return metrics
 
 
@@ -284,6 +291,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sk-rows", choices=("train", "trainval"), default="train",
                     help="rows scikit-learn is fitted on (default: the run's train rows)")
+    ap.add_argument("--sk-scale-y", action="store_true",
+                    help="regression: wrap scikit-learn's pipeline in TransformedTargetRegressor(StandardScaler()) "
+                         "(not its default; mlpkit standardises regression targets)")
     ap.add_argument("--no-predict", action="store_true", help="skip the predict.py check")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per train.py / predict.py")
     ap.add_argument("--out", help="also write the markdown here")
@@ -312,7 +322,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"[{name} seed {seed}] train.py FAILED (exit {res['rc']})", file=sys.stderr, flush=True)
                 continue
             task = res["pre"]["task"]
-            sk = sklearn_fit(df, res["pre"], res["splits"], seed, args.sk_rows)
+            sk = sklearn_fit(df, res["pre"], res["splits"], seed, args.sk_rows, args.sk_scale_y)
             problem = None if args.no_predict else check_predict(table, run_dir, df, res, args.timeout)
             if problem:
                 failures.append(f"**{name}**, seed {seed}: {problem}")
@@ -352,7 +362,9 @@ def versions() -> str:
 
 def report(rows, failures, args) -> str:
     lines = [f"Seeds {', '.join(map(str, args.seeds))}; scikit-learn fitted on the run's "
-             f"{'train rows' if args.sk_rows == 'train' else 'train + val rows'}; means over the seeds that ran.",
+             f"{'train rows' if args.sk_rows == 'train' else 'train + val rows'}"
+             f"{'; regression targets standardised for scikit-learn (TransformedTargetRegressor)' if args.sk_scale_y else ''}"
+             "; means over the seeds that ran.",
              "",
              "| data set | rows | feature columns used (text / missing cells) | task | metric | mlpkit | scikit-learn | "
              "mlpkit s (run) | sklearn s | mlpkit >= sklearn |",
