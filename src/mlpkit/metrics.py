@@ -20,7 +20,7 @@ def class_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
     """(N, C) class probabilities from the model's outputs: sigmoid of one logit, or softmax."""
     logits = np.asarray(logits, dtype=np.float64)
     if task == "binary":
-        p = 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * logits.reshape(-1)))  # the sigmoid, without overflow for large |z|
         return np.stack([1.0 - p, p], axis=1)
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
