@@ -89,7 +89,7 @@ def check_command_line(args: List[str]) -> None:
         try:
             parser.parse_overrides([arg])
         except HydraException as err:
-            key, value = arg.split("=", 1)
+            key, _, value = arg.partition("=")
             key = key.lstrip("+~")
             groups = config_groups()
             if key in groups:
@@ -97,6 +97,7 @@ def check_command_line(args: List[str]) -> None:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"cannot read the override {arg!r} ({reason}); values with spaces or other "
                               "characters need quotes, e.g. 'key=\"a b\"'") from None
+    check_overrides(overrides)
 
 
 def _plain(value: Any) -> bool:

@@ -208,8 +208,10 @@ def check_overrides(overrides: List[str]) -> None:
     """The command-line forms a type cannot check: `+key` only for hydra.* (every other key is in the
     schema), no `~` removal of mlpkit's keys or groups, true/false for switches."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
 
     bools = {k for k, v in schema_keys().items() if v in (bool, Optional[bool])}
+    groups = config_groups()
     for o in OverridesParser.create().parse_overrides(list(overrides)):
         key = o.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
@@ -221,6 +223,14 @@ def check_overrides(overrides: List[str]) -> None:
             if key not in schema_keys() and key not in config_groups():
                 raise ConfigError(f"+{key}: {key} is not a key of mlpkit's config{nearest_key(key)} "
                                   "(only hydra.* keys may be added with +)")
+        if key in groups and not o.is_delete():
+            values = o.value().list if isinstance(o.value(), ChoiceSweep) else [o.value()]
+            for value in values if not o.is_sweep_override() or isinstance(o.value(), ChoiceSweep) else []:
+                if value is None and any(k.startswith(f"{key}.") for k in schema_keys()):
+                    raise ConfigError(f"{key}=null: mlpkit needs a {key}; choose one of: {', '.join(groups[key])}")
+                if value is not None and (not isinstance(value, str) or value not in groups[key]):
+                    raise ConfigError(f"{key}={value} is not known (no configs/{key}/{value}.yaml); choose one "
+                                      f"of: {', '.join(groups[key])}")
         if key in bools and not o.is_sweep_override() and not isinstance(o.value(), bool):
             raise ConfigError(f"{key}={o.get_value_element_as_str()} must be true or false")
 
