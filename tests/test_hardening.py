@@ -25,7 +25,7 @@ from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_ar
 from mlpkit.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import compose_config, popen_train, read_metrics, train, train_many
+from conftest import compose_config, good_csv, popen_train, read_metrics, train, train_many
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
         "trainer.progress=false"]
@@ -425,12 +425,24 @@ def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
                    "early_stopping.monitor=val_accuracy", "early_stopping.mode=max"], "data=sine"),
         "typo": ([*TINY, "+trainer.max_epoch=5"], "trainer.max_epochs"),
     }
-    runs = train_many([(args, tmp_path / name) for name, (args, _) in cases.items()], workers=2)
+    # a conflict only the data show fails its sweep job alone: logged, and the next job runs
+    regression_csv = tmp_path / "numbers.csv"
+    regression_csv.write_text("a,y\n" + "".join(f"{i},{(i * 7919) % 101 / 7}\n" for i in range(40)))
+    sweep_on = ["-m", "data=csv", f"data.path={regression_csv},{good_csv(tmp_path / 'classes.csv')}",
+                "early_stopping.monitor=val_accuracy", "early_stopping.mode=max", "model.hidden=[4]",
+                "trainer.max_epochs=1", "trainer.progress=false"]
+    jobs = [(args, tmp_path / name) for name, (args, _) in cases.items()] + [(sweep_on, tmp_path / "sweep-on")]
+    runs = train_many(jobs, workers=2)
     for run, (name, (_, needle)) in zip(runs, cases.items()):
         _one_line_exit_2(run)
         assert needle in run.stderr, run.describe()
         left = list((tmp_path / name).rglob("*"))
         assert left == [], f"{name}: left {left}"
+    on = runs[-1]
+    assert on.returncode == 0 and "Traceback" not in on.output, on.describe()
+    assert "val_accuracy needs a classification data set" in on.stderr, on.describe()
+    [metrics] = list((tmp_path / "sweep-on").rglob("metrics.json"))
+    assert "classes.csv" in metrics.parent.name and read_metrics(metrics.parent)["status"] == "completed"
 
 
 @pytest.mark.slow

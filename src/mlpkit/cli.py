@@ -294,12 +294,17 @@ def install_signal_handlers() -> None:
 def check_run(config: Any) -> None:
     """Hydra's on_run_start (before the run directory exists): every check that needs no data. A bad
     value ends the program with one line; nothing is created."""
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         job = checked_job_config(config, list(config.hydra.overrides.task))
         if job.resume:
             GUARD.remember(Path(job.resume))
             check_resume(job, Path(job.resume))
-        run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
+        try:
+            run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
+        except OmegaConfBaseException as err:  # the resolver's ConfigError, wrapped
+            raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
         try:
             if not Path(run_dir).exists():
                 Path(run_dir).mkdir(parents=True)

@@ -204,14 +204,47 @@ def check_option_settings(cfg: Any, overrides: List[str]) -> None:
                 raise ConfigError(f"{key} is not a setting of {choice}={option}; it takes {', '.join(takes)}")
 
 
+def _fits(kind: Any, value: Any) -> bool:
+    """Whether an override's parsed value can be a `kind` (as OmegaConf would convert it)."""
+    import typing
+
+    args = typing.get_args(kind)
+    if isinstance(value, str) and "${" in value:  # an interpolation: checked once resolved
+        return True
+    if typing.get_origin(kind) is typing.Union:  # Optional[X]
+        return value is None or _fits(next(a for a in args if a is not type(None)), value)
+    if typing.get_origin(kind) in (list, List):
+        return isinstance(value, list) and all(_fits(args[0], v) for v in value)
+    if isinstance(value, bool):
+        return kind in (bool, str)
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is int:
+        return isinstance(value, int)
+    if kind is str:
+        return isinstance(value, (str, int, float))
+    return True
+
+
+def _kind(kind: Any) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is typing.Union:
+        return f"{_kind(args[0])} or null"
+    if typing.get_origin(kind) in (list, List):
+        return f"a list of {_kind(args[0]).replace('a number', 'numbers').replace('an integer', 'integers')}, e.g. [1,2]"
+    return {float: "a number", int: "an integer", str: "text", bool: "true or false"}.get(kind, str(kind))
+
+
 def check_overrides(overrides: List[str]) -> None:
     """The command-line forms a type cannot check: `+key` only for hydra.* (every other key is in the
     schema), no `~` removal of mlpkit's keys or groups, true/false for switches."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
 
-    bools = {k for k, v in schema_keys().items() if v in (bool, Optional[bool])}
-    groups = config_groups()
+    keys, groups = schema_keys(), config_groups()
+    bools = {k for k, v in keys.items() if v in (bool, Optional[bool])}
     for o in OverridesParser.create().parse_overrides(list(overrides)):
         key = o.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
@@ -233,6 +266,11 @@ def check_overrides(overrides: List[str]) -> None:
                                       f"of: {', '.join(groups[key])}")
         if key in bools and not o.is_sweep_override() and not isinstance(o.value(), bool):
             raise ConfigError(f"{key}={o.get_value_element_as_str()} must be true or false")
+        if not (o.is_add() or o.is_force_add() or o.is_delete()) and key not in groups:
+            if key not in keys:
+                raise ConfigError(f"{key} is not a key of mlpkit's config{nearest_key(key)}")
+            if not o.is_sweep_override() and not _fits(keys[key], o.value()):
+                raise ConfigError(f"{key}={o.get_value_element_as_str()} must be {_kind(keys[key])}")
 
 
 # ---------------------------------------------------------------------------
@@ -252,8 +290,8 @@ def _number(key: str, value: Any, *, low: float | None = None, high: float | Non
         raise ConfigError(f"{key} must be set")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key}={value!r} must be a finite number")
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"  # numbers are finite: inf is never allowed
     span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(f"{key}={value} is out of range; allowed: {span}")
@@ -518,6 +556,8 @@ class ValidateSweep(Callback):
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
 
         from mlpkit.cli import checked_job_config
 
@@ -530,7 +570,11 @@ class ValidateSweep(Callback):
             batches = [[[o for o in overrides if "," not in o and "(" not in o]]]
         for job in batches[0] if batches else []:
             try:
-                job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                check_overrides(list(job))
+                try:
+                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                except (HydraException, OmegaConfBaseException) as err:  # Hydra's own, in one line
+                    raise ConfigError(str(err).strip().splitlines()[0]) from None
                 checked_job_config(job_cfg, list(job))
             except ConfigError as err:
                 exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))
