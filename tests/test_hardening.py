@@ -475,3 +475,16 @@ def test_sigterm_while_training_records_interrupted(tmp_path):
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 130 and "Traceback" not in out + err, err
     assert read_metrics(next(tmp_path.rglob("metrics.json")).parent)["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 half a zip", b"\x80\x04K\x01."])
+def test_unreadable_checkpoint_never_suggests_the_unsafe_load(tmp_path, content):
+    from mlpkit.checkpoint import load_checkpoint
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "not a readable mlpkit checkpoint" in message or "not an mlpkit checkpoint" in message
+    assert "weights_only" not in message and "\n" not in message

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -56,7 +57,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles: the message below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated file, foreign pickle, not a torch file at all
         raise ConfigError(f"{path} is not a readable mlpkit checkpoint ({type(err).__name__}); it is damaged "
                           "or was not written by mlpkit") from None

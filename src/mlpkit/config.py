@@ -238,8 +238,9 @@ def _kind(kind: Any) -> str:
 
 
 def check_overrides(overrides: List[str]) -> None:
-    """The command-line forms a type cannot check: `+key` only for hydra.* (every other key is in the
-    schema), no `~` removal of mlpkit's keys or groups, true/false for switches."""
+    """ConfigError, in one line, for an override Hydra would refuse with a long message or let pass:
+    an unknown key (with the nearest known one), `+key` for anything but hydra.*, `~` removal of
+    mlpkit's keys or groups, an unknown option, a value of the wrong type, a switch not true/false."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
 
@@ -252,21 +253,21 @@ def check_overrides(overrides: List[str]) -> None:
         if o.is_delete():
             raise ConfigError(f"~{key}: mlpkit's keys and groups cannot be removed; set a value instead "
                               f"(e.g. {key}=<value>)")
-        if o.is_add() or o.is_force_add():
-            if key not in schema_keys() and key not in config_groups():
-                raise ConfigError(f"+{key}: {key} is not a key of mlpkit's config{nearest_key(key)} "
-                                  "(only hydra.* keys may be added with +)")
-        if key in groups and not o.is_delete():
+        added = o.is_add() or o.is_force_add()
+        if added and key not in keys and key not in groups:
+            raise ConfigError(f"+{key}: {key} is not a key of mlpkit's config{nearest_key(key)} "
+                              "(only hydra.* keys may be added with +)")
+        if key in groups:
             values = o.value().list if isinstance(o.value(), ChoiceSweep) else [o.value()]
             for value in values if not o.is_sweep_override() or isinstance(o.value(), ChoiceSweep) else []:
-                if value is None and any(k.startswith(f"{key}.") for k in schema_keys()):
+                if value is None and any(k.startswith(f"{key}.") for k in keys):
                     raise ConfigError(f"{key}=null: mlpkit needs a {key}; choose one of: {', '.join(groups[key])}")
                 if value is not None and (not isinstance(value, str) or value not in groups[key]):
                     raise ConfigError(f"{key}={value} is not known (no configs/{key}/{value}.yaml); choose one "
                                       f"of: {', '.join(groups[key])}")
         if key in bools and not o.is_sweep_override() and not isinstance(o.value(), bool):
             raise ConfigError(f"{key}={o.get_value_element_as_str()} must be true or false")
-        if not (o.is_add() or o.is_force_add() or o.is_delete()) and key not in groups:
+        if not added and key not in groups:
             if key not in keys:
                 raise ConfigError(f"{key} is not a key of mlpkit's config{nearest_key(key)}")
             if not o.is_sweep_override() and not _fits(keys[key], o.value()):
