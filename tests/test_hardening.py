@@ -31,12 +31,36 @@ TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.
         "trainer.progress=false"]
 
 
+_HYDRA: list = []
+
+
+def compose(args: List[str]):
+    """The config `python train.py *args` composes (less hydra.*), from one Hydra initialisation."""
+    if not _HYDRA:
+        from hydra import initialize_config_dir
+
+        compose_config([])  # registers the schema and resolvers
+        _HYDRA.append(initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"),
+                                            version_base="1.3"))
+        _HYDRA[0].__enter__()
+    from hydra import compose as hydra_compose
+
+    return hydra_compose("train", overrides=list(args))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hydra_closed_after_this_module():
+    yield
+    if _HYDRA:  # leave Hydra as other modules expect it: not initialised
+        _HYDRA.pop().__exit__(None, None, None)
+
+
 def refusal(args: List[str]) -> str:
     """The message `python train.py *args` stops with before its run directory exists ('' = accepted)."""
     try:
         args = rewrite_resume_argv(["train.py", *args])[1:]
         check_command_line(args)
-        checked_job_config(compose_config(args), args)
+        checked_job_config(compose(args), args)
     except ConfigError as err:
         return str(err)
     return ""
@@ -85,7 +109,8 @@ BAD = [
     (["trainer.num_threads=100000"], "trainer.num_threads"),
     (["optimizer.lr=${oc.env:HOME}"], "optimizer.lr"),
     (["data=blobs", "data.n_classes=25000"], "data.n_classes"),
-    (["data=sine", "early_stopping.monitor=val_accuracy", "early_stopping.mode=max"], "val_accuracy"),
+    (["data=sine", "early_stopping.monitor=val_accuracy"], "val_accuracy"),
+    (["early_stopping.monitor=val_accuracy", "early_stopping.mode=min"], "early_stopping.mode=min"),
     (["+trainer.max_epoch=5"], "did you mean trainer.max_epochs"),
     (["+regularization.droput=0.5"], "did you mean regularization.dropout"),
     (["+early_stopping.patiense=3"], "did you mean early_stopping.patience"),
@@ -108,7 +133,7 @@ def test_memory_is_estimated_before_allocating():
     assert "model.hidden=[1000000000]" in message and "GB of memory" in message and "available" in message
 
 
-@pytest.mark.parametrize("args", [[], TINY, ["optimizer=nesterov"], ["optimizer=rmsprop", "optimizer.alpha=0.9"],
+@pytest.mark.parametrize("args", [[], TINY, ["optimizer=nesterov"], ["early_stopping.monitor=val_accuracy"], ["optimizer=rmsprop", "optimizer.alpha=0.9"],
                                   ["scheduler=cosine", "scheduler.eta_min=0.0001"], ["+hydra.job.chdir=false"],
                                   ["early_stopping=none", "early_stopping.monitor=val_accuracy",
                                    "early_stopping.mode=max"], ["model=perceptron", "model.lr=0.5"]],
@@ -164,7 +189,7 @@ def test_any_override_trains_or_is_refused_naming_its_key(tmp_path_factory, atta
     args = [*TINY, override]
     try:
         check_command_line(args)
-        cfg = compose_config(args)
+        cfg = compose(args)
     except ConfigError as err:
         assert key.split(".")[-1] in str(err) and "\n" not in str(err), (override, str(err))
         return
@@ -364,51 +389,61 @@ def _one_line_exit_2(run) -> None:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("finished")
-    run = train([*TINY, "early_stopping.patience=0"], cwd)
-    assert run.returncode == 0, run.describe()
-    return next((cwd / "outputs" / "runs").glob("*/*"))
+    """A finished run directory as `python train.py *TINY` leaves it, made in-process (seconds cheaper)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from mlpkit.cli import train_from_config
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    cfg = compose(TINY)
+    train_from_config(cfg, run_dir)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(TINY))
+    return run_dir
+
+
+def test_resume_refuses_settings_that_do_not_fit(finished_run):
+    from mlpkit.cli import check_resume
+
+    for override, named in (("model.hidden=[16]", "model.hidden=[16]"),
+                            ("trainer.manual_backprop=false", "trainer.manual_backprop=False"),
+                            ("optimizer=sgd", "optimizer.name=sgd"), ("seed=1", "seed=1")):
+        args = rewrite_resume_argv(["train.py", f"resume={finished_run}", override])[1:]
+        with pytest.raises(ConfigError, match="does not fit") as err:
+            check_resume(checked_job_config(compose(args), args), finished_run)
+        assert named in str(err.value), str(err.value)
+    args = rewrite_resume_argv(["train.py", f"resume={finished_run}", "trainer.max_epochs=2"])[1:]
+    with pytest.raises(SystemExit) as exit_:  # the run finished: nothing to do
+        check_resume(checked_job_config(compose(args), args), finished_run)
+    assert exit_.value.code == 0
 
 
 @pytest.mark.slow
 def test_resume_attacks_and_refusals_leave_the_run_directory_as_it_was(tmp_path, finished_run):
-    run_dir = tmp_path / "run"
     import shutil
 
+    run_dir, evil = tmp_path / "run", tmp_path / "evil"
     shutil.copytree(finished_run, run_dir)
+    shutil.copytree(finished_run, evil)
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    payloads = {
-        "copyfile": ["+hydra.callbacks.evil._target_=shutil.copyfile", f"+hydra.callbacks.evil.src={victim}",
-                     f"+hydra.callbacks.evil.dst={tmp_path / 'PWNED'}"],
-        "open": ["+hydra.callbacks.evil._target_=builtins.open", f"+hydra.callbacks.evil.file={victim}",
-                 "+hydra.callbacks.evil.mode=w"],
-    }
-    original = (run_dir / ".hydra" / "overrides.yaml").read_text()
-    jobs, dirs = [], {}
-    for name, lines in payloads.items():
-        d = tmp_path / name
-        shutil.copytree(run_dir, d)
-        (d / ".hydra" / "overrides.yaml").write_text(original + "".join(f"- '{line}'\n" for line in lines))
-        dirs[name] = d
-        jobs.append(([f"resume={d}"], tmp_path))
-    jobs += [([f"resume={run_dir}", "model.hidden=[16]"], tmp_path),  # does not fit: refused, nothing changes
-             ([f"resume={run_dir}", "trainer.manual_backprop=false"], tmp_path),
-             ([f"resume={run_dir}"], tmp_path)]  # finished: exit 0, nothing changes
-    before = {name: _digest(d) for name, d in dirs.items()}
-    before_run = _digest(run_dir)
-    runs = train_many(jobs, workers=2)
-    for run, name in zip(runs[:2], payloads):
-        _one_line_exit_2(run)
-        first_payload = original.count("\n") + 1
-        assert f"line {first_payload}" in run.stderr and "not an mlpkit override" in run.stderr
-        assert _digest(dirs[name]) == before[name]
+    payload = ["+hydra.callbacks.evil._target_=shutil.copyfile", f"+hydra.callbacks.evil.src={victim}",
+               f"+hydra.callbacks.evil.dst={tmp_path / 'PWNED'}"]
+    original = (evil / ".hydra" / "overrides.yaml").read_text()
+    (evil / ".hydra" / "overrides.yaml").write_text(original + "".join(f"- '{line}'\n" for line in payload))
+    before = {d: _digest(d) for d in (run_dir, evil)}
+    runs = train_many([([f"resume={evil}"], tmp_path),
+                       ([f"resume={run_dir}", "model.hidden=[16]"], tmp_path),  # does not fit: nothing changes
+                       ([f"resume={run_dir}"], tmp_path)], workers=2)  # finished: exit 0, nothing changes
+    _one_line_exit_2(runs[0])
+    assert f"line {original.count(chr(10)) + 1}" in runs[0].stderr and "not an mlpkit override" in runs[0].stderr
     assert victim.read_text() == "keep me" and not (tmp_path / "PWNED").exists()
-    for run, key in zip(runs[2:4], ["model.hidden=[16]", "trainer.manual_backprop=False"]):
-        _one_line_exit_2(run)
-        assert key in run.stderr
-    assert runs[4].returncode == 0 and "already finished" in runs[4].stdout, runs[4].describe()
-    assert _digest(run_dir) == before_run
+    _one_line_exit_2(runs[1])
+    assert "model.hidden=[16]" in runs[1].stderr
+    assert runs[2].returncode == 0 and "already finished" in runs[2].stdout, runs[2].describe()
+    assert {d: _digest(d) for d in (run_dir, evil)} == before
     assert not (tmp_path / "outputs").exists()
 
 
@@ -421,16 +456,15 @@ def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
     cases = {
         "data": (["data=csv", f"data.path={bad_csv}", "trainer.progress=false"], "hello"),  # found while loading
         "run-dir": ([*TINY, f"hydra.run.dir={a_file}/run"], "hydra.run.dir"),
-        "sweep": (["-m", "data=moons,sine", "data.n_samples=60", "model.hidden=[4]", "trainer.max_epochs=2",
-                   "early_stopping.monitor=val_accuracy", "early_stopping.mode=max"], "data=sine"),
-        "typo": ([*TINY, "+trainer.max_epoch=5"], "trainer.max_epochs"),
+        "sweep": (["-m", "data=moons,sine,circles", "early_stopping.monitor=val_accuracy", "trainer.max_epochs=3"],
+                  "data=sine"),
     }
     # a conflict only the data show fails its sweep job alone: logged, and the next job runs
     regression_csv = tmp_path / "numbers.csv"
     regression_csv.write_text("a,y\n" + "".join(f"{i},{(i * 7919) % 101 / 7}\n" for i in range(40)))
     sweep_on = ["-m", "data=csv", f"data.path={regression_csv},{good_csv(tmp_path / 'classes.csv')}",
-                "early_stopping.monitor=val_accuracy", "early_stopping.mode=max", "model.hidden=[4]",
-                "trainer.max_epochs=1", "trainer.progress=false"]
+                "early_stopping.monitor=val_accuracy", "model.hidden=[4]", "trainer.max_epochs=1",
+                "trainer.progress=false"]
     jobs = [(args, tmp_path / name) for name, (args, _) in cases.items()] + [(sweep_on, tmp_path / "sweep-on")]
     runs = train_many(jobs, workers=2)
     for run, (name, (_, needle)) in zip(runs, cases.items()):
@@ -446,35 +480,30 @@ def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_signal_during_start_up_exits_cleanly_and_leaves_nothing(tmp_path):
-    procs = {sig: popen_train(TINY, tmp_path / sig.name) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, proc in procs.items():
-        deadline = time.time() + 60
-        while not (tmp_path / sig.name / "outputs").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.005)  # the run directory exists: Hydra is starting the job
-        proc.send_signal(sig)
-    for sig, proc in procs.items():
-        out, err = proc.communicate(timeout=60)
+def test_signals_at_start_up_and_while_training(tmp_path):
+    """SIGINT/SIGTERM once the run directory exists but before training: one line, exit 130, nothing left
+    (or, if training won the race, a normal record); SIGTERM while training: `interrupted`, exit 130."""
+    long_run = ["data=classification", "data.n_samples=400", "data.n_features=4", "model.hidden=[8]",
+                "trainer.max_epochs=1000", "trainer.batch_size=1", "trainer.progress=false"]
+    procs = {"SIGINT": popen_train(TINY, tmp_path / "SIGINT"), "SIGTERM": popen_train(TINY, tmp_path / "SIGTERM"),
+             "training": popen_train(long_run, tmp_path / "training")}
+    ready = {"SIGINT": "outputs", "SIGTERM": "outputs", "training": "outputs/runs/*/*/checkpoints/last.pt"}
+    for name, proc in procs.items():
+        deadline = time.time() + 90
+        while not list((tmp_path / name).glob(ready[name])) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT if name == "SIGINT" else signal.SIGTERM)
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=90)
         assert "Traceback" not in out + err, err
-        assert proc.returncode in (130, 0), (sig, proc.returncode, err)
-        metrics = list((tmp_path / sig.name).rglob("metrics.json"))
-        if proc.returncode == 130 and not metrics:  # before training began: nothing left
-            assert list((tmp_path / sig.name).rglob("*")) == [], err
-        elif metrics:
+        metrics = list((tmp_path / name).rglob("metrics.json"))
+        if name == "training":
+            assert proc.returncode == 130 and read_metrics(metrics[0].parent)["status"] == "interrupted", err
+        elif proc.returncode == 130 and not metrics:  # before training began: nothing left
+            assert list((tmp_path / name).rglob("*")) == [], err
+        else:
+            assert proc.returncode in (0, 130), err
             assert read_metrics(metrics[0].parent)["status"] in ("interrupted", "completed")
-
-
-@pytest.mark.slow
-def test_sigterm_while_training_records_interrupted(tmp_path):
-    proc = popen_train(["data=classification", "data.n_samples=400", "data.n_features=4", "model.hidden=[8]",
-                        "trainer.max_epochs=1000", "trainer.batch_size=1", "trainer.progress=false"], tmp_path)
-    deadline = time.time() + 90
-    while not list(tmp_path.rglob("last.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=90)
-    assert proc.returncode == 130 and "Traceback" not in out + err, err
-    assert read_metrics(next(tmp_path.rglob("metrics.json")).parent)["status"] == "interrupted"
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 half a zip", b"\x80\x04K\x01."])
@@ -488,3 +517,21 @@ def test_unreadable_checkpoint_never_suggests_the_unsafe_load(tmp_path, content)
     message = str(err.value)
     assert "not a readable mlpkit checkpoint" in message or "not an mlpkit checkpoint" in message
     assert "weights_only" not in message and "\n" not in message
+
+
+def test_signal_during_the_test_pass_records_interrupted(tmp_path, monkeypatch):
+    from mlpkit.cli import train_from_config
+    from mlpkit.trainer import Trainer
+
+    test_metrics = Trainer.test_metrics
+
+    def signalled(self, model, data):  # SIGTERM arrives while the test split is evaluated
+        self.stop_signal = signal.SIGTERM
+        return test_metrics(self, model, data)
+
+    monkeypatch.setattr(Trainer, "test_metrics", signalled)
+    with pytest.raises(SystemExit) as exit_:
+        train_from_config(compose(TINY), tmp_path)
+    assert exit_.value.code == 130
+    metrics = read_metrics(tmp_path)
+    assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["message"]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
-from mlpkit.config import validate
+from mlpkit.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
 
 log = logging.getLogger("mlpkit")
@@ -202,6 +202,9 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"resume={run_dir}: .hydra/config.yaml is missing or damaged ({type(err).__name__})") from None
     new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    for flat in (old, new):  # mode=auto is the monitor's own mode (older runs wrote it out)
+        if flat.get("early_stopping.mode") == "auto" and flat.get("early_stopping.monitor") in MONITOR_MODE:
+            flat["early_stopping.mode"] = MONITOR_MODE[flat["early_stopping.monitor"]]
     for key, value in new.items():
         if key in old and key not in RESUME_MAY_CHANGE and old[key] != value:
             raise ConfigError(f"resume={run_dir}: {key}={value} does not fit the run, which was trained with "
@@ -467,7 +470,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None) -> float:
     from mlpkit.tblog import TensorBoardLogger, flatten
 
     es_cfg = cfg.early_stopping
-    early = None if es_cfg.name == "none" else EarlyStopping(es_cfg.monitor, es_cfg.mode, es_cfg.patience,
+    mode = MONITOR_MODE[es_cfg.monitor] if es_cfg.mode == "auto" else es_cfg.mode
+    early = None if es_cfg.name == "none" else EarlyStopping(es_cfg.monitor, mode, es_cfg.patience,
                                                              es_cfg.min_delta, es_cfg.restore_best)
     if early is not None and es_cfg.monitor == "val_accuracy" and data.task == "regression":
         raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")

@@ -100,7 +100,7 @@ class SchedulerConfig:
 class EarlyStoppingConfig:
     name: str = "val_loss"  # val_loss | none
     monitor: str = "val_loss"  # val_loss | val_accuracy | train_loss
-    mode: str = "min"  # min | max
+    mode: str = "auto"  # auto (min for losses, max for val_accuracy) | min | max
     patience: int = 10
     min_delta: float = 0.0
     restore_best: bool = True
@@ -435,8 +435,8 @@ def validate(cfg: Any) -> None:
     e = cfg.early_stopping
     _choice("early_stopping", e.name, ("val_loss", "none"))
     _choice("early_stopping.monitor", e.monitor, tuple(MONITOR_MODE))
-    _choice("early_stopping.mode", e.mode, ("min", "max"))
-    if e.mode != MONITOR_MODE[e.monitor]:
+    _choice("early_stopping.mode", e.mode, ("auto", "min", "max"))
+    if e.mode not in ("auto", MONITOR_MODE[e.monitor]):
         raise ConfigError(f"early_stopping.mode={e.mode} does not fit early_stopping.monitor={e.monitor}; "
                           f"allowed: mode={MONITOR_MODE[e.monitor]} ({e.monitor} improves "
                           f"{'down' if MONITOR_MODE[e.monitor] == 'min' else 'up'}wards)")
@@ -479,14 +479,15 @@ def _gigabytes(n: float) -> str:
 
 
 def available_memory(device: str) -> Optional[int]:
-    """Bytes that can be allocated now: free GPU memory for cuda, MemAvailable (or RAM) for the CPU."""
+    """Bytes that can be allocated: the GPU's memory for cuda (its size: asking for the free memory would
+    create a CUDA context in the process that only checks), MemAvailable (or RAM) for the CPU."""
     if device.startswith("cuda") or device == "auto":
         import torch
 
         if torch.cuda.is_available():
             index = int(device.split(":")[1]) if ":" in device else 0
             if index < torch.cuda.device_count():
-                return int(torch.cuda.mem_get_info(index)[0])
+                return int(torch.cuda.get_device_properties(index).total_memory)
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
