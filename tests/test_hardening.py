@@ -456,6 +456,7 @@ def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
     cases = {
         "data": (["data=csv", f"data.path={bad_csv}", "trainer.progress=false"], "hello"),  # found while loading
         "run-dir": ([*TINY, f"hydra.run.dir={a_file}/run"], "hydra.run.dir"),
+        "run-dir-a-file": ([*TINY, f"hydra.run.dir={a_file}"], "not a directory"),
         "sweep": (["-m", "data=moons,sine,circles", "early_stopping.monitor=val_accuracy", "trainer.max_epochs=3"],
                   "data=sine"),
     }

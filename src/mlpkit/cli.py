@@ -254,6 +254,8 @@ class RunDirGuard:
             return
         _close_file_logs()
         for path in CREATED:
+            if any(p.is_file() and not _start_up_file(p, path) for p in path.rglob("*")):
+                continue  # e.g. a sweep directory whose earlier jobs ran: theirs to keep
             shutil.rmtree(path, ignore_errors=True)
             for parent in list(path.parents)[:3]:  # <date>/, runs/, outputs/ when nothing else is there
                 try:
@@ -264,6 +266,13 @@ class RunDirGuard:
 
 
 GUARD = RunDirGuard()
+
+
+def _start_up_file(path: Path, run_dir: Path) -> bool:
+    """What a run writes before training: Hydra's .hydra/ and multirun.yaml, its log, an empty event file."""
+    parts = path.relative_to(run_dir).parts
+    return ".hydra" in parts or path.suffix == ".log" or path.name in ("multirun.yaml",) \
+        or path.name.startswith("events.out.tfevents")
 
 
 def _close_file_logs() -> None:
@@ -312,6 +321,8 @@ def check_run(config: Any) -> None:
             if not Path(run_dir).exists():
                 Path(run_dir).mkdir(parents=True)
                 CREATED.append(Path(run_dir))
+            if not Path(run_dir).is_dir():
+                raise NotADirectoryError(20, "it is a file, not a directory")
             if not os.access(run_dir, os.W_OK):
                 raise PermissionError(13, "Permission denied")
         except OSError as err:
