@@ -32,6 +32,7 @@ def _main() -> None:
 
     from mlpkit.cli import GUARD, check_command_line, install_signal_handlers, register_resolvers, \
         rewrite_resume_argv, run
+    from mlpkit import config
     from mlpkit.config import register_schema
     from mlpkit.errors import ConfigError, exit_with
 
@@ -40,6 +41,7 @@ def _main() -> None:
         return run(cfg)
 
     install_signal_handlers()
+    config.CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the option lists the checks use
     register_schema()
     register_resolvers()
     try:

@@ -536,3 +536,14 @@ def test_signal_during_the_test_pass_records_interrupted(tmp_path, monkeypatch):
     assert exit_.value.code == 130
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["message"]
+
+
+def test_unwritable_outputs_is_one_line(tmp_path, monkeypatch):
+    from mlpkit.cli import unique_dir
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)  # a read-only outputs/ (the tests may run as root)
+    with pytest.raises(ConfigError, match="cannot create the run directory .*Permission denied"):
+        unique_dir(str(tmp_path / "outputs" / "runs"), "12-00-00_x")

@@ -153,13 +153,13 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="mlpkit_schema", node=TrainConfig)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # train.py sets its own beside it
 
 
 def config_groups() -> Dict[str, List[str]]:
     """Each config group (a folder of configs/) -> its option names."""
-    return {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in sorted(CONFIG_DIR.iterdir())
-            if g.is_dir() and g.name != "hydra"}
+    folders = sorted(CONFIG_DIR.iterdir()) if CONFIG_DIR.is_dir() else []
+    return {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in folders if g.is_dir() and g.name != "hydra"}
 
 
 def schema_keys(node: type = TrainConfig, prefix: str = "") -> Dict[str, Any]:
