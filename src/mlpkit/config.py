@@ -257,6 +257,8 @@ def check_overrides(overrides: List[str]) -> None:
         if added and key not in keys and key not in groups:
             raise ConfigError(f"+{key}: {key} is not a key of mlpkit's config{nearest_key(key)} "
                               "(only hydra.* keys may be added with +)")
+        if o.is_add() and (key in keys or key in groups):
+            raise ConfigError(f"+{key}: {key} is already in mlpkit's config; set it without +")
         if key in groups:
             values = o.value().list if isinstance(o.value(), ChoiceSweep) else [o.value()]
             for value in values if not o.is_sweep_override() or isinstance(o.value(), ChoiceSweep) else []:
