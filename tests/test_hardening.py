@@ -442,17 +442,27 @@ def test_resume_attacks_and_refusals_leave_the_run_directory_as_it_was(tmp_path,
                f"+hydra.callbacks.evil.dst={tmp_path / 'PWNED'}"]
     original = (evil / ".hydra" / "overrides.yaml").read_text()
     (evil / ".hydra" / "overrides.yaml").write_text(original + "".join(f"- '{line}'\n" for line in payload))
-    before = {d: _digest(d) for d in (run_dir, evil)}
+    # a last.pt whose weights do not fit the model: found only once the run started, and undone
+    odd = tmp_path / "odd"
+    shutil.copytree(finished_run, odd)
+    state = torch.load(odd / "checkpoints" / "last.pt", weights_only=True)
+    state["model"] = {k: torch.zeros(3, 3) for k in state["model"]}
+    torch.save(state, odd / "checkpoints" / "last.pt")
+    (odd / "metrics.json").write_text('{"status": "interrupted"}')
+    before = {d: _digest(d) for d in (run_dir, evil, odd)}
     runs = train_many([([f"resume={evil}"], tmp_path),
                        ([f"resume={run_dir}", "model.hidden=[16]"], tmp_path),  # does not fit: nothing changes
-                       ([f"resume={run_dir}"], tmp_path)], workers=2)  # finished: exit 0, nothing changes
+                       ([f"resume={run_dir}"], tmp_path),  # finished: exit 0, nothing changes
+                       ([f"resume={odd}"], tmp_path)], workers=2)
     _one_line_exit_2(runs[0])
     assert f"line {original.count(chr(10)) + 1}" in runs[0].stderr and "not an mlpkit override" in runs[0].stderr
     assert victim.read_text() == "keep me" and not (tmp_path / "PWNED").exists()
     _one_line_exit_2(runs[1])
     assert "model.hidden=[16]" in runs[1].stderr
     assert runs[2].returncode == 0 and "already finished" in runs[2].stdout, runs[2].describe()
-    assert {d: _digest(d) for d in (run_dir, evil)} == before
+    _one_line_exit_2(runs[3])
+    assert "does not match this run's model" in runs[3].stderr
+    assert {d: _digest(d) for d in (run_dir, evil, odd)} == before
     assert not (tmp_path / "outputs").exists()
 
 

@@ -237,10 +237,12 @@ class RunDirGuard:
                  for p in run_dir.rglob("*") if p.is_file()}
         self.saved = (run_dir, files)
 
-    def discard(self) -> None:
+    def discard(self, refused: bool = False) -> None:
+        """Undo the run's traces; `refused`: a ConfigError, which is raised only before the first step
+        (a resume that does not fit its checkpoint included), so even after `began`."""
         import shutil
 
-        if self.began:
+        if self.began and not refused:
             return
         if self.saved is not None:
             run_dir, files = self.saved
@@ -402,7 +404,7 @@ def run(cfg: Any) -> float:
             print(f"mlpkit: error: {err} (sweep job {hc.job.num}: {hc.job.override_dirname}; the sweep goes on)",
                   file=sys.stderr, flush=True)
             return float("inf")
-        GUARD.discard()
+        GUARD.discard(refused=True)
         exit_with(err)
     except KeyboardInterrupt:
         GUARD.discard()
