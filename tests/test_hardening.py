@@ -125,6 +125,7 @@ BAD = [
     (["activation=0.0"], "choose one of"),
     (["optimizer=adamx"], "optimizer/adamx"),
     (["data=null"], "data=null"),
+    (["arch=null"], "leave arch out"),
     (["data=mönds"], "choose one of: and, blobs"),
     (["+resume=/nope"], "resume=/nope"),
 ]

@@ -262,8 +262,10 @@ def check_overrides(overrides: List[str]) -> None:
         if key in groups:
             values = o.value().list if isinstance(o.value(), ChoiceSweep) else [o.value()]
             for value in values if not o.is_sweep_override() or isinstance(o.value(), ChoiceSweep) else []:
-                if value is None and any(k.startswith(f"{key}.") for k in keys):
-                    raise ConfigError(f"{key}=null: mlpkit needs a {key}; choose one of: {', '.join(groups[key])}")
+                if value is None:  # Hydra takes no null for a group: a required one needs an option anyway
+                    needed = any(k.startswith(f"{key}.") for k in keys)
+                    raise ConfigError(f"{key}=null: choose one of: {', '.join(groups[key])}"
+                                      + ("" if needed else f" (or leave {key} out for none)"))
                 if value is not None and (not isinstance(value, str) or value not in groups[key]):
                     raise ConfigError(f"{key}={value} is not known (no configs/{key}/{value}.yaml); choose one "
                                       f"of: {', '.join(groups[key])}")
