@@ -7,28 +7,42 @@
 """
 
 import os
+import signal
 import sys
-from pathlib import Path
-
-try:
-    import mlpkit  # noqa: F401  (installed with `pip install -e .`)
-except ImportError:  # a checkout that was not installed: use its src/
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-
-import hydra
-from omegaconf import DictConfig
-
-from mlpkit.cli import check_sweep_plugins, register_resolvers, rewrite_resume_argv, run
-from mlpkit.config import register_schema
-from mlpkit.errors import ConfigError, exit_with
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float:
-    return run(cfg)
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
 
 
-if __name__ == "__main__":
+# Ctrl-C or SIGTERM during start-up (imports take seconds): one line, not a traceback
+signal.signal(signal.SIGINT, _interrupted)
+signal.signal(signal.SIGTERM, _interrupted)
+
+
+def _main() -> None:
+    from pathlib import Path
+
+    try:
+        import mlpkit  # noqa: F401  (installed with `pip install -e .`)
+    except ImportError:  # a checkout that was not installed: use its src/
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+
+    import hydra
+    from omegaconf import DictConfig
+
+    from mlpkit.cli import GUARD, check_command_line, check_sweep_plugins, install_signal_handlers, \
+        register_resolvers, rewrite_resume_argv, run
+    from mlpkit import config
+    from mlpkit.config import register_schema
+    from mlpkit.errors import ConfigError, exit_with
+
+    @hydra.main(version_base="1.3", config_path="configs", config_name="train")
+    def main(cfg: DictConfig) -> float:
+        return run(cfg)
+
+    install_signal_handlers()
+    config.CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the option lists the checks use
     register_schema()
     register_resolvers()
     if not sys.stderr.isatty():  # Optuna's log is coloured by colorlog, which honours NO_COLOR
@@ -36,6 +50,19 @@ if __name__ == "__main__":
     try:
         check_sweep_plugins(sys.argv)
         sys.argv = rewrite_resume_argv(sys.argv)
+        check_command_line(sys.argv[1:])
     except ConfigError as err:
         exit_with(err)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        GUARD.discard()
+        raise
+
+
+if __name__ == "__main__":
+    try:
+        _main()
+    except KeyboardInterrupt:
+        print("mlpkit: interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(130)

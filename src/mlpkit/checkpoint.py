@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 import torch
 
-from mlpkit.errors import ConfigError
+from mlpkit.errors import ConfigError, RunError
 
 FORMAT = "mlpkit-checkpoint-1"
 
@@ -36,8 +38,17 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
-    """torch.save `state` (plain containers and tensors only) atomically."""
-    atomic_write(path, lambda fh: torch.save({"format": FORMAT, **state}, fh))
+    """torch.save `state` (plain containers and tensors only) atomically; the temp files of a save that
+    was killed go first. RunError when it cannot be written (the previous file stays whole)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    try:
+        atomic_write(path, lambda fh: torch.save({"format": FORMAT, **state}, fh))
+    except (OSError, RuntimeError) as err:
+        full = getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in str(err) or "write" in str(err)
+        reason = "the disk is full" if full else (getattr(err, "strerror", None) or str(err).splitlines()[0])
+        raise RunError(f"could not write {path}: {reason}; it still holds the last good checkpoint") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
@@ -46,10 +57,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles: the message below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated file, foreign pickle, not a torch file at all
-        raise ConfigError(f"{path} is not a readable mlpkit checkpoint ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
+        raise ConfigError(f"{path} is not a readable mlpkit checkpoint ({type(err).__name__}); it is damaged "
+                          "or was not written by mlpkit") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"{path} is not an mlpkit checkpoint (expected format {FORMAT!r})")
     return state

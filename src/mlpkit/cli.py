@@ -6,13 +6,15 @@ import hashlib
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, List, Optional
 
-from mlpkit.config import validate
-from mlpkit.errors import ConfigError, exit_with
+from mlpkit.config import MONITOR_MODE, validate
+from mlpkit.errors import ConfigError, RunError, exit_with
 
 log = logging.getLogger("mlpkit")
 
@@ -31,6 +33,7 @@ def run_name(prefix: str, overrides: str) -> str:
 
 
 _RESERVED: dict = {}
+CREATED: List[Path] = []  # run directories this process made: removed again if the run never starts
 
 
 def unique_dir(parent: str, name: str) -> str:
@@ -49,6 +52,10 @@ def unique_dir(parent: str, name: str) -> str:
             except FileExistsError:
                 n += 1
                 path = Path(parent) / f"{name}_{n}"
+            except OSError as err:
+                raise ConfigError(f"cannot create the run directory {path}: {err.strerror or err}; "
+                                  "run from a writable directory or set hydra.run.dir") from None
+        CREATED.append(path)
         _RESERVED[key] = str(path)
     return _RESERVED[key]
 
@@ -68,31 +75,285 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def rewrite_resume_argv(argv: List[str]) -> List[str]:
-    """`resume=<run_dir>` -> that run's own overrides + `hydra.run.dir=<run_dir>`, quoted so that
-    `=`, `,` and brackets in the directory name pass Hydra's override parser."""
-    import yaml
+def check_command_line(args: List[str]) -> None:
+    """ConfigError for an override Hydra's grammar cannot read (e.g. a non-ASCII option name), with the
+    options of its group when it chooses one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    found = [a for a in argv[1:] if a.startswith("resume=")]
+    from mlpkit.config import check_overrides, config_groups
+
+    parser = OverridesParser.create()
+    overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    for arg in overrides:
+        try:
+            parser.parse_overrides([arg])
+        except HydraException as err:
+            key, _, value = arg.partition("=")
+            key = key.lstrip("+~")
+            groups = config_groups()
+            if key in groups:
+                raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(groups[key])}") from None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot read the override {arg!r} ({reason}); values with spaces or other "
+                              "characters need quotes, e.g. 'key=\"a b\"'") from None
+    check_overrides(overrides)
+
+
+def _plain(value: Any) -> bool:
+    """A value that is data: numbers, text without interpolation, and lists or dicts of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and "${" not in value)
+
+
+def saved_overrides(run_dir: Path) -> List[str]:
+    """The mlpkit overrides of `<run_dir>/.hydra/overrides.yaml`: config group choices with a known
+    option and schema keys with plain values. Anything else (hydra.*, `+`/`~` forms, callbacks,
+    interpolations) is refused with a ConfigError naming the line: resuming runs none of it."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from mlpkit.config import config_groups, schema_keys
+
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    where = f"resume={run_dir}: {saved.relative_to(run_dir)}"
+    try:
+        lines = yaml.safe_load(saved.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{where} is damaged ({type(err).__name__}); it must be a list of overrides") from None
+    if lines is None:
+        lines = []
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise ConfigError(f"{where} is damaged: it must be a list of overrides (key=value lines)")
+    groups, keys, parser = config_groups(), schema_keys(), OverridesParser.create()
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            [o] = parser.parse_overrides([line])
+            ok = (not (o.is_add() or o.is_force_add() or o.is_delete() or o.is_sweep_override())
+                  and o.package is None and _plain(o.value()))
+        except (HydraException, ValueError):
+            ok = False
+        if ok and o.key_or_group == "resume":
+            continue
+        if ok and o.key_or_group in groups:
+            ok = o.value() in groups[o.key_or_group]
+        elif ok:
+            ok = o.key_or_group in keys
+        if not ok:
+            raise ConfigError(f"{where} line {number} {line[:200]!r} is not an mlpkit override (a config group "
+                              "option or a schema key with a plain value); refusing to resume from it")
+        kept.append(line)
+    return kept
+
+
+def rewrite_resume_argv(argv: List[str]) -> List[str]:
+    """`resume=<run_dir>` -> that run's own mlpkit overrides + `hydra.run.dir=<run_dir>`, quoted so that
+    `=`, `,` and brackets in the directory name pass Hydra's override parser."""
+    found = [a for a in argv[1:] if a.startswith(("resume=", "+resume=", "++resume="))]
     if not found:
         return argv
-    run_dir = found[-1][len("resume="):].strip()
+    run_dir = found[-1].split("=", 1)[1].strip()
     if len(run_dir) >= 2 and run_dir[0] == run_dir[-1] and run_dir[0] in "'\"":
         run_dir = run_dir[1:-1]
     path = Path(run_dir)
-    saved = path / ".hydra" / "overrides.yaml"
     if not path.is_dir():
         raise ConfigError(f"resume={run_dir}: no such run directory")
-    if not saved.is_file():
+    if not (path / ".hydra" / "overrides.yaml").is_file():
         raise ConfigError(f"resume={run_dir}: not an mlpkit run directory (no .hydra/overrides.yaml)")
     if not (path / "checkpoints" / "last.pt").is_file():
         raise ConfigError(f"resume={run_dir}: the run has no checkpoints/last.pt to continue from")
-    original = [o for o in (yaml.safe_load(saved.read_text()) or [])
-                if not o.startswith(("resume=", "hydra.run.dir="))]
-    rest = [a for a in argv[1:] if not a.startswith("resume=")]
+    rest = [a for a in argv[1:] if a not in found]
     if "-m" in rest or "--multirun" in rest:
         raise ConfigError("resume=<run_dir> continues one run; it cannot be combined with -m")
-    return [argv[0], *original, *rest, f"hydra.run.dir={_quote(str(path))}", f"resume={_quote(str(path))}"]
+    return [argv[0], *saved_overrides(path), *rest, f"hydra.run.dir={_quote(str(path))}",
+            f"resume={_quote(str(path))}"]
+
+
+# What a resumed run may change; every other setting must stay as the run was trained.
+RESUME_MAY_CHANGE = ("resume", "trainer.max_epochs", "trainer.progress", "trainer.device", "trainer.num_threads",
+                     "trainer.deterministic", "trainer.log_every_n_steps", "trainer.histogram_every_n_epochs",
+                     "trainer.boundary_every_n_epochs", "early_stopping.patience")
+FINISHED = ("completed", "early_stopped", "diverged")
+
+
+def _flat(node: Any, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def check_resume(cfg: Any, run_dir: Path) -> None:
+    """Before Hydra writes into `run_dir`: every setting fits the saved run, last.pt is readable, and the
+    run has not finished (then say so and exit 0: nothing is trained or changed)."""
+    import json
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from mlpkit.checkpoint import load_checkpoint
+
+    try:
+        old = _flat(yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {})
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"resume={run_dir}: .hydra/config.yaml is missing or damaged ({type(err).__name__})") from None
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    for flat in (old, new):  # mode=auto is the monitor's own mode (older runs wrote it out)
+        if flat.get("early_stopping.mode") == "auto" and flat.get("early_stopping.monitor") in MONITOR_MODE:
+            flat["early_stopping.mode"] = MONITOR_MODE[flat["early_stopping.monitor"]]
+    for key, value in new.items():
+        if key in old and key not in RESUME_MAY_CHANGE and old[key] != value:
+            raise ConfigError(f"resume={run_dir}: {key}={value} does not fit the run, which was trained with "
+                              f"{key}={old[key]}; a resumed run keeps its settings except "
+                              f"{', '.join(RESUME_MAY_CHANGE[1:])}")
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    status = metrics.get("status")
+    more = status == "completed" and int(state.get("epoch", 0)) < cfg.trainer.max_epochs
+    if status in FINISHED and not more:
+        print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
+              f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
+              + (" (raise trainer.max_epochs to train it further)" if status == "completed" else ""), flush=True)
+        raise SystemExit(0)
+
+
+class RunDirGuard:
+    """Leaves no trace of a run that never started: a run directory this process created is removed;
+    a resumed one gets back its files as they were (Hydra rewrites .hydra/*.yaml and appends to the log)."""
+
+    def __init__(self) -> None:
+        self.began = False  # training began: from then on the directory is the run's
+        self.saved: Optional[tuple] = None
+
+    def remember(self, run_dir: Path) -> None:
+        files = {p: p.read_bytes() if p.parent.name == ".hydra" else p.stat().st_size
+                 for p in run_dir.rglob("*") if p.is_file()}
+        self.saved = (run_dir, files)
+
+    def discard(self, refused: bool = False) -> None:
+        """Undo the run's traces; `refused`: a ConfigError, which is raised only before the first step
+        (a resume that does not fit its checkpoint included), so even after `began`."""
+        import shutil
+
+        if self.began and not refused:
+            return
+        if self.saved is not None:
+            run_dir, files = self.saved
+            for p in [p for p in run_dir.rglob("*") if p.is_file() and p not in files]:
+                p.unlink(missing_ok=True)
+            for p, old in files.items():
+                if isinstance(old, bytes):
+                    p.write_bytes(old)
+                elif p.is_file() and p.stat().st_size > old:
+                    os.truncate(p, old)
+            return
+        _close_file_logs()
+        for path in CREATED:
+            if any(p.is_file() and not _start_up_file(p, path) for p in path.rglob("*")):
+                continue  # e.g. a sweep directory whose earlier jobs ran: theirs to keep
+            shutil.rmtree(path, ignore_errors=True)
+            for parent in list(path.parents)[:3]:  # <date>/, runs/, outputs/ when nothing else is there
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+        CREATED.clear()
+
+
+GUARD = RunDirGuard()
+
+
+def _start_up_file(path: Path, run_dir: Path) -> bool:
+    """What a run writes before training: Hydra's .hydra/ and multirun.yaml, its log, an empty event file."""
+    parts = path.relative_to(run_dir).parts
+    return ".hydra" in parts or path.suffix == ".log" or path.name in ("multirun.yaml",) \
+        or path.name.startswith("events.out.tfevents")
+
+
+def _close_file_logs() -> None:
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+
+
+TRAINER: List[Any] = []  # the Trainer once training began: a signal then asks it to stop
+
+
+def on_signal(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM for the whole program. Before training begins they end it at once (the run
+    directory goes); once it began the trainer finishes its step, saves and stops; a second one aborts."""
+    trainer = TRAINER[-1] if TRAINER else None
+    if trainer is None or trainer.stop_signal is not None:
+        raise KeyboardInterrupt
+    trainer.stop_signal = signum
+    log.info("%s received: finishing this step, then saving and stopping (press Ctrl-C again to abort "
+             "without saving)", signal.Signals(signum).name)
+
+
+def install_signal_handlers() -> None:
+    """on_signal for SIGINT and SIGTERM (SIGTERM would otherwise end the program without a word)."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, on_signal)
+
+
+def check_run(config: Any) -> None:
+    """Hydra's on_run_start (before the run directory exists): every check that needs no data. A bad
+    value ends the program with one line; nothing is created."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        job = checked_job_config(config, list(config.hydra.overrides.task))
+        if job.resume:
+            GUARD.remember(Path(job.resume))
+            check_resume(job, Path(job.resume))
+        try:
+            run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
+        except OmegaConfBaseException as err:  # the resolver's ConfigError, wrapped
+            raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
+        try:
+            if not Path(run_dir).exists():
+                Path(run_dir).mkdir(parents=True)
+                CREATED.append(Path(run_dir))
+            if not Path(run_dir).is_dir():
+                raise NotADirectoryError(20, "it is a file, not a directory")
+            if not os.access(run_dir, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        except OSError as err:
+            raise ConfigError(f"hydra.run.dir={run_dir}: cannot create or write the run directory "
+                              f"({err.strerror or err})") from None
+    except ConfigError as err:
+        GUARD.discard()
+        exit_with(err)
+
+
+def checked_job_config(config: Any, overrides: List[str]) -> Any:
+    """The job's config (less hydra.*), resolved and validated; ConfigError names the first bad value."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mlpkit.config import check_option_settings, check_overrides
+    from mlpkit.trainer import resolve_device
+
+    check_overrides(overrides)
+    job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]) if "hydra" in config else config
+    try:
+        OmegaConf.to_container(job, resolve=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "a value"
+        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+    validate(job)
+    check_option_settings(job, overrides)
+    resolve_device(job.trainer.device)
+    return job
 
 
 # Overrides that select a Hydra plugin of the `sweeps` extra -> the plugin's module in hydra_plugins.
@@ -177,12 +438,23 @@ def run(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    hc = HydraConfig.get()
     try:
-        hc = HydraConfig.get()
         job_num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
         return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher, job_num=job_num)
     except ConfigError as err:
+        if hc.mode == RunMode.MULTIRUN:  # one job's data did not fit: record it, the sweep goes on
+            log.error("mlpkit: error: %s", err)
+            print(f"mlpkit: error: {err} (sweep job {hc.job.num}: {hc.job.override_dirname}; the sweep goes on)",
+                  file=sys.stderr, flush=True)
+            return float("inf")
+        GUARD.discard(refused=True)
         exit_with(err)
+    except KeyboardInterrupt:
+        GUARD.discard()
+        raise
+    except RunError as err:
+        exit_with(err, code=1)
 
 
 def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Optional[int] = None) -> float:
@@ -269,7 +541,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     from mlpkit.tblog import TensorBoardLogger, flatten
 
     es_cfg = cfg.early_stopping
-    early = None if es_cfg.name == "none" else EarlyStopping(es_cfg.monitor, es_cfg.mode, es_cfg.patience,
+    mode = MONITOR_MODE[es_cfg.monitor] if es_cfg.mode == "auto" else es_cfg.mode
+    early = None if es_cfg.name == "none" else EarlyStopping(es_cfg.monitor, mode, es_cfg.patience,
                                                              es_cfg.min_delta, es_cfg.restore_best)
     if early is not None and es_cfg.monitor == "val_accuracy" and data.task == "regression":
         raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")
@@ -302,9 +575,11 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         log_every_n_steps=t.log_every_n_steps, histogram_every_n_epochs=t.histogram_every_n_epochs,
         boundary_every_n_epochs=t.boundary_every_n_epochs, run_dir=run_dir, logger=logger,
         progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop,
-        pruner=pruner)
+        handle_signals=signal.getsignal(signal.SIGINT) is not on_signal, pruner=pruner)
     trainer.extra_state = {"model_kwargs": model_kwargs, "task": data.task, "classes": data.classes}
     save_run_data(run_dir, data, cfg.model.name, model_kwargs)
+    TRAINER[:] = [trainer]
+    GUARD.began = True  # from here on a signal is recorded as `interrupted` and the directory is the run's
     if perceptron:
         result = fit_perceptron(model, data, max_epochs=t.max_epochs, lr=cfg.model.lr or 1.0, seed=cfg.seed,
                                 logger=logger, run_dir=run_dir)
@@ -316,6 +591,10 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         result.warnings.append("measured: the hidden layers' weight-gradient norm was "
                                + ("exactly 0 in every sampled step" if zero else "not always 0"))
         log.warning("warning: %s", result.warnings[-1])
+    if trainer.stop_signal is not None and result.status != "interrupted":  # during the final save or test
+        result.status = "interrupted"
+        result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
+                          f"{result.epochs_run}; continue with resume=<run_dir>")
 
     hparams = flatten(OmegaConf.to_container(cfg, resolve=True))
     hparams = {k: v for k, v in hparams.items() if k != "resume" and v is not None}
@@ -340,7 +619,10 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
                threads=torch.get_num_threads(), first_step_unix_time=trainer.first_step_time,
                kept=_kept_checkpoint(result, early, perceptron), classes=data.classes or None,
                slurm_job_id=os.environ.get("SLURM_JOB_ID"))  # which SLURM job ran it (None outside SLURM)
-    write_json(run_dir / "metrics.json", out)
+    try:
+        write_json(run_dir / "metrics.json", out)
+    except OSError as err:
+        raise RunError(f"could not write {run_dir / 'metrics.json'}: {err.strerror or err}") from None
 
     if result.message:
         (log.warning if result.status in ("diverged", "interrupted") else log.info)("%s", result.message)
@@ -348,7 +630,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     log.info("%s: %d epochs in %.1f s; best epoch %d (val loss %.4f); test: %s\nrun directory: %s",
              result.status, result.epochs_run, out["seconds"], result.best_epoch, result.best_val_loss, test,
              run_dir)
-    if result.status == "interrupted":
+    if result.status == "interrupted" or trainer.stop_signal is not None:
         raise SystemExit(130)
     if result.status == "diverged":
         return float("inf")  # the worst objective: a bad trial for Optuna, and the sweep goes on

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from hydra.experimental.callback import Callback
 
-from mlpkit.errors import ConfigError, exit_with
+from mlpkit.errors import ConfigError, exit_with, reject_unknown_settings
 
 
 @dataclass
@@ -100,7 +101,7 @@ class SchedulerConfig:
 class EarlyStoppingConfig:
     name: str = "val_loss"  # val_loss | none
     monitor: str = "val_loss"  # val_loss | val_accuracy | train_loss
-    mode: str = "min"  # min | max
+    mode: str = "auto"  # auto (min for losses, max for val_accuracy) | min | max
     patience: int = 10
     min_delta: float = 0.0
     restore_best: bool = True
@@ -163,6 +164,131 @@ def register_schema() -> None:
     ConfigStore.instance().store(name="mlpkit_schema", node=TrainConfig)
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # train.py sets its own beside it
+
+
+def config_groups() -> Dict[str, List[str]]:
+    """Each config group (a folder of configs/) -> its option names."""
+    folders = sorted(CONFIG_DIR.iterdir()) if CONFIG_DIR.is_dir() else []
+    return {g.name: sorted(p.stem for p in g.glob("*.yaml")) for g in folders if g.is_dir() and g.name != "hydra"}
+
+
+def schema_keys(node: type = TrainConfig, prefix: str = "") -> Dict[str, Any]:
+    """Every dotted key of the schema -> its type (`trainer.max_epochs` -> int)."""
+    import dataclasses
+    import typing
+
+    keys: Dict[str, Any] = {}
+    for name, kind in typing.get_type_hints(node).items():
+        if dataclasses.is_dataclass(kind):
+            keys.update(schema_keys(kind, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = kind
+    return keys
+
+
+def nearest_key(key: str) -> str:
+    """`; did you mean trainer.max_epochs?` for the closest schema key, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(key, [*schema_keys(), *config_groups()], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# Groups whose settings a choice elsewhere makes void: (key, option) -> (group, what it still takes)
+VOID_SETTINGS = {
+    ("early_stopping", "none"): (("early_stopping",), ("early_stopping.monitor", "early_stopping.mode")),
+    ("model", "perceptron"): (("optimizer", "scheduler", "activation", "init", "norm", "regularization"),
+                              ("model.lr",)),
+}
+
+
+def check_option_settings(cfg: Any, overrides: List[str]) -> None:
+    """A setting given on the command line that the chosen option does not use is an error
+    (`early_stopping=none early_stopping.patience=5`, optimizer settings with `model=perceptron`)."""
+    keys = [o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o and not o.startswith("~")]
+    for (choice, option), (groups, takes) in VOID_SETTINGS.items():
+        if cfg[choice].name != option:
+            continue
+        for key in keys:
+            if key.startswith(tuple(f"{g}." for g in groups)) and key not in takes:
+                raise ConfigError(f"{key} is not a setting of {choice}={option}; it takes {', '.join(takes)}")
+
+
+def _fits(kind: Any, value: Any) -> bool:
+    """Whether an override's parsed value can be a `kind` (as OmegaConf would convert it)."""
+    import typing
+
+    args = typing.get_args(kind)
+    if isinstance(value, str) and "${" in value:  # an interpolation: checked once resolved
+        return True
+    if typing.get_origin(kind) is typing.Union:  # Optional[X]
+        return value is None or _fits(next(a for a in args if a is not type(None)), value)
+    if typing.get_origin(kind) in (list, List):
+        return isinstance(value, list) and all(_fits(args[0], v) for v in value)
+    if isinstance(value, bool):
+        return kind in (bool, str)
+    if kind is float:
+        return isinstance(value, (int, float))
+    if kind is int:
+        return isinstance(value, int)
+    if kind is str:
+        return isinstance(value, (str, int, float))
+    return True
+
+
+def _kind(kind: Any) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) is typing.Union:
+        return f"{_kind(args[0])} or null"
+    if typing.get_origin(kind) in (list, List):
+        return f"a list of {_kind(args[0]).replace('a number', 'numbers').replace('an integer', 'integers')}, e.g. [1,2]"
+    return {float: "a number", int: "an integer", str: "text", bool: "true or false"}.get(kind, str(kind))
+
+
+def check_overrides(overrides: List[str]) -> None:
+    """ConfigError, in one line, for an override Hydra would refuse with a long message or let pass:
+    an unknown key (with the nearest known one), `+key` for anything but hydra.*, `~` removal of
+    mlpkit's keys or groups, an unknown option, a value of the wrong type, a switch not true/false."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    keys, groups = schema_keys(), config_groups()
+    bools = {k for k, v in keys.items() if v in (bool, Optional[bool])}
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        if o.is_delete():
+            raise ConfigError(f"~{key}: mlpkit's keys and groups cannot be removed; set a value instead "
+                              f"(e.g. {key}=<value>)")
+        added = o.is_add() or o.is_force_add()
+        if added and key not in keys and key not in groups:
+            raise ConfigError(f"+{key}: {key} is not a key of mlpkit's config{nearest_key(key)} "
+                              "(only hydra.* keys may be added with +)")
+        if o.is_add() and (key in keys or key in groups):
+            raise ConfigError(f"+{key}: {key} is already in mlpkit's config; set it without +")
+        if key in groups:
+            values = o.value().list if isinstance(o.value(), ChoiceSweep) else [o.value()]
+            for value in values if not o.is_sweep_override() or isinstance(o.value(), ChoiceSweep) else []:
+                if value is None:  # Hydra takes no null for a group: a required one needs an option anyway
+                    needed = any(k.startswith(f"{key}.") for k in keys)
+                    raise ConfigError(f"{key}=null: choose one of: {', '.join(groups[key])}"
+                                      + ("" if needed else f" (or leave {key} out for none)"))
+                if value is not None and (not isinstance(value, str) or value not in groups[key]):
+                    raise ConfigError(f"{key}={value} is not known (no configs/{key}/{value}.yaml); choose one "
+                                      f"of: {', '.join(groups[key])}")
+        if key in bools and not o.is_sweep_override() and not isinstance(o.value(), bool):
+            raise ConfigError(f"{key}={o.get_value_element_as_str()} must be true or false")
+        if not added and key not in groups:
+            if key not in keys:
+                raise ConfigError(f"{key} is not a key of mlpkit's config{nearest_key(key)}")
+            if not o.is_sweep_override() and not _fits(keys[key], o.value()):
+                raise ConfigError(f"{key}={o.get_value_element_as_str()} must be {_kind(keys[key])}")
+
+
 # ---------------------------------------------------------------------------
 # Checks a type cannot express
 
@@ -178,15 +304,46 @@ def _number(key: str, value: Any, *, low: float | None = None, high: float | Non
         if optional:
             return
         raise ConfigError(f"{key} must be set")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigError(f"{key}={value!r} must be a number")
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number")
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"  # numbers are finite: inf is never allowed
     span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(f"{key}={value} is out of range; allowed: {span}")
     if high is not None and (value > high or (high_open and value == high)):
         raise ConfigError(f"{key}={value} is out of range; allowed: {span}")
+
+
+# Which data keys each data set takes, besides the split keys every one takes (the builders in
+# mlpkit.data read these and nothing else); a data set not listed here is not checked.
+DATA_COMMON = ("name", "val_fraction", "test_fraction", "standardize")
+_CLOUD = ("n_samples", "noise")
+DATA_SETTINGS = {
+    "xor": _CLOUD, "and": _CLOUD, "or": _CLOUD, "nand": _CLOUD, "moons": _CLOUD, "circles": _CLOUD,
+    "sine": _CLOUD, "spiral": (*_CLOUD, "n_classes"), "blobs": (*_CLOUD, "n_features", "n_classes"),
+    "classification": (*_CLOUD, "n_features", "n_classes"), "regression": (*_CLOUD, "n_features"),
+    "digits": (), "iris": (), "wine": (), "breast_cancer": (), "diabetes": (),
+    "csv": ("path", "target", "task", "drop", "categorical"),
+}
+REGRESSION_DATA = ("sine", "regression", "diabetes")  # known without loading; csv: data.task decides
+MAX_CLASSES = 1000
+INIT_SETTINGS = {"normal": ("std",), "xavier_uniform": ("gain",), "xavier_normal": ("gain",),
+                 "orthogonal": ("gain",)}
+MONITOR_MODE = {"val_loss": "min", "train_loss": "min", "val_accuracy": "max"}
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0)
+
+
+def data_task(d: Any) -> str:
+    """regression | classification | unknown, from the config alone (before any data is read)."""
+    if d.name in REGRESSION_DATA or (d.name == "csv" and d.task == "regression"):
+        return "regression"
+    if d.name == "csv" and d.task == "auto":
+        return "unknown"
+    return "classification"
 
 
 def validate(cfg: Any) -> None:
@@ -198,13 +355,21 @@ def validate(cfg: Any) -> None:
     from mlpkit.optim import OPTIMIZERS, SCHEDULERS
     from mlpkit.pruning import PRUNERS, check_pruning_params
 
+    for key in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "early_stopping",
+                "regularization", "trainer", "seed"):
+        if key not in cfg or cfg[key] is None:
+            raise ConfigError(f"{key} is missing from the config; mlpkit needs it (do not remove it with ~{key})")
     d = cfg.data
     _choice("data", d.name, DATASETS)
+    if d.name in DATA_SETTINGS:
+        given = {k: v for k, v in _set_params(d).items() if k not in DATA_COMMON and not _unset(v)
+                 and not (k == "task" and v == "auto")}
+        reject_unknown_settings("data", d.name, given, DATA_SETTINGS[d.name])
     _choice("data.task", d.task, ("auto", "binary", "multiclass", "regression"))
     _number("data.n_samples", d.n_samples, low=1)
     _number("data.noise", d.noise, low=0)
     _number("data.n_features", d.n_features, low=1)
-    _number("data.n_classes", d.n_classes, low=2)
+    _number("data.n_classes", d.n_classes, low=2, high=MAX_CLASSES)
     _number("data.val_fraction", d.val_fraction, low=0, high=1, low_open=True, high_open=True, optional=False)
     _number("data.test_fraction", d.test_fraction, low=0, high=1, low_open=True, high_open=True, optional=False)
     if d.val_fraction + d.test_fraction >= 1:
@@ -232,6 +397,8 @@ def validate(cfg: Any) -> None:
         _number("model.lr", cfg.model.lr, low=0, low_open=True)
         if cfg.resume:
             raise ConfigError("resume is not supported for model=perceptron (its runs are short: start again)")
+        if data_task(d) == "regression":
+            raise ConfigError(f"model=perceptron classifies, but data={d.name} is a regression task; use model=mlp")
     elif cfg.model.lr is not None:
         raise ConfigError("model.lr is a setting of model=perceptron; for model=mlp set optimizer.lr")
     for i, width in enumerate(cfg.model.hidden):
@@ -241,39 +408,67 @@ def validate(cfg: Any) -> None:
     a = cfg.activation
     _choice("activation", a.name, ACTIVATIONS)
     ACTIVATIONS[a.name].check_params(_set_params(a))
-    _choice("init", cfg.init.name, INITIALIZERS)
-    _number("init.std", cfg.init.std, low=0, low_open=True)
-    _number("init.gain", cfg.init.gain, low=0, low_open=True)
+    _number("activation.negative_slope", a.negative_slope, low=0, high=1)
+    _number("activation.alpha", a.alpha, low=0, low_open=True)
+    _number("activation.beta", a.beta, low=0, low_open=True)
+    _number("activation.init", a.init, low=0, high=1)
+    i = cfg.init
+    _choice("init", i.name, INITIALIZERS)
+    reject_unknown_settings("init", i.name, _set_params(i), INIT_SETTINGS.get(i.name, ()))
+    _number("init.std", i.std, low=0, low_open=True)
+    _number("init.gain", i.gain, low=0, low_open=True)
     _choice("norm", cfg.norm.name, NORMS)
 
     o = cfg.optimizer
     _choice("optimizer", o.name, OPTIMIZERS)
+    OPTIMIZERS[o.name].check_params(_set_params(o, skip=("name", "lr")))
     _number("optimizer.lr", o.lr, low=0, low_open=True, optional=False)
-    _number("optimizer.momentum", o.momentum, low=0)
-    _number("optimizer.weight_decay", o.weight_decay, low=0)
-    _number("optimizer.eps", o.eps, low=0, low_open=True)
-    _number("optimizer.rho", o.rho, low=0, high=1)
-    _number("optimizer.alpha", o.alpha, low=0, high=1)
+    _number("optimizer.momentum", o.momentum, low=0, high=1, high_open=True)
+    _number("optimizer.dampening", o.dampening, low=0, high=1)
+    _number("optimizer.weight_decay", o.weight_decay, low=0, high=1)
+    _number("optimizer.eps", o.eps, low=0, high=1, low_open=True)
+    _number("optimizer.rho", o.rho, low=0, high=1, high_open=True)
+    _number("optimizer.alpha", o.alpha, low=0, high=1, high_open=True)
+    _number("optimizer.lr_decay", o.lr_decay, low=0)
+    _number("optimizer.initial_accumulator_value", o.initial_accumulator_value, low=0)
     if o.betas is not None:
         if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
             raise ConfigError(f"optimizer.betas={list(o.betas)} must be two numbers in [0, 1), e.g. [0.9,0.999]")
-    OPTIMIZERS[o.name].check_params(_set_params(o, skip=("name", "lr")))
+    if o.name == "nesterov":  # torch: Nesterov momentum needs a momentum > 0 and no dampening
+        if o.momentum is not None and o.momentum <= 0:
+            raise ConfigError(f"optimizer.momentum={o.momentum} is out of range for optimizer=nesterov; "
+                              "allowed: (0, 1)")
+        if o.dampening:
+            raise ConfigError(f"optimizer.dampening={o.dampening}: optimizer=nesterov takes no dampening; "
+                              "allowed: 0 (or use optimizer=momentum)")
 
     s = cfg.scheduler
     _choice("scheduler", s.name, SCHEDULERS)
     SCHEDULERS[s.name].check_params(_set_params(s))
     _number("scheduler.step_size", s.step_size, low=1)
-    _number("scheduler.gamma", s.gamma, low=0, low_open=True)
+    _number("scheduler.gamma", s.gamma, low=0, high=1, low_open=True)
     _number("scheduler.factor", s.factor, low=0, high=1, low_open=True, high_open=True)
     _number("scheduler.patience", s.patience, low=0)
     _number("scheduler.t_max", s.t_max, low=1)
+    for key, value in (("scheduler.eta_min", s.eta_min), ("scheduler.min_lr", s.min_lr)):
+        _number(key, value, low=0)
+        if value is not None and value > o.lr:
+            raise ConfigError(f"{key}={value} is above optimizer.lr={o.lr}; allowed: [0, optimizer.lr]")
 
     e = cfg.early_stopping
     _choice("early_stopping", e.name, ("val_loss", "none"))
-    _choice("early_stopping.monitor", e.monitor, ("val_loss", "val_accuracy", "train_loss"))
-    _choice("early_stopping.mode", e.mode, ("min", "max"))
-    _number("early_stopping.patience", e.patience, low=0)
-    _number("early_stopping.min_delta", e.min_delta, low=0)
+    _choice("early_stopping.monitor", e.monitor, tuple(MONITOR_MODE))
+    _choice("early_stopping.mode", e.mode, ("auto", "min", "max"))
+    if e.mode not in ("auto", MONITOR_MODE[e.monitor]):
+        raise ConfigError(f"early_stopping.mode={e.mode} does not fit early_stopping.monitor={e.monitor}; "
+                          f"allowed: mode={MONITOR_MODE[e.monitor]} ({e.monitor} improves "
+                          f"{'down' if MONITOR_MODE[e.monitor] == 'min' else 'up'}wards)")
+    if e.monitor == "val_accuracy" and data_task(d) == "regression":
+        raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but data={d.name} "
+                          "is regression; use val_loss")
+    _number("early_stopping.patience", e.patience, low=0, optional=False)
+    _number("early_stopping.min_delta", e.min_delta, low=0, high=1 if e.monitor == "val_accuracy" else None,
+            optional=False)
 
     p = cfg.pruning
     _choice("pruning", p.name, PRUNERS)
@@ -295,10 +490,74 @@ def validate(cfg: Any) -> None:
     _number("trainer.log_every_n_steps", t.log_every_n_steps, low=1, optional=False)
     _number("trainer.histogram_every_n_epochs", t.histogram_every_n_epochs, low=0)
     _number("trainer.boundary_every_n_epochs", t.boundary_every_n_epochs, low=0)
-    _number("trainer.num_threads", t.num_threads, low=1)
+    _number("trainer.num_threads", t.num_threads, low=1, high=os.cpu_count() or 1)
     _choice("trainer.class_weight", t.class_weight, ("none", "balanced"))
     check_device_name(t.device)
     _number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
+    check_memory(cfg)
+
+
+# Rows and feature columns of each data set when data.n_samples / data.n_features are not set (csv:
+# unknown before it is read, so 1 column: the estimate stays a lower bound).
+_DEFAULT_ROWS = {"classification": 1000, "regression": 1000, "spiral": 600, "digits": 1797, "breast_cancer": 569}
+_DEFAULT_COLUMNS = {"classification": 20, "regression": 10, "sine": 1, "digits": 64, "iris": 4, "wine": 13,
+                    "breast_cancer": 30, "diabetes": 10, "csv": 1}
+
+
+def _gigabytes(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
+
+
+def available_memory(device: str) -> Optional[int]:
+    """Bytes that can be allocated: the GPU's memory for cuda (its size: asking for the free memory would
+    create a CUDA context in the process that only checks), MemAvailable (or RAM) for the CPU."""
+    if device.startswith("cuda") or device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            index = int(device.split(":")[1]) if ":" in device else 0
+            if index < torch.cuda.device_count():
+                return int(torch.cuda.get_device_properties(index).total_memory)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: Any) -> None:
+    """ConfigError, before anything is allocated, when the model or the data set cannot fit in memory.
+
+    A lower-bound estimate in float32: the model's weights, gradients and two optimiser moments, one
+    batch of activations, and the data set (generated sets are built in float64 first)."""
+    d, a, t = cfg.data, cfg.activation, cfg.trainer
+    rows = d.n_samples or _DEFAULT_ROWS.get(d.name, 500)
+    columns = d.n_features or _DEFAULT_COLUMNS.get(d.name, 2)
+    pieces = (a.pieces or 2) if a.name == "maxout" else 1
+    widths = [columns, *[w * pieces for w in cfg.model.hidden], max(1, d.n_classes or 1)]
+    params = sum((fan_in // (pieces if i else 1) + 1) * fan_out for i, (fan_in, fan_out) in
+                 enumerate(zip(widths[:-1], widths[1:])))
+    batch = min(rows, t.batch_size or rows, 65536)
+    model_bytes = 4 * (4 * params + 3 * batch * sum(widths))
+    data_bytes = 4 * 3 * rows * columns
+    free = available_memory(t.device)
+    if free is None or model_bytes + data_bytes <= free:
+        return
+    if model_bytes >= data_bytes:
+        key = (f"model.hidden={list(cfg.model.hidden)}"
+               + (f" with activation.pieces={pieces}" if pieces > 1 else ""))
+        what = f"the model ({params:,} parameters)"
+    else:
+        key = f"data.n_samples={rows}" + (f" with data.n_features={columns}" if d.n_features else "")
+        what = f"the data ({rows:,} x {columns:,} values)"
+    raise ConfigError(f"{key}: {what} needs at least {_gigabytes(model_bytes + data_bytes)} of memory, and "
+                      f"{_gigabytes(free)} is available here; use smaller values")
 
 
 def check_device_name(device: str) -> None:
@@ -317,13 +576,22 @@ def _set_params(node: Any, skip: tuple = ("name",)) -> dict:
 
 
 class ValidateSweep(Callback):
-    """Hydra callback: compose and validate every job of a grid sweep before the first runs."""
+    """Hydra callback: check a single run before its directory exists, and every job of a grid sweep
+    before the first one runs."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        from mlpkit.cli import check_run
+
+        check_run(config)
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
-        from omegaconf import OmegaConf, open_dict
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from mlpkit.cli import checked_job_config
 
         loader = GlobalHydra.instance().config_loader()
         overrides = list(config.hydra.overrides.task)
@@ -333,13 +601,12 @@ class ValidateSweep(Callback):
         except Exception:  # interval()/range sweeps of other sweepers: check the base config only
             batches = [[[o for o in overrides if "," not in o and "(" not in o]]]
         for job in batches[0] if batches else []:
-            job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
-            with open_dict(job_cfg):
-                del job_cfg["hydra"]
             try:
-                validate(job_cfg)
-                from mlpkit.trainer import resolve_device
-
-                resolve_device(job_cfg.trainer.device)  # e.g. cuda on a machine without one
+                check_overrides(list(job))
+                try:
+                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                except (HydraException, OmegaConfBaseException) as err:  # Hydra's own, in one line
+                    raise ConfigError(str(err).strip().splitlines()[0]) from None
+                checked_job_config(job_cfg, list(job))
             except ConfigError as err:
                 exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))

@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     """A value the user gave is not usable; the message names it and what is allowed."""
 
 
+class RunError(RuntimeError):
+    """A run that started could not go on (e.g. the disk is full); the message says what to do."""
+
+
 def reject_unknown_settings(group: str, option: str, given, allowed) -> None:
     """ConfigError when `given` holds a setting that `group=option` does not take, listing what it takes."""
     extra = sorted(set(given) - set(allowed))

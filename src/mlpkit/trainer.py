@@ -21,7 +21,7 @@ from torch import nn
 
 from mlpkit.checkpoint import load_checkpoint, save_checkpoint
 from mlpkit.data import Dataset
-from mlpkit.errors import ConfigError
+from mlpkit.errors import ConfigError, RunError
 from mlpkit.optim import make_optimizer, make_scheduler
 
 log_fn = Callable[[str], None]
@@ -306,11 +306,14 @@ class Trainer:
         best_value = -math.inf if maximize else math.inf
         best_state: Optional[Dict[str, torch.Tensor]] = None
         epoch, step = 0, 0
+        status = "completed"
 
         ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
 
-        def snapshot() -> Dict[str, Any]:
-            return {
+        def snapshot(clone: bool = False) -> Dict[str, Any]:
+            # last.pt carries the best weights too (they are never changed in place: no copy), so that
+            # last.pt alone is consistent whatever happened to best.pt between two renames
+            state = {
                 "epoch": epoch, "global_step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "early_stopping": es.state_dict() if es else None,
@@ -319,8 +322,10 @@ class Trainer:
                 "history": result.history,
                 "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(),
                         "cuda": torch.cuda.get_rng_state_all() if dev.type == "cuda" else []},
+                "early_stopped": status == "early_stopped",
                 **self.extra_state,
             }
+            return {**(_clone(state) if clone else state), "best_model": best_state}
 
         if resume_from is not None:
             state = load_checkpoint(resume_from, map_location=dev)
@@ -336,6 +341,8 @@ class Trainer:
                 best_value, result.best_epoch = best["value"], best["epoch"]
                 result.best_val_loss, result.best_val_accuracy = best["val_loss"], best["val_accuracy"]
                 result.history = {k: list(v) for k, v in state["history"].items()}
+                best_state = state.get("best_model")
+                status = "early_stopped" if state.get("early_stopped") else status
                 torch.set_rng_state(state["rng"]["torch"].cpu())
                 shuffle.set_state(state["rng"]["shuffle"].cpu())  # generator states are CPU byte tensors
                 if state["rng"]["cuda"]:
@@ -343,19 +350,23 @@ class Trainer:
             except (KeyError, RuntimeError, ValueError) as err:
                 raise ConfigError(f"{resume_from} does not match this run's model or optimizer "
                                   f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
-            best_path = ckpt_dir / "best.pt" if ckpt_dir else None
-            if best_path is not None and best_path.is_file():
-                best_state = load_checkpoint(best_path, map_location=dev)["model"]
+            if ckpt_dir is not None:
+                best_state = self._check_best(ckpt_dir / "best.pt", best_state, result.best_epoch, dev)
             self.log(f"resumed from {resume_from} at epoch {epoch} (step {step})")
         elif ckpt_dir is not None:
             save_checkpoint(ckpt_dir / "last.pt", snapshot())  # epoch 0: an interrupt in epoch 1 can resume
         pending: Dict[str, Any] = {}  # checkpoints not yet on disk: name -> state
         last_write = time.perf_counter()
 
+        save_error: Optional[str] = None  # a checkpoint that could not be written (a full disk)
+
         def write_pending() -> None:
-            nonlocal last_write
-            for name, state in pending.items():
-                save_checkpoint(ckpt_dir / name, state)
+            nonlocal last_write, save_error
+            try:
+                for name in sorted(pending):  # best.pt first: last.pt never names a best epoch not on disk
+                    save_checkpoint(ckpt_dir / name, pending[name])
+            except RunError as err:
+                save_error = str(err)
             pending.clear()
             last_write = time.perf_counter()
 
@@ -368,9 +379,8 @@ class Trainer:
             bar = tqdm(total=self.max_epochs, initial=epoch, unit="epoch", dynamic_ncols=True, leave=True)
         n_grad_layers = len(linears)
         X, y = data.X_train, data.y_train
-        status = "completed"
         try:
-            while epoch < self.max_epochs:
+            while epoch < self.max_epochs and status == "completed":
                 epoch_start = time.perf_counter()
                 model.train()
                 loss_sum = torch.zeros((), device=dev)
@@ -509,12 +519,17 @@ class Trainer:
                 if sched is not None:
                     sched.step(val_loss) if plateau else sched.step()
                 stop = es.update(improved) if es else False
+                if stop:
+                    status = "early_stopped"  # recorded in last.pt: a resumed run does not train on
                 if ckpt_dir is not None:
                     if time.perf_counter() - last_write >= self.checkpoint_every_s:
                         pending["last.pt"] = snapshot()  # written now: no copy needed
                         write_pending()
+                        if save_error is not None:
+                            status = "interrupted"
+                            break
                     else:  # kept in memory (cloned) until the next write
-                        pending["last.pt"] = _clone(snapshot())
+                        pending["last.pt"] = snapshot(clone=True)
                 if bar is not None:
                     post = {"train": f"{train_loss:.4f}", "val": f"{val_loss:.4f}"}
                     if task != "regression":
@@ -546,8 +561,11 @@ class Trainer:
             if probe is not None:
                 probe.remove()
 
-        if ckpt_dir is not None:
+        if ckpt_dir is not None and save_error is None:
             write_pending()  # the last finished epoch, also after an interrupt or divergence
+        if save_error is not None:
+            status = "interrupted"
+            result.message = f"{save_error}; continue with resume=<run_dir> once there is room"
         result.status = status
         result.epochs_run = epoch
         keep_best = best_state is not None and (status == "diverged" or (es is not None and es.restore_best))
@@ -560,6 +578,22 @@ class Trainer:
                 self._periodic_logs(model, data, epoch, weights, final=True)
         result.seconds = time.perf_counter() - start_time
         return result
+
+    def _check_best(self, path: Path, best_state: Optional[Dict[str, torch.Tensor]], best_epoch: int,
+                    device: torch.device) -> Optional[Dict[str, torch.Tensor]]:
+        """The best weights of a resumed run: last.pt's own copy, written back to best.pt when that is
+        missing, damaged or of another epoch (a kill between the two renames); from best.pt only for a
+        last.pt of an older format, and then only when its epoch is the one last.pt names."""
+        try:
+            on_disk = load_checkpoint(path, map_location=device) if path.is_file() else None
+        except ConfigError as err:
+            self.log(f"note: {err}; it is written again from last.pt")
+            on_disk = None
+        if best_state is None:
+            return on_disk["model"] if on_disk is not None and on_disk.get("epoch") == best_epoch else None
+        if on_disk is None or on_disk.get("epoch") != best_epoch:
+            save_checkpoint(path, {"epoch": best_epoch, "model": best_state, **self.extra_state})
+        return best_state
 
     def _periodic_logs(self, model: nn.Module, data: Dataset, epoch: int, weights, final: bool = False) -> None:
         """Histograms every `histogram_every_n_epochs`; the decision boundary (2-D inputs) every
