@@ -11,6 +11,7 @@ registries) and runs both at the start of every job and, through
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -383,11 +384,9 @@ def validate(cfg: Any) -> None:
             raise ConfigError("data=csv needs data.path=<file> (a .csv, .tsv or .parquet table) and "
                               "data.target=<column> (default: the last column)")
         check_file(d.path)
-    else:
-        for key in ("drop", "categorical"):
-            if list(getattr(d, key, None) or []):
-                raise ConfigError(f"data.{key} is a setting of data=csv (columns of your own table); "
-                                  f"data={d.name} has no columns to name")
+    if getattr(cfg.trainer, "class_weight", "none") == "balanced" and data_task(d) == "regression":
+        raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={d.name} has a regression "
+                          "target; use trainer.class_weight=none")
 
     _choice("model", cfg.model.name, MODELS)
     if cfg.model.name == "perceptron":
