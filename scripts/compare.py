@@ -64,7 +64,8 @@ def table(runs: List[Dict], keys: List[str]) -> List[List[str]]:
         v = r["metrics"].get("best_val_loss")
         return (v is None or not math.isfinite(v), v if v is not None else 0.0)
 
-    test_keys = sorted({k for r in runs for k in (r["metrics"].get("test") or {})} - {"loss"})
+    test_keys = sorted({k for r in runs for k, v in (r["metrics"].get("test") or {}).items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)} - {"loss"})
     header = ["run", "what differs", "status", "best val loss", "test loss",
               *[f"test {k}" for k in test_keys], "epochs", "seconds"]
     rows = [header]
