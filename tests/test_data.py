@@ -323,3 +323,16 @@ def test_a_split_that_cannot_be_made_names_the_split_and_the_fix():
         load_dataset("iris", test_fraction=0.98, val_fraction=0.01)
     with pytest.raises(ConfigError, match=r"cannot split 150 rows into train\+val and test: .* each of 3 classes"):
         load_dataset("iris", test_fraction=0.01)
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (70_000, 256)])  # below and above PREFAULT_BYTES
+def test_empty_array_is_a_writable_array_torch_can_share(shape):
+    from mlpkit.data.split import PREFAULT_BYTES, empty_array
+
+    X = empty_array(shape, np.float32)
+    assert X.shape == shape and X.dtype == np.float32 and X.flags.writeable and X.flags.c_contiguous
+    X[...] = 1.5
+    t = torch.from_numpy(X)
+    t[-1, -1] = 2.0  # one memory: the tensor writes into the array
+    assert X[-1, -1] == 2.0 and float(t.double().sum()) == 1.5 * (X.size - 1) + 2.0
+    assert (X.nbytes >= PREFAULT_BYTES) == (shape[0] > 1000)

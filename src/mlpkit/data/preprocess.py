@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mlpkit.data.split import empty_array
 from mlpkit.data.table import Column, canonical_categories, to_days
 from mlpkit.errors import ConfigError
 
@@ -120,7 +121,7 @@ class Preprocessing:
             fitted = pre.transformer.fit_transform(pre.frame(train))  # the train rows' inputs, sparse
         pre._count_inputs()
         pre.inputs = pre._input_names()
-        X = np.empty((len(frame), len(pre.inputs)), np.float32)
+        X = empty_array((len(frame), len(pre.inputs)), np.float32)
         for start in range(0, n_train, BLOCK_ROWS):  # dense a block at a time
             stop = min(n_train, start + BLOCK_ROWS)
             _dense(fitted[start:stop], X[start:stop])
@@ -211,7 +212,7 @@ class Preprocessing:
             X = np.asarray(df, dtype=np.float32)
             return ((X - self.mean) / self.std).astype(np.float32)
         if out is None:
-            out = np.empty((len(df), len(self.inputs)), np.float32)
+            out = empty_array((len(df), len(self.inputs)), np.float32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown categories: counted by unseen(), not warned per call
             for start in range(0, len(df), BLOCK_ROWS):

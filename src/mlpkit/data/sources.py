@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from mlpkit.data.split import empty_array
 from mlpkit.errors import ConfigError
 
 
@@ -126,7 +127,7 @@ def _classification(cfg, seed) -> Raw:
     scale = (1 + 100 * rng.random(n_features)).astype(np.float32)
     columns = rng.permutation(n_features)
 
-    X = np.empty((n, n_features), np.float32)
+    X = empty_array((n, n_features), np.float32)
     rows_per_block = max(1, 2 ** 20 // n_features)  # 4 MB blocks
     for start in range(0, n, rows_per_block):
         stop = min(n, start + rows_per_block)
