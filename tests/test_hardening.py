@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import subprocess
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
 import torch
@@ -25,45 +23,10 @@ from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_ar
 from mlpkit.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import compose_config, good_csv, popen_train, read_metrics, train, train_many
+from conftest import compose_config, good_csv, popen_train, read_metrics, refusal, train_many
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
         "trainer.progress=false"]
-
-
-_HYDRA: list = []
-
-
-def compose(args: List[str]):
-    """The config `python train.py *args` composes (less hydra.*), from one Hydra initialisation."""
-    if not _HYDRA:
-        from hydra import initialize_config_dir
-
-        compose_config([])  # registers the schema and resolvers
-        _HYDRA.append(initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"),
-                                            version_base="1.3"))
-        _HYDRA[0].__enter__()
-    from hydra import compose as hydra_compose
-
-    return hydra_compose("train", overrides=list(args))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _hydra_closed_after_this_module():
-    yield
-    if _HYDRA:  # leave Hydra as other modules expect it: not initialised
-        _HYDRA.pop().__exit__(None, None, None)
-
-
-def refusal(args: List[str]) -> str:
-    """The message `python train.py *args` stops with before its run directory exists ('' = accepted)."""
-    try:
-        args = rewrite_resume_argv(["train.py", *args])[1:]
-        check_command_line(args)
-        checked_job_config(compose(args), args)
-    except ConfigError as err:
-        return str(err)
-    return ""
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +162,7 @@ def test_any_override_trains_or_is_refused_naming_its_key(tmp_path_factory, atta
     args = [*TINY, override]
     try:
         check_command_line(args)
-        cfg = compose(args)
+        cfg = compose_config(args)
     except ConfigError as err:
         assert key.split(".")[-1] in str(err) and "\n" not in str(err), (override, str(err))
         return
@@ -406,7 +369,7 @@ def finished_run(tmp_path_factory):
     from mlpkit.cli import train_from_config
 
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    cfg = compose(TINY)
+    cfg = compose_config(TINY)
     train_from_config(cfg, run_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
@@ -422,11 +385,11 @@ def test_resume_refuses_settings_that_do_not_fit(finished_run):
                             ("optimizer=sgd", "optimizer.name=sgd"), ("seed=1", "seed=1")):
         args = rewrite_resume_argv(["train.py", f"resume={finished_run}", override])[1:]
         with pytest.raises(ConfigError, match="does not fit") as err:
-            check_resume(checked_job_config(compose(args), args), finished_run)
+            check_resume(checked_job_config(compose_config(args), args), finished_run)
         assert named in str(err.value), str(err.value)
     args = rewrite_resume_argv(["train.py", f"resume={finished_run}", "trainer.max_epochs=2"])[1:]
     with pytest.raises(SystemExit) as exit_:  # the run finished: nothing to do
-        check_resume(checked_job_config(compose(args), args), finished_run)
+        check_resume(checked_job_config(compose_config(args), args), finished_run)
     assert exit_.value.code == 0
 
 
@@ -552,7 +515,7 @@ def test_signal_during_the_test_pass_records_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "test_metrics", signalled)
     with pytest.raises(SystemExit) as exit_:
-        train_from_config(compose(TINY), tmp_path)
+        train_from_config(compose_config(TINY), tmp_path)
     assert exit_.value.code == 130
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["message"]

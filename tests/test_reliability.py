@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import pickle
 import random
@@ -81,41 +80,37 @@ overrides_strategy = st.fixed_dictionaries({
 
 @pytest.fixture(scope="module")
 def compose():
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from conftest import compose_config
 
-    from mlpkit.cli import register_resolvers
-    from mlpkit.config import register_schema
-
-    register_schema()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        yield lambda overrides: hydra_compose("train", overrides=overrides)
+    return compose_config
 
 
-COUNTS = {"config": 0, "config_trained": 0, "csv": 0, "csv_trained": 0}
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
-@given(values=overrides_strategy)
-def test_fuzzed_config_trains_or_fails_cleanly(compose, tmp_path, values):
+def test_fuzzed_config_trains_or_fails_cleanly(compose, tmp_path):
+    """Hypothesis draws configs; each trains or is refused with a message, and both outcomes occur."""
     from mlpkit.cli import train_from_config
 
-    COUNTS["config"] += 1
-    overrides = ["data=moons", "trainer.progress=false", *[f"{k}={v}" for k, v in values.items()]]
-    try:
-        cfg = compose(overrides)
-        run_dir = tmp_path / f"run{COUNTS['config']}"
-        run_dir.mkdir()
-        train_from_config(cfg, run_dir)
-    except _clean_errors() as err:
-        assert str(err).strip(), "an error must say what is wrong"
-        return
-    COUNTS["config_trained"] += 1
-    import json
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] in STATUSES
+    outcomes = {"trained": 0, "refused": 0}
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(values=overrides_strategy)
+    def case(values):
+        overrides = ["data=moons", "trainer.progress=false", *[f"{k}={v}" for k, v in values.items()]]
+        run_dir = tmp_path / f"run{sum(outcomes.values())}"
+        try:
+            cfg = compose(overrides)
+            run_dir.mkdir()
+            train_from_config(cfg, run_dir)
+        except _clean_errors() as err:
+            assert str(err).strip(), "an error must say what is wrong"
+            outcomes["refused"] += 1
+            return
+        import json
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] in STATUSES
+        outcomes["trained"] += 1
+
+    case()
+    assert outcomes["trained"] and outcomes["refused"], f"only one outcome was drawn: {outcomes}"
 
 
 cell = st.one_of(
@@ -149,34 +144,32 @@ def csv_files(draw):
     return buf.getvalue(), target
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=csv_files())
-def test_fuzzed_csv_trains_or_fails_cleanly(tmp_path, spec):
+def test_fuzzed_csv_trains_or_fails_cleanly(tmp_path):
+    """Hypothesis writes CSV files; each trains or is refused with a message, and both outcomes occur."""
     from mlpkit import MLP, Trainer, load_dataset
 
-    text, target = spec
-    COUNTS["csv"] += 1
-    path = tmp_path / f"data{COUNTS['csv']}.csv"
-    path.write_text(text, encoding="utf-8")
-    try:
-        data = load_dataset("csv", path=str(path), target=target)
-    except ConfigError as err:
-        assert str(err).strip()
-        return
-    assert torch.isfinite(data.X_train).all()
-    model = MLP(data.in_dim, [4], data.out_dim)
-    result = Trainer(max_epochs=1, batch_size=8, handle_signals=False).fit(model, data)
-    COUNTS["csv_trained"] += 1
-    assert result.status in STATUSES
+    outcomes = {"trained": 0, "refused": 0}
 
+    @settings(max_examples=120, deadline=None)
+    @given(spec=csv_files())
+    def case(spec):
+        text, target = spec
+        path = tmp_path / f"data{sum(outcomes.values())}.csv"
+        path.write_text(text, encoding="utf-8")
+        try:
+            data = load_dataset("csv", path=str(path), target=target)
+        except ConfigError as err:
+            assert str(err).strip()
+            outcomes["refused"] += 1
+            return
+        assert torch.isfinite(data.X_train).all()
+        model = MLP(data.in_dim, [4], data.out_dim)
+        result = Trainer(max_epochs=1, batch_size=8, handle_signals=False).fit(model, data)
+        assert result.status in STATUSES
+        outcomes["trained"] += 1
 
-def test_fuzz_case_counts():
-    """Runs after the fuzz tests: both exercised both outcomes (clean refusal and training)."""
-    print(f"\nfuzz cases: {COUNTS}")
-    if COUNTS["config"]:
-        assert 0 < COUNTS["config_trained"] < COUNTS["config"]
-    if COUNTS["csv"]:
-        assert 0 < COUNTS["csv_trained"] < COUNTS["csv"]
+    case()
+    assert outcomes["trained"] and outcomes["refused"], f"only one outcome was drawn: {outcomes}"
 
 
 # ---------------------------------------------------------------------------
