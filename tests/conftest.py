@@ -433,6 +433,22 @@ def refusal(args: Sequence[str], run_dir: Optional[Path] = None) -> str:
     return ""
 
 
+def finished_run(run_dir: Path, args: Sequence[str]) -> Path:
+    """A finished run directory as `python train.py *args` leaves it (the run, .hydra/config.yaml and
+    overrides.yaml: what resume reads), made in-process: seconds cheaper than the process."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from mlpkit.cli import train_from_config
+
+    cfg = compose_config(args)
+    train_from_config(cfg, Path(run_dir))
+    (Path(run_dir) / ".hydra").mkdir()
+    OmegaConf.save(cfg, Path(run_dir) / ".hydra" / "config.yaml")
+    (Path(run_dir) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(args)))
+    return Path(run_dir)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """In-process training is tiny: one thread is faster and avoids contention on two cores."""

@@ -9,6 +9,10 @@ stopped by a finalizer even when a test fails:
 - Optuna: two `python train.py -m hparams_search=optuna` processes at once on one study, in a
   SQLite file and in a throwaway PostgreSQL cluster (initdb/pg_ctl as the postgres user).
 
+The Ray test (head, sweep, stop) and the SQLite study need nothing from the other tests: they run on
+the session's background pool from collection on (conftest.background), overlapping the SLURM and
+PostgreSQL tests and the rest of the suite; their tests then check what they left.
+
 Services that need root and apt-get (SLURM, PostgreSQL) are skipped, with the reason, on a machine
 that has neither the packages nor the means to install them.
 """
@@ -31,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import Run
+from conftest import Run, background, background_root
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "train.py"
@@ -290,32 +294,57 @@ FAST = ["data=classification", "data.n_samples=150", "model.hidden=[8]", "traine
         "trainer.progress=false"]
 
 
-@pytest.fixture(scope="module")
-def ray_head(request):
-    """`ray start --head` on 127.0.0.1 with a small object store; its address. `ray stop` at the end."""
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs the ray extra: pip install "mlpkit[ray]"')
+def _ray_sweep(root: Path):
+    """`ray start --head` on 127.0.0.1 with a small object store, a 2-job sweep on it launched from
+    `root/launch_here`, and `ray stop`: (the sweep's Run, seconds the head took to start)."""
     ray = Path(sys.executable).with_name("ray")
     temp = Path(tempfile.mkdtemp(prefix="mlpkit-ray-"))  # short: Ray's socket paths live under it
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
-    request.addfinalizer(timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
-                                                    shutil.rmtree(temp, ignore_errors=True))))
-    port = free_port()
-    start = time.monotonic()
-    sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-        "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
-        f"--temp-dir={temp}"], env=env, timeout=120)
-    print(f"\nray start --head: {time.monotonic() - start:.1f} s")
-    return f"127.0.0.1:{port}"
+    try:
+        port = free_port()
+        start = time.monotonic()
+        sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+            "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
+            f"--temp-dir={temp}"], env=env, timeout=120)
+        head = time.monotonic() - start
+        args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                "optimizer=sgd,adam", *FAST]
+        return train(args, root / "launch_here", timeout=180), head
+    finally:
+        timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
+                                   shutil.rmtree(temp, ignore_errors=True)))()
 
 
-def test_ray_cluster_sweep(ray_head, tmp_path):
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
+
+
+def _sqlite_study(root: Path):
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    root.mkdir(parents=True, exist_ok=True)
+    return storage, two_workers(storage, root)
+
+
+def start_background(root: Path, items) -> None:
+    names = {item.originalname for item in items}
+    if "test_ray_cluster_sweep" in names and _has_ray():
+        background("cluster/ray", _ray_sweep, root / "ray")
+    if "test_optuna_two_workers_sqlite" in names:
+        background("cluster/sqlite", _sqlite_study, root / "sqlite")
+
+
+BACKGROUND_PRIORITY = -2  # the Ray sweep is the longest run of the session: started first
+
+
+def test_ray_cluster_sweep():
     """hydra/launcher=ray_cluster plus the address: both jobs run on the cluster and write their run
     directories under the sweep directory of the process that launched them."""
-    cwd = tmp_path / "launch_here"
-    args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_head}",
-            "optimizer=sgd,adam", *FAST]
-    res = train(args, cwd, timeout=180)
-    print(f"\nRay 2-job sweep: {res.seconds:.1f} s")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs the ray extra: pip install "mlpkit[ray]"')
+    res, head = background("cluster/ray", _ray_sweep, background_root() / "ray").result()
+    print(f"\nray start --head: {head:.1f} s; Ray 2-job sweep: {res.seconds:.1f} s")
+    cwd = res.cwd
     assert res.returncode == 0, res.describe()
     assert "Connected to Ray cluster" in res.stderr + res.stdout, res.describe()
     jobs = job_dirs(only_sweep_dir(cwd))
@@ -423,9 +452,9 @@ def check_shared_study(storage: str, sweeps: Dict[str, Path], n_trials: int = 3)
     assert study.best_value == pytest.approx(min(losses), rel=1e-9), (study.best_value, losses)
 
 
-def test_optuna_two_workers_sqlite(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    check_shared_study(storage, two_workers(storage, tmp_path))
+def test_optuna_two_workers_sqlite():
+    storage, sweeps = background("cluster/sqlite", _sqlite_study, background_root() / "sqlite").result()
+    check_shared_study(storage, sweeps)
 
 
 def test_optuna_two_workers_postgresql(postgres, tmp_path):

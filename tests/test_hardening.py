@@ -23,7 +23,8 @@ from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_ar
 from mlpkit.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import compose_config, good_csv, popen_train, read_metrics, refusal, train_many
+from conftest import (background, background_root, compose_config, good_csv, popen_train, read_metrics, refusal,
+                      train, train_many)
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
         "trainer.progress=false"]
@@ -363,18 +364,9 @@ def _one_line_exit_2(run) -> None:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished run directory as `python train.py *TINY` leaves it, made in-process (seconds cheaper)."""
-    import yaml
-    from omegaconf import OmegaConf
+    from conftest import finished_run as make
 
-    from mlpkit.cli import train_from_config
-
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    cfg = compose_config(TINY)
-    train_from_config(cfg, run_dir)
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(TINY))
-    return run_dir
+    return make(tmp_path_factory.mktemp("finished") / "run", TINY)
 
 
 def test_resume_refuses_settings_that_do_not_fit(finished_run):
@@ -430,36 +422,50 @@ def test_resume_attacks_and_refusals_leave_the_run_directory_as_it_was(tmp_path,
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.slow
-def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
-    bad_csv = tmp_path / "bad.csv"
+def _refused_cases(root: Path) -> dict:
+    """name -> (args, needle): `python train.py` refused at each stage (data, run directory, sweep), and
+    (needle None) a sweep whose one job the data refuse. Writes the files they read into `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    bad_csv = root / "bad.csv"
     bad_csv.write_text("a,b,label\n" + "".join(f"{i},{i % 3},yes\n" for i in range(30)))  # one class
-    a_file = tmp_path / "a_file"
+    a_file = root / "a_file"
     a_file.write_text("")
-    cases = {
+    regression_csv = root / "numbers.csv"
+    regression_csv.write_text("a,y\n" + "".join(f"{i},{(i * 7919) % 101 / 7}\n" for i in range(40)))
+    return {
         "data": (["data=csv", f"data.path={bad_csv}", "trainer.progress=false"], "only one class"),  # found while loading
         "run-dir": ([*TINY, f"hydra.run.dir={a_file}/run"], "hydra.run.dir"),
         "run-dir-a-file": ([*TINY, f"hydra.run.dir={a_file}"], "not a directory"),
         "sweep": (["-m", "data=moons,sine,circles", "early_stopping.monitor=val_accuracy", "trainer.max_epochs=3"],
                   "data=sine"),
+        # a conflict only the data show fails its sweep job alone: logged, and the next job runs
+        "sweep-on": (["-m", "data=csv", f"data.path={regression_csv},{good_csv(root / 'classes.csv')}",
+                      "early_stopping.monitor=val_accuracy", "model.hidden=[4]", "trainer.max_epochs=1",
+                      "trainer.progress=false"], None),
     }
-    # a conflict only the data show fails its sweep job alone: logged, and the next job runs
-    regression_csv = tmp_path / "numbers.csv"
-    regression_csv.write_text("a,y\n" + "".join(f"{i},{(i * 7919) % 101 / 7}\n" for i in range(40)))
-    sweep_on = ["-m", "data=csv", f"data.path={regression_csv},{good_csv(tmp_path / 'classes.csv')}",
-                "early_stopping.monitor=val_accuracy", "model.hidden=[4]", "trainer.max_epochs=1",
-                "trainer.progress=false"]
-    jobs = [(args, tmp_path / name) for name, (args, _) in cases.items()] + [(sweep_on, tmp_path / "sweep-on")]
-    runs = train_many(jobs, workers=2)
-    for run, (name, (_, needle)) in zip(runs, cases.items()):
+
+
+def start_background(root: Path, items) -> None:
+    if any(item.originalname == "test_refused_runs_leave_nothing_and_print_one_line" for item in items):
+        for name, (args, _) in _refused_cases(root / "hardening").items():
+            background(f"hardening/{name}", train, args, root / "hardening" / name)
+
+
+@pytest.mark.slow
+def test_refused_runs_leave_nothing_and_print_one_line():
+    root = background_root() / "hardening"
+    for name, (args, needle) in _refused_cases(root).items():
+        run = background(f"hardening/{name}", train, args, root / name).result()
+        if needle is None:
+            continue
         _one_line_exit_2(run)
         assert needle in run.stderr, run.describe()
-        left = list((tmp_path / name).rglob("*"))
+        left = list((root / name).rglob("*"))
         assert left == [], f"{name}: left {left}"
-    on = runs[-1]
+    on = background("hardening/sweep-on", train, [], root / "sweep-on").result()
     assert on.returncode == 0 and "Traceback" not in on.output, on.describe()
     assert "val_accuracy needs a classification data set" in on.stderr, on.describe()
-    [metrics] = list((tmp_path / "sweep-on").rglob("metrics.json"))
+    [metrics] = list((root / "sweep-on").rglob("metrics.json"))
     assert "classes.csv" in metrics.parent.name and read_metrics(metrics.parent)["status"] == "completed"
 
 
