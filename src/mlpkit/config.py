@@ -10,6 +10,7 @@ registries) and runs both at the start of every job and, through
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -365,6 +366,7 @@ def data_task(d: Any) -> str:
     return "classification"
 
 
+@functools.lru_cache(maxsize=None)
 def registries() -> Dict[str, Any]:
     """Each config group that chooses a builder -> its Registry (imported on first use: torch comes with them)."""
     from mlpkit.activations import ACTIVATIONS
