@@ -155,15 +155,19 @@ def process_env(extra: Optional[Dict[str, str]] = None, *, one_thread: bool = Tr
     return {**env, "PYTHONUNBUFFERED": "1", **(SUBPROCESS_ENV if one_thread else {}), **(extra or {})}
 
 
-def run_python(script: Path, args: Sequence[str], cwd: Path, *, timeout: float = 240,
-               env: Optional[Dict[str, str]] = None, one_thread: bool = True) -> Run:
-    """Run `python <script> *args` in `cwd` in its own process group and wait; on a timeout the whole
-    group is killed (joblib and submitit workers too) and the Run says so."""
+def start_python(script: Path, args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, str]] = None,
+                 one_thread: bool = True) -> subprocess.Popen:
+    """Start `python <script> *args` in `cwd`, in its own process group (killed whole on a timeout)."""
     Path(cwd).mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen([PYTHON, str(script), *args], cwd=cwd, env=process_env(env, one_thread=one_thread),
+    return subprocess.Popen([PYTHON, str(script), *args], cwd=cwd, env=process_env(env, one_thread=one_thread),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                             start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, args: Sequence[str], cwd: Path, start: float, timeout: float,
+           program: str = "train.py") -> Run:
+    """Wait for a started process; on a timeout kill its whole group (joblib and submitit workers too),
+    and the Run says so. `start`: time.perf_counter() when it was started."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -174,8 +178,15 @@ def run_python(script: Path, args: Sequence[str], cwd: Path, *, timeout: float =
         out, err = proc.communicate()
         err += f"\n[test] killed after the {timeout:.0f} s timeout"
         proc.returncode = -9
-    return Run(list(args), Path(cwd), proc.returncode, out, err, time.perf_counter() - start, proc.pid,
-               Path(script).name)
+    return Run(list(args), Path(cwd), proc.returncode, out, err, time.perf_counter() - start, proc.pid, program)
+
+
+def run_python(script: Path, args: Sequence[str], cwd: Path, *, timeout: float = 240,
+               env: Optional[Dict[str, str]] = None, one_thread: bool = True) -> Run:
+    """Run `python <script> *args` in `cwd` and wait (see start_python and finish)."""
+    start = time.perf_counter()
+    proc = start_python(script, args, cwd, env=env, one_thread=one_thread)
+    return finish(proc, args, cwd, start, timeout, Path(script).name)
 
 
 def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional[Dict[str, str]] = None,
@@ -254,9 +265,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def popen_train(args: Sequence[str], cwd: Path) -> subprocess.Popen:
     """Start `python train.py *args` without waiting (for signal tests)."""
-    Path(cwd).mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([PYTHON, str(TRAIN_PY), *args], cwd=cwd, env=process_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    return start_python(TRAIN_PY, args, cwd)
 
 
 # ---------------------------------------------------------------------------

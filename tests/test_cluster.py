@@ -35,10 +35,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import Run, background, background_root
+from conftest import TRAIN_PY, Run, background, background_root, finish, process_env, run_python, start_python
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_PY = REPO / "train.py"
 COMPARE_PY = REPO / "scripts" / "compare.py"
 SLURM_LOCAL = REPO / "scripts" / "slurm_local.sh"
 
@@ -50,33 +49,8 @@ TINY = ["data=regression", "data.n_samples=150", "model.hidden=[8]", "trainer.ma
         "trainer.progress=false", "optimizer=sgd"]
 
 
-def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(extra or {})}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
-
-
-def start_train(args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-    """`python train.py *args` in cwd, in its own process group (killed whole on a timeout)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, str(TRAIN_PY), *args], cwd=cwd, env=clean_env(env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, args: Sequence[str], cwd: Path, start: float, timeout: float) -> Run:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\n[test] killed after the {timeout:.0f} s timeout"
-    return Run(list(args), cwd, proc.returncode, out, err, time.monotonic() - start)
-
-
 def train(args: Sequence[str], cwd: Path, *, timeout: float = 180, env: Optional[Dict[str, str]] = None) -> Run:
-    start = time.monotonic()
-    return finish(start_train(args, cwd, env), args, cwd, start, timeout)
+    return run_python(TRAIN_PY, args, cwd, timeout=timeout, env=env)
 
 
 def sh(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, timeout: float = 60,
@@ -91,9 +65,9 @@ def sh(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, timeout: flo
 def timed(what: str, fn: Callable[[], object]) -> Callable[[], None]:
     """fn, printing how long it took (a finalizer's cost is part of what a test adds to CI)."""
     def run() -> None:
-        start = time.monotonic()
+        start = time.perf_counter()
         fn()
-        print(f"\n{what}: {time.monotonic() - start:.1f} s")
+        print(f"\n{what}: {time.perf_counter() - start:.1f} s")
     return run
 
 
@@ -173,9 +147,9 @@ def slurm(request):
     request.addfinalizer(timed("slurm_local.sh down", lambda: (
         sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
         shutil.rmtree(state, ignore_errors=True))))
-    start = time.monotonic()
+    start = time.perf_counter()
     sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
-    print(f"\nslurm_local.sh up: {time.monotonic() - start:.1f} s")
+    print(f"\nslurm_local.sh up: {time.perf_counter() - start:.1f} s")
     conf = sh(["bash", str(SLURM_LOCAL), "env"], env=env).stdout.strip()
     assert conf.startswith("export SLURM_CONF="), conf
     return {"SLURM_CONF": conf.split("=", 1)[1]}
@@ -220,7 +194,7 @@ def test_slurm_grid_sweep(slurm, tmp_path):
             assert len(runs[job.name]) == metrics(job)["epochs_run"], job.name
 
     out = subprocess.run([sys.executable, str(COMPARE_PY), str(sweep)], capture_output=True, text=True,
-                         timeout=120, env=clean_env())
+                         timeout=120, env=process_env())
     assert out.returncode == 0, out.stderr
     assert f"{sweep}: 4 runs" in out.stdout, out.stdout
     rows = [line.split() for line in out.stdout.splitlines() if re.match(r"^[0-3] ", line)]
@@ -235,8 +209,8 @@ def squeue(env: Dict[str, str]) -> Dict[str, str]:
 
 
 def wait_idle(env: Dict[str, str], limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while squeue(env) and time.monotonic() < deadline:
+    deadline = time.perf_counter() + limit
+    while squeue(env) and time.perf_counter() < deadline:
         time.sleep(0.5)
     assert not squeue(env), f"jobs still queued after {limit:.0f} s: {squeue(env)}"
 
@@ -246,11 +220,11 @@ def test_slurm_killed_job_is_reported(slurm, tmp_path):
     bounded time (submitit reads the state from sacct), and the other jobs finish."""
     # job 0: 2 epochs, job 1: one that would run for hours (killed), job 2: 3 epochs
     args = [*SLURM, *TINY, "optimizer.lr=0.01", "early_stopping=none", "trainer.max_epochs=2,1000000,3"]
-    start = time.monotonic()
-    proc = start_train(args, tmp_path, env=slurm)
+    start = time.perf_counter()
+    proc = start_python(TRAIN_PY, args, tmp_path, env=slurm)
     try:
         victim = None
-        while time.monotonic() - start < 150 and proc.poll() is None:
+        while time.perf_counter() - start < 150 and proc.poll() is None:
             logs = list((tmp_path / "outputs").glob("multirun/*/*/1_*/events.out.tfevents*"))
             if logs:  # training has begun in job 1
                 victim = next((i for i in squeue(slurm) if i.endswith("_1")), None)
@@ -259,12 +233,12 @@ def test_slurm_killed_job_is_reported(slurm, tmp_path):
         assert victim, f"job 1 never started training\n{squeue(slurm)}"
         time.sleep(1)
         sh(["scancel", "--full", "--signal=KILL", victim], env=slurm)
-        killed = time.monotonic()
+        killed = time.perf_counter()
         res = finish(proc, args, tmp_path, start, timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    reported = time.monotonic() - killed
+    reported = time.perf_counter() - killed
     print(f"\nSLURM job {victim} killed; the sweep reported it after {reported:.1f} s "
           f"(sweep {res.seconds:.1f} s)")
     assert res.returncode != 0, res.describe()
@@ -302,11 +276,11 @@ def _ray_sweep(root: Path):
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
     try:
         port = free_port()
-        start = time.monotonic()
+        start = time.perf_counter()
         sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
             "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
             f"--temp-dir={temp}"], env=env, timeout=120)
-        head = time.monotonic() - start
+        head = time.perf_counter() - start
         args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
                 "optimizer=sgd,adam", *FAST]
         return train(args, root / "launch_here", timeout=180), head
@@ -392,13 +366,13 @@ def postgres(request):
 
     request.addfinalizer(timed("PostgreSQL stop", stop))
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    start = time.monotonic()
+    start = time.perf_counter()
     sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
         "--no-sync"], timeout=120)
     sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
         "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
     sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
-    print(f"\nPostgreSQL up: {time.monotonic() - start:.1f} s")
+    print(f"\nPostgreSQL up: {time.perf_counter() - start:.1f} s")
     return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
 
 
@@ -411,15 +385,15 @@ def two_workers(storage: str, base: Path, n_trials: int = 3) -> Dict[str, Path]:
     tables, and the second fails (UNIQUE constraint failed: alembic_version)."""
     import optuna
 
-    started = time.monotonic()
+    started = time.perf_counter()
     optuna.create_study(study_name="shared", storage=storage, direction="minimize", load_if_exists=True)
     procs = {}
     for seed in (1, 2):
         args = ["-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
                 "hydra.sweeper.study_name=shared", f"hydra.sweeper.sampler.seed={seed}", *FAST]
-        procs[f"worker{seed}"] = (start_train(args, base / f"worker{seed}"), args)
+        procs[f"worker{seed}"] = (start_python(TRAIN_PY, args, base / f"worker{seed}"), args)
     results = {name: finish(proc, args, base / name, started, timeout=240) for name, (proc, args) in procs.items()}
-    print(f"\ntwo Optuna workers on {storage.split(':')[0]}: {time.monotonic() - started:.1f} s")
+    print(f"\ntwo Optuna workers on {storage.split(':')[0]}: {time.perf_counter() - started:.1f} s")
     for res in results.values():
         assert res.returncode == 0, res.describe()
     return {name: only_sweep_dir(res.cwd) for name, res in results.items()}

@@ -5,16 +5,13 @@ against what the run wrote in metrics.json."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, SUBPROCESS_ENV, background, background_root, messy_table, train
+from conftest import REPO, background, background_root, messy_table, run_python, train
 
 pytestmark = pytest.mark.slow  # trains three runs through train.py (in the background, from collection on)
 BACKGROUND_PRIORITY = 2
@@ -26,11 +23,9 @@ RUNS = {  # name -> (task, extra overrides)
 }
 
 
-def predict(args, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, **SUBPROCESS_ENV}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([PYTHON, str(PREDICT_PY), *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+def predict(args, cwd: Path, timeout: float = 120):
+    """`python predict.py *args` in cwd, as a process: a Run (returncode, stdout, stderr)."""
+    return run_python(PREDICT_PY, [str(a) for a in args], cwd, timeout=timeout)
 
 
 @pytest.fixture
