@@ -38,6 +38,21 @@ _RESERVED: dict = {}
 CREATED: List[Path] = []  # run directories this process made: removed again if the run never starts
 
 
+def make_run_dir(path: Path, exist_ok: bool = False) -> None:
+    """mkdir -p `path` and record it in CREATED as one step: SIGINT/SIGTERM wait until both are done, so an
+    interrupt at start-up never leaves a directory that GUARD does not know it made."""
+    block = getattr(signal, "pthread_sigmask", None)
+    held = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if block else None
+    try:
+        existed = path.exists()
+        path.mkdir(parents=True, exist_ok=exist_ok)
+        if not existed:
+            CREATED.append(path)
+    finally:
+        if block:
+            block(signal.SIG_SETMASK, held)
+
+
 def unique_dir(parent: str, name: str) -> str:
     """`parent/name`, created now; `parent/name_2`, `_3`, ... when another run took it first.
 
@@ -49,7 +64,7 @@ def unique_dir(parent: str, name: str) -> str:
         path, n = Path(parent) / name, 1
         while True:
             try:
-                path.mkdir(parents=True, exist_ok=False)
+                make_run_dir(path)
                 break
             except FileExistsError:
                 n += 1
@@ -57,7 +72,6 @@ def unique_dir(parent: str, name: str) -> str:
             except OSError as err:
                 raise ConfigError(f"cannot create the run directory {path}: {err.strerror or err}; "
                                   "run from a writable directory or set hydra.run.dir") from None
-        CREATED.append(path)
         _RESERVED[key] = str(path)
     return _RESERVED[key]
 
@@ -323,8 +337,7 @@ def check_run(config: Any) -> None:
             raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
         try:
             if not Path(run_dir).exists():
-                Path(run_dir).mkdir(parents=True)
-                CREATED.append(Path(run_dir))
+                make_run_dir(Path(run_dir))
             if not Path(run_dir).is_dir():
                 raise NotADirectoryError(20, "it is a file, not a directory")
             if not os.access(run_dir, os.W_OK):
