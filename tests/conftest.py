@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -222,13 +223,31 @@ def background_root() -> Path:
     return _ROOT
 
 
-def background(key: str, fn: Callable, *args) -> Future:
-    """Start fn(*args) on the shared worker pool once per session; the Future of that call."""
+_THREADS: List[threading.Thread] = []
+
+
+def background(key: str, fn: Callable, *args, own_thread: bool = False) -> Future:
+    """Start fn(*args) once per session; the Future of that call. It runs on the shared pool of WORKERS,
+    or, with `own_thread`, on a thread of its own: for work that mostly waits (on a cluster's scheduler,
+    a database server) and would keep a worker idle."""
     global _POOL
     if key not in _FUTURES:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlpkit-bg")
-        _FUTURES[key] = _POOL.submit(fn, *args)
+        if own_thread:
+            future: Future = Future()
+
+            def work() -> None:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as err:  # noqa: BLE001  (raised again by .result())
+                        future.set_exception(err)
+            _THREADS.append(threading.Thread(target=work, name=f"mlpkit-bg-{key}", daemon=True))
+            _THREADS[-1].start()
+            _FUTURES[key] = future
+        else:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlpkit-bg")
+            _FUTURES[key] = _POOL.submit(fn, *args)
     return _FUTURES[key]
 
 
@@ -261,6 +280,8 @@ def pytest_collection_finish(session):
 def pytest_sessionfinish(session, exitstatus):
     if _POOL is not None:
         _POOL.shutdown(wait=True, cancel_futures=True)
+    for thread in _THREADS:  # e.g. a cluster's shutdown, after its tests
+        thread.join()
 
 
 def popen_train(args: Sequence[str], cwd: Path) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 """Sweeps on real engines: a SLURM cluster, a Ray cluster, and Optuna workers sharing one study.
 
 Each engine is the real one, started by the test on this machine and reached at 127.0.0.1, and
-stopped by a finalizer even when a test fails:
+stopped even when a test fails:
 
 - SLURM: `scripts/slurm_local.sh up` (installs Debian's slurm and MariaDB packages when missing,
   starts munged, MariaDB, slurmdbd, slurmctld and slurmd by hand) and `down`.
@@ -9,9 +9,10 @@ stopped by a finalizer even when a test fails:
 - Optuna: two `python train.py -m hparams_search=optuna` processes at once on one study, in a
   SQLite file and in a throwaway PostgreSQL cluster (initdb/pg_ctl as the postgres user).
 
-The Ray test (head, sweep, stop) and the SQLite study need nothing from the other tests: they run on
-the session's background pool from collection on (conftest.background), overlapping the SLURM and
-PostgreSQL tests and the rest of the suite; their tests then check what they left.
+Every engine's part runs in the background from collection on (conftest.background): SLURM (up, both
+sweeps checked while it is up, down) and PostgreSQL (up, the study, stop) on threads of their own, as
+they mostly wait on a scheduler or a server; the Ray head and sweep and the SQLite study on the shared
+pool. So they overlap each other and the rest of the suite; each test then takes its part's outcome.
 
 Services that need root and apt-get (SLURM, PostgreSQL) are skipped, with the reason, on a machine
 that has neither the packages nor the means to install them.
@@ -136,23 +137,44 @@ def root_and_apt(*commands: str) -> Optional[str]:
 # 1. SLURM
 
 
-@pytest.fixture(scope="module")
-def slurm(request):
-    """A one-node SLURM cluster with accounting (scripts/slurm_local.sh); its environment."""
-    reason = root_and_apt("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
-    if reason:
-        pytest.skip(f"SLURM: {reason}")
+SLURM_DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+
+
+def _slurm_session(root: Path) -> Dict[str, Optional[BaseException]]:
+    """A one-node SLURM cluster with accounting (scripts/slurm_local.sh up ... down) and, while it is up,
+    each SLURM sweep in turn, in the background: sweep -> what it raised (None: every check passed)."""
     state = Path(tempfile.mkdtemp(prefix="mlpkit-slurm-"))
     env = {"MLPKIT_SLURM_STATE": str(state)}
-    request.addfinalizer(timed("slurm_local.sh down", lambda: (
-        sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
-        shutil.rmtree(state, ignore_errors=True))))
-    start = time.perf_counter()
-    sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
-    print(f"\nslurm_local.sh up: {time.perf_counter() - start:.1f} s")
-    conf = sh(["bash", str(SLURM_LOCAL), "env"], env=env).stdout.strip()
-    assert conf.startswith("export SLURM_CONF="), conf
-    return {"SLURM_CONF": conf.split("=", 1)[1]}
+    outcomes: Dict[str, Optional[BaseException]] = {}
+    try:
+        start = time.perf_counter()
+        sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
+        print(f"\nslurm_local.sh up: {time.perf_counter() - start:.1f} s")
+        conf = sh(["bash", str(SLURM_LOCAL), "env"], env=env).stdout.strip()
+        assert conf.startswith("export SLURM_CONF="), conf
+        slurm = {"SLURM_CONF": conf.split("=", 1)[1]}
+        for name, sweep in (("grid", slurm_grid_sweep), ("killed", slurm_killed_job_is_reported)):
+            try:
+                (root / name).mkdir(parents=True, exist_ok=True)
+                sweep(slurm, root / name)
+                outcomes[name] = None
+            except Exception as err:  # noqa: BLE001  (re-raised by that sweep's test)
+                outcomes[name] = err
+    finally:
+        timed("slurm_local.sh down", lambda: (
+            sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
+            shutil.rmtree(state, ignore_errors=True)))()
+    return outcomes
+
+
+def slurm_outcome(name: str) -> None:
+    """Re-raise what the SLURM sweep `name` raised in the background session (skip without SLURM)."""
+    reason = root_and_apt(*SLURM_DAEMONS)
+    if reason:
+        pytest.skip(f"SLURM: {reason}")
+    outcome = background("cluster/slurm", _slurm_session, background_root() / "slurm", own_thread=True).result()[name]
+    if outcome is not None:
+        raise outcome
 
 
 def sacct(env: Dict[str, str], job_ids: Sequence[str]) -> Dict[str, str]:
@@ -164,8 +186,19 @@ def sacct(env: Dict[str, str], job_ids: Sequence[str]) -> Dict[str, str]:
 SLURM = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10"]
 
 
-def test_slurm_grid_sweep(slurm, tmp_path):
+def test_slurm_grid_sweep():
     """A 2x2 grid in which every job is a SLURM job; two diverge and the sweep goes on."""
+    slurm_outcome("grid")
+
+
+def test_slurm_killed_job_is_reported():
+    """SIGKILL to one running job from the scheduler's side: the sweep reports it failed within a
+    bounded time (submitit reads the state from sacct), and the other jobs finish."""
+    slurm_outcome("killed")
+
+
+def slurm_grid_sweep(slurm: Dict[str, str], tmp_path: Path) -> None:
+    """test_slurm_grid_sweep's run and checks, while the cluster is up."""
     args = [*SLURM, *TINY, "optimizer.lr=0.01,5", "seed=0,5", "trainer.log_every_n_steps=1"]
     res = train(args, tmp_path, env=slurm, timeout=240)
     print(f"\nSLURM 2x2 grid sweep: {res.seconds:.1f} s")
@@ -215,9 +248,8 @@ def wait_idle(env: Dict[str, str], limit: float = 120) -> None:
     assert not squeue(env), f"jobs still queued after {limit:.0f} s: {squeue(env)}"
 
 
-def test_slurm_killed_job_is_reported(slurm, tmp_path):
-    """SIGKILL to one running job from the scheduler's side: the sweep reports it failed within a
-    bounded time (submitit reads the state from sacct), and the other jobs finish."""
+def slurm_killed_job_is_reported(slurm: Dict[str, str], tmp_path: Path) -> None:
+    """test_slurm_killed_job_is_reported's run and checks, while the cluster is up."""
     # job 0: 2 epochs, job 1: one that would run for hours (killed), job 2: 3 epochs
     args = [*SLURM, *TINY, "optimizer.lr=0.01", "early_stopping=none", "trainer.max_epochs=2,1000000,3"]
     start = time.perf_counter()
@@ -275,11 +307,16 @@ def _ray_sweep(root: Path):
     temp = Path(tempfile.mkdtemp(prefix="mlpkit-ray-"))  # short: Ray's socket paths live under it
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
     try:
-        port = free_port()
         start = time.perf_counter()
-        sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-            "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
-            f"--temp-dir={temp}"], env=env, timeout=120)
+        for attempt in (1, 2):  # the head's GCS can miss its 60 s start-up window on a loaded machine: once more
+            port = free_port()
+            up = sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                     "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
+                     f"--temp-dir={temp}"], env=env, timeout=120, check=attempt == 2)
+            if up.returncode == 0:
+                break
+            print(f"\nray start --head failed (attempt {attempt}):\n{up.stderr[-1000:]}")
+            sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60)
         head = time.perf_counter() - start
         args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
                 "optimizer=sgd,adam", *FAST]
@@ -303,8 +340,12 @@ def _sqlite_study(root: Path):
 
 def start_background(root: Path, items) -> None:
     names = {item.originalname for item in items}
+    if names & {"test_slurm_grid_sweep", "test_slurm_killed_job_is_reported"} and not root_and_apt(*SLURM_DAEMONS):
+        background("cluster/slurm", _slurm_session, root / "slurm", own_thread=True)  # waits on the scheduler, mostly
     if "test_ray_cluster_sweep" in names and _has_ray():
         background("cluster/ray", _ray_sweep, root / "ray")
+    if "test_optuna_two_workers_postgresql" in names and not _postgres_reason():
+        background("cluster/postgresql", _postgres_study, root / "postgresql", own_thread=True)
     if "test_optuna_two_workers_sqlite" in names:
         background("cluster/sqlite", _sqlite_study, root / "sqlite")
 
@@ -333,15 +374,21 @@ def test_ray_cluster_sweep():
 # 3. Optuna: two sweeper processes on one study
 
 
-@pytest.fixture(scope="module")
-def postgres(request):
-    """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
-    free port); its SQLAlchemy URL. Stopped by its PID at the end."""
-    pytest.importorskip("psycopg2", reason="needs psycopg2-binary (the test extra)")
+def _postgres_reason() -> Optional[str]:
+    """Why PostgreSQL cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None:
+        return "needs psycopg2-binary (the test extra)"
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # Debian's layout, not on PATH
-    reason = root_and_apt() if found else root_and_apt("PostgreSQL's initdb")
-    if reason:
-        pytest.skip(f"PostgreSQL: {reason}")
+    return root_and_apt() if found else root_and_apt("PostgreSQL's initdb")
+
+
+def _postgres_study(root: Path) -> None:
+    """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
+    free port), the two workers on one study in it, checked, and the server stopped by its PID: in the
+    background."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
         sh(["bash", str(REPO / "scripts" / "apt_install.sh"), "postgresql"], timeout=600)
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
@@ -364,16 +411,20 @@ def postgres(request):
                 pass
         shutil.rmtree(data, ignore_errors=True)
 
-    request.addfinalizer(timed("PostgreSQL stop", stop))
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    start = time.perf_counter()
-    sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
-        "--no-sync"], timeout=120)
-    sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
-        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
-    sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
-    print(f"\nPostgreSQL up: {time.perf_counter() - start:.1f} s")
-    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+    try:
+        start = time.perf_counter()
+        sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
+            "--no-sync"], timeout=120)
+        sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
+        sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
+        print(f"\nPostgreSQL up: {time.perf_counter() - start:.1f} s")
+        storage = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+        root.mkdir(parents=True, exist_ok=True)
+        check_shared_study(storage, two_workers(storage, root))
+    finally:
+        timed("PostgreSQL stop", stop)()
 
 
 def two_workers(storage: str, base: Path, n_trials: int = 3) -> Dict[str, Path]:
@@ -431,5 +482,8 @@ def test_optuna_two_workers_sqlite():
     check_shared_study(storage, sweeps)
 
 
-def test_optuna_two_workers_postgresql(postgres, tmp_path):
-    check_shared_study(postgres, two_workers(postgres, tmp_path))
+def test_optuna_two_workers_postgresql():
+    reason = _postgres_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason}")
+    background("cluster/postgresql", _postgres_study, background_root() / "postgresql", own_thread=True).result()
