@@ -322,7 +322,6 @@ RANGES: Dict[str, Dict[str, dict]] = {
              "n_classes": dict(low=2, high=MAX_CLASSES),
              "val_fraction": dict(low=0, high=1, low_open=True, high_open=True, **REQUIRED),
              "test_fraction": dict(low=0, high=1, low_open=True, high_open=True, **REQUIRED)},
-    "model": {},
     "activation": {"negative_slope": dict(low=0, high=1), "alpha": POSITIVE, "beta": POSITIVE,
                    "init": dict(low=0, high=1)},
     "init": {"std": POSITIVE, "gain": POSITIVE},
