@@ -710,17 +710,38 @@ def test_optuna_log_has_no_escape_codes_when_piped(sweeps):
     assert "\x1b" not in res.output, repr(res.output[:2000])
 
 
-@pytest.mark.parametrize("override, plugin", [("hparams_search=optuna", "hydra-optuna-sweeper"),
-                                              ("hydra/launcher=joblib", "hydra-joblib-launcher"),
-                                              ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")])
-def test_missing_sweep_plugin_names_the_extra(tmp_path, override, plugin):
+MISSING_PLUGINS = [("hparams_search=optuna", "hydra-optuna-sweeper"), ("hydra/launcher=joblib", "hydra-joblib-launcher"),
+                   ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")]
+
+
+def _missing_plugin_message(override: str, plugin: str) -> str:
+    return (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
+            'install it with: pip install "mlpkit[sweeps]"')
+
+
+@pytest.mark.parametrize("override, plugin", MISSING_PLUGINS)
+def test_missing_sweep_plugin_names_the_extra(monkeypatch, override, plugin):
+    import importlib.util
+
+    from mlpkit.cli import check_sweep_plugins
+    from mlpkit.errors import ConfigError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("hydra_plugins.") else find_spec(name, *a))
+    with pytest.raises(ConfigError) as err:
+        check_sweep_plugins(["train.py", "-m", override, *FAST])
+    assert f"mlpkit: error: {err.value}" == _missing_plugin_message(override, plugin)
+
+
+def test_missing_sweep_plugin_stops_the_process_in_one_line(tmp_path):
     # An empty regular package `hydra_plugins` ahead on the path hides the installed plugins,
     # as on a machine where `pip install mlpkit` ran without the `sweeps` extra.
+    override, plugin = MISSING_PLUGINS[0]
     hide = tmp_path / "hide" / "hydra_plugins"
     hide.mkdir(parents=True)
     (hide / "__init__.py").write_text("")
     res = train(["-m", override, *FAST], tmp_path / "work", timeout=60, env={"PYTHONPATH": str(hide.parent)})
     assert res.returncode == 2, res.describe()
-    assert res.stderr.strip() == (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
-                                  'install it with: pip install "mlpkit[sweeps]"'), res.describe()
+    assert res.stderr.strip() == _missing_plugin_message(override, plugin), res.describe()
     assert not (tmp_path / "work" / "outputs").exists()
