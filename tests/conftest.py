@@ -1,11 +1,12 @@
-"""Shared helpers: run `python train.py` as a user would, find what a run left behind, read it back.
+"""Shared helpers: run `python train.py` as a user would, compose the config in-process, find what a
+run left behind, read it back.
 
 Every subprocess runs with its own temporary working directory, so `outputs/` lands there and a
 test can say "no metrics.json anywhere under it". Each `python train.py` costs seconds of imports,
-so the modules that need many of them (test_cli_runs, test_groups_cli, test_errors) define
-`start_background(root)`: right after collection their runs start on a small worker pool
-(`background`), those modules are moved to the end of the session, and the in-process tests run
-meanwhile. Their tests then wait for their own run's result.
+so the modules that need several (test_cli_runs, test_groups_cli, test_errors, test_sweeps) define
+`start_background(root, items)`: right after collection, the runs their selected tests need start on
+one small worker pool (`background`), those modules are moved to the end of the session, and the
+in-process tests run meanwhile. Their tests then wait for their own run's result.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -133,28 +136,67 @@ class Run:
     stdout: str
     stderr: str
     seconds: float = 0.0
+    pid: int = 0
+    program: str = "train.py"
 
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
 
     def describe(self) -> str:
-        return (f"python train.py {' '.join(self.args)}\n(cwd {self.cwd}) exited {self.returncode}\n"
-                f"--- stdout (tail) ---\n{self.stdout[-3000:]}\n--- stderr (tail) ---\n{self.stderr[-3000:]}")
+        return (f"python {self.program} {' '.join(self.args)}\n(cwd {self.cwd}) exited {self.returncode} after "
+                f"{self.seconds:.1f} s\n--- stdout (tail) ---\n{self.stdout[-3000:]}\n"
+                f"--- stderr (tail) ---\n{self.stderr[-4000:]}")
 
 
-def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional[Dict[str, str]] = None) -> Run:
-    """Run `python <repo>/train.py *args` in `cwd` and wait for it."""
-    full_env = {**os.environ, **SUBPROCESS_ENV, **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+def process_env(extra: Optional[Dict[str, str]] = None, *, one_thread: bool = True) -> Dict[str, str]:
+    """The environment of a test's subprocess: no HYDRA_FULL_ERROR (the tests look for tracebacks), and
+    one OpenMP thread unless a test checks the threads torch picks itself."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {**env, "PYTHONUNBUFFERED": "1", **(SUBPROCESS_ENV if one_thread else {}), **(extra or {})}
+
+
+def start_python(script: Path, args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, str]] = None,
+                 one_thread: bool = True) -> subprocess.Popen:
+    """Start `python <script> *args` in `cwd`, in its own process group (killed whole on a timeout)."""
     Path(cwd).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([PYTHON, str(script), *args], cwd=cwd, env=process_env(env, one_thread=one_thread),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, args: Sequence[str], cwd: Path, start: float, timeout: float,
+           program: str = "train.py") -> Run:
+    """Wait for a started process; on a timeout kill its whole group (joblib and submitit workers too),
+    and the Run says so. `start`: time.perf_counter() when it was started."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        err += f"\n[test] killed after the {timeout:.0f} s timeout"
+        proc.returncode = -9
+    return Run(list(args), Path(cwd), proc.returncode, out, err, time.perf_counter() - start, proc.pid, program)
+
+
+def run_python(script: Path, args: Sequence[str], cwd: Path, *, timeout: float = 240,
+               env: Optional[Dict[str, str]] = None, one_thread: bool = True) -> Run:
+    """Run `python <script> *args` in `cwd` and wait (see start_python and finish)."""
     start = time.perf_counter()
-    proc = subprocess.run([PYTHON, str(TRAIN_PY), *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    return Run(list(args), Path(cwd), proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+    proc = start_python(script, args, cwd, env=env, one_thread=one_thread)
+    return finish(proc, args, cwd, start, timeout, Path(script).name)
 
 
-WORKERS = max(2, min(4, os.cpu_count() or 2))
+def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional[Dict[str, str]] = None,
+          one_thread: bool = True) -> Run:
+    """Run `python <repo>/train.py *args` in `cwd` and wait for it."""
+    return run_python(TRAIN_PY, args, cwd, timeout=timeout, env=env, one_thread=one_thread)
+
+
+WORKERS = 3  # processes at once: on 2 cores a third one fills the gaps of the others' imports and file writes
 
 
 def train_many(jobs: Sequence[Tuple[Sequence[str], Path]], workers: Optional[int] = None) -> List[Run]:
@@ -181,13 +223,31 @@ def background_root() -> Path:
     return _ROOT
 
 
-def background(key: str, fn: Callable, *args) -> Future:
-    """Start fn(*args) on the shared worker pool once per session; the Future of that call."""
+_THREADS: List[threading.Thread] = []
+
+
+def background(key: str, fn: Callable, *args, own_thread: bool = False) -> Future:
+    """Start fn(*args) once per session; the Future of that call. It runs on the shared pool of WORKERS,
+    or, with `own_thread`, on a thread of its own: for work that mostly waits (on a cluster's scheduler,
+    a database server) and would keep a worker idle."""
     global _POOL
     if key not in _FUTURES:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlpkit-bg")
-        _FUTURES[key] = _POOL.submit(fn, *args)
+        if own_thread:
+            future: Future = Future()
+
+            def work() -> None:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as err:  # noqa: BLE001  (raised again by .result())
+                        future.set_exception(err)
+            _THREADS.append(threading.Thread(target=work, name=f"mlpkit-bg-{key}", daemon=True))
+            _THREADS[-1].start()
+            _FUTURES[key] = future
+        else:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="mlpkit-bg")
+            _FUTURES[key] = _POOL.submit(fn, *args)
     return _FUTURES[key]
 
 
@@ -201,33 +261,32 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
+    """Start, for each module with `start_background(root, items)`, the runs its selected tests need."""
     global _ROOT
     if session.config.option.collectonly:
         return
     factory = getattr(session.config, "_tmp_path_factory", None)
     if _ROOT is None and factory is not None:
         _ROOT = factory.mktemp("background")
-    modules = []
+    selected: Dict[object, list] = {}
     for item in session.items:
         module = getattr(item, "module", None)
-        if hasattr(module, "start_background") and module not in modules:
-            modules.append(module)
-    for module in sorted(modules, key=lambda m: getattr(m, "BACKGROUND_PRIORITY", 0)):
-        module.start_background(background_root())
+        if hasattr(module, "start_background"):
+            selected.setdefault(module, []).append(item)
+    for module in sorted(selected, key=lambda m: getattr(m, "BACKGROUND_PRIORITY", 0)):
+        module.start_background(background_root(), selected[module])
 
 
 def pytest_sessionfinish(session, exitstatus):
     if _POOL is not None:
         _POOL.shutdown(wait=True, cancel_futures=True)
+    for thread in _THREADS:  # e.g. a cluster's shutdown, after its tests
+        thread.join()
 
 
 def popen_train(args: Sequence[str], cwd: Path) -> subprocess.Popen:
     """Start `python train.py *args` without waiting (for signal tests)."""
-    Path(cwd).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **SUBPROCESS_ENV}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([PYTHON, str(TRAIN_PY), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    return start_python(TRAIN_PY, args, cwd)
 
 
 # ---------------------------------------------------------------------------
@@ -354,19 +413,70 @@ def event_files_holding(run_dir: Path, needle_tags: Sequence[str]) -> List[Path]
 # Composing configs in-process (Hydra's compose API)
 
 
-def compose_config(overrides: Sequence[str] = ()):
-    """The composed train config for `overrides`, as `python train.py` would see it (less hydra.*)."""
+def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False):
+    """The config `python train.py *overrides` composes (Hydra's compose API), less the hydra node unless
+    `with_hydra`. Hydra is initialised on the first call and stays so for the session."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from mlpkit.cli import register_resolvers
     from mlpkit.config import register_schema
 
-    register_schema()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+    if not GlobalHydra.instance().is_initialized():
+        register_schema()
+        register_resolvers()
+        initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3")  # initialises Hydra on creation
+    return compose(config_name="train", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def sweep_jobs(args: Sequence[str]) -> List[List[str]]:
+    """The override lists of the jobs of `python train.py -m *args` (a grid: every combination)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = [a for a in args if a != "-m"]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def refusal(args: Sequence[str], run_dir: Optional[Path] = None) -> str:
+    """The one-line message `python train.py *args` stops with ('' = accepted), found in-process by the
+    functions train.py runs: the command-line checks, then those of every job's composed config (all of a
+    sweep's jobs before the first runs), then, for a single run and with `run_dir`, the run itself, for
+    what only the data show. A refusal from the run comes before training: no file may be left in it."""
+    from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_argv, train_from_config
+    from mlpkit.errors import ConfigError
+
+    try:
+        args = rewrite_resume_argv(["train.py", *args])[1:]
+        check_command_line(args)
+        jobs = sweep_jobs(args) if "-m" in args else [list(args)]
+        configs = [checked_job_config(compose_config(job), job) for job in jobs]
+        if run_dir is not None and len(configs) == 1 and "-m" not in args:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            train_from_config(configs[0], Path(run_dir))
+    except ConfigError as err:
+        if run_dir is not None:
+            left = [p for p in Path(run_dir).rglob("*") if p.is_file()]
+            assert not left, f"refused after it wrote {left}"
+        return str(err)
+    return ""
+
+
+def finished_run(run_dir: Path, args: Sequence[str]) -> Path:
+    """A finished run directory as `python train.py *args` leaves it (the run, .hydra/config.yaml and
+    overrides.yaml: what resume reads), made in-process: seconds cheaper than the process."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from mlpkit.cli import train_from_config
+
+    cfg = compose_config(args)
+    train_from_config(cfg, Path(run_dir))
+    (Path(run_dir) / ".hydra").mkdir()
+    OmegaConf.save(cfg, Path(run_dir) / ".hydra" / "config.yaml")
+    (Path(run_dir) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(args)))
+    return Path(run_dir)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,13 +1,18 @@
 """Sweeps on real engines: a SLURM cluster, a Ray cluster, and Optuna workers sharing one study.
 
 Each engine is the real one, started by the test on this machine and reached at 127.0.0.1, and
-stopped by a finalizer even when a test fails:
+stopped even when a test fails:
 
 - SLURM: `scripts/slurm_local.sh up` (installs Debian's slurm and MariaDB packages when missing,
   starts munged, MariaDB, slurmdbd, slurmctld and slurmd by hand) and `down`.
 - Ray: `ray start --head` on 127.0.0.1 with a small object store, and `ray stop`.
 - Optuna: two `python train.py -m hparams_search=optuna` processes at once on one study, in a
   SQLite file and in a throwaway PostgreSQL cluster (initdb/pg_ctl as the postgres user).
+
+Every engine's part runs in the background from collection on (conftest.background): SLURM (up, both
+sweeps checked while it is up, down) and PostgreSQL (up, the study, stop) on threads of their own, as
+they mostly wait on a scheduler or a server; the Ray head and sweep and the SQLite study on the shared
+pool. So they overlap each other and the rest of the suite; each test then takes its part's outcome.
 
 Services that need root and apt-get (SLURM, PostgreSQL) are skipped, with the reason, on a machine
 that has neither the packages nor the means to install them.
@@ -31,10 +36,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import Run
+from conftest import TRAIN_PY, Run, background, background_root, finish, process_env, run_python, start_python
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_PY = REPO / "train.py"
 COMPARE_PY = REPO / "scripts" / "compare.py"
 SLURM_LOCAL = REPO / "scripts" / "slurm_local.sh"
 
@@ -46,33 +50,8 @@ TINY = ["data=regression", "data.n_samples=150", "model.hidden=[8]", "trainer.ma
         "trainer.progress=false", "optimizer=sgd"]
 
 
-def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(extra or {})}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return env
-
-
-def start_train(args: Sequence[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-    """`python train.py *args` in cwd, in its own process group (killed whole on a timeout)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, str(TRAIN_PY), *args], cwd=cwd, env=clean_env(env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, args: Sequence[str], cwd: Path, start: float, timeout: float) -> Run:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\n[test] killed after the {timeout:.0f} s timeout"
-    return Run(list(args), cwd, proc.returncode, out, err, time.monotonic() - start)
-
-
 def train(args: Sequence[str], cwd: Path, *, timeout: float = 180, env: Optional[Dict[str, str]] = None) -> Run:
-    start = time.monotonic()
-    return finish(start_train(args, cwd, env), args, cwd, start, timeout)
+    return run_python(TRAIN_PY, args, cwd, timeout=timeout, env=env)
 
 
 def sh(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, timeout: float = 60,
@@ -87,9 +66,9 @@ def sh(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, timeout: flo
 def timed(what: str, fn: Callable[[], object]) -> Callable[[], None]:
     """fn, printing how long it took (a finalizer's cost is part of what a test adds to CI)."""
     def run() -> None:
-        start = time.monotonic()
+        start = time.perf_counter()
         fn()
-        print(f"\n{what}: {time.monotonic() - start:.1f} s")
+        print(f"\n{what}: {time.perf_counter() - start:.1f} s")
     return run
 
 
@@ -158,23 +137,44 @@ def root_and_apt(*commands: str) -> Optional[str]:
 # 1. SLURM
 
 
-@pytest.fixture(scope="module")
-def slurm(request):
-    """A one-node SLURM cluster with accounting (scripts/slurm_local.sh); its environment."""
-    reason = root_and_apt("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
-    if reason:
-        pytest.skip(f"SLURM: {reason}")
+SLURM_DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+
+
+def _slurm_session(root: Path) -> Dict[str, Optional[BaseException]]:
+    """A one-node SLURM cluster with accounting (scripts/slurm_local.sh up ... down) and, while it is up,
+    each SLURM sweep in turn, in the background: sweep -> what it raised (None: every check passed)."""
     state = Path(tempfile.mkdtemp(prefix="mlpkit-slurm-"))
     env = {"MLPKIT_SLURM_STATE": str(state)}
-    request.addfinalizer(timed("slurm_local.sh down", lambda: (
-        sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
-        shutil.rmtree(state, ignore_errors=True))))
-    start = time.monotonic()
-    sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
-    print(f"\nslurm_local.sh up: {time.monotonic() - start:.1f} s")
-    conf = sh(["bash", str(SLURM_LOCAL), "env"], env=env).stdout.strip()
-    assert conf.startswith("export SLURM_CONF="), conf
-    return {"SLURM_CONF": conf.split("=", 1)[1]}
+    outcomes: Dict[str, Optional[BaseException]] = {}
+    try:
+        start = time.perf_counter()
+        sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
+        print(f"\nslurm_local.sh up: {time.perf_counter() - start:.1f} s")
+        conf = sh(["bash", str(SLURM_LOCAL), "env"], env=env).stdout.strip()
+        assert conf.startswith("export SLURM_CONF="), conf
+        slurm = {"SLURM_CONF": conf.split("=", 1)[1]}
+        for name, sweep in (("grid", slurm_grid_sweep), ("killed", slurm_killed_job_is_reported)):
+            try:
+                (root / name).mkdir(parents=True, exist_ok=True)
+                sweep(slurm, root / name)
+                outcomes[name] = None
+            except Exception as err:  # noqa: BLE001  (re-raised by that sweep's test)
+                outcomes[name] = err
+    finally:
+        timed("slurm_local.sh down", lambda: (
+            sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
+            shutil.rmtree(state, ignore_errors=True)))()
+    return outcomes
+
+
+def slurm_outcome(name: str) -> None:
+    """Re-raise what the SLURM sweep `name` raised in the background session (skip without SLURM)."""
+    reason = root_and_apt(*SLURM_DAEMONS)
+    if reason:
+        pytest.skip(f"SLURM: {reason}")
+    outcome = background("cluster/slurm", _slurm_session, background_root() / "slurm", own_thread=True).result()[name]
+    if outcome is not None:
+        raise outcome
 
 
 def sacct(env: Dict[str, str], job_ids: Sequence[str]) -> Dict[str, str]:
@@ -186,8 +186,19 @@ def sacct(env: Dict[str, str], job_ids: Sequence[str]) -> Dict[str, str]:
 SLURM = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10"]
 
 
-def test_slurm_grid_sweep(slurm, tmp_path):
+def test_slurm_grid_sweep():
     """A 2x2 grid in which every job is a SLURM job; two diverge and the sweep goes on."""
+    slurm_outcome("grid")
+
+
+def test_slurm_killed_job_is_reported():
+    """SIGKILL to one running job from the scheduler's side: the sweep reports it failed within a
+    bounded time (submitit reads the state from sacct), and the other jobs finish."""
+    slurm_outcome("killed")
+
+
+def slurm_grid_sweep(slurm: Dict[str, str], tmp_path: Path) -> None:
+    """test_slurm_grid_sweep's run and checks, while the cluster is up."""
     args = [*SLURM, *TINY, "optimizer.lr=0.01,5", "seed=0,5", "trainer.log_every_n_steps=1"]
     res = train(args, tmp_path, env=slurm, timeout=240)
     print(f"\nSLURM 2x2 grid sweep: {res.seconds:.1f} s")
@@ -216,7 +227,7 @@ def test_slurm_grid_sweep(slurm, tmp_path):
             assert len(runs[job.name]) == metrics(job)["epochs_run"], job.name
 
     out = subprocess.run([sys.executable, str(COMPARE_PY), str(sweep)], capture_output=True, text=True,
-                         timeout=120, env=clean_env())
+                         timeout=120, env=process_env())
     assert out.returncode == 0, out.stderr
     assert f"{sweep}: 4 runs" in out.stdout, out.stdout
     rows = [line.split() for line in out.stdout.splitlines() if re.match(r"^[0-3] ", line)]
@@ -231,22 +242,21 @@ def squeue(env: Dict[str, str]) -> Dict[str, str]:
 
 
 def wait_idle(env: Dict[str, str], limit: float = 120) -> None:
-    deadline = time.monotonic() + limit
-    while squeue(env) and time.monotonic() < deadline:
+    deadline = time.perf_counter() + limit
+    while squeue(env) and time.perf_counter() < deadline:
         time.sleep(0.5)
     assert not squeue(env), f"jobs still queued after {limit:.0f} s: {squeue(env)}"
 
 
-def test_slurm_killed_job_is_reported(slurm, tmp_path):
-    """SIGKILL to one running job from the scheduler's side: the sweep reports it failed within a
-    bounded time (submitit reads the state from sacct), and the other jobs finish."""
+def slurm_killed_job_is_reported(slurm: Dict[str, str], tmp_path: Path) -> None:
+    """test_slurm_killed_job_is_reported's run and checks, while the cluster is up."""
     # job 0: 2 epochs, job 1: one that would run for hours (killed), job 2: 3 epochs
     args = [*SLURM, *TINY, "optimizer.lr=0.01", "early_stopping=none", "trainer.max_epochs=2,1000000,3"]
-    start = time.monotonic()
-    proc = start_train(args, tmp_path, env=slurm)
+    start = time.perf_counter()
+    proc = start_python(TRAIN_PY, args, tmp_path, env=slurm)
     try:
         victim = None
-        while time.monotonic() - start < 150 and proc.poll() is None:
+        while time.perf_counter() - start < 150 and proc.poll() is None:
             logs = list((tmp_path / "outputs").glob("multirun/*/*/1_*/events.out.tfevents*"))
             if logs:  # training has begun in job 1
                 victim = next((i for i in squeue(slurm) if i.endswith("_1")), None)
@@ -255,12 +265,12 @@ def test_slurm_killed_job_is_reported(slurm, tmp_path):
         assert victim, f"job 1 never started training\n{squeue(slurm)}"
         time.sleep(1)
         sh(["scancel", "--full", "--signal=KILL", victim], env=slurm)
-        killed = time.monotonic()
+        killed = time.perf_counter()
         res = finish(proc, args, tmp_path, start, timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    reported = time.monotonic() - killed
+    reported = time.perf_counter() - killed
     print(f"\nSLURM job {victim} killed; the sweep reported it after {reported:.1f} s "
           f"(sweep {res.seconds:.1f} s)")
     assert res.returncode != 0, res.describe()
@@ -290,32 +300,66 @@ FAST = ["data=classification", "data.n_samples=150", "model.hidden=[8]", "traine
         "trainer.progress=false"]
 
 
-@pytest.fixture(scope="module")
-def ray_head(request):
-    """`ray start --head` on 127.0.0.1 with a small object store; its address. `ray stop` at the end."""
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs the ray extra: pip install "mlpkit[ray]"')
+def _ray_sweep(root: Path):
+    """`ray start --head` on 127.0.0.1 with a small object store, a 2-job sweep on it launched from
+    `root/launch_here`, and `ray stop`: (the sweep's Run, seconds the head took to start)."""
     ray = Path(sys.executable).with_name("ray")
     temp = Path(tempfile.mkdtemp(prefix="mlpkit-ray-"))  # short: Ray's socket paths live under it
     env = {"RAY_USAGE_STATS_ENABLED": "0"}
-    request.addfinalizer(timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
-                                                    shutil.rmtree(temp, ignore_errors=True))))
-    port = free_port()
-    start = time.monotonic()
-    sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-        "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
-        f"--temp-dir={temp}"], env=env, timeout=120)
-    print(f"\nray start --head: {time.monotonic() - start:.1f} s")
-    return f"127.0.0.1:{port}"
+    try:
+        start = time.perf_counter()
+        for attempt in (1, 2):  # the head's GCS can miss its 60 s start-up window on a loaded machine: once more
+            port = free_port()
+            up = sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                     "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
+                     f"--temp-dir={temp}"], env=env, timeout=120, check=attempt == 2)
+            if up.returncode == 0:
+                break
+            print(f"\nray start --head failed (attempt {attempt}):\n{up.stderr[-1000:]}")
+            sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60)
+        head = time.perf_counter() - start
+        args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                "optimizer=sgd,adam", *FAST]
+        return train(args, root / "launch_here", timeout=180), head
+    finally:
+        timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
+                                   shutil.rmtree(temp, ignore_errors=True)))()
 
 
-def test_ray_cluster_sweep(ray_head, tmp_path):
+def _has_ray() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
+
+
+def _sqlite_study(root: Path):
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    root.mkdir(parents=True, exist_ok=True)
+    return storage, two_workers(storage, root)
+
+
+def start_background(root: Path, items) -> None:
+    names = {item.originalname for item in items}
+    if names & {"test_slurm_grid_sweep", "test_slurm_killed_job_is_reported"} and not root_and_apt(*SLURM_DAEMONS):
+        background("cluster/slurm", _slurm_session, root / "slurm", own_thread=True)  # waits on the scheduler, mostly
+    if "test_ray_cluster_sweep" in names and _has_ray():
+        background("cluster/ray", _ray_sweep, root / "ray")
+    if "test_optuna_two_workers_postgresql" in names and not _postgres_reason():
+        background("cluster/postgresql", _postgres_study, root / "postgresql", own_thread=True)
+    if "test_optuna_two_workers_sqlite" in names:
+        background("cluster/sqlite", _sqlite_study, root / "sqlite")
+
+
+BACKGROUND_PRIORITY = -2  # the Ray sweep is the longest run of the session: started first
+
+
+def test_ray_cluster_sweep():
     """hydra/launcher=ray_cluster plus the address: both jobs run on the cluster and write their run
     directories under the sweep directory of the process that launched them."""
-    cwd = tmp_path / "launch_here"
-    args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={ray_head}",
-            "optimizer=sgd,adam", *FAST]
-    res = train(args, cwd, timeout=180)
-    print(f"\nRay 2-job sweep: {res.seconds:.1f} s")
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs the ray extra: pip install "mlpkit[ray]"')
+    res, head = background("cluster/ray", _ray_sweep, background_root() / "ray").result()
+    print(f"\nray start --head: {head:.1f} s; Ray 2-job sweep: {res.seconds:.1f} s")
+    cwd = res.cwd
     assert res.returncode == 0, res.describe()
     assert "Connected to Ray cluster" in res.stderr + res.stdout, res.describe()
     jobs = job_dirs(only_sweep_dir(cwd))
@@ -330,15 +374,21 @@ def test_ray_cluster_sweep(ray_head, tmp_path):
 # 3. Optuna: two sweeper processes on one study
 
 
-@pytest.fixture(scope="module")
-def postgres(request):
-    """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
-    free port); its SQLAlchemy URL. Stopped by its PID at the end."""
-    pytest.importorskip("psycopg2", reason="needs psycopg2-binary (the test extra)")
+def _postgres_reason() -> Optional[str]:
+    """Why PostgreSQL cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None:
+        return "needs psycopg2-binary (the test extra)"
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # Debian's layout, not on PATH
-    reason = root_and_apt() if found else root_and_apt("PostgreSQL's initdb")
-    if reason:
-        pytest.skip(f"PostgreSQL: {reason}")
+    return root_and_apt() if found else root_and_apt("PostgreSQL's initdb")
+
+
+def _postgres_study(root: Path) -> None:
+    """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
+    free port), the two workers on one study in it, checked, and the server stopped by its PID: in the
+    background."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
         sh(["bash", str(REPO / "scripts" / "apt_install.sh"), "postgresql"], timeout=600)
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
@@ -361,16 +411,20 @@ def postgres(request):
                 pass
         shutil.rmtree(data, ignore_errors=True)
 
-    request.addfinalizer(timed("PostgreSQL stop", stop))
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    start = time.monotonic()
-    sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
-        "--no-sync"], timeout=120)
-    sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
-        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
-    sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
-    print(f"\nPostgreSQL up: {time.monotonic() - start:.1f} s")
-    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+    try:
+        start = time.perf_counter()
+        sh([*as_postgres, str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
+            "--no-sync"], timeout=120)
+        sh([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {data}", "start"], timeout=60)
+        sh([*as_postgres, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "optuna"])
+        print(f"\nPostgreSQL up: {time.perf_counter() - start:.1f} s")
+        storage = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+        root.mkdir(parents=True, exist_ok=True)
+        check_shared_study(storage, two_workers(storage, root))
+    finally:
+        timed("PostgreSQL stop", stop)()
 
 
 def two_workers(storage: str, base: Path, n_trials: int = 3) -> Dict[str, Path]:
@@ -382,15 +436,15 @@ def two_workers(storage: str, base: Path, n_trials: int = 3) -> Dict[str, Path]:
     tables, and the second fails (UNIQUE constraint failed: alembic_version)."""
     import optuna
 
-    started = time.monotonic()
+    started = time.perf_counter()
     optuna.create_study(study_name="shared", storage=storage, direction="minimize", load_if_exists=True)
     procs = {}
     for seed in (1, 2):
         args = ["-m", "hparams_search=optuna", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
                 "hydra.sweeper.study_name=shared", f"hydra.sweeper.sampler.seed={seed}", *FAST]
-        procs[f"worker{seed}"] = (start_train(args, base / f"worker{seed}"), args)
+        procs[f"worker{seed}"] = (start_python(TRAIN_PY, args, base / f"worker{seed}"), args)
     results = {name: finish(proc, args, base / name, started, timeout=240) for name, (proc, args) in procs.items()}
-    print(f"\ntwo Optuna workers on {storage.split(':')[0]}: {time.monotonic() - started:.1f} s")
+    print(f"\ntwo Optuna workers on {storage.split(':')[0]}: {time.perf_counter() - started:.1f} s")
     for res in results.values():
         assert res.returncode == 0, res.describe()
     return {name: only_sweep_dir(res.cwd) for name, res in results.items()}
@@ -423,10 +477,13 @@ def check_shared_study(storage: str, sweeps: Dict[str, Path], n_trials: int = 3)
     assert study.best_value == pytest.approx(min(losses), rel=1e-9), (study.best_value, losses)
 
 
-def test_optuna_two_workers_sqlite(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    check_shared_study(storage, two_workers(storage, tmp_path))
+def test_optuna_two_workers_sqlite():
+    storage, sweeps = background("cluster/sqlite", _sqlite_study, background_root() / "sqlite").result()
+    check_shared_study(storage, sweeps)
 
 
-def test_optuna_two_workers_postgresql(postgres, tmp_path):
-    check_shared_study(postgres, two_workers(postgres, tmp_path))
+def test_optuna_two_workers_postgresql():
+    reason = _postgres_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL: {reason}")
+    background("cluster/postgresql", _postgres_study, background_root() / "postgresql", own_thread=True).result()

@@ -296,6 +296,7 @@ def test_in_place_row_permutation_and_blockwise_statistics_match_numpy(n, d):
     np.testing.assert_array_equal(std, a.std(0, dtype=np.float64))
 
 
+@pytest.mark.slow
 def test_mnist_sized_data_set_is_held_once(tmp_path):
     """60,000 x 784 float32 is 179 MiB; loading it may hold that and little more (no float64 or split copies)."""
     code = ("import resource, torch, numpy; from mlpkit import load_dataset\n"

@@ -2,22 +2,22 @@
 `python train.py -m experiment=<name>`, and its claim is checked with numbers from the
 runs' own metrics.json files.
 
-These are the slowest tests of the suite (about a minute each on 2 cores).
+These are the slowest runs of the suite (10-25 s each on 2 cores): they start in the background
+when the session is collected (conftest.background), before every other background run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 import yaml
+
+from conftest import background, background_root, train
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -47,21 +47,29 @@ class Run:
         return statistics.mean(ratios)
 
 
-_CACHE: Dict[str, List[Run]] = {}
+BACKGROUND_PRIORITY = -1  # the longest runs of the session: started first
 
 
-def sweep(name: str, tmp_path_factory) -> List[Run]:
-    """Run `python train.py -m experiment=<name>` once per session; its jobs as Runs."""
-    if name not in _CACHE:
-        cwd = tmp_path_factory.mktemp(f"exp_{name}")
-        proc = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", f"experiment={name}",
-                               "trainer.progress=false"], cwd=cwd, capture_output=True, text=True,
-                              timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        jobs = sorted(cwd.glob("outputs/multirun/*/*/*/metrics.json"))
-        assert jobs, f"experiment {name} left no metrics.json"
-        _CACHE[name] = [Run(p.parent) for p in jobs]
-    return _CACHE[name]
+def _run_experiment(root: Path, name: str):
+    # the environment as a user has it: the experiments' numbers depend on torch's own thread count
+    return train(["-m", f"experiment={name}", "trainer.progress=false"], root / f"exp_{name}", timeout=900,
+                 one_thread=False)
+
+
+def start_background(root: Path, items) -> None:
+    for item in items:
+        name = item.originalname.removeprefix("test_")
+        if name in EXPERIMENTS:
+            background(f"experiments/{name}", _run_experiment, root, name)
+
+
+def sweep(name: str, tmp_path_factory=None) -> List[Run]:
+    """`python train.py -m experiment=<name>`, run once per session; its jobs as Runs."""
+    run = background(f"experiments/{name}", _run_experiment, background_root(), name).result()
+    assert run.returncode == 0, run.describe()
+    jobs = sorted(run.cwd.glob("outputs/multirun/*/*/*/metrics.json"))
+    assert jobs, f"experiment {name} left no metrics.json"
+    return [Run(p.parent) for p in jobs]
 
 
 def pick(runs: List[Run], **match) -> List[Run]:

@@ -60,9 +60,21 @@ def sweep(group: str, option: str = "") -> Tuple[Run, Path]:
     return background(f"groups/{'+'.join(groups)}", _run_sweep, background_root(), groups).result()
 
 
-def start_background(root: Path) -> None:
+def _sweep_of(item) -> Tuple[str, ...]:
+    """The sweep a selected test reads: the one its parameters name."""
+    params = item.callspec.params
+    if "groups" in params:
+        return params["groups"]
+    group = {"test_data_option_task_tags_and_test_metrics": "data",
+             "test_activation_option_logs_its_unit_diagnostic": "activation"}.get(item.originalname, params.get("group"))
+    return ("csv",) if (group, params["option"]) == ("data", "csv") else SWEEP_OF[group]
+
+
+def start_background(root: Path, items) -> None:
+    needed = {_sweep_of(item) for item in items}
     for groups in [*SWEEPS, ("csv",)]:
-        background(f"groups/{'+'.join(groups)}", _run_sweep, root, groups)
+        if groups in needed:
+            background(f"groups/{'+'.join(groups)}", _run_sweep, root, groups)
 
 
 def _jobs_for(sweep_root: Path, group: str, option: str) -> List[Path]:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import subprocess
 import time
 from pathlib import Path
-from typing import List
 
 import pytest
 import torch
@@ -25,45 +23,11 @@ from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_ar
 from mlpkit.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import compose_config, good_csv, popen_train, read_metrics, train, train_many
+from conftest import (background, background_root, compose_config, good_csv, popen_train, read_metrics, refusal,
+                      train, train_many)
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
         "trainer.progress=false"]
-
-
-_HYDRA: list = []
-
-
-def compose(args: List[str]):
-    """The config `python train.py *args` composes (less hydra.*), from one Hydra initialisation."""
-    if not _HYDRA:
-        from hydra import initialize_config_dir
-
-        compose_config([])  # registers the schema and resolvers
-        _HYDRA.append(initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "configs"),
-                                            version_base="1.3"))
-        _HYDRA[0].__enter__()
-    from hydra import compose as hydra_compose
-
-    return hydra_compose("train", overrides=list(args))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _hydra_closed_after_this_module():
-    yield
-    if _HYDRA:  # leave Hydra as other modules expect it: not initialised
-        _HYDRA.pop().__exit__(None, None, None)
-
-
-def refusal(args: List[str]) -> str:
-    """The message `python train.py *args` stops with before its run directory exists ('' = accepted)."""
-    try:
-        args = rewrite_resume_argv(["train.py", *args])[1:]
-        check_command_line(args)
-        checked_job_config(compose(args), args)
-    except ConfigError as err:
-        return str(err)
-    return ""
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +163,7 @@ def test_any_override_trains_or_is_refused_naming_its_key(tmp_path_factory, atta
     args = [*TINY, override]
     try:
         check_command_line(args)
-        cfg = compose(args)
+        cfg = compose_config(args)
     except ConfigError as err:
         assert key.split(".")[-1] in str(err) and "\n" not in str(err), (override, str(err))
         return
@@ -400,18 +364,9 @@ def _one_line_exit_2(run) -> None:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished run directory as `python train.py *TINY` leaves it, made in-process (seconds cheaper)."""
-    import yaml
-    from omegaconf import OmegaConf
+    from conftest import finished_run as make
 
-    from mlpkit.cli import train_from_config
-
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    cfg = compose(TINY)
-    train_from_config(cfg, run_dir)
-    (run_dir / ".hydra").mkdir()
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(TINY))
-    return run_dir
+    return make(tmp_path_factory.mktemp("finished") / "run", TINY)
 
 
 def test_resume_refuses_settings_that_do_not_fit(finished_run):
@@ -422,11 +377,11 @@ def test_resume_refuses_settings_that_do_not_fit(finished_run):
                             ("optimizer=sgd", "optimizer.name=sgd"), ("seed=1", "seed=1")):
         args = rewrite_resume_argv(["train.py", f"resume={finished_run}", override])[1:]
         with pytest.raises(ConfigError, match="does not fit") as err:
-            check_resume(checked_job_config(compose(args), args), finished_run)
+            check_resume(checked_job_config(compose_config(args), args), finished_run)
         assert named in str(err.value), str(err.value)
     args = rewrite_resume_argv(["train.py", f"resume={finished_run}", "trainer.max_epochs=2"])[1:]
     with pytest.raises(SystemExit) as exit_:  # the run finished: nothing to do
-        check_resume(checked_job_config(compose(args), args), finished_run)
+        check_resume(checked_job_config(compose_config(args), args), finished_run)
     assert exit_.value.code == 0
 
 
@@ -467,36 +422,50 @@ def test_resume_attacks_and_refusals_leave_the_run_directory_as_it_was(tmp_path,
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.slow
-def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
-    bad_csv = tmp_path / "bad.csv"
+def _refused_cases(root: Path) -> dict:
+    """name -> (args, needle): `python train.py` refused at each stage (data, run directory, sweep), and
+    (needle None) a sweep whose one job the data refuse. Writes the files they read into `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    bad_csv = root / "bad.csv"
     bad_csv.write_text("a,b,label\n" + "".join(f"{i},{i % 3},yes\n" for i in range(30)))  # one class
-    a_file = tmp_path / "a_file"
+    a_file = root / "a_file"
     a_file.write_text("")
-    cases = {
+    regression_csv = root / "numbers.csv"
+    regression_csv.write_text("a,y\n" + "".join(f"{i},{(i * 7919) % 101 / 7}\n" for i in range(40)))
+    return {
         "data": (["data=csv", f"data.path={bad_csv}", "trainer.progress=false"], "only one class"),  # found while loading
         "run-dir": ([*TINY, f"hydra.run.dir={a_file}/run"], "hydra.run.dir"),
         "run-dir-a-file": ([*TINY, f"hydra.run.dir={a_file}"], "not a directory"),
         "sweep": (["-m", "data=moons,sine,circles", "early_stopping.monitor=val_accuracy", "trainer.max_epochs=3"],
                   "data=sine"),
+        # a conflict only the data show fails its sweep job alone: logged, and the next job runs
+        "sweep-on": (["-m", "data=csv", f"data.path={regression_csv},{good_csv(root / 'classes.csv')}",
+                      "early_stopping.monitor=val_accuracy", "model.hidden=[4]", "trainer.max_epochs=1",
+                      "trainer.progress=false"], None),
     }
-    # a conflict only the data show fails its sweep job alone: logged, and the next job runs
-    regression_csv = tmp_path / "numbers.csv"
-    regression_csv.write_text("a,y\n" + "".join(f"{i},{(i * 7919) % 101 / 7}\n" for i in range(40)))
-    sweep_on = ["-m", "data=csv", f"data.path={regression_csv},{good_csv(tmp_path / 'classes.csv')}",
-                "early_stopping.monitor=val_accuracy", "model.hidden=[4]", "trainer.max_epochs=1",
-                "trainer.progress=false"]
-    jobs = [(args, tmp_path / name) for name, (args, _) in cases.items()] + [(sweep_on, tmp_path / "sweep-on")]
-    runs = train_many(jobs, workers=2)
-    for run, (name, (_, needle)) in zip(runs, cases.items()):
+
+
+def start_background(root: Path, items) -> None:
+    if any(item.originalname == "test_refused_runs_leave_nothing_and_print_one_line" for item in items):
+        for name, (args, _) in _refused_cases(root / "hardening").items():
+            background(f"hardening/{name}", train, args, root / "hardening" / name)
+
+
+@pytest.mark.slow
+def test_refused_runs_leave_nothing_and_print_one_line():
+    root = background_root() / "hardening"
+    for name, (args, needle) in _refused_cases(root).items():
+        run = background(f"hardening/{name}", train, args, root / name).result()
+        if needle is None:
+            continue
         _one_line_exit_2(run)
         assert needle in run.stderr, run.describe()
-        left = list((tmp_path / name).rglob("*"))
+        left = list((root / name).rglob("*"))
         assert left == [], f"{name}: left {left}"
-    on = runs[-1]
+    on = background("hardening/sweep-on", train, [], root / "sweep-on").result()
     assert on.returncode == 0 and "Traceback" not in on.output, on.describe()
     assert "val_accuracy needs a classification data set" in on.stderr, on.describe()
-    [metrics] = list((tmp_path / "sweep-on").rglob("metrics.json"))
+    [metrics] = list((root / "sweep-on").rglob("metrics.json"))
     assert "classes.csv" in metrics.parent.name and read_metrics(metrics.parent)["status"] == "completed"
 
 
@@ -552,7 +521,7 @@ def test_signal_during_the_test_pass_records_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "test_metrics", signalled)
     with pytest.raises(SystemExit) as exit_:
-        train_from_config(compose(TINY), tmp_path)
+        train_from_config(compose_config(TINY), tmp_path)
     assert exit_.value.code == 130
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["message"]

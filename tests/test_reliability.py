@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import pickle
-import random
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,8 @@ from mlpkit.errors import ConfigError
 from mlpkit.initializers import INITIALIZERS
 from mlpkit.model import NORMS
 from mlpkit.optim import OPTIMIZERS, SCHEDULERS
+
+from conftest import background, background_root, compose_config, finished_run, process_env, train_many
 
 REPO = Path(__file__).resolve().parents[1]
 STATUSES = {"completed", "early_stopped", "diverged"}
@@ -79,43 +77,32 @@ overrides_strategy = st.fixed_dictionaries({
 })
 
 
-@pytest.fixture(scope="module")
-def compose():
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from mlpkit.cli import register_resolvers
-    from mlpkit.config import register_schema
-
-    register_schema()
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        yield lambda overrides: hydra_compose("train", overrides=overrides)
-
-
-COUNTS = {"config": 0, "config_trained": 0, "csv": 0, "csv_trained": 0}
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
-@given(values=overrides_strategy)
-def test_fuzzed_config_trains_or_fails_cleanly(compose, tmp_path, values):
+def test_fuzzed_config_trains_or_fails_cleanly(tmp_path):
+    """Hypothesis draws configs; each trains or is refused with a message, and both outcomes occur."""
     from mlpkit.cli import train_from_config
 
-    COUNTS["config"] += 1
-    overrides = ["data=moons", "trainer.progress=false", *[f"{k}={v}" for k, v in values.items()]]
-    try:
-        cfg = compose(overrides)
-        run_dir = tmp_path / f"run{COUNTS['config']}"
-        run_dir.mkdir()
-        train_from_config(cfg, run_dir)
-    except _clean_errors() as err:
-        assert str(err).strip(), "an error must say what is wrong"
-        return
-    COUNTS["config_trained"] += 1
-    import json
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] in STATUSES
+    outcomes = {"trained": 0, "refused": 0}
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(values=overrides_strategy)
+    def case(values):
+        overrides = ["data=moons", "trainer.progress=false", *[f"{k}={v}" for k, v in values.items()]]
+        run_dir = tmp_path / f"run{sum(outcomes.values())}"
+        try:
+            cfg = compose_config(overrides)
+            run_dir.mkdir()
+            train_from_config(cfg, run_dir)
+        except _clean_errors() as err:
+            assert str(err).strip(), "an error must say what is wrong"
+            outcomes["refused"] += 1
+            return
+        import json
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["status"] in STATUSES
+        outcomes["trained"] += 1
+
+    case()
+    assert outcomes["trained"] and outcomes["refused"], f"only one outcome was drawn: {outcomes}"
 
 
 cell = st.one_of(
@@ -149,72 +136,74 @@ def csv_files(draw):
     return buf.getvalue(), target
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=csv_files())
-def test_fuzzed_csv_trains_or_fails_cleanly(tmp_path, spec):
+def test_fuzzed_csv_trains_or_fails_cleanly(tmp_path):
+    """Hypothesis writes CSV files; each trains or is refused with a message, and both outcomes occur."""
     from mlpkit import MLP, Trainer, load_dataset
 
-    text, target = spec
-    COUNTS["csv"] += 1
-    path = tmp_path / f"data{COUNTS['csv']}.csv"
-    path.write_text(text, encoding="utf-8")
-    try:
-        data = load_dataset("csv", path=str(path), target=target)
-    except ConfigError as err:
-        assert str(err).strip()
-        return
-    assert torch.isfinite(data.X_train).all()
-    model = MLP(data.in_dim, [4], data.out_dim)
-    result = Trainer(max_epochs=1, batch_size=8, handle_signals=False).fit(model, data)
-    COUNTS["csv_trained"] += 1
-    assert result.status in STATUSES
+    outcomes = {"trained": 0, "refused": 0}
 
+    @settings(max_examples=120, deadline=None)
+    @given(spec=csv_files())
+    def case(spec):
+        text, target = spec
+        path = tmp_path / f"data{sum(outcomes.values())}.csv"
+        path.write_text(text, encoding="utf-8")
+        try:
+            data = load_dataset("csv", path=str(path), target=target)
+        except ConfigError as err:
+            assert str(err).strip()
+            outcomes["refused"] += 1
+            return
+        assert torch.isfinite(data.X_train).all()
+        model = MLP(data.in_dim, [4], data.out_dim)
+        result = Trainer(max_epochs=1, batch_size=8, handle_signals=False).fit(model, data)
+        assert result.status in STATUSES
+        outcomes["trained"] += 1
 
-def test_fuzz_case_counts():
-    """Runs after the fuzz tests: both exercised both outcomes (clean refusal and training)."""
-    print(f"\nfuzz cases: {COUNTS}")
-    if COUNTS["config"]:
-        assert 0 < COUNTS["config_trained"] < COUNTS["config"]
-    if COUNTS["csv"]:
-        assert 0 < COUNTS["csv_trained"] < COUNTS["csv"]
+    case()
+    assert outcomes["trained"] and outcomes["refused"], f"only one outcome was drawn: {outcomes}"
 
 
 # ---------------------------------------------------------------------------
 # Atomic checkpoints
 
-WRITER = textwrap.dedent("""
-    import sys, torch
+# One process imports torch once, then forks a writer per trial (each saving in a loop to its own file)
+# and SIGKILLs it at a random moment once its first save is done: the import is paid once, not per trial.
+KILLER = textwrap.dedent("""
+    import os, random, signal, sys, time
+    import torch
     sys.path.insert(0, {src!r})
     from mlpkit.checkpoint import save_checkpoint
-    path, marker = sys.argv[1], sys.argv[2]
-    i = 0
-    while True:
-        save_checkpoint(path, {{"epoch": i, "model": {{"w": torch.full((512, 1024), float(i))}}}})
-        if i == 0:
-            open(marker, "w").close()
-        i += 1
+    folder, trials = sys.argv[1], int(sys.argv[2])
+    rng = random.Random(0)
+    for trial in range(trials):
+        path, marker = os.path.join(folder, "last%d.pt" % trial), os.path.join(folder, "ready%d" % trial)
+        pid = os.fork()
+        if pid == 0:  # the writer
+            i = 0
+            while True:
+                save_checkpoint(path, {{"epoch": i, "model": {{"w": torch.full((512, 1024), float(i))}}}})
+                if i == 0:
+                    open(marker, "w").close()
+                i += 1
+        deadline = time.time() + 60
+        while not os.path.exists(marker):
+            assert time.time() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0), "the writer did not start"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside a later save, most likely
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 """)
 
 
 def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path):
     from mlpkit.checkpoint import load_checkpoint
 
-    script = tmp_path / "writer.py"
-    script.write_text(WRITER.format(src=str(REPO / "src")))
-    rng = random.Random(0)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(src=str(REPO / "src")))
+    subprocess.run([sys.executable, str(script), str(tmp_path), "8"], check=True, timeout=180)
     for trial in range(8):
-        path, marker = tmp_path / "last.pt", tmp_path / f"ready{trial}"
-        proc = subprocess.Popen([sys.executable, str(script), str(path), str(marker)])
-        try:
-            deadline = time.time() + 60
-            while not marker.exists():
-                assert time.time() < deadline and proc.poll() is None, "the writer did not start"
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside a later save, most likely
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        state = load_checkpoint(path)  # never half-written
+        state = load_checkpoint(tmp_path / f"last{trial}.pt")  # never half-written
         w = state["model"]["w"]
         assert torch.all(w == w[0, 0]) and state["epoch"] == int(w[0, 0])
 
@@ -224,42 +213,64 @@ class _Evil:
         return (os.system, ("touch PWNED",))
 
 
-def _a_run(tmp_path: Path) -> Path:
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "data=moons", "data.n_samples=100",
-                           "model.hidden=[4]", "trainer.max_epochs=2", "trainer.progress=false"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return next((tmp_path / "outputs" / "runs").glob("*/*"))
+DAMAGES = ["truncated", "foreign_pickle", "not_torch"]
+
+
+@pytest.fixture(scope="module")
+def damaged_resumes(tmp_path_factory):
+    """`python train.py resume=<run_dir>` on three copies of one finished run, each with a damaged last.pt
+    (run at once): damage -> (the process, its working directory)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("damaged")
+    original = finished_run(root / "original", ["data=moons", "data.n_samples=100", "model.hidden=[4]",
+                                                "trainer.max_epochs=2", "trainer.progress=false"])
+    jobs = []
+    for damage in DAMAGES:
+        run_dir = shutil.copytree(original, root / damage / "run")
+        last = run_dir / "checkpoints" / "last.pt"
+        if damage == "truncated":
+            last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+        elif damage == "foreign_pickle":
+            with open(last, "wb") as fh:
+                torch.save({"format": "mlpkit-checkpoint-1", "model": _Evil()}, fh)
+        else:
+            last.write_bytes(pickle.dumps({"epoch": 1}))
+        jobs.append(([f"resume={run_dir}"], root / damage))
+    return dict(zip(DAMAGES, train_many(jobs, workers=3)))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated", "foreign_pickle", "not_torch"])
-def test_resume_refuses_a_damaged_checkpoint(tmp_path, damage):
-    run_dir = _a_run(tmp_path)
-    last = run_dir / "checkpoints" / "last.pt"
-    if damage == "truncated":
-        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
-    elif damage == "foreign_pickle":
-        with open(last, "wb") as fh:
-            torch.save({"format": "mlpkit-checkpoint-1", "model": _Evil()}, fh)
-    else:
-        last.write_bytes(pickle.dumps({"epoch": 1}))
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"resume={run_dir}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert "checkpoint" in proc.stderr and "last.pt" in proc.stderr
-    assert not (tmp_path / "PWNED").exists()  # weights_only=True: no pickled code ran
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_resume_refuses_a_damaged_checkpoint(damaged_resumes, damage):
+    run = damaged_resumes[damage]
+    assert run.returncode == 2, run.describe()
+    assert "Traceback" not in run.output, run.describe()
+    assert "checkpoint" in run.stderr and "last.pt" in run.stderr, run.describe()
+    assert not (run.cwd / "PWNED").exists()  # weights_only=True: no pickled code ran
+
+
+SAME_SECOND = ["data=moons", "data.n_samples=100", "model.hidden=[4]", "trainer.max_epochs=1", "trainer.progress=false"]
+
+
+def _three_at_once(cwd: Path):
+    """Three `python train.py` started together in one working directory (background, from collection on)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen([sys.executable, str(REPO / "train.py"), *SAME_SECOND], cwd=cwd, env=process_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    return [(p.wait(timeout=180), p.stderr.read()) for p in procs]
+
+
+def start_background(root: Path, items) -> None:
+    if any(item.originalname == "test_runs_started_in_the_same_second_never_share_a_directory" for item in items):
+        background("reliability/same-second", _three_at_once, root / "same-second")
 
 
 @pytest.mark.slow
-def test_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
-    args = [sys.executable, str(REPO / "train.py"), "data=moons", "data.n_samples=100", "model.hidden=[4]",
-            "trainer.max_epochs=1", "trainer.progress=false"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    for p in procs:
-        assert p.wait(timeout=180) == 0, p.stderr.read()
-    metrics = sorted((tmp_path / "outputs" / "runs").glob("*/*/metrics.json"))
+def test_runs_started_in_the_same_second_never_share_a_directory():
+    cwd = background_root() / "same-second"
+    for code, stderr in background("reliability/same-second", _three_at_once, cwd).result():
+        assert code == 0, stderr
+    metrics = sorted((cwd / "outputs" / "runs").glob("*/*/metrics.json"))
     assert len(metrics) == 3  # three directories (a _2, _3 suffix when the second is the same)
     assert len({m.parent for m in metrics}) == 3

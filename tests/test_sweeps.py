@@ -8,8 +8,8 @@ a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape 
 message when a sweep plugin is not installed.
 
 Every sweep is a real subprocess. The sweeps are independent of each other, so the module starts
-those that the selected tests need at once, a few at a time, in the background (`SweepPool`); each
-test then waits for its own. That keeps the file within about a minute on two cores.
+those that the selected tests need right after collection on the session's background pool
+(conftest.background, shared with the other end-to-end modules); each test then waits for its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,6 @@ import time
 import types
 import urllib.parse
 import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -34,15 +32,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_PY = REPO / "train.py"
+from conftest import REPO, Run, background, background_root, compose_config, process_env, run_python, train
+
 COMPARE_PY = REPO / "scripts" / "compare.py"
-CONFIGS = REPO / "configs"
-if str(REPO / "src") not in sys.path:
-    try:
-        import mlpkit  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO / "src"))
 
 pytestmark = pytest.mark.slow
 
@@ -60,60 +52,6 @@ CORES = os.cpu_count() or 1
 
 # ---------------------------------------------------------------------------
 # Running sweeps
-
-
-@dataclass
-class Result:
-    """A finished `python train.py -m ...` process."""
-
-    args: List[str]
-    cwd: Path
-    returncode: int
-    stdout: str
-    stderr: str
-    pid: int
-    seconds: float
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def describe(self) -> str:
-        return (f"python train.py {' '.join(self.args)}\n(cwd {self.cwd}) exited {self.returncode} after "
-                f"{self.seconds:.1f} s\n--- stdout (tail) ---\n{self.stdout[-2500:]}\n"
-                f"--- stderr (tail) ---\n{self.stderr[-4000:]}")
-
-
-def clean_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
-    env.pop("HYDRA_FULL_ERROR", None)
-    # The thread-count checks need torch's own default in a job, not one forced from outside.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.pop(var, None)
-    return env
-
-
-def run_process(cmd: Sequence[str], cwd: Path, *, timeout: float, env: Optional[Dict[str, str]] = None) -> Result:
-    """Run cmd in its own process group; on timeout kill that group (loky/submitit children too)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), cwd=cwd, env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = proc.communicate()
-        err += f"\n[test] killed after the {timeout:.0f} s timeout"
-        return Result(list(cmd[2:]), cwd, -9, out, err, proc.pid, time.perf_counter() - start)
-    return Result(list(cmd[2:]), cwd, proc.returncode, out, err, proc.pid, time.perf_counter() - start)
-
-
-def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional[Dict[str, str]] = None) -> Result:
-    return run_process([sys.executable, str(TRAIN_PY), *args], cwd, timeout=timeout, env=env)
 
 
 # A Hydra callback that records, at the end of every job and in the process that ran it, how many
@@ -207,46 +145,36 @@ START_ORDER = ["grid", "submitit", "joblib", "prune_joblib", "optuna_a", "optuna
                "prune_optuna", "prune_grid", "bad_value"]
 
 
-class SweepPool:
-    """Runs the needed sweeps in the background, a few at a time; `result(name)` waits for one."""
+BACKGROUND_PRIORITY = 0  # started first: the launchers' sweeps are the longest runs of the session
 
-    def __init__(self, names: Sequence[str], base: Path, workers: int = 3):
-        self.base = base
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
-        self.futures: Dict[str, Future] = {n: self.pool.submit(self._run, n) for n in names}
 
-    def _run(self, name: str) -> Result:
-        spec = SWEEPS[name]
-        cwd = self.base / name
-        cwd.mkdir(parents=True, exist_ok=True)
-        args, env = list(spec.args), {}
-        if spec.probe:
-            (cwd / "probe").mkdir(exist_ok=True)
-            (cwd / "probe" / f"{PROBE_MODULE}.py").write_text(PROBE_SOURCE)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "probe"), os.environ.get("PYTHONPATH")]))
-            args += [f"+hydra.callbacks.thread_probe._target_={PROBE_MODULE}.ThreadProbe",
-                     f"+hydra.callbacks.thread_probe.out_dir={cwd / 'threads'}"]
-        return train(args, cwd, timeout=spec.timeout, env=env)
+def _run_sweep(base: Path, name: str) -> Run:
+    spec = SWEEPS[name]
+    cwd = base / name
+    cwd.mkdir(parents=True, exist_ok=True)
+    args, env = list(spec.args), {}
+    if spec.probe:
+        (cwd / "probe").mkdir(exist_ok=True)
+        (cwd / "probe" / f"{PROBE_MODULE}.py").write_text(PROBE_SOURCE)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "probe"), os.environ.get("PYTHONPATH")]))
+        args += [f"+hydra.callbacks.thread_probe._target_={PROBE_MODULE}.ThreadProbe",
+                 f"+hydra.callbacks.thread_probe.out_dir={cwd / 'threads'}"]
+    # a probed sweep checks the threads torch picks itself: no OMP_NUM_THREADS from the test
+    return train(args, cwd, timeout=spec.timeout, env=env, one_thread=not spec.probe)
 
-    def result(self, name: str) -> Result:
-        if name not in self.futures:  # a test that NEEDS does not list: run it now
-            self.futures[name] = self.pool.submit(self._run, name)
-        return self.futures[name].result()
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        times = {n: round(f.result().seconds, 1) for n, f in self.futures.items() if f.done() and not f.exception()}
-        (self.base / "sweep_seconds.json").write_text(json.dumps(times, indent=1))
+def start_background(root: Path, items) -> None:
+    needed = {n for item in items for n in NEEDS.get(item.originalname, [])}
+    for name in START_ORDER:
+        if name in needed:
+            background(f"sweeps/{name}", _run_sweep, root / "sweeps", name)
 
 
 @pytest.fixture(scope="module")
-def sweeps(request, tmp_path_factory):
-    selected = {item.originalname for item in request.session.items
-                if getattr(item, "module", None) is not None and item.module.__name__ == __name__}
-    needed = {n for test in selected for n in NEEDS.get(test, [])}
-    pool = SweepPool([n for n in START_ORDER if n in needed], tmp_path_factory.mktemp("sweeps"))
-    yield pool
-    pool.close()
+def sweeps():
+    """`sweeps.result(name)`: wait for that sweep (started now if no selected test listed it)."""
+    return types.SimpleNamespace(
+        result=lambda name: background(f"sweeps/{name}", _run_sweep, background_root() / "sweeps", name).result())
 
 
 # ---------------------------------------------------------------------------
@@ -258,7 +186,7 @@ def sweep_dirs(cwd: Path) -> List[Path]:
     return sorted(p for p in base.glob("*/*") if p.is_dir()) if base.is_dir() else []
 
 
-def only_sweep_dir(res: Result) -> Path:
+def only_sweep_dir(res: Run) -> Path:
     dirs = sweep_dirs(res.cwd)
     assert len(dirs) == 1, f"expected one sweep dir under {res.cwd}/outputs/multirun, found {dirs}\n{res.describe()}"
     return dirs[0]
@@ -315,7 +243,7 @@ def hparams_session_start(job: Path) -> Dict[str, Any]:
     raise AssertionError(f"no HParams session start info in the event files under {job}")
 
 
-def probe_records(res: Result, n_jobs: int) -> Dict[int, dict]:
+def probe_records(res: Run, n_jobs: int) -> Dict[int, dict]:
     out = res.cwd / "threads"
     records = {int(p.stem): json.loads(p.read_text()) for p in out.glob("*.json")} if out.is_dir() else {}
     assert sorted(records) == list(range(n_jobs)), f"thread probe records {sorted(records)}\n{res.describe()}"
@@ -390,7 +318,7 @@ def test_optuna_sampler_is_seeded(sweeps):
     assert asked[0] == asked[1], "the same command with the same seed asked different params"
     # The sampler's seed is the run's `seed`.
     for seed in (0, 7):
-        cfg = compose_config(["hparams_search=optuna", f"seed={seed}"])
+        cfg = compose_config(["hparams_search=optuna", f"seed={seed}"], with_hydra=True)
         assert cfg.hydra.sweeper.sampler.seed == seed
 
 
@@ -398,31 +326,12 @@ def test_optuna_sampler_is_seeded(sweeps):
 # 3. joblib launcher
 
 
-def compose_config(overrides: Sequence[str]):
-    """The config `python train.py <overrides>` composes, hydra node included (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mlpkit.cli import register_resolvers
-    from mlpkit.config import register_schema
-
-    register_schema()
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    return cfg
-
-
 def _compose_launcher(overrides: Sequence[str]):
-    return compose_config(overrides).hydra.launcher
+    return compose_config(overrides, with_hydra=True).hydra.launcher
 
 
 def test_launcher_threads_from_composed_config(monkeypatch):
-    from mlpkit import cli
+    from mlpkit import build, cli
 
     launcher = _compose_launcher(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
     assert "joblib" in launcher._target_
@@ -432,7 +341,7 @@ def test_launcher_threads_from_composed_config(monkeypatch):
     assert cli.launcher_threads(_compose_launcher(["hydra/launcher=submitit_slurm",
                                                    "hydra.launcher.cpus_per_task=4"])) == 4
     # The same rule on a bigger machine: cores // jobs at once; joblib's -1 = one job per core.
-    monkeypatch.setattr(cli, "os", types.SimpleNamespace(cpu_count=lambda: 8))
+    monkeypatch.setattr(build, "os", types.SimpleNamespace(cpu_count=lambda: 8))
     for n_jobs, threads in ((1, 8), (2, 4), (3, 2), (16, 1), (-1, 1), (-2, 1), (-5, 2)):
         cfg = _compose_launcher(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"])
         assert cli.launcher_threads(cfg) == threads, n_jobs
@@ -521,8 +430,8 @@ def test_diverging_trial_does_not_crash_optuna_search(sweeps):
 # 6. scripts/compare.py
 
 
-def compare(args: Sequence[str], cwd: Path) -> Result:
-    return run_process([sys.executable, str(COMPARE_PY), *args], cwd, timeout=120)
+def compare(args: Sequence[str], cwd: Path) -> Run:
+    return run_python(COMPARE_PY, args, cwd, timeout=120)
 
 
 def parse_table(stdout: str) -> List[Dict[str, str]]:
@@ -659,7 +568,7 @@ def test_tensorboard_server_api(sweeps, tmp_path):
         base = f"http://127.0.0.1:{port}"
         log = (tmp_path / f"tensorboard{i}.log").open("w")
         proc = subprocess.Popen([*command, "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env())
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=process_env(one_thread=False))
         try:
             deadline = time.monotonic() + 30
             try:
@@ -801,17 +710,38 @@ def test_optuna_log_has_no_escape_codes_when_piped(sweeps):
     assert "\x1b" not in res.output, repr(res.output[:2000])
 
 
-@pytest.mark.parametrize("override, plugin", [("hparams_search=optuna", "hydra-optuna-sweeper"),
-                                              ("hydra/launcher=joblib", "hydra-joblib-launcher"),
-                                              ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")])
-def test_missing_sweep_plugin_names_the_extra(tmp_path, override, plugin):
+MISSING_PLUGINS = [("hparams_search=optuna", "hydra-optuna-sweeper"), ("hydra/launcher=joblib", "hydra-joblib-launcher"),
+                   ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")]
+
+
+def _missing_plugin_message(override: str, plugin: str) -> str:
+    return (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
+            'install it with: pip install "mlpkit[sweeps]"')
+
+
+@pytest.mark.parametrize("override, plugin", MISSING_PLUGINS)
+def test_missing_sweep_plugin_names_the_extra(monkeypatch, override, plugin):
+    import importlib.util
+
+    from mlpkit.cli import check_sweep_plugins
+    from mlpkit.errors import ConfigError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("hydra_plugins.") else find_spec(name, *a))
+    with pytest.raises(ConfigError) as err:
+        check_sweep_plugins(["train.py", "-m", override, *FAST])
+    assert f"mlpkit: error: {err.value}" == _missing_plugin_message(override, plugin)
+
+
+def test_missing_sweep_plugin_stops_the_process_in_one_line(tmp_path):
     # An empty regular package `hydra_plugins` ahead on the path hides the installed plugins,
     # as on a machine where `pip install mlpkit` ran without the `sweeps` extra.
+    override, plugin = MISSING_PLUGINS[0]
     hide = tmp_path / "hide" / "hydra_plugins"
     hide.mkdir(parents=True)
     (hide / "__init__.py").write_text("")
     res = train(["-m", override, *FAST], tmp_path / "work", timeout=60, env={"PYTHONPATH": str(hide.parent)})
     assert res.returncode == 2, res.describe()
-    assert res.stderr.strip() == (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
-                                  'install it with: pip install "mlpkit[sweeps]"'), res.describe()
+    assert res.stderr.strip() == _missing_plugin_message(override, plugin), res.describe()
     assert not (tmp_path / "work" / "outputs").exists()

@@ -184,16 +184,18 @@ def test_divergence_is_a_status_not_an_exception(tmp_path):
     assert "lr" in result.message
 
 
-@pytest.mark.parametrize("batch_size", [64, 1])
-def test_batch_norm_with_a_one_row_batch_trains_or_says_why(batch_size):
+def test_batch_norm_with_a_one_row_last_batch_trains():
     data = load_dataset("moons", n_samples=93)  # 65 train rows: batches of 64 leave one row
     assert len(data.X_train) == 65
-    model = _model(data, norm="batch")
-    try:
-        result = Trainer(max_epochs=1, batch_size=batch_size, device="cpu").fit(model, data)
-    except ConfigError:
-        return  # a clear message is fine
-    assert result.status == "completed"
+    result = Trainer(max_epochs=1, batch_size=64, device="cpu").fit(_model(data, norm="batch"), data)
+    assert result.status == "completed" and result.epochs_run == 1
+    assert all(math.isfinite(v) for v in result.history["train_loss"])
+
+
+def test_batch_norm_with_batches_of_one_row_is_refused_saying_why():
+    data = load_dataset("moons", n_samples=93)
+    with pytest.raises(ConfigError, match=r"norm=batch needs at least 2 rows per batch.*trainer.batch_size >= 2"):
+        Trainer(max_epochs=1, batch_size=1, device="cpu").fit(_model(data, norm="batch"), data)
 
 
 def test_resume_continues_exactly(moons, tmp_path):
@@ -219,13 +221,20 @@ def test_resume_continues_exactly(moons, tmp_path):
     assert resumed.test == pytest.approx(full.test, rel=1e-6)
 
 
-def test_device_auto_resolves_to_cpu_without_cuda():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="cuda"):
+@pytest.mark.parametrize("has_cuda", [False, True])
+def test_device_auto_follows_whether_cuda_is_present(monkeypatch, has_cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(has_cuda))
+    assert resolve_device("auto") == torch.device("cuda" if has_cuda else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if has_cuda:
+        assert resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(ConfigError, match="trainer.device=cuda:1 but only 1 CUDA device"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(ConfigError, match="trainer.device=cuda but no CUDA device"):
             Trainer(device="cuda")
-    with pytest.raises(ConfigError, match="gpu"):
+    with pytest.raises(ConfigError, match="trainer.device='gpu' is not known"):
         resolve_device("gpu")
 
 

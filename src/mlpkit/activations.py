@@ -8,7 +8,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from mlpkit.errors import ConfigError, reject_unknown_settings
+from mlpkit.errors import ConfigError
+from mlpkit.registry import Registry
 
 
 class Step(nn.Module):
@@ -48,18 +49,12 @@ class ActivationSpec:
     gain_name: str = "linear"  # torch.nn.init.calculate_gain name, for He/Xavier
     differentiable: bool = True
 
-    def check_params(self, given: dict) -> None:
-        name = next(k for k, v in ACTIVATIONS.items() if v is self)
-        reject_unknown_settings("activation", name, given, self.params)
-        if "pieces" in given and (not isinstance(given["pieces"], int) or given["pieces"] < 2):
-            raise ConfigError(f"activation.pieces={given['pieces']!r} must be an integer >= 2")
-
     def width_factor(self, params: dict) -> int:
         """How many times wider the Linear layer before this activation must be (maxout: k)."""
         return int(params.get("pieces", self.params.get("pieces", 1)))
 
 
-ACTIVATIONS: Dict[str, ActivationSpec] = {
+_SPECS: Dict[str, ActivationSpec] = {
     "step": ActivationSpec(Step, family="saturating", differentiable=False),
     "sigmoid": ActivationSpec(nn.Sigmoid, family="saturating", gain_name="sigmoid"),
     "tanh": ActivationSpec(nn.Tanh, family="saturating", gain_name="tanh"),
@@ -75,16 +70,24 @@ ACTIVATIONS: Dict[str, ActivationSpec] = {
 }
 
 
+ACTIVATIONS: Registry[ActivationSpec] = Registry("activation", _SPECS,
+                                                 {name: tuple(spec.params) for name, spec in _SPECS.items()})
+
+
 def get_activation(name: str) -> ActivationSpec:
     """The spec of a registered activation, or a ConfigError listing the names."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ConfigError(f"activation={name!r} is not known; choose one of: {', '.join(ACTIVATIONS)}") from None
+    return ACTIVATIONS[name]
+
+
+def check_activation_params(name: str, given: dict) -> None:
+    """ConfigError for a setting `activation=<name>` does not take, or a maxout `pieces` below 2."""
+    ACTIVATIONS.check_settings(name, given)
+    if "pieces" in given and (not isinstance(given["pieces"], int) or given["pieces"] < 2):
+        raise ConfigError(f"activation.pieces={given['pieces']!r} must be an integer >= 2")
 
 
 def make_activation(name: str, **params) -> nn.Module:
     """A fresh activation module, e.g. make_activation("leaky_relu", negative_slope=0.1)."""
     spec = get_activation(name)
-    spec.check_params(params)
+    check_activation_params(name, params)
     return spec.build(**{**spec.params, **params})

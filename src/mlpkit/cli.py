@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import signal
 import sys
@@ -13,8 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
+from mlpkit import build
+from mlpkit.build import launcher_threads, small_model_threads  # noqa: F401 (mlpkit.cli's names before build.py)
 from mlpkit.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
+from mlpkit.registry import not_known
 
 log = logging.getLogger("mlpkit")
 
@@ -36,6 +38,21 @@ _RESERVED: dict = {}
 CREATED: List[Path] = []  # run directories this process made: removed again if the run never starts
 
 
+def make_run_dir(path: Path, exist_ok: bool = False) -> None:
+    """mkdir -p `path` and record it in CREATED as one step: SIGINT/SIGTERM wait until both are done, so an
+    interrupt at start-up never leaves a directory that GUARD does not know it made."""
+    block = getattr(signal, "pthread_sigmask", None)
+    held = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if block else None
+    try:
+        existed = path.exists()
+        path.mkdir(parents=True, exist_ok=exist_ok)
+        if not existed:
+            CREATED.append(path)
+    finally:
+        if block:
+            block(signal.SIG_SETMASK, held)
+
+
 def unique_dir(parent: str, name: str) -> str:
     """`parent/name`, created now; `parent/name_2`, `_3`, ... when another run took it first.
 
@@ -47,7 +64,7 @@ def unique_dir(parent: str, name: str) -> str:
         path, n = Path(parent) / name, 1
         while True:
             try:
-                path.mkdir(parents=True, exist_ok=False)
+                make_run_dir(path)
                 break
             except FileExistsError:
                 n += 1
@@ -55,7 +72,6 @@ def unique_dir(parent: str, name: str) -> str:
             except OSError as err:
                 raise ConfigError(f"cannot create the run directory {path}: {err.strerror or err}; "
                                   "run from a writable directory or set hydra.run.dir") from None
-        CREATED.append(path)
         _RESERVED[key] = str(path)
     return _RESERVED[key]
 
@@ -93,7 +109,7 @@ def check_command_line(args: List[str]) -> None:
             key = key.lstrip("+~")
             groups = config_groups()
             if key in groups:
-                raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(groups[key])}") from None
+                raise ConfigError(not_known(key, value, groups[key])) from None
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"cannot read the override {arg!r} ({reason}); values with spaces or other "
                               "characters need quotes, e.g. 'key=\"a b\"'") from None
@@ -321,8 +337,7 @@ def check_run(config: Any) -> None:
             raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
         try:
             if not Path(run_dir).exists():
-                Path(run_dir).mkdir(parents=True)
-                CREATED.append(Path(run_dir))
+                make_run_dir(Path(run_dir))
             if not Path(run_dir).is_dir():
                 raise NotADirectoryError(20, "it is a file, not a directory")
             if not os.access(run_dir, os.W_OK):
@@ -378,60 +393,6 @@ def check_sweep_plugins(argv: List[str]) -> None:
                               'install it with: pip install "mlpkit[sweeps]"')
 
 
-def _model_kwargs(cfg: Any, data: Any) -> dict:
-    act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
-    return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
-            "activation": cfg.activation.name, "activation_params": act, "norm": cfg.norm.name,
-            "dropout": float(cfg.regularization.dropout), "init": cfg.init.name, "init_std": cfg.init.std,
-            "init_gain": cfg.init.gain}
-
-
-def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict) -> None:
-    """What predict.py needs besides the weights: the fitted preprocessing, the model's shape,
-    and which source rows went to which split (splits.npz, 0-based data rows of the source)."""
-    import numpy as np
-
-    from mlpkit.checkpoint import atomic_write, write_json
-
-    data.preprocessing.save(run_dir)
-    write_json(run_dir / "model.json", {"format": "mlpkit-model-1", "model": model_name, "kwargs": model_kwargs})
-    atomic_write(run_dir / "splits.npz", lambda fh: np.savez_compressed(fh, **data.rows))
-
-
-def _kept_checkpoint(result: Any, early: Any, perceptron: bool) -> str:
-    """The checkpoint whose weights the test metrics came from: best.pt when the best epoch was restored."""
-    if perceptron or not result.best_epoch:
-        return "last"
-    if result.status == "diverged" or (early is not None and early.restore_best):
-        return "best"
-    return "last"
-
-
-def launcher_threads(launcher: Any) -> Optional[int]:
-    """torch threads per job so that parallel jobs do not oversubscribe the cores.
-
-    joblib runs n_jobs jobs at once on this machine: cores // n_jobs each. submitit gives each
-    job cpus_per_task cores (1 when unset). The basic launcher runs one job at a time: None."""
-    target = str(launcher.get("_target_", "")) if launcher is not None else ""
-    cores = os.cpu_count() or 1
-    if "joblib" in target:
-        n_jobs = launcher.get("n_jobs") or -1
-        n_jobs = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 = all cores
-        return max(1, cores // max(1, n_jobs))
-    if "submitit" in target:
-        return int(launcher.get("cpus_per_task") or 1)
-    return None
-
-
-SMALL_STEP_FLOPS = 2e7  # below this (batch x parameters), one CPU thread is faster than several
-
-
-def small_model_threads(n_parameters: int, batch_size: int) -> Optional[int]:
-    """1 for steps too small to split across threads (thread wake-ups then cost more than the
-    arithmetic: measured 4 ms vs 13 us per tiny op on a busy 2-core machine); None otherwise."""
-    return 1 if n_parameters * batch_size < SMALL_STEP_FLOPS else None
-
-
 def run(cfg: Any) -> float:
     """Train one run from a composed config inside Hydra; returns the best val loss (the sweep
     objective). A ConfigError ends the program with its message and exit status 2."""
@@ -461,175 +422,44 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     """Everything `python train.py` does after Hydra composed `cfg`: validate, build, train into
     `run_dir`, write metrics.json. `job_num` is the job's number in a sweep (-m), None for a
     single run. Raises ConfigError for a bad value or data file."""
-    import torch
-    from omegaconf import OmegaConf
+    from mlpkit.checkpoint import load_checkpoint
+    from mlpkit.model import MODELS, summarize
+    from mlpkit.tblog import TensorBoardLogger
 
-    from mlpkit.activations import ACTIVATIONS
-    from mlpkit.checkpoint import write_json
-    from mlpkit.data import load_dataset
-    from mlpkit.metrics import SCALARS, format_metrics
-    from mlpkit.model import MLP, format_summary, summarize
-    from mlpkit.trainer import EarlyStopping, Trainer, resolve_device
-
-    start = time.perf_counter()
+    start, run_dir = time.perf_counter(), Path(run_dir)
     validate(cfg)
-    t = cfg.trainer
-    threads = t.num_threads or launcher_threads(launcher)
-    if t.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    device = resolve_device(t.device)
-    run_dir = Path(run_dir)
-    resume_from = None
-    if cfg.resume:
-        resume_from = run_dir / "checkpoints" / "last.pt"
-        if not resume_from.is_file():
-            raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt there")
-
-    torch.manual_seed(cfg.seed)
-    d = cfg.data
-    data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
-                        n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
-                        categorical=list(d.categorical), val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, standardize=d.standardize)
-    if t.class_weight == "balanced" and data.task == "regression":
-        raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={d.name} has a regression "
-                          "target; use trainer.class_weight=none")
-    perceptron = cfg.model.name == "perceptron"
-    if perceptron:
-        from mlpkit.perceptron import Perceptron, fit_perceptron
-
-        if data.task == "regression":
-            raise ConfigError(f"model=perceptron classifies, but data={d.name} is a regression task; use model=mlp")
-        model_kwargs = {"in_dim": data.in_dim, "out_dim": 1 if data.task == "binary" else len(data.classes)}
-        model = Perceptron(**model_kwargs)
-    else:
-        model_kwargs = _model_kwargs(cfg, data)
-        model = MLP(**model_kwargs)
+    device = build.build_device(cfg.trainer)
+    resume_from = run_dir / "checkpoints" / "last.pt" if cfg.resume else None
+    if resume_from is not None and not resume_from.is_file():
+        raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt there")
+    data = build.build_data(cfg)
+    kwargs = build.model_kwargs(cfg, data)
+    model = MODELS[cfg.model.name](**kwargs)
     rows, total = summarize(model, data.in_dim)
-    if not threads and device.type == "cpu":
-        threads = small_model_threads(total, t.batch_size or len(data.X_train))
-    if threads:
-        torch.set_num_threads(int(threads))
+    build.set_threads(cfg.trainer, launcher, device, total, len(data.X_train))
+    warnings = [*data.warnings, *([build.STEP_WARNING] if build.flat_units(cfg) else [])]
+    build.describe(cfg, data, kwargs, rows, total, device, job_num, warnings)
 
-    warnings: List[str] = list(data.warnings)
-    flat_units = not perceptron and not ACTIVATIONS[cfg.activation.name].differentiable and bool(cfg.model.hidden)
-    if flat_units:
-        warnings.append("activation=step has zero derivative almost everywhere: backpropagation sends no "
-                        "gradient through it, so the hidden layers keep their initial weights and only the "
-                        "output layer learns. Use a differentiable activation (sigmoid, relu, ...) to train "
-                        "hidden layers.")
-    for note in data.notes:
-        log.info("note: %s", note)
-    log.info("data   %s", data.describe())
-    if data.columns_table:
-        log.info("columns\n%s", data.columns_table)
-    if perceptron:
-        head = "model  perceptron (step units, perceptron learning rule, no backpropagation)"
-    else:
-        head = (f"model  {cfg.model.name}, activation={cfg.activation.name}, norm={cfg.norm.name}, "
-                f"init={cfg.init.name}, device={device}")
-    head += f"; {data.in_dim} model inputs"
-    if not job_num:  # a single run, or a sweep's first job: the layer table
-        log.info("%s\n%s", head, format_summary(rows, total))
-    else:  # the sweep's later jobs: one line
-        widths = [model_kwargs["in_dim"], *model_kwargs.get("hidden", []), model_kwargs["out_dim"]]
-        log.info("%s; %s, %s parameters", head, " -> ".join(map(str, widths)), f"{total:,}")
-    for w in warnings:
-        log.warning("warning: %s", w)
-
-    from mlpkit.tblog import TensorBoardLogger, flatten
-
-    es_cfg = cfg.early_stopping
-    mode = MONITOR_MODE[es_cfg.monitor] if es_cfg.mode == "auto" else es_cfg.mode
-    early = None if es_cfg.name == "none" else EarlyStopping(es_cfg.monitor, mode, es_cfg.patience,
-                                                             es_cfg.min_delta, es_cfg.restore_best)
-    if early is not None and es_cfg.monitor == "val_accuracy" and data.task == "regression":
-        raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")
-
-    pruner = None
-    if cfg.pruning.name == "median":
-        if job_num is None:
-            log.warning("warning: pruning=median compares a sweep job with the finished jobs of its sweep; "
-                        "a single run has none, so it is not pruned (use -m for a sweep)")
-        else:
-            from mlpkit.pruning import MedianPruner
-
-            settings = {k: v for k, v in dict(cfg.pruning).items() if k != "name" and v is not None}
-            pruner = MedianPruner(run_dir.parent, run_dir=run_dir, **settings)  # the sweep dir holds its jobs
-
-    opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
-    sched_params = {k: v for k, v in dict(cfg.scheduler).items() if k != "name" and v is not None}
-    purge = None
-    if resume_from is not None:
-        from mlpkit.checkpoint import load_checkpoint
-        purge = int(load_checkpoint(resume_from)["global_step"]) + 1
+    early = build.build_early_stopping(cfg.early_stopping)
+    pruner = build.build_pruner(cfg.pruning, run_dir, job_num)
+    purge = int(load_checkpoint(resume_from)["global_step"]) + 1 if resume_from is not None else None
     logger = TensorBoardLogger(run_dir, purge_step=purge)
-    trainer = Trainer(
-        optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, optimizer_params=opt_params,
-        scheduler=cfg.scheduler.name, scheduler_params=sched_params, max_epochs=t.max_epochs,
-        batch_size=t.batch_size, l1=cfg.regularization.l1, l2=cfg.regularization.l2,
-        input_noise=cfg.regularization.input_noise, clip_grad_norm=t.clip_grad_norm,
-        clip_grad_value=t.clip_grad_value, early_stopping=early, device=str(device), seed=cfg.seed,
-        class_weight=t.class_weight,
-        log_every_n_steps=t.log_every_n_steps, histogram_every_n_epochs=t.histogram_every_n_epochs,
-        boundary_every_n_epochs=t.boundary_every_n_epochs, run_dir=run_dir, logger=logger,
-        progress=bool(t.progress) and sys.stderr.isatty(), log=log.info, manual_backprop=t.manual_backprop,
-        handle_signals=signal.getsignal(signal.SIGINT) is not on_signal, pruner=pruner)
-    trainer.extra_state = {"model_kwargs": model_kwargs, "task": data.task, "classes": data.classes}
-    save_run_data(run_dir, data, cfg.model.name, model_kwargs)
+    trainer = build.build_trainer(cfg, device, run_dir, logger, early, pruner,
+                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal)
+    trainer.extra_state = {"model_kwargs": kwargs, "task": data.task, "classes": data.classes}
+    build.save_run_data(run_dir, data, cfg.model.name, kwargs)
     TRAINER[:] = [trainer]
     GUARD.began = True  # from here on a signal is recorded as `interrupted` and the directory is the run's
-    if perceptron:
-        result = fit_perceptron(model, data, max_epochs=t.max_epochs, lr=cfg.model.lr or 1.0, seed=cfg.seed,
-                                logger=logger, run_dir=run_dir)
-    else:
-        result = trainer.fit(model, data, resume_from=resume_from)
+    result = build.fit(cfg, trainer, model, data, logger, run_dir, resume_from)
     result.warnings = warnings
-    if flat_units and result.history.get("grad_norm"):
-        zero = all(v == 0 for norms in result.history["grad_norm"] for v in norms[:-1])
-        result.warnings.append("measured: the hidden layers' weight-gradient norm was "
-                               + ("exactly 0 in every sampled step" if zero else "not always 0"))
-        log.warning("warning: %s", result.warnings[-1])
+    if build.flat_units(cfg):
+        build.note_flat_units(result)
     if trainer.stop_signal is not None and result.status != "interrupted":  # during the final save or test
         result.status = "interrupted"
         result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
                           f"{result.epochs_run}; continue with resume=<run_dir>")
-
-    hparams = flatten(OmegaConf.to_container(cfg, resolve=True))
-    hparams = {k: v for k, v in hparams.items() if k != "resume" and v is not None}
-    hparams["status"] = result.status
-    metrics = {"best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy,
-               "final_val_loss": result.history["val_loss"][-1] if result.history["val_loss"] else None,
-               "epochs_run": result.epochs_run}
-    metrics.update({f"test_{k}": v for k, v in result.test.items() if k in SCALARS and v is not None})
-    logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
-                   result.epochs_run, success=result.status in ("completed", "early_stopped", "pruned"))
-    if result.test.get("confusion_matrix") is not None:
-        from mlpkit.diagnostics import confusion_matrix_figure
-
-        logger.figure("images/confusion_matrix", confusion_matrix_figure(
-            result.test["confusion_matrix"], data.classes, title=f"{data.name}, test split"), result.epochs_run)
-    logger.close()
-
-    out = result.as_dict()
-    out.update(seconds=time.perf_counter() - start, train_seconds=result.seconds,
-               seconds_per_epoch=(result.seconds / result.epochs_run) if result.epochs_run else None,
-               device=str(device), task=data.task, n_parameters=total, run_dir=str(run_dir),
-               threads=torch.get_num_threads(), first_step_unix_time=trainer.first_step_time,
-               kept=_kept_checkpoint(result, early, perceptron), classes=data.classes or None,
-               slurm_job_id=os.environ.get("SLURM_JOB_ID"))  # which SLURM job ran it (None outside SLURM)
-    try:
-        write_json(run_dir / "metrics.json", out)
-    except OSError as err:
-        raise RunError(f"could not write {run_dir / 'metrics.json'}: {err.strerror or err}") from None
-
-    if result.message:
-        (log.warning if result.status in ("diverged", "interrupted") else log.info)("%s", result.message)
-    test = format_metrics(result.test) or "not evaluated"
-    log.info("%s: %d epochs in %.1f s; best epoch %d (val loss %.4f); test: %s\nrun directory: %s",
-             result.status, result.epochs_run, out["seconds"], result.best_epoch, result.best_val_loss, test,
-             run_dir)
+    build.record_run(build.Record(cfg, data, device, run_dir, total, start, early, trainer.first_step_time),
+                     result, logger)
     if result.status == "interrupted" or trainer.stop_signal is not None:
         raise SystemExit(130)
     if result.status == "diverged":

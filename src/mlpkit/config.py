@@ -10,6 +10,7 @@ registries) and runs both at the start of every job and, through
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any, Dict, List, Optional
 
 from hydra.experimental.callback import Callback
 
-from mlpkit.errors import ConfigError, exit_with, reject_unknown_settings
+from mlpkit.errors import ConfigError, exit_with
+from mlpkit.registry import check_choice, not_known
 
 
 @dataclass
@@ -279,8 +281,7 @@ def check_overrides(overrides: List[str]) -> None:
                     raise ConfigError(f"{key}=null: choose one of: {', '.join(groups[key])}"
                                       + ("" if needed else f" (or leave {key} out for none)"))
                 if value is not None and (not isinstance(value, str) or value not in groups[key]):
-                    raise ConfigError(f"{key}={value} is not known (no configs/{key}/{value}.yaml); choose one "
-                                      f"of: {', '.join(groups[key])}")
+                    raise ConfigError(not_known(key, value, groups[key], f" (no configs/{key}/{value}.yaml)"))
         if key in bools and not o.is_sweep_override() and not isinstance(o.value(), bool):
             raise ConfigError(f"{key}={o.get_value_element_as_str()} must be true or false")
         if not added and key not in groups:
@@ -292,11 +293,6 @@ def check_overrides(overrides: List[str]) -> None:
 
 # ---------------------------------------------------------------------------
 # Checks a type cannot express
-
-
-def _choice(key: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(sorted(allowed))}")
 
 
 def _number(key: str, value: Any, *, low: float | None = None, high: float | None = None,
@@ -316,22 +312,42 @@ def _number(key: str, value: Any, *, low: float | None = None, high: float | Non
         raise ConfigError(f"{key}={value} is out of range; allowed: {span}")
 
 
-# Which data keys each data set takes, besides the split keys every one takes (the builders in
-# mlpkit.data read these and nothing else); a data set not listed here is not checked.
-DATA_COMMON = ("name", "val_fraction", "test_fraction", "standardize")
-_CLOUD = ("n_samples", "noise")
-DATA_SETTINGS = {
-    "xor": _CLOUD, "and": _CLOUD, "or": _CLOUD, "nand": _CLOUD, "moons": _CLOUD, "circles": _CLOUD,
-    "sine": _CLOUD, "spiral": (*_CLOUD, "n_classes"), "blobs": (*_CLOUD, "n_features", "n_classes"),
-    "classification": (*_CLOUD, "n_features", "n_classes"), "regression": (*_CLOUD, "n_features"),
-    "digits": (), "iris": (), "wine": (), "breast_cancer": (), "diabetes": (),
-    "csv": ("path", "target", "task", "drop", "categorical"),
-}
-REGRESSION_DATA = ("sine", "regression", "diabetes")  # known without loading; csv: data.task decides
 MAX_CLASSES = 1000
-INIT_SETTINGS = {"normal": ("std",), "xavier_uniform": ("gain",), "xavier_normal": ("gain",),
-                 "orthogonal": ("gain",)}
+POSITIVE = dict(low=0, low_open=True)  # rates, standard deviations
+FRACTION = dict(low=0, high=1, high_open=True)  # [0, 1)
+REQUIRED = dict(optional=False)
+# The range of each number a user sets, checked in this order within its group (null = left unset).
+RANGES: Dict[str, Dict[str, dict]] = {
+    "data": {"n_samples": dict(low=1), "noise": dict(low=0), "n_features": dict(low=1),
+             "n_classes": dict(low=2, high=MAX_CLASSES),
+             "val_fraction": dict(low=0, high=1, low_open=True, high_open=True, **REQUIRED),
+             "test_fraction": dict(low=0, high=1, low_open=True, high_open=True, **REQUIRED)},
+    "activation": {"negative_slope": dict(low=0, high=1), "alpha": POSITIVE, "beta": POSITIVE,
+                   "init": dict(low=0, high=1)},
+    "init": {"std": POSITIVE, "gain": POSITIVE},
+    "optimizer": {"lr": dict(**POSITIVE, **REQUIRED), "momentum": FRACTION, "dampening": dict(low=0, high=1),
+                  "weight_decay": dict(low=0, high=1), "eps": dict(low=0, high=1, low_open=True), "rho": FRACTION,
+                  "alpha": FRACTION, "lr_decay": dict(low=0), "initial_accumulator_value": dict(low=0)},
+    "scheduler": {"step_size": dict(low=1), "gamma": dict(low=0, high=1, low_open=True),
+                  "factor": dict(low=0, high=1, low_open=True, high_open=True), "patience": dict(low=0),
+                  "t_max": dict(low=1), "eta_min": dict(low=0), "min_lr": dict(low=0)},
+    "early_stopping": {"patience": dict(low=0, **REQUIRED)},  # min_delta: its range depends on the monitor
+    "pruning": {"warmup_epochs": dict(low=0), "min_completed": dict(low=1)},
+    "regularization": {"l1": dict(low=0, **REQUIRED), "l2": dict(low=0, **REQUIRED),
+                       "dropout": dict(**FRACTION, **REQUIRED), "input_noise": dict(low=0, **REQUIRED)},
+    "trainer": {"max_epochs": dict(low=0, **REQUIRED), "batch_size": dict(low=0, **REQUIRED),
+                "clip_grad_norm": POSITIVE, "clip_grad_value": POSITIVE, "log_every_n_steps": dict(low=1, **REQUIRED),
+                "histogram_every_n_epochs": dict(low=0), "boundary_every_n_epochs": dict(low=0),
+                "num_threads": dict(low=1, high=os.cpu_count() or 1)},
+}
 MONITOR_MODE = {"val_loss": "min", "train_loss": "min", "val_accuracy": "max"}
+EARLY_STOPPING = ("val_loss", "none")
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def _check_ranges(cfg: Any, group: str) -> None:
+    for key, limits in RANGES[group].items():
+        _number(f"{group}.{key}", cfg[group][key], **limits)
 
 
 def _unset(value: Any) -> bool:
@@ -340,39 +356,55 @@ def _unset(value: Any) -> bool:
 
 def data_task(d: Any) -> str:
     """regression | classification | unknown, from the config alone (before any data is read)."""
-    if d.name in REGRESSION_DATA or (d.name == "csv" and d.task == "regression"):
+    from mlpkit.data.sources import REGRESSION
+
+    if d.name in REGRESSION or (d.name == "csv" and d.task == "regression"):
         return "regression"
     if d.name == "csv" and d.task == "auto":
         return "unknown"
     return "classification"
 
 
-def validate(cfg: Any) -> None:
-    """Raise ConfigError naming the first bad value of a composed config."""
+@functools.lru_cache(maxsize=None)
+def registries() -> Dict[str, Any]:
+    """Each config group that chooses a builder -> its Registry (imported on first use: torch comes with them)."""
     from mlpkit.activations import ACTIVATIONS
-    from mlpkit.data import DATASETS
+    from mlpkit.data.sources import DATASETS
     from mlpkit.initializers import INITIALIZERS
     from mlpkit.model import MODELS, NORMS
     from mlpkit.optim import OPTIMIZERS, SCHEDULERS
-    from mlpkit.pruning import PRUNERS, check_pruning_params
+    from mlpkit.pruning import PRUNERS
+    from mlpkit.registry import Registry
 
-    for key in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "early_stopping",
-                "regularization", "trainer", "seed"):
-        if key not in cfg or cfg[key] is None:
-            raise ConfigError(f"{key} is missing from the config; mlpkit needs it (do not remove it with ~{key})")
-    d = cfg.data
-    _choice("data", d.name, DATASETS)
-    if d.name in DATA_SETTINGS:
-        given = {k: v for k, v in _set_params(d).items() if k not in DATA_COMMON and not _unset(v)
+    pruning = Registry("pruning", dict.fromkeys(PRUNERS), PRUNERS)
+    return {"data": DATASETS, "model": MODELS, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
+            "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "pruning": pruning}
+
+
+def _check_option(cfg: Any, group: str, skip: tuple = ("name",)) -> None:
+    """The group's option is a known name, and it takes every setting given to it."""
+    from mlpkit.activations import check_activation_params
+
+    node = cfg[group]
+    registry = registries()[group]
+    registry[node.name]
+    given = _set_params(node, skip)
+    if group == "data":  # the split keys every set takes; an empty list or task=auto is no setting
+        from mlpkit.data.sources import COMMON
+
+        given = {k: v for k, v in given.items() if k not in COMMON and not _unset(v)
                  and not (k == "task" and v == "auto")}
-        reject_unknown_settings("data", d.name, given, DATA_SETTINGS[d.name])
-    _choice("data.task", d.task, ("auto", "binary", "multiclass", "regression"))
-    _number("data.n_samples", d.n_samples, low=1)
-    _number("data.noise", d.noise, low=0)
-    _number("data.n_features", d.n_features, low=1)
-    _number("data.n_classes", d.n_classes, low=2, high=MAX_CLASSES)
-    _number("data.val_fraction", d.val_fraction, low=0, high=1, low_open=True, high_open=True, optional=False)
-    _number("data.test_fraction", d.test_fraction, low=0, high=1, low_open=True, high_open=True, optional=False)
+    if group == "activation":
+        check_activation_params(node.name, given)
+    elif group != "model":  # model=mlp's hidden is no setting of an option; model.lr is checked below
+        registry.check_settings(node.name, given)
+
+
+def _check_data(cfg: Any) -> None:
+    d = cfg.data
+    _check_option(cfg, "data")
+    check_choice("data.task", d.task, ("auto", "binary", "multiclass", "regression"))
+    _check_ranges(cfg, "data")
     if d.val_fraction + d.test_fraction >= 1:
         raise ConfigError(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} "
@@ -388,48 +420,31 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={d.name} has a regression "
                           "target; use trainer.class_weight=none")
 
-    _choice("model", cfg.model.name, MODELS)
-    if cfg.model.name == "perceptron":
-        if list(cfg.model.hidden):
-            raise ConfigError(f"model.hidden={list(cfg.model.hidden)}: model=perceptron is a single layer of step "
+
+def _check_model(cfg: Any) -> None:
+    m = cfg.model
+    _check_option(cfg, "model")
+    if m.name == "perceptron":
+        if list(m.hidden):
+            raise ConfigError(f"model.hidden={list(m.hidden)}: model=perceptron is a single layer of step "
                               "units and has no hidden layers; use model=mlp for hidden layers")
-        _number("model.lr", cfg.model.lr, low=0, low_open=True)
+        _number("model.lr", m.lr, low=0, low_open=True)
         if cfg.resume:
             raise ConfigError("resume is not supported for model=perceptron (its runs are short: start again)")
-        if data_task(d) == "regression":
-            raise ConfigError(f"model=perceptron classifies, but data={d.name} is a regression task; use model=mlp")
-    elif cfg.model.lr is not None:
+        if data_task(cfg.data) == "regression":
+            raise ConfigError(f"model=perceptron classifies, but data={cfg.data.name} is a regression task; "
+                              "use model=mlp")
+    elif m.lr is not None:
         raise ConfigError("model.lr is a setting of model=perceptron; for model=mlp set optimizer.lr")
-    for i, width in enumerate(cfg.model.hidden):
+    for i, width in enumerate(m.hidden):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
             raise ConfigError(f"model.hidden[{i}]={width!r}: layer widths must be integers > 0")
 
-    a = cfg.activation
-    _choice("activation", a.name, ACTIVATIONS)
-    ACTIVATIONS[a.name].check_params(_set_params(a))
-    _number("activation.negative_slope", a.negative_slope, low=0, high=1)
-    _number("activation.alpha", a.alpha, low=0, low_open=True)
-    _number("activation.beta", a.beta, low=0, low_open=True)
-    _number("activation.init", a.init, low=0, high=1)
-    i = cfg.init
-    _choice("init", i.name, INITIALIZERS)
-    reject_unknown_settings("init", i.name, _set_params(i), INIT_SETTINGS.get(i.name, ()))
-    _number("init.std", i.std, low=0, low_open=True)
-    _number("init.gain", i.gain, low=0, low_open=True)
-    _choice("norm", cfg.norm.name, NORMS)
 
+def _check_optimizer(cfg: Any) -> None:
     o = cfg.optimizer
-    _choice("optimizer", o.name, OPTIMIZERS)
-    OPTIMIZERS[o.name].check_params(_set_params(o, skip=("name", "lr")))
-    _number("optimizer.lr", o.lr, low=0, low_open=True, optional=False)
-    _number("optimizer.momentum", o.momentum, low=0, high=1, high_open=True)
-    _number("optimizer.dampening", o.dampening, low=0, high=1)
-    _number("optimizer.weight_decay", o.weight_decay, low=0, high=1)
-    _number("optimizer.eps", o.eps, low=0, high=1, low_open=True)
-    _number("optimizer.rho", o.rho, low=0, high=1, high_open=True)
-    _number("optimizer.alpha", o.alpha, low=0, high=1, high_open=True)
-    _number("optimizer.lr_decay", o.lr_decay, low=0)
-    _number("optimizer.initial_accumulator_value", o.initial_accumulator_value, low=0)
+    _check_option(cfg, "optimizer", skip=("name", "lr"))
+    _check_ranges(cfg, "optimizer")
     if o.betas is not None:
         if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
             raise ConfigError(f"optimizer.betas={list(o.betas)} must be two numbers in [0, 1), e.g. [0.9,0.999]")
@@ -441,60 +456,61 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"optimizer.dampening={o.dampening}: optimizer=nesterov takes no dampening; "
                               "allowed: 0 (or use optimizer=momentum)")
 
-    s = cfg.scheduler
-    _choice("scheduler", s.name, SCHEDULERS)
-    SCHEDULERS[s.name].check_params(_set_params(s))
-    _number("scheduler.step_size", s.step_size, low=1)
-    _number("scheduler.gamma", s.gamma, low=0, high=1, low_open=True)
-    _number("scheduler.factor", s.factor, low=0, high=1, low_open=True, high_open=True)
-    _number("scheduler.patience", s.patience, low=0)
-    _number("scheduler.t_max", s.t_max, low=1)
-    for key, value in (("scheduler.eta_min", s.eta_min), ("scheduler.min_lr", s.min_lr)):
-        _number(key, value, low=0)
-        if value is not None and value > o.lr:
-            raise ConfigError(f"{key}={value} is above optimizer.lr={o.lr}; allowed: [0, optimizer.lr]")
 
+def _check_scheduler(cfg: Any) -> None:
+    s, lr = cfg.scheduler, cfg.optimizer.lr
+    _check_option(cfg, "scheduler")
+    _check_ranges(cfg, "scheduler")
+    for key in ("eta_min", "min_lr"):
+        if s[key] is not None and s[key] > lr:
+            raise ConfigError(f"scheduler.{key}={s[key]} is above optimizer.lr={lr}; allowed: [0, optimizer.lr]")
+
+
+def _check_early_stopping(cfg: Any) -> None:
     e = cfg.early_stopping
-    _choice("early_stopping", e.name, ("val_loss", "none"))
-    _choice("early_stopping.monitor", e.monitor, tuple(MONITOR_MODE))
-    _choice("early_stopping.mode", e.mode, ("auto", "min", "max"))
+    check_choice("early_stopping", e.name, EARLY_STOPPING)
+    check_choice("early_stopping.monitor", e.monitor, MONITOR_MODE)
+    check_choice("early_stopping.mode", e.mode, ("auto", "min", "max"))
     if e.mode not in ("auto", MONITOR_MODE[e.monitor]):
         raise ConfigError(f"early_stopping.mode={e.mode} does not fit early_stopping.monitor={e.monitor}; "
                           f"allowed: mode={MONITOR_MODE[e.monitor]} ({e.monitor} improves "
                           f"{'down' if MONITOR_MODE[e.monitor] == 'min' else 'up'}wards)")
-    if e.monitor == "val_accuracy" and data_task(d) == "regression":
-        raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but data={d.name} "
-                          "is regression; use val_loss")
-    _number("early_stopping.patience", e.patience, low=0, optional=False)
+    if e.monitor == "val_accuracy" and data_task(cfg.data) == "regression":
+        raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
+                          f"data={cfg.data.name} is regression; use val_loss")
+    _check_ranges(cfg, "early_stopping")
     _number("early_stopping.min_delta", e.min_delta, low=0, high=1 if e.monitor == "val_accuracy" else None,
             optional=False)
 
-    p = cfg.pruning
-    _choice("pruning", p.name, PRUNERS)
-    check_pruning_params(p.name, _set_params(p))
-    _number("pruning.warmup_epochs", p.warmup_epochs, low=0)
-    _number("pruning.min_completed", p.min_completed, low=1)
 
-    r = cfg.regularization
-    _number("regularization.l1", r.l1, low=0, optional=False)
-    _number("regularization.l2", r.l2, low=0, optional=False)
-    _number("regularization.dropout", r.dropout, low=0, high=1, high_open=True, optional=False)
-    _number("regularization.input_noise", r.input_noise, low=0, optional=False)
-
-    t = cfg.trainer
-    _number("trainer.max_epochs", t.max_epochs, low=0, optional=False)
-    _number("trainer.batch_size", t.batch_size, low=0, optional=False)
-    _number("trainer.clip_grad_norm", t.clip_grad_norm, low=0, low_open=True)
-    _number("trainer.clip_grad_value", t.clip_grad_value, low=0, low_open=True)
-    _number("trainer.log_every_n_steps", t.log_every_n_steps, low=1, optional=False)
-    _number("trainer.histogram_every_n_epochs", t.histogram_every_n_epochs, low=0)
-    _number("trainer.boundary_every_n_epochs", t.boundary_every_n_epochs, low=0)
-    _number("trainer.num_threads", t.num_threads, low=1, high=os.cpu_count() or 1)
-    _choice("trainer.class_weight", t.class_weight, ("none", "balanced"))
-    check_device_name(t.device)
+def _check_trainer(cfg: Any) -> None:
+    _check_ranges(cfg, "trainer")
+    check_choice("trainer.class_weight", cfg.trainer.class_weight, CLASS_WEIGHTS)
+    check_device_name(cfg.trainer.device)
     _number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
-    check_memory(cfg)
 
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the first bad value of a composed config: group by group, its option,
+    the settings that option takes, their ranges, then what depends on another group."""
+    for key in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "early_stopping",
+                "regularization", "trainer", "seed"):
+        if key not in cfg or cfg[key] is None:
+            raise ConfigError(f"{key} is missing from the config; mlpkit needs it (do not remove it with ~{key})")
+    _check_data(cfg)
+    _check_model(cfg)
+    for group in ("activation", "init"):
+        _check_option(cfg, group)
+        _check_ranges(cfg, group)
+    _check_option(cfg, "norm")
+    _check_optimizer(cfg)
+    _check_scheduler(cfg)
+    _check_early_stopping(cfg)
+    _check_option(cfg, "pruning")
+    _check_ranges(cfg, "pruning")
+    _check_ranges(cfg, "regularization")
+    _check_trainer(cfg)
+    check_memory(cfg)
 
 # Rows and feature columns of each data set when data.n_samples / data.n_features are not set (csv:
 # unknown before it is read, so 1 column: the estimate stays a lower bound).
@@ -563,7 +579,7 @@ def check_device_name(device: str) -> None:
     """Accept auto, cpu, cuda and cuda:N."""
     ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
     if not ok:
-        raise ConfigError(f"trainer.device={device!r} is not known; choose one of: auto, cpu, cuda, cuda:N")
+        raise ConfigError(not_known("trainer.device", device, ("auto", "cpu", "cuda", "cuda:N")))
 
 
 def _set_params(node: Any, skip: tuple = ("name",)) -> dict:

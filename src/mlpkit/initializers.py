@@ -4,12 +4,12 @@ except under `default`, which keeps PyTorch's own Linear initialisation."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from mlpkit.errors import ConfigError
+from mlpkit.registry import Registry
 
 # name -> fn(weight, gain_name, slope, std, gain). weight is (out_features, in_features).
 Init = Callable[[torch.Tensor, str, float, Optional[float], Optional[float]], None]
@@ -23,7 +23,7 @@ def _he(fn):
     return init
 
 
-INITIALIZERS: Dict[str, Optional[Init]] = {
+INITIALIZERS: Registry[Optional[Init]] = Registry("init", {
     "default": None,  # nn.Linear's own: kaiming_uniform_(a=sqrt(5)), uniform bias
     # Glorot/Xavier: Var(w) = 2 / (fan_in + fan_out), times gain^2 (init.gain, default 1).
     "xavier_uniform": lambda w, g, s, std, gain: nn.init.xavier_uniform_(w, gain=1.0 if gain is None else gain),
@@ -35,7 +35,7 @@ INITIALIZERS: Dict[str, Optional[Init]] = {
     "orthogonal": lambda w, g, s, std, gain: nn.init.orthogonal_(w, gain=1.0 if gain is None else gain),
     "normal": lambda w, g, s, std, gain: nn.init.normal_(w, 0.0, 0.01 if std is None else std),
     "zeros": lambda w, g, s, std, gain: nn.init.zeros_(w),
-}
+}, settings={"normal": ("std",), "xavier_uniform": ("gain",), "xavier_normal": ("gain",), "orthogonal": ("gain",)})
 
 
 def initialize(model: nn.Module, name: str = "default", *, gain_name: str = "relu", slope: float = 0.01,
@@ -48,8 +48,6 @@ def initialize(model: nn.Module, name: str = "default", *, gain_name: str = "rel
         std: standard deviation for `normal` (default 0.01).
         gain: multiplier for xavier_* and orthogonal (default 1).
     """
-    if name not in INITIALIZERS:
-        raise ConfigError(f"init={name!r} is not known; choose one of: {', '.join(INITIALIZERS)}")
     fn = INITIALIZERS[name]
     if fn is None:
         return

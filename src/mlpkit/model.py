@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from mlpkit.activations import get_activation, make_activation
+from mlpkit.activations import check_activation_params, get_activation, make_activation
 from mlpkit.errors import ConfigError
 from mlpkit.initializers import initialize
+from mlpkit.registry import Registry
 
 # norm name -> fn(width) -> module, placed between Linear and activation.
-NORMS: Dict[str, Optional[Callable[[int], nn.Module]]] = {
+NORMS: Registry[Optional[Callable[[int], nn.Module]]] = Registry("norm", {
     "none": None,
     "batch": nn.BatchNorm1d,  # statistics over the batch, per unit
     "layer": nn.LayerNorm,  # statistics over the units, per sample
-}
+})
 
-MODELS = ("mlp", "perceptron")
 
 
 class MLP(nn.Module):
@@ -32,23 +32,22 @@ class MLP(nn.Module):
                  activation_params: Optional[dict] = None, norm: str = "none", dropout: float = 0.0,
                  init: str = "default", init_std: Optional[float] = None, init_gain: Optional[float] = None):
         super().__init__()
-        if norm not in NORMS:
-            raise ConfigError(f"norm={norm!r} is not known; choose one of: {', '.join(NORMS)}")
+        make_norm = NORMS[norm]
         if any(int(w) <= 0 for w in hidden):
             raise ConfigError(f"model.hidden={list(hidden)}: layer widths must be integers > 0")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"regularization.dropout={dropout} is out of range; allowed: [0, 1)")
         spec = get_activation(activation)
         params = dict(activation_params or {})
-        spec.check_params(params)
+        check_activation_params(activation, params)
         pieces = spec.width_factor(params)
 
         layers: List[nn.Module] = []
         width_in = in_dim
         for width in hidden:
             layers.append(nn.Linear(width_in, width * pieces))  # maxout: k pieces per unit
-            if NORMS[norm] is not None:
-                layers.append(NORMS[norm](width * pieces))
+            if make_norm is not None:
+                layers.append(make_norm(width * pieces))
             layers.append(make_activation(activation, **params))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
@@ -74,6 +73,17 @@ class MLP(nn.Module):
         """The hidden activation modules, in order."""
         kinds = (nn.Linear, nn.Dropout, nn.BatchNorm1d, nn.LayerNorm)
         return [m for m in self.net if not isinstance(m, kinds)]
+
+
+def _perceptron(in_dim: int, out_dim: int, **_: Any) -> nn.Module:
+    from mlpkit.perceptron import Perceptron  # imported when chosen: it brings the data and checkpoint modules
+
+    return Perceptron(int(in_dim), int(out_dim))
+
+
+# model name -> builder(in_dim=..., out_dim=..., **the model's own keyword arguments)
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {"mlp": MLP, "perceptron": _perceptron},
+                                                      settings={"perceptron": ("lr",)})
 
 
 def summarize(model: nn.Module, in_dim: int) -> Tuple[List[Tuple[str, str, int]], int]:

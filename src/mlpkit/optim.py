@@ -9,7 +9,7 @@ from typing import Dict, Iterable, Optional
 import torch
 from torch import optim
 
-from mlpkit.errors import ConfigError, reject_unknown_settings
+from mlpkit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,8 @@ class OptimizerSpec:
                 "decoupled_weight_decay", *self.locked}
         return [p for p in inspect.signature(self.cls).parameters if p not in skip]
 
-    def check_params(self, given: dict) -> None:
-        name = next(k for k, v in OPTIMIZERS.items() if v is self)
-        reject_unknown_settings("optimizer", name, given, ["lr", *self.allowed()])
 
-
-OPTIMIZERS: Dict[str, OptimizerSpec] = {
+_OPTIMIZERS: Dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(optim.SGD, locked=("nesterov",)),  # w -= lr * g
     "momentum": OptimizerSpec(optim.SGD, {"momentum": 0.9}, locked=("nesterov",)),  # v = m v + g
     "nesterov": OptimizerSpec(optim.SGD, {"momentum": 0.9, "nesterov": True}, locked=("nesterov",)),  # look ahead
@@ -40,16 +36,16 @@ OPTIMIZERS: Dict[str, OptimizerSpec] = {
     "adam": OptimizerSpec(optim.Adam),  # momentum + RMSprop, bias-corrected
     "adamw": OptimizerSpec(optim.AdamW),  # Adam with decoupled weight decay
 }
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer", _OPTIMIZERS,
+                                               {n: ("lr", *spec.allowed()) for n, spec in _OPTIMIZERS.items()})
 
 
 def make_optimizer(params: Iterable[torch.Tensor], name: str = "adam", lr: float = 1e-3,
                    **settings) -> optim.Optimizer:
     """A torch optimiser by name; `settings` are that optimiser's own keyword arguments."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={name!r} is not known; choose one of: {', '.join(OPTIMIZERS)}")
     spec = OPTIMIZERS[name]
     settings = {k: v for k, v in settings.items() if v is not None}
-    spec.check_params(settings)
+    OPTIMIZERS.check_settings(name, settings)
     if "betas" in settings:
         settings["betas"] = tuple(settings["betas"])
     kwargs = {**spec.fixed, **settings}
@@ -73,12 +69,8 @@ class SchedulerSpec:
     keys: Dict[str, str] = field(default_factory=dict)  # config key -> torch argument
     defaults: Dict[str, object] = field(default_factory=dict)
 
-    def check_params(self, given: dict) -> None:
-        name = next(k for k, v in SCHEDULERS.items() if v is self)
-        reject_unknown_settings("scheduler", name, given, list(self.keys))
 
-
-SCHEDULERS: Dict[str, SchedulerSpec] = {
+_SCHEDULERS: Dict[str, SchedulerSpec] = {
     "none": SchedulerSpec(None),
     "step": SchedulerSpec(optim.lr_scheduler.StepLR, {"step_size": "step_size", "gamma": "gamma"},
                           {"step_size": 10, "gamma": 0.5}),
@@ -88,15 +80,15 @@ SCHEDULERS: Dict[str, SchedulerSpec] = {
                              {"factor": "factor", "patience": "patience", "min_lr": "min_lr"},
                              {"factor": 0.5, "patience": 5}),
 }
+SCHEDULERS: Registry[SchedulerSpec] = Registry("scheduler", _SCHEDULERS,
+                                               {n: tuple(spec.keys) for n, spec in _SCHEDULERS.items()})
 
 
 def make_scheduler(optimizer: optim.Optimizer, name: str = "none", *, max_epochs: int = 1, **settings):
     """A scheduler stepped once per epoch (plateau: on the val loss), or None for `none`."""
-    if name not in SCHEDULERS:
-        raise ConfigError(f"scheduler={name!r} is not known; choose one of: {', '.join(SCHEDULERS)}")
     spec = SCHEDULERS[name]
     settings = {k: v for k, v in settings.items() if v is not None}
-    spec.check_params(settings)
+    SCHEDULERS.check_settings(name, settings)
     if spec.cls is None:
         return None
     merged = {**spec.defaults, **settings}

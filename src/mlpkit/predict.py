@@ -254,13 +254,9 @@ def _build_model(spec: Dict[str, Any]) -> torch.nn.Module:
     try:
         if spec.get("format") != "mlpkit-model-1":
             raise ValueError(f"format {spec.get('format')!r}")
-        if spec["model"] == "perceptron":
-            from mlpkit.perceptron import Perceptron
+        from mlpkit.model import MODELS
 
-            return Perceptron(int(spec["kwargs"]["in_dim"]), int(spec["kwargs"]["out_dim"]))
-        from mlpkit.model import MLP
-
-        return MLP(**spec["kwargs"])
+        return MODELS[spec["model"]](**spec["kwargs"])
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"model.json does not describe an mlpkit model ({err})") from None
 

@@ -13,6 +13,7 @@ from mlpkit.data.preprocess import Preprocessing
 from mlpkit.data.sources import DATASETS, Opts
 from mlpkit.data.split import column_mean_std, permute_rows, split_rows
 from mlpkit.errors import ConfigError
+from mlpkit.registry import check_choice
 
 GATES = ("xor", "and", "or", "nand")
 
@@ -24,14 +25,12 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
                  val_fraction: float = 0.15, test_fraction: float = 0.15, standardize: bool = True) -> Dataset:
     """Build, split and preprocess a data set by name, e.g. load_dataset("moons", noise=0.3) or
     load_dataset("csv", path="penguins.csv", target="species", drop=["rownames"])."""
-    if name not in DATASETS:
-        raise ConfigError(f"data={name!r} is not known; choose one of: {', '.join(DATASETS)}")
-    if task != "auto" and task not in TASKS:
-        raise ConfigError(f"data.task={task!r} is not known; choose one of: auto, {', '.join(TASKS)}")
+    build = DATASETS[name]
+    check_choice("data.task", task, ("auto", *TASKS))
     if name == "csv":
         return _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize)
     try:
-        raw_X, y, known_task, notes = DATASETS[name](Opts(n_samples, noise, n_features, n_classes), seed)
+        raw_X, y, known_task, notes = build(Opts(n_samples, noise, n_features, n_classes), seed)
     except ValueError as err:
         if isinstance(err, ConfigError):
             raise

@@ -18,6 +18,7 @@ import numpy as np
 
 from mlpkit.data.split import empty_array
 from mlpkit.errors import ConfigError
+from mlpkit.registry import Registry
 
 
 @dataclass
@@ -197,7 +198,18 @@ def _table(cfg, seed) -> Raw:
     raise NotImplementedError("data=csv is read by mlpkit.data.table, through load_dataset")
 
 
-DATASETS: Dict[str, Callable[..., Raw]] = {
+# Which data.* keys each set takes, besides the split keys every one takes (COMMON): what its builder reads.
+COMMON = ("name", "val_fraction", "test_fraction", "standardize")
+_CLOUD = ("n_samples", "noise")
+SETTINGS = {
+    "xor": _CLOUD, "and": _CLOUD, "or": _CLOUD, "nand": _CLOUD, "moons": _CLOUD, "circles": _CLOUD,
+    "sine": _CLOUD, "spiral": (*_CLOUD, "n_classes"), "blobs": (*_CLOUD, "n_features", "n_classes"),
+    "classification": (*_CLOUD, "n_features", "n_classes"), "regression": (*_CLOUD, "n_features"),
+    "csv": ("path", "target", "task", "drop", "categorical"),
+}
+REGRESSION = ("sine", "regression", "diabetes")  # known without loading; csv: data.task decides
+
+DATASETS: Registry[Callable[..., Raw]] = Registry("data", {
     "xor": _gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0}),
     "and": _gate({(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1}),
     "or": _gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 1}),
@@ -215,5 +227,5 @@ DATASETS: Dict[str, Callable[..., Raw]] = {
     "breast_cancer": _bundled("load_breast_cancer", "binary"),
     "diabetes": _bundled("load_diabetes", "regression"),
     "csv": _table,
-}
+}, SETTINGS)
 
