@@ -505,7 +505,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         model = Perceptron(**model_kwargs)
     else:
         model_kwargs = _model_kwargs(cfg, data)
-        model = MLP(**model_kwargs)
+        model = MLP(**model_kwargs, seed=None)  # drawn from the global RNG, seeded with cfg.seed above
     rows, total = summarize(model, data.in_dim)
     if not threads and device.type == "cpu":
         threads = small_model_threads(total, t.batch_size or len(data.X_train))
