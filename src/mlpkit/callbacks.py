@@ -2,8 +2,8 @@
 
 The loop (mlpkit.trainer) calls each hook on every callback, in list order, with the Trainer
 (model, optimizer, data, logger as attributes) and the shared TrainState. A callback stops a
-run with `state.stop(status, message)`; once a run is aborted (diverged, interrupted) the later
-callbacks do not see that step or epoch. A callback with state to keep across a resume returns
+run with `state.stop(status, message)`; once a callback aborts it (diverged, interrupted) at an
+epoch's end, the later callbacks do not see that epoch: it is not kept. A callback with state to keep across a resume returns
 it from `state_dict()`; it is saved in last.pt under `state_key` and handed back to
 `load_state_dict()` when the run resumes.
 

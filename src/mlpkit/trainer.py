@@ -29,8 +29,8 @@ __all__ = ["Trainer", "EarlyStopping", "FitResult", "TrainState", "Callback", "r
 
 log_fn = Callable[[str], None]
 
-# hooks called while an epoch is under way: once a callback aborts the run, the later ones skip it
-_EPOCH_HOOKS = ("on_after_backward", "on_step_end", "on_train_epoch_end", "on_epoch_end")
+# once a callback aborts the run in these, the later callbacks skip that epoch (per-step hooks: see train_epoch)
+_EPOCH_HOOKS = ("on_train_epoch_end", "on_epoch_end")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -253,6 +253,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         # each batch gathers its rows (no shuffled copy of the data set)
         perm = torch.randperm(n, device=self.device, generator=self.shuffle) if bs < n else None
+        step_hooks = self._hooks["on_step_end"]
         for b in range(self.steps_per_epoch):
             if perm is None:
                 xb, yb = X, y
@@ -273,7 +274,8 @@ class Trainer:
                 correct += self._correct(out.detach(), yb, task)
             logged = state.step % self.log_every == 0 or state.step == 1
             state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
-            self._notify("on_step_end", loss)
+            for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
+                hook(self, state, loss)
             if state.aborted:
                 return
         total = weight_sum.clamp(min=1e-12) if self.weight is not None else self.n_seen
@@ -304,7 +306,8 @@ class Trainer:
         self.state.step += 1
         if self.first_step_time is None:
             self.first_step_time = time.time()
-        self._notify("on_after_backward")
+        for hook in self._hooks["on_after_backward"]:
+            hook(self, self.state)
         if self.clip_grad_value is not None:
             nn.utils.clip_grad_value_(self.model.parameters(), self.clip_grad_value)
         if self.clip_grad_norm is not None:
