@@ -4,6 +4,7 @@
     python scripts/bench.py --workloads W2 --reps 5 --epochs 4
     python scripts/bench.py --tiny               # a smoke run on tiny data (what the test suite runs)
     python scripts/bench.py --only-tables        # a user's table: load + preprocess, and predict
+    python scripts/bench.py --only-epochs        # XOR: seconds per epoch in a short and a long run
 
 Workloads (CPU; Adam lr 1e-3, ReLU, 80/10/10 split):
     W1  60,000 x 784 -> 10 classes, hidden [256, 256], batch 128   (MNIST-sized)
@@ -23,6 +24,12 @@ the peak memory of a W1 run, and a user's table (--table-rows, default 1,000,000
 mixed columns with missing values): mlpkit's load + preprocess against `pandas.read_csv` of
 the same file alone (each in a fresh process), and `python predict.py` on it: rows per
 second and peak memory.
+
+--only-epochs measures whether an epoch's cost depends on the run's length: XOR full batch
+(the xor experiment's hidden_8 job, with checkpoints and TensorBoard as train.py writes them)
+for 200 and for 1,600 epochs: seconds per epoch (the median epoch, the first left out: the mean
+also carries the first decision-boundary image, ~0.1 s, which TensorBoard's 5% budget always lets
+through, a cost that a short run spreads over few epochs) and their ratio, and the means.
 """
 
 from __future__ import annotations
@@ -381,6 +388,36 @@ def table_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
     return result
 
 
+def epoch_cost(epochs: int, workdir: Path) -> Dict[str, float]:
+    """Median and mean seconds per epoch (the first left out) of an XOR full-batch run of `epochs` epochs."""
+    from mlpkit import MLP, TensorBoardLogger, Trainer
+
+    data = load_dataset("xor", seed=0)
+    torch.manual_seed(0)
+    model = MLP(data.in_dim, [8], data.out_dim, activation="tanh")
+    torch.set_num_threads(1)  # what train.py picks for a model this small
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    logger = TensorBoardLogger(run_dir)
+    result = Trainer(optimizer="adam", lr=0.05, max_epochs=epochs, batch_size=0, run_dir=run_dir, logger=logger,
+                     handle_signals=False).fit(model, data)
+    logger.close()
+    torch.set_num_threads(DEFAULT_THREADS)
+    seconds = result.history["epoch_seconds"][1:]
+    return {"median": statistics.median(seconds), "mean": statistics.mean(seconds)}
+
+
+def epochs_bench(workdir: Path, reps: int) -> Dict[str, float]:
+    """Seconds per epoch at 200 and 1,600 epochs (median of `reps` runs each) and their ratio."""
+    out: Dict[str, float] = {}
+    for epochs in (200, 1600):
+        runs = [epoch_cost(epochs, workdir) for _ in range(reps)]
+        for stat in ("median", "mean"):
+            out[f"s_per_epoch_{epochs}_{stat}"] = statistics.median(r[stat] for r in runs)
+    out["ratio"] = out["s_per_epoch_1600_median"] / out["s_per_epoch_200_median"]
+    out["ratio_of_means"] = out["s_per_epoch_1600_mean"] / out["s_per_epoch_200_mean"]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=list(WORKLOADS))
@@ -393,6 +430,8 @@ def main() -> int:
     parser.add_argument("--skip-extra", action="store_true", help="skip start-up, sweep and memory measurements")
     parser.add_argument("--table-rows", type=int, default=1_000_000, help="rows of the mixed table (default: %(default)s)")
     parser.add_argument("--only-tables", action="store_true", help="measure only the table load and predict")
+    parser.add_argument("--only-epochs", action="store_true",
+                        help="measure only the per-epoch cost of a 200- and a 1,600-epoch XOR run")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     if args.tiny:
@@ -403,14 +442,16 @@ def main() -> int:
     results: Dict = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
                                  "torch_threads": DEFAULT_THREADS, "python": platform.python_version()},
                      "skipped_peers": skipped, "workloads": {}}
-    if not args.tiny and not args.only_tables:
+    if not (args.tiny or args.only_tables or args.only_epochs):
         results["machine"]["matmul_gflops"] = matmul_gflops()
-    if args.only_tables:
+    if args.only_tables or args.only_epochs:
         args.workloads, args.skip_extra = [], True
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.only_tables or not (args.skip_extra or args.tiny):
             results["table"] = table_bench(workdir, args.table_rows)
+        if args.only_epochs:
+            results["epochs"] = epochs_bench(workdir, args.reps)
         for name in args.workloads:
             results["workloads"][name] = bench_workload(name, peers, args.reps, args.epochs, workdir)
         if not args.skip_extra:
@@ -452,6 +493,12 @@ def main() -> int:
               f"{statistics.median(t['read_csv_s']):.2f} s, mlpkit load + preprocess "
               f"{statistics.median(t['mlpkit_load_s']):.2f} s ({t['load_ratio']:.2f}x, peak {t['mlpkit_load_peak_mb']:.0f} MB); "
               f"predict.py {t['predict_rows_per_s']:,.0f} rows/s ({t['predict_s']:.1f} s, peak {t['predict_peak_mb']:.0f} MB)")
+    if "epochs" in results:
+        e = results["epochs"]
+        print(f"XOR full batch, s/epoch (median epoch): {e['s_per_epoch_200_median'] * 1e3:.2f} ms at 200 epochs, "
+              f"{e['s_per_epoch_1600_median'] * 1e3:.2f} ms at 1,600 epochs ({e['ratio']:.2f}x); means "
+              f"{e['s_per_epoch_200_mean'] * 1e3:.2f} and {e['s_per_epoch_1600_mean'] * 1e3:.2f} ms "
+              f"({e['ratio_of_means']:.2f}x)")
     if skipped:
         print(f"not installed, skipped: {', '.join(skipped)} (pip install lightning keras)")
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -29,6 +29,8 @@ _EXPORTS = {
     "Trainer": "mlpkit.trainer",
     "EarlyStopping": "mlpkit.trainer",
     "FitResult": "mlpkit.trainer",
+    "Callback": "mlpkit.callbacks",
+    "TrainState": "mlpkit.state",
     "TensorBoardLogger": "mlpkit.tblog",
     "load_checkpoint": "mlpkit.checkpoint",
     "ConfigError": "mlpkit.errors",

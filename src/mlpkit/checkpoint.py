@@ -1,4 +1,5 @@
-"""Checkpoints and metrics files, written atomically (temp file, fsync, rename)."""
+"""Checkpoints and metrics files, written atomically (temp file, fsync, rename), and ModelCheckpoint,
+the callback that writes a run's best.pt and last.pt and resumes a run from last.pt."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ import json
 import math
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import torch
 
+from mlpkit.callbacks import Callback
 from mlpkit.errors import ConfigError, RunError
+from mlpkit.state import TrainState
+
+if TYPE_CHECKING:
+    from mlpkit.trainer import Trainer
 
 FORMAT = "mlpkit-checkpoint-1"
 
@@ -83,3 +90,134 @@ def write_json(path: str | Path, data: Dict[str, Any]) -> None:
     """Write `data` as indented strict JSON, atomically."""
     text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def _clone(obj: Any) -> Any:
+    """A copy that shares nothing mutable with `obj`: tensors cloned, containers rebuilt."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
+class ModelCheckpoint(Callback):
+    """best.pt (the best epoch's weights) and last.pt (everything a resume needs), in `directory`.
+
+    Disk writes happen at most every `every_s` seconds and at the end; in between the newest state
+    waits in memory. best.pt is written first, so last.pt never names a best epoch that is not on
+    disk, and last.pt carries the best weights too: alone it is consistent whatever happened to
+    best.pt. Waiting costs a copy of the tensors that change (model, optimizer) and the history's
+    lengths: the history only grows, so its first n entries are what it held then.
+    `resume()` (called before on_fit_start) restores the model, optimizer, TrainState, every RNG and
+    each callback's state_dict() from a last.pt. `save` writes one file (save_checkpoint's signature).
+    """
+
+    def __init__(self, directory: Optional[str | Path], every_s: float = 2.0,
+                 save: Optional[Callable[[Path, Dict[str, Any]], None]] = None):
+        self.directory = Path(directory) if directory is not None else None
+        self.every_s = every_s
+        self.save = save or save_checkpoint
+        self.resumed = False
+        self.pending: Dict[str, Callable[[], Dict[str, Any]]] = {}  # file name -> its state, when written
+        self.last_write = time.perf_counter()
+        self.error: Optional[str] = None  # a checkpoint that could not be written (a full disk)
+
+    def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None:
+        if self.directory is not None and not self.resumed:  # epoch 0: an interrupt in epoch 1 can resume
+            self.save(self.directory / "last.pt", self.snapshot(trainer, state)())
+        self.last_write = time.perf_counter()
+
+    def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
+        if self.directory is None:
+            return
+        if state.best_epoch == state.epoch:
+            best = {"epoch": state.epoch, "model": state.best_weights, **trainer.extra_state}
+            self.pending["best.pt"] = lambda: best
+        now = time.perf_counter() - self.last_write >= self.every_s
+        self.pending["last.pt"] = self.snapshot(trainer, state, copy=not now)  # kept: a copy
+        if now:
+            self.write(state)
+
+    def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
+        if self.directory is not None and self.error is None:
+            self.write(state)  # the last finished epoch, also after an interrupt or divergence
+        if self.error is not None:
+            state.stop("interrupted", f"{self.error}; continue with resume=<run_dir> once there is room")
+
+    def snapshot(self, trainer: "Trainer", state: TrainState, copy: bool = False) -> Callable[[], Dict[str, Any]]:
+        """last.pt as of now, built when written."""
+        ckpt = {"epoch": state.epoch, "global_step": state.step, "model": trainer.model.state_dict(),
+                "optimizer": trainer.optimizer.state_dict() if trainer.optimizer is not None else None,
+                "best": {"value": state.best_value, "epoch": state.best_epoch, "val_loss": state.best_val_loss,
+                         "val_accuracy": state.best_val_accuracy},
+                "rng": {"torch": torch.get_rng_state(), "shuffle": trainer.shuffle.get_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if trainer.device.type == "cuda" else []},
+                "early_stopped": state.status == "early_stopped",
+                **trainer.extra_state}
+        for cb in trainer.callbacks:
+            cb_state = cb.state_dict()
+            if cb_state is not None:
+                ckpt[cb.state_key] = cb_state
+        if copy:
+            ckpt = _clone(ckpt)
+        history, lengths = state.history, {k: len(v) for k, v in state.history.items()}
+        best = state.best_weights  # never changed in place: no copy
+        return lambda: {**ckpt, "history": {k: history[k][:n] for k, n in lengths.items()}, "best_model": best}
+
+    def write(self, state: TrainState) -> None:
+        try:
+            for name in sorted(self.pending):  # best.pt first
+                self.save(self.directory / name, self.pending[name]())
+        except RunError as err:
+            self.error = str(err)
+            state.stop("interrupted", f"{err}; continue with resume=<run_dir> once there is room")
+        self.pending.clear()
+        self.last_write = time.perf_counter()
+
+    def resume(self, trainer: "Trainer", state: TrainState, path: str | Path) -> None:
+        ckpt = load_checkpoint(path, map_location=trainer.device)
+        try:
+            trainer.model.load_state_dict(ckpt["model"])
+            if trainer.optimizer is not None:
+                trainer.optimizer.load_state_dict(ckpt["optimizer"])
+            for cb in trainer.callbacks:
+                if ckpt.get(cb.state_key):
+                    cb.load_state_dict(ckpt[cb.state_key])
+            state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["global_step"])
+            best = ckpt["best"]
+            state.best_value, state.best_epoch = best["value"], best["epoch"]
+            state.best_val_loss, state.best_val_accuracy = best["val_loss"], best["val_accuracy"]
+            state.history = {k: list(v) for k, v in ckpt["history"].items()}
+            state.best_weights = ckpt.get("best_model")
+            if ckpt.get("early_stopped"):
+                state.stop("early_stopped")
+            torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+            trainer.shuffle.set_state(ckpt["rng"]["shuffle"].cpu())  # generator states are CPU byte tensors
+            if ckpt["rng"]["cuda"]:
+                torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["rng"]["cuda"]])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise ConfigError(f"{path} does not match this run's model or optimizer "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        if self.directory is not None:
+            state.best_weights = self.check_best(trainer, state)
+        self.resumed = True
+        trainer.log(f"resumed from {path} at epoch {state.epoch} (step {state.step})")
+
+    def check_best(self, trainer: "Trainer", state: TrainState) -> Optional[Dict[str, torch.Tensor]]:
+        """The best weights of a resumed run: last.pt's own copy, written back to best.pt when that is
+        missing, damaged or of another epoch (a kill between the two renames); from best.pt only for a
+        last.pt of an older format, and then only when its epoch is the one last.pt names."""
+        path = self.directory / "best.pt"
+        try:
+            on_disk = load_checkpoint(path, map_location=trainer.device) if path.is_file() else None
+        except ConfigError as err:
+            trainer.log(f"note: {err}; it is written again from last.pt")
+            on_disk = None
+        if state.best_weights is None:
+            return on_disk["model"] if on_disk is not None and on_disk.get("epoch") == state.best_epoch else None
+        if on_disk is None or on_disk.get("epoch") != state.best_epoch:
+            self.save(path, {"epoch": state.best_epoch, "model": state.best_weights, **trainer.extra_state})
+        return state.best_weights

@@ -434,7 +434,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt there")
     data = build.build_data(cfg)
     kwargs = build.model_kwargs(cfg, data)
-    model = MODELS[cfg.model.name](**kwargs)
+    model = MODELS[cfg.model.name](**kwargs, seed=None)  # from the global RNG, seeded with cfg.seed
     rows, total = summarize(model, data.in_dim)
     build.set_threads(cfg.trainer, launcher, device, total, len(data.X_train))
     warnings = [*data.warnings, *([build.STEP_WARNING] if build.flat_units(cfg) else [])]

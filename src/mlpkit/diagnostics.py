@@ -1,16 +1,19 @@
-"""What makes the textbook visible: dead and saturated units, and the decision boundary.
-
-(Per-layer gradient norms are sampled inside the training loop, where the gradients are.)
-"""
+"""What makes the textbook visible: per-layer gradient norms, dead and saturated units, and the
+decision boundary."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from mlpkit.activations import ACTIVATIONS
+from mlpkit.callbacks import Callback
+from mlpkit.state import TrainState
+
+if TYPE_CHECKING:
+    from mlpkit.trainer import Trainer
 
 # "saturated": within 1% of the output range from an asymptote.
 # tanh (range 2): |out| > 0.98; sigmoid and step (range 1): out < 0.01 or out > 0.99.
@@ -61,6 +64,48 @@ class ActivationProbe:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+class Diagnostics(Callback):
+    """Per epoch: `grads/layer_<i>`, the mean L2 norm of each linear layer's weight gradient (before
+    clipping) over the steps sampled (each epoch's first, then every log_every_n_steps), also kept as
+    history["grad_norm"]; and the ActivationProbe's fractions over the val pass."""
+
+    def __init__(self) -> None:
+        self.probe: Optional[ActivationProbe] = None
+
+    def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None:
+        self.weights = [m.weight for m in trainer.model.modules() if isinstance(m, nn.Linear)]
+        self.grad_sum = torch.zeros(len(self.weights), device=trainer.device)  # on the device: no sync per step
+        self.samples = 0
+        activation = getattr(trainer.model, "activation", None)
+        self.probe = ActivationProbe(trainer.model, activation) if activation else None
+
+    def on_after_backward(self, trainer: "Trainer", state: TrainState) -> None:
+        if state.batch == 0 or state.step % trainer.log_every == 0:
+            grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights]
+            self.grad_sum += torch.stack(torch._foreach_norm(grads))
+            self.samples += 1
+
+    def on_train_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
+        if self.probe is not None:
+            self.probe.active = True  # measure the val pass that follows
+
+    def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
+        if self.samples:
+            norms = (self.grad_sum / self.samples).tolist()
+            state.scalars.update({f"grads/layer_{i}": v for i, v in enumerate(norms)})
+            state.history.setdefault("grad_norm", []).append(norms)
+            self.grad_sum.zero_()
+            self.samples = 0
+        if self.probe is not None:
+            self.probe.active = False
+            state.scalars.update(self.probe.read())
+
+    def teardown(self, trainer: "Trainer", state: TrainState) -> None:
+        if self.probe is not None:
+            self.probe.remove()
+            self.probe = None
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+import contextlib
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -26,11 +27,14 @@ class MLP(nn.Module):
 
     Example: MLP(64, [256, 128], 10, activation="relu", norm="batch", dropout=0.1).
     `hidden=[]` gives a single linear layer (logistic/softmax/linear regression).
+    `seed`: the initial weights are those torch draws after torch.manual_seed(seed), whatever the
+    global RNG holds (which they leave as it was); None draws them from the global RNG.
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu", *,
                  activation_params: Optional[dict] = None, norm: str = "none", dropout: float = 0.0,
-                 init: str = "default", init_std: Optional[float] = None, init_gain: Optional[float] = None):
+                 init: str = "default", init_std: Optional[float] = None, init_gain: Optional[float] = None,
+                 seed: Optional[int] = 0):
         super().__init__()
         make_norm = NORMS[norm]
         if any(int(w) <= 0 for w in hidden):
@@ -44,21 +48,21 @@ class MLP(nn.Module):
 
         layers: List[nn.Module] = []
         width_in = in_dim
-        for width in hidden:
-            layers.append(nn.Linear(width_in, width * pieces))  # maxout: k pieces per unit
-            if make_norm is not None:
-                layers.append(make_norm(width * pieces))
-            layers.append(make_activation(activation, **params))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width_in = width
-        layers.append(nn.Linear(width_in, out_dim))
-        self.net = nn.Sequential(*layers)
+        with _init_rng(seed):  # nn.Linear draws its weights when built
+            for width in hidden:
+                layers.append(nn.Linear(width_in, width * pieces))  # maxout: k pieces per unit
+                if make_norm is not None:
+                    layers.append(make_norm(width * pieces))
+                layers.append(make_activation(activation, **params))
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
+                width_in = width
+            layers.append(nn.Linear(width_in, out_dim))
+            self.net = nn.Sequential(*layers)
+            slope = params.get("negative_slope", spec.params.get("negative_slope", 0.01))
+            initialize(self, init, gain_name=spec.gain_name, slope=float(slope), std=init_std, gain=init_gain)
         self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, list(hidden)
         self.activation = activation
-
-        slope = params.get("negative_slope", spec.params.get("negative_slope", 0.01))
-        initialize(self, init, gain_name=spec.gain_name, slope=float(slope), std=init_std, gain=init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in_dim) -> (N, out_dim)
         return self.net(x)
@@ -73,6 +77,17 @@ class MLP(nn.Module):
         """The hidden activation modules, in order."""
         kinds = (nn.Linear, nn.Dropout, nn.BatchNorm1d, nn.LayerNorm)
         return [m for m in self.net if not isinstance(m, kinds)]
+
+
+@contextlib.contextmanager
+def _init_rng(seed: Optional[int]) -> Iterator[None]:
+    """The CPU RNG seeded with `seed` inside, and back as it was after (None: left alone)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):  # CPU only: the layers are built there
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def _perceptron(in_dim: int, out_dim: int, **_: Any) -> nn.Module:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from types import SimpleNamespace
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
-from mlpkit.checkpoint import save_checkpoint
+from mlpkit.callbacks import BestEpoch, Callback
+from mlpkit.checkpoint import ModelCheckpoint
 from mlpkit.data import Dataset
 from mlpkit.errors import ConfigError
-from mlpkit.trainer import FitResult
+from mlpkit.state import FitResult, TrainState
+from mlpkit.tblog import TensorBoard
 
 
 class Perceptron(nn.Module):
@@ -47,89 +50,84 @@ def fit_perceptron(model: Perceptron, data: Dataset, *, max_epochs: int = 100, l
                    logger: Any = None, run_dir: Optional[str | Path] = None) -> FitResult:
     """Train with the perceptron rule until an epoch makes no mistake (converged) or max_epochs.
 
-    The logged loss is the 0-1 loss (share of misclassified rows): the perceptron has no other."""
+    The logged loss is the 0-1 loss (share of misclassified rows): the perceptron has no other.
+    The run's bookkeeping is the Trainer's: a TrainState, and the callbacks that track the best
+    epoch, write checkpoints (once, at the end: an epoch takes microseconds) and log to TensorBoard."""
     if data.task == "regression":
         raise ConfigError("model=perceptron classifies; for a regression target use model=mlp")
     start = time.perf_counter()
     X, labels = data.X_train, data.y_train.reshape(-1).long()
-    w, b = model.linear.weight, model.linear.bias
     gen = torch.Generator().manual_seed(seed + 1)
-    result = FitResult(history={"train_loss": [], "val_loss": [], "train_accuracy": [], "val_accuracy": [],
-                                "updates": []})
-    ckpt = Path(run_dir) / "checkpoints" if run_dir is not None else None
+    callbacks: List[Callback] = [TensorBoard(logger, title="perceptron")] if logger is not None else []
+    callbacks += [BestEpoch(), ModelCheckpoint(Path(run_dir) / "checkpoints" if run_dir is not None else None,
+                                               every_s=math.inf)]
+    # what the callbacks read from the loop that calls them (a Trainer's attributes)
+    loop = SimpleNamespace(model=model, data=data, optimizer=None, shuffle=gen, device=X.device, extra_state={},
+                           callbacks=callbacks, logger=logger, log=lambda msg: None)
+    state = TrainState(max_epochs=max_epochs, history={"train_loss": [], "val_loss": [], "train_accuracy": [],
+                                                       "val_accuracy": [], "updates": []})
+
+    def notify(hook: str) -> None:
+        for cb in callbacks:
+            getattr(cb, hook)(loop, state)
 
     def error_rate(Xs, ys):
         return float((model.predict(Xs) != ys.reshape(-1).long()).float().mean()) if len(Xs) else math.nan
 
-    converged = interrupted = False
-    best = None
-    epoch = 0
+    converged = False
+    notify("on_fit_start")
     try:
-        with torch.no_grad():
-            for epoch in range(1, max_epochs + 1):
-                updates = 0
-                for i in torch.randperm(len(X), generator=gen).tolist():
-                    x, target = X[i], int(labels[i])
-                    if model.out_dim == 1:
-                        guess = int(float(w[0] @ x + b[0]) > 0)
-                        if guess != target:  # y - y_hat is +1 or -1
-                            w[0] += lr * (target - guess) * x
-                            b[0] += lr * (target - guess)
-                            updates += 1
-                    else:
-                        guess = int((w @ x + b).argmax())
-                        if guess != target:  # pull the right class toward x, push the wrong one away
-                            w[target] += lr * x
-                            b[target] += lr
-                            w[guess] -= lr * x
-                            b[guess] -= lr
-                            updates += 1
-                train_err = error_rate(X, labels)
-                val_err = error_rate(data.X_val, data.y_val)
-                h = result.history
-                h["train_loss"].append(train_err)
-                h["val_loss"].append(val_err)
-                h["train_accuracy"].append(1 - train_err)
-                h["val_accuracy"].append(1 - val_err)
-                h["updates"].append(updates)
-                if logger is not None:
-                    logger.scalars({"loss/train": train_err, "loss/val": val_err, "accuracy/train": 1 - train_err,
-                                    "accuracy/val": 1 - val_err, "lr": lr, "perceptron/updates": updates}, epoch)
-                if val_err < result.best_val_loss:
-                    result.best_val_loss, result.best_epoch = val_err, epoch
-                    result.best_val_accuracy = 1 - val_err
-                    best = {"epoch": epoch, "model": {k: v.clone() for k, v in model.state_dict().items()}}
-                if updates == 0:
-                    converged = True
-                    break
+        while state.epoch < max_epochs and not converged:
+            updates = _rule_epoch(model, X, labels, lr, gen)
+            train_err, val_err = error_rate(X, labels), error_rate(data.X_val, data.y_val)
+            state.epoch += 1
+            state.scalars = {"loss/train": train_err, "loss/val": val_err, "accuracy/train": 1 - train_err,
+                             "accuracy/val": 1 - val_err, "lr": lr, "perceptron/updates": updates}
+            for key, value in zip(state.history, (train_err, val_err, 1 - train_err, 1 - val_err, updates)):
+                state.history[key].append(value)
+            notify("on_epoch_end")
+            converged = updates == 0
+        state.status = "completed"
     except KeyboardInterrupt:
-        interrupted = True
-        epoch -= 1
-    result.epochs_run = epoch
-    if ckpt is not None:  # a perceptron epoch takes microseconds: write once, at the end
-        save_checkpoint(ckpt / "last.pt", {"epoch": epoch, "model": model.state_dict(), "history": result.history})
-        if best is not None:
-            save_checkpoint(ckpt / "best.pt", best)
-    result.status = "interrupted" if interrupted else "completed"
-    result.extra["converged"] = converged
-    if interrupted:
-        result.message = f"interrupted in epoch {epoch + 1}; a perceptron run is short: run it again"
-    elif converged:
-        result.message = (f"converged: epoch {epoch} made no mistake on the training set "
-                          f"({sum(result.history['updates'])} weight updates in all)")
-    else:
-        result.message = (f"did not converge: {result.history['updates'][-1] if epoch else 0} mistakes in the last "
-                          f"of {epoch} epochs; the perceptron rule only converges on linearly separable data")
+        state.stop("interrupted", f"interrupted in epoch {state.epoch + 1}; a perceptron run is short: run it again")
+    notify("on_train_end")
+    epoch, h = state.epoch, state.history
+    if converged:
+        state.message = (f"converged: epoch {epoch} made no mistake on the training set "
+                         f"({sum(h['updates'])} weight updates in all)")
+    elif state.status == "completed":
+        state.message = (f"did not converge: {h['updates'][-1] if epoch else 0} mistakes in the last "
+                         f"of {epoch} epochs; the perceptron rule only converges on linearly separable data")
     from mlpkit.metrics import class_probabilities, classification_metrics
 
     test_err = error_rate(data.X_test, data.y_test)
     scores = model(data.X_test).detach().cpu().numpy()  # sigmoid/softmax of the scores: argmax = the rule's class
-    result.test = {"loss": test_err, **classification_metrics(data.y_test.reshape(-1).cpu().numpy(),
-                                                             class_probabilities(scores, data.task))}
-    if logger is not None and data.in_dim == 2:  # the line it found (or could not find), over the points
-        from mlpkit.diagnostics import decision_boundary_figure
+    test = {"loss": test_err, **classification_metrics(data.y_test.reshape(-1).cpu().numpy(),
+                                                       class_probabilities(scores, data.task))}
+    notify("on_fit_end")  # the line it found (or could not find), over the points
+    return FitResult.from_state(state, test=test, extra={"converged": converged},
+                                seconds=time.perf_counter() - start)
 
-        logger.figure("images/decision_boundary", decision_boundary_figure(
-            model, data.X_train, data.y_train, data.task, title=f"{data.name}, perceptron, epoch {epoch}"), epoch)
-    result.seconds = time.perf_counter() - start
-    return result
+
+@torch.no_grad()
+def _rule_epoch(model: Perceptron, X: torch.Tensor, labels: torch.Tensor, lr: float, gen: torch.Generator) -> int:
+    """One pass of the perceptron rule over the rows in a random order; the number of weight updates."""
+    w, b = model.linear.weight, model.linear.bias
+    updates = 0
+    for i in torch.randperm(len(X), generator=gen).tolist():
+        x, target = X[i], int(labels[i])
+        if model.out_dim == 1:
+            guess = int(float(w[0] @ x + b[0]) > 0)
+            if guess != target:  # y - y_hat is +1 or -1
+                w[0] += lr * (target - guess) * x
+                b[0] += lr * (target - guess)
+                updates += 1
+        else:
+            guess = int((w @ x + b).argmax())
+            if guess != target:  # pull the right class toward x, push the wrong one away
+                w[target] += lr * x
+                b[target] += lr
+                w[guess] -= lr * x
+                b[guess] -= lr
+                updates += 1
+    return updates

@@ -1,0 +1,75 @@
+"""What a run knows while it trains (TrainState, shared by the loop and its callbacks) and what it
+leaves behind (FitResult, written to metrics.json)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+# The statuses a run ends with; `running` only while it trains.
+STATUSES = ("completed", "early_stopped", "diverged", "interrupted", "pruned")
+
+
+@dataclass
+class TrainState:
+    """The loop's progress. Callbacks read it and stop a run with `stop(status, message)`."""
+
+    max_epochs: int = 0
+    epoch: int = 0  # epochs finished (and kept)
+    step: int = 0  # optimizer steps so far
+    batch: int = 0  # index of the current batch within its epoch
+    history: Dict[str, List[Any]] = field(default_factory=dict)  # one entry per finished epoch
+    scalars: Dict[str, float] = field(default_factory=dict)  # this epoch's numbers, by TensorBoard tag
+    step_loss: Optional[float] = None  # this step's train loss, read only every log_every_n_steps
+    epoch_start: float = 0.0  # time.perf_counter() when this epoch began
+    best_value: float = math.inf  # the monitored value of the best epoch
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_accuracy: Optional[float] = None
+    best_weights: Optional[Dict[str, torch.Tensor]] = None  # a copy, never changed in place
+    status: str = "running"
+    message: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def aborted(self) -> bool:
+        """Diverged or interrupted: the epoch in progress is not kept and later callbacks skip it."""
+        return self.status in ("diverged", "interrupted")
+
+    def stop(self, status: str, message: str = "") -> None:
+        """End the run after this step (diverged, interrupted) or after this epoch (the others)."""
+        self.status, self.message = status, message
+
+
+@dataclass
+class FitResult:
+    """What a run leaves in metrics.json."""
+
+    status: str = "completed"  # completed | early_stopped | diverged | interrupted | pruned
+    epochs_run: int = 0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_accuracy: Optional[float] = None
+    history: Dict[str, List[float]] = field(default_factory=dict)
+    test: Dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    message: str = ""
+    warnings: List[str] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)  # model-specific results (e.g. converged)
+
+    @classmethod
+    def from_state(cls, state: TrainState, **fields: Any) -> "FitResult":
+        return cls(status=state.status, epochs_run=state.epoch, best_epoch=state.best_epoch,
+                   best_val_loss=state.best_val_loss, best_val_accuracy=state.best_val_accuracy,
+                   history=state.history, message=state.message, **fields)
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        out.update(self.extra)
+        return out
