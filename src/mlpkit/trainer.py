@@ -23,6 +23,7 @@ from mlpkit.checkpoint import ModelCheckpoint, save_checkpoint
 from mlpkit.data import Dataset
 from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
+from mlpkit.registry import not_known
 from mlpkit.state import FitResult, TrainState
 
 __all__ = ["Trainer", "EarlyStopping", "FitResult", "TrainState", "Callback", "resolve_device"]
@@ -45,7 +46,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         if index >= torch.cuda.device_count():
             raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
     elif name != "cpu":
-        raise ConfigError(f"trainer.device={name!r} is not known; choose one of: auto, cpu, cuda, cuda:N")
+        raise ConfigError(not_known("trainer.device", name, ["auto", "cpu", "cuda", "cuda:N"]))
     return torch.device(name)
 
 
@@ -113,7 +114,7 @@ class Trainer:
         self.checkpoint_every_s = checkpoint_every_s  # disk writes at most this often; always at the end
         self.manual_backprop = manual_backprop
         if class_weight not in (None, "none", "balanced"):
-            raise ConfigError(f"trainer.class_weight={class_weight!r} is not known; choose one of: none, balanced")
+            raise ConfigError(not_known("trainer.class_weight", class_weight, ["none", "balanced"]))
         self.class_weight = None if class_weight == "none" else class_weight
         self.weight: Optional[torch.Tensor] = None  # per-class loss weights, set by fit()
         self.first_step_time: Optional[float] = None  # unix time of the first training step (start-up probe)
