@@ -362,8 +362,8 @@ class Trainer:
                                   "use trainer.batch_size >= 2, or norm=layer for stochastic gradient descent")
             if n % self.bs == 1:
                 self.steps_per_epoch -= 1
-                self.log(f"norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
-                         f"(a different one each epoch, as the rows are shuffled)")
+                self.log("norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
+                         "(a different one each epoch, as the rows are shuffled)")
         self.n_seen = min(n, self.steps_per_epoch * self.bs)  # rows per epoch that are trained on
 
     def _make_callbacks(self) -> List[Callback]:

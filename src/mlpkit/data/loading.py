@@ -3,7 +3,7 @@ of the train split only, and held as float32 tensors that are views of one array
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch

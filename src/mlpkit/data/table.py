@@ -195,8 +195,6 @@ def _check_header(df, path: str, key: str) -> None:
 
 def header_of(path: str, key: str = "input") -> List[str]:
     """The column names of a table, without reading its rows."""
-    import pandas as pd
-
     if is_parquet(path):
         import pyarrow.parquet as pq
 
