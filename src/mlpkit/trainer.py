@@ -249,11 +249,19 @@ class Trainer:
         """One pass over the train split in a new order; leaves loss/train (and accuracy/train) in state.scalars."""
         self.model.train()
         X, y, n, bs, task = self.data.X_train, self.data.y_train, len(self.data.X_train), self.bs, self.data.task
-        loss_sum = torch.zeros((), device=self.device)
-        weight_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        dev, weighted = self.device, self.weight is not None
+        loss_sum = torch.zeros((), device=dev)
+        weight_sum = torch.zeros((), device=dev)
+        # each batch's predictions are copied into one buffer and compared with the labels once per
+        # epoch: a copy per step instead of four small reductions, which on small batches cost as
+        # much as the step's arithmetic (binary: the logits; multiclass: the predicted class)
+        kept = None
+        if task == "binary":
+            kept = torch.empty((self.n_seen, 1), device=dev)
+        elif task == "multiclass":
+            kept = torch.empty(self.n_seen, device=dev, dtype=torch.long)
         # each batch gathers its rows (no shuffled copy of the data set)
-        perm = torch.randperm(n, device=self.device, generator=self.shuffle) if bs < n else None
+        perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n else None
         step_hooks = self._hooks["on_step_end"]
         for b in range(self.steps_per_epoch):
             if perm is None:
@@ -265,23 +273,27 @@ class Trainer:
                 xb = xb + self.input_noise * torch.randn_like(xb)
             state.batch = b
             loss, out = self.train_step(xb, yb)
-            if self.weight is not None:  # class weights: batches pooled by their weight, not their rows
+            if weighted:  # class weights: batches pooled by their weight, not their rows
                 wb = self._batch_weight(yb, task)
                 loss_sum += loss.detach() * wb
                 weight_sum += wb
             else:
-                loss_sum += loss.detach() * len(yb)
-            if task != "regression":
-                correct += self._correct(out.detach(), yb, task)
+                loss_sum.add_(loss.detach(), alpha=len(yb))
+            if task == "binary":
+                kept[b * bs:b * bs + len(yb)].copy_(out.detach())
+            elif task == "multiclass":
+                torch.argmax(out.detach(), 1, out=kept[b * bs:b * bs + len(yb)])
             logged = state.step % self.log_every == 0 or state.step == 1
             state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
             for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
                 hook(self, state, loss)
             if state.aborted:
                 return
-        total = weight_sum.clamp(min=1e-12) if self.weight is not None else self.n_seen
+        total = weight_sum.clamp(min=1e-12) if weighted else self.n_seen
         state.scalars = {"loss/train": float(loss_sum / total)}
-        if task != "regression":
+        if kept is not None:
+            seen = y[:self.n_seen] if perm is None else y.index_select(0, perm[:self.n_seen])
+            correct = self._correct(kept, seen, task) if task == "binary" else (kept == seen).sum()
             state.scalars["accuracy/train"] = float(correct) / self.n_seen
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple:
