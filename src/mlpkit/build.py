@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-from mlpkit.config import MONITOR_MODE
-from mlpkit.errors import ConfigError, RunError
+from mlpkit.config import MONITOR_MODE, check_task
+from mlpkit.errors import RunError
 
 log = logging.getLogger("mlpkit")
 
@@ -73,14 +73,7 @@ def build_data(cfg: Any) -> Any:
                         n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
                         categorical=list(d.categorical), val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, standardize=d.standardize)
-    if data.task == "regression":
-        if cfg.trainer.class_weight == "balanced":
-            raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={d.name} has a regression "
-                              "target; use trainer.class_weight=none")
-        if cfg.model.name == "perceptron":
-            raise ConfigError(f"model=perceptron classifies, but data={d.name} is a regression task; use model=mlp")
-        if cfg.early_stopping.name != "none" and cfg.early_stopping.monitor == "val_accuracy":
-            raise ConfigError("early_stopping.monitor=val_accuracy needs a classification data set; use val_loss")
+    check_task(cfg, data.task)
     return data
 
 

@@ -401,9 +401,11 @@ def _check_option(cfg: Any, group: str, skip: tuple = ("name",)) -> None:
 
 
 def _check_data(cfg: Any) -> None:
+    from mlpkit.data.dataset import TASKS
+
     d = cfg.data
     _check_option(cfg, "data")
-    check_choice("data.task", d.task, ("auto", "binary", "multiclass", "regression"))
+    check_choice("data.task", d.task, ("auto", *TASKS))
     _check_ranges(cfg, "data")
     if d.val_fraction + d.test_fraction >= 1:
         raise ConfigError(
@@ -416,9 +418,6 @@ def _check_data(cfg: Any) -> None:
             raise ConfigError("data=csv needs data.path=<file> (a .csv, .tsv or .parquet table) and "
                               "data.target=<column> (default: the last column)")
         check_file(d.path)
-    if getattr(cfg.trainer, "class_weight", "none") == "balanced" and data_task(d) == "regression":
-        raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={d.name} has a regression "
-                          "target; use trainer.class_weight=none")
 
 
 def _check_model(cfg: Any) -> None:
@@ -431,9 +430,6 @@ def _check_model(cfg: Any) -> None:
         _number("model.lr", m.lr, low=0, low_open=True)
         if cfg.resume:
             raise ConfigError("resume is not supported for model=perceptron (its runs are short: start again)")
-        if data_task(cfg.data) == "regression":
-            raise ConfigError(f"model=perceptron classifies, but data={cfg.data.name} is a regression task; "
-                              "use model=mlp")
     elif m.lr is not None:
         raise ConfigError("model.lr is a setting of model=perceptron; for model=mlp set optimizer.lr")
     for i, width in enumerate(m.hidden):
@@ -475,9 +471,6 @@ def _check_early_stopping(cfg: Any) -> None:
         raise ConfigError(f"early_stopping.mode={e.mode} does not fit early_stopping.monitor={e.monitor}; "
                           f"allowed: mode={MONITOR_MODE[e.monitor]} ({e.monitor} improves "
                           f"{'down' if MONITOR_MODE[e.monitor] == 'min' else 'up'}wards)")
-    if e.monitor == "val_accuracy" and data_task(cfg.data) == "regression":
-        raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
-                          f"data={cfg.data.name} is regression; use val_loss")
     _check_ranges(cfg, "early_stopping")
     _number("early_stopping.min_delta", e.min_delta, low=0, high=1 if e.monitor == "val_accuracy" else None,
             optional=False)
@@ -510,7 +503,24 @@ def validate(cfg: Any) -> None:
     _check_ranges(cfg, "pruning")
     _check_ranges(cfg, "regularization")
     _check_trainer(cfg)
+    check_task(cfg, data_task(cfg.data))
     check_memory(cfg)
+
+
+def check_task(cfg: Any, task: str) -> None:
+    """What needs classes (class weights, the perceptron, an accuracy monitor) refused for a regression
+    task: `task` as the config tells it (validate) or as the loaded data do (a csv with task=auto)."""
+    if task != "regression":
+        return
+    name = cfg.data.name
+    if getattr(cfg.trainer, "class_weight", "none") == "balanced":
+        raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={name} has a regression "
+                          "target; use trainer.class_weight=none")
+    if cfg.model.name == "perceptron":
+        raise ConfigError(f"model=perceptron classifies, but data={name} is a regression task; use model=mlp")
+    if cfg.early_stopping.name != "none" and cfg.early_stopping.monitor == "val_accuracy":
+        raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
+                          f"data={name} is regression; use val_loss")
 
 # Rows and feature columns of each data set when data.n_samples / data.n_features are not set (csv:
 # unknown before it is read, so 1 column: the estimate stays a lower bound).
