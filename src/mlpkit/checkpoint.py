@@ -142,10 +142,8 @@ class ModelCheckpoint(Callback):
             self.write(state)
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if self.directory is not None and self.error is None:
+        if self.directory is not None and self.error is None:  # after a failed write, write() stopped the run
             self.write(state)  # the last finished epoch, also after an interrupt or divergence
-        if self.error is not None:
-            state.stop("interrupted", f"{self.error}; continue with resume=<run_dir> once there is room")
 
     def snapshot(self, trainer: "Trainer", state: TrainState, copy: bool = False) -> Callable[[], Dict[str, Any]]:
         """last.pt as of now, built when written."""
