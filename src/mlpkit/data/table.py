@@ -12,8 +12,10 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import errno
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -37,23 +39,48 @@ class TextFormat:
     sep: str = ","
     encoding: str = "utf-8-sig"
     note: str = ""  # said to the user when the encoding was a fallback
+    skip: int = 0  # blank lines (nothing but spaces, tabs or delimiters) before the header
 
 
 def check_file(path: Any, key: str = "data.path") -> str:
-    """`path` as a string when it names a readable, non-empty regular file; else a ConfigError saying which."""
+    """`path` as a string when it names a readable, non-empty regular file; else a ConfigError saying
+    what it is instead (missing, a broken link or a link loop, a directory, a pipe or device, unreadable)."""
     if path is None or str(path).strip() == "":
         raise ConfigError(f"{key} is not set; give the path of a .csv, .tsv or .parquet file")
     path = str(path)
-    if not os.path.exists(path):
-        raise ConfigError(f"{key}={path!r}: no such file")
-    if os.path.isdir(path):
-        raise ConfigError(f"{key}={path!r} is a directory; give the path of a .csv, .tsv or .parquet file")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{key}={path!r} is not a regular file (a device or a pipe); "
-                          "give the path of a .csv, .tsv or .parquet file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{key}={path!r} cannot be read (permission denied)")
-    if os.path.getsize(path) == 0:
+    wanted = "give the path of a .csv, .tsv or .parquet file"
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ConfigError(f"{key}={path!r} is a symbolic link loop (the links point at each other and "
+                              f"never reach a file); {wanted}") from None
+        if err.errno == errno.ENOENT and os.path.lexists(path):
+            raise ConfigError(f"{key}={path!r} is a broken symbolic link (to {os.readlink(path)!r}, which does "
+                              "not exist)") from None
+        if err.errno == errno.ENOENT:
+            raise ConfigError(f"{key}={path!r}: no such file") from None
+        if err.errno == errno.ENOTDIR:
+            raise ConfigError(f"{key}={path!r}: a part of the path before the file name is a file, not a "
+                              "directory") from None
+        if err.errno == errno.EACCES:
+            raise ConfigError(f"{key}={path!r} cannot be reached (permission denied on a directory of its "
+                              "path)") from None
+        raise ConfigError(f"{key}={path!r} cannot be read ({err.strerror or err})") from None
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{key}={path!r} is a directory; {wanted}")
+    if not stat.S_ISREG(mode):
+        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ConfigError(f"{key}={path!r} is {what}, not a regular file; {wanted}")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except PermissionError:
+        raise ConfigError(f"{key}={path!r} cannot be read (permission denied)") from None
+    except OSError as err:
+        raise ConfigError(f"{key}={path!r} cannot be read ({err.strerror or err})") from None
+    if info.st_size == 0:
         raise ConfigError(f"{key}={path!r} is empty; it needs a header row and data rows")
     return path
 
@@ -74,12 +101,19 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
         kind = " (an Excel workbook?)" if head.startswith(b"PK") else ""
         raise ConfigError(f"{key}={path!r} is not a readable .csv, .tsv or .parquet table: it holds binary "
                           f"data{kind}; save it as CSV (UTF-8) or Parquet")
-    text = head.decode(encoding, errors="replace")
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
     if len(head) == 1 << 16 and "\n" in text:
         text = text[:text.rindex("\n")]  # whole lines only
+    lines = text.splitlines(keepends=True)
+    skip = 0
+    while skip < len(lines) and lines[skip].strip(" \t\r\n\f\v" + DELIMITERS) == "":
+        skip += 1  # blank lines (an empty spreadsheet row: only delimiters) above the header
+    if skip == len(lines) and len(head) < 1 << 16:
+        raise ConfigError(f"{key}={path!r} holds only blank lines; it needs a header row and data rows")
+    text = "".join(lines[skip:])
     lower = path.lower()
     if lower.endswith((".tsv", ".tsv.gz", ".tab")):
-        return TextFormat("\t", encoding)
+        return TextFormat("\t", encoding, skip=skip)
     try:
         sep = csv.Sniffer().sniff(text, delimiters=DELIMITERS).delimiter
     except csv.Error:
@@ -90,12 +124,12 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     widths = {c: len(next(csv.reader([header], delimiter=c), [])) for c in DELIMITERS}
     if widths.get(sep, 0) <= 1 and max(widths.values()) > 1:
         sep = max(widths, key=widths.get)
-    return TextFormat(sep, encoding)
+    return TextFormat(sep, encoding, skip=skip)
 
 
 def _read_options(fmt: TextFormat) -> Dict[str, Any]:
     return dict(sep=fmt.sep, encoding=fmt.encoding, na_values=EXTRA_MISSING, keep_default_na=True,
-                skipinitialspace=True, engine="c")
+                skipinitialspace=True, engine="c", skiprows=fmt.skip)
 
 
 def _read_text(path: str, fmt: TextFormat, **kwargs):
@@ -108,7 +142,7 @@ def _read_text(path: str, fmt: TextFormat, **kwargs):
         if fmt.encoding == "utf-16":
             raise
         bad = err.object[err.start:err.start + 1].hex() if hasattr(err, "object") else "?"
-        fallback = TextFormat(fmt.sep, "cp1252", f"the file is not UTF-8 (byte 0x{bad} at position "
+        fallback = TextFormat(fmt.sep, "cp1252", skip=fmt.skip, note=f"the file is not UTF-8 (byte 0x{bad} at position "
                               f"{err.start}); it was read as Windows-1252 (cp1252). Save it as UTF-8 if "
                               "its accented letters come out wrong")
         try:
@@ -119,17 +153,26 @@ def _read_text(path: str, fmt: TextFormat, **kwargs):
 
 
 def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
-    """The whole file as a DataFrame, and notes for the log. ConfigError for an unreadable file."""
+    """The whole file as a DataFrame, and notes for the log. ConfigError for an unreadable file.
+    `df.attrs["mlpkit_source"]` says where its rows come from, for messages naming a line (line_of)."""
     import pandas as pd
 
     path = check_file(path, key)
     notes: List[str] = []
+    fmt: Optional[TextFormat] = None
     try:
         if is_parquet(path):
+            import pyarrow.parquet as pq
+
+            raw_names = [str(c) for c in pq.ParquetFile(path).schema_arrow.names]
             df = pd.read_parquet(path)
             df.columns = [str(c) for c in df.columns]
         else:
             df, fmt = _read_text(path, sniff_format(path, key))
+            raw_names = _raw_header(path, fmt)
+            if fmt.skip:
+                notes.append(f"{key}: {fmt.skip} blank line{'s' if fmt.skip > 1 else ''} before the header "
+                             f"skipped; the header is line {fmt.skip + 1}")
             if fmt.note:
                 notes.append(f"{key}: {fmt.note}")
             if fmt.sep != ",":
@@ -146,10 +189,49 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
     except Exception as err:  # pyarrow's own errors for a damaged parquet file
         raise ConfigError(f"{key}={path!r} is not a readable table ({type(err).__name__}: "
                           f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
-    _check_header(df, path, key)
+    _check_header(df, raw_names, path, key)
     if len(df) == 0:
         raise ConfigError(f"{key}={path!r} has a header but no data rows")
+    df.attrs["mlpkit_source"] = {"path": path, "sep": None if fmt is None else fmt.sep,
+                                 "encoding": None if fmt is None else fmt.encoding,
+                                 "skip": 0 if fmt is None else fmt.skip}
     return df, notes
+
+
+def _raw_header(path: str, fmt: TextFormat) -> List[str]:
+    """The header row as written (pandas renames a repeated `x` to `x.1`, which hides the repeat)."""
+    import pandas as pd
+
+    options = {**_read_options(fmt), "keep_default_na": False, "na_values": None}
+    try:
+        row = pd.read_csv(path, header=None, nrows=1, dtype=str, **options)
+    except pd.errors.EmptyDataError:
+        return []
+    return ["" if v != v else str(v) for v in row.iloc[0].tolist()] if len(row) else []
+
+
+def line_of(df, row: int) -> str:
+    """Where data row `row` (0 = the first, in the frame read_table returned) is in its file: 'line N'
+    for a text file (counting quoted fields that span lines), 'row N' for Parquet or a frame."""
+    source = getattr(df, "attrs", {}).get("mlpkit_source")
+    if not source or not source.get("sep"):
+        return f"row {row + 1}"
+    try:
+        with open(source["path"], encoding=source["encoding"], newline="") as fh:
+            for _ in range(source["skip"]):
+                fh.readline()
+            reader = csv.reader(fh, delimiter=source["sep"], skipinitialspace=True)
+            next(reader)  # the header
+            seen, before = 0, reader.line_num
+            for record in reader:
+                if record and any(field.strip() for field in record) or len(record) > 1:
+                    if seen == row:
+                        return f"line {source['skip'] + before + 1}"
+                    seen += 1
+                before = reader.line_num
+    except (OSError, UnicodeError, csv.Error, StopIteration):
+        pass
+    return f"data row {row + 1}"
 
 
 def _sep_name(sep: str) -> str:
@@ -179,12 +261,14 @@ def _decimal_commas(df, notes: List[str]):
     return df
 
 
-def _check_header(df, path: str, key: str) -> None:
+def _check_header(df, raw_names: Sequence[str], path: str, key: str) -> None:
     names = [str(c) for c in df.columns]
-    dupes = [c for c in names if re.search(r"\.\d+$", c) and c.rsplit(".", 1)[0] in names]
-    if dupes:  # pandas renames a repeated name `x` to `x.1`
-        raise ConfigError(f"{key}={path!r}: the column name {dupes[0].rsplit('.', 1)[0]!r} appears twice "
-                          "in the header; give each column its own name")
+    seen = set()
+    for name in raw_names:  # as written: `v` and `v.1` are two names, `v` twice is one name twice
+        if name.strip() and name in seen:
+            raise ConfigError(f"{key}={path!r}: the column name {name!r} appears more than once in the "
+                              "header; give each column its own name")
+        seen.add(name)
     unnamed = [c for c in names if c.startswith("Unnamed: ")]
     if unnamed and len(unnamed) == len(names):
         raise ConfigError(f"{key}={path!r}: the first row is not a header of column names")
@@ -225,7 +309,7 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
                 chunk = _decimal_commas(chunk, [])
             yield chunk
     except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252
-        reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252"), usecols=lambda c: str(c) in wanted,
+        reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip), usecols=lambda c: str(c) in wanted,
                                dtype=text, chunksize=chunk_rows)
         yield from reader
 
@@ -247,6 +331,8 @@ class Column:
     date_format: Optional[str] = None  # a date column's format (strftime codes): read as days since 1970
     inputs: int = 0  # model inputs it became (filled once the preprocessing is fitted)
     vocabulary: Optional[List[str]] = None  # a category's values in the train split, sorted (index = code)
+    scale: float = 1.0  # a numeric column is divided by this power of two first (its train values' size)
+    out_of_range: int = 0  # values infinite or too large for the column's scale: counted in `missing`
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -271,13 +357,33 @@ class Roles:
         return [c for c in self.columns if c.kind != "dropped"]
 
 
+def suggest(name: str, names: Sequence[str]) -> Optional[str]:
+    """The column a mistyped `name` most likely means: the same name in other case or without
+    surrounding spaces first, else the closest by difflib (case ignored); None when none is close."""
+    names = [str(n) for n in names]
+    folded = name.strip().casefold()
+    same = [n for n in names if n.strip().casefold() == folded]
+    if same:
+        return same[0]
+    by_fold = {}
+    for n in names:
+        by_fold.setdefault(n.strip().casefold(), n)
+    close = difflib.get_close_matches(folded, list(by_fold), n=1, cutoff=0.6)
+    return by_fold[close[0]] if close else None
+
+
+def unknown_column(key: str, name: str, names: Sequence[str], where: str = "the table") -> ConfigError:
+    """The error for `key` naming a column that is not there, with the likeliest meant one."""
+    close = suggest(name, names)
+    hint = f" (did you mean {close!r}?)" if close is not None else ""
+    shown = ", ".join(names) if len(names) <= 40 else ", ".join(names[:40]) + f", ... ({len(names)} in all)"
+    return ConfigError(f"{key} names {name!r}, which is not a column of {where}{hint}; columns: {shown}")
+
+
 def _unknown_columns(key: str, asked: Sequence[str], names: Sequence[str]) -> None:
     for name in asked:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key} names {name!r}, which is not a column of the table{hint}; "
-                              f"columns: {', '.join(names)}")
+            raise unknown_column(key, name, names)
 
 
 def _as_list(value: Any) -> List[str]:
