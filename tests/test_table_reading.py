@@ -85,6 +85,25 @@ def test_a_column_scaled_far_beyond_float32_gives_the_inputs_of_the_column(tmp_p
     assert not any("out-of-range" in n for n in data.notes)
 
 
+def test_a_regression_target_of_tiny_values_keeps_its_spread(tmp_path):
+    x, z, _ = _features(100)
+    y = 1e-300 * (3 * x + z)
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "y"], ((f"{a:.6f}", f"{c:.6f}", f"{b:.17g}") for a, c, b in zip(x, z, y)))
+    data = load_dataset("csv", path=str(path), target="y")
+    train = y[data.rows["train"]]
+    np.testing.assert_allclose(data.y_std, 1e-300 * np.std(train / 1e-300), rtol=1e-9)
+    np.testing.assert_allclose(data.y_train.numpy().std(), 1.0, rtol=1e-5)  # standardised, not all ~0
+
+
+def test_a_feature_of_numbers_with_a_word_names_its_line(tmp_path):
+    x, z, label = _features(100)
+    cells = [f"{v:.3f}" for v in z]
+    cells[8] = "oops"
+    data = load_dataset("csv", path=str(write_csv(tmp_path / "t.csv", ["x", "z", "label"], zip(x, cells, label))),
+                        target="label")
+    assert any("'z' holds numbers but also text such as 'oops' (at line 10)" in w for w in data.warnings)
+
+
 # ---------------------------------------------------------------------------
 # Targets no model can learn
 
@@ -244,7 +263,9 @@ def _write(content):
     (lambda p: p, r"is a directory"),
     (_fifo, r"is a named pipe \(FIFO\), not a regular file"),
     (lambda p: "/dev/null", r"is a device, not a regular file"),
-    (lambda p: p / "absent.csv", r": no such file"),
+    (lambda p: p / "absent.csv", r": no such file$"),
+    (lambda p: "~/" + os.path.relpath(good_csv(p / "h.csv"), os.path.expanduser("~")),
+     r": no such file \(a leading ~ is not expanded here; write '/.*h.csv'\)"),
     (_under_a_file, r"a part of the path before the file name is a file"),
     (_write(b""), r"is empty; it needs a header row and data rows"),
     (_write(b"a,b,label\n"), r"has a header but no data rows"),

@@ -216,13 +216,22 @@ def _check_train_has_every_class(name: str, y: np.ndarray, train: np.ndarray, ta
                               "add rows of that class or lower data.val_fraction/data.test_fraction")
 
 
+def _std(y: np.ndarray) -> float:
+    """The standard deviation of `y`, computed on y / max|y| so that neither tiny values (1e-300,
+    whose squares are 0) nor huge ones (whose squares overflow) lose it."""
+    size = float(np.abs(y).max()) if len(y) else 0.0
+    if not size or not np.isfinite(size):
+        return float(np.std(y))
+    return float(size * np.std(y / size))
+
+
 def _assemble(name: str, task: str, X: np.ndarray, y: np.ndarray, parts, classes, notes, warnings,
               pre: Preprocessing, standardize: bool, source_rows: Optional[np.ndarray] = None) -> Dataset:
     """The Dataset over X (rows already in train | val | test order); regression targets standardised."""
     n_tr, n_va = len(parts[0]), len(parts[1])
     y_mean, y_std = 0.0, 1.0
     if task == "regression" and standardize:
-        y_mean, y_std = float(y[:n_tr].mean()), float(y[:n_tr].std()) or 1.0
+        y_mean, y_std = float(y[:n_tr].mean()), _std(y[:n_tr]) or 1.0
         y = (y - y_mean) / y_std
 
     def tensors(rows: slice):

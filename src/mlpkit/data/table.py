@@ -59,7 +59,10 @@ def check_file(path: Any, key: str = "data.path") -> str:
             raise ConfigError(f"{key}={path!r} is a broken symbolic link (to {os.readlink(path)!r}, which does "
                               "not exist)") from None
         if err.errno == errno.ENOENT:
-            raise ConfigError(f"{key}={path!r}: no such file") from None
+            home = os.path.expanduser(path)
+            hint = f" (a leading ~ is not expanded here; write {home!r})" if home != path and \
+                os.path.exists(home) else ""
+            raise ConfigError(f"{key}={path!r}: no such file{hint}") from None
         if err.errno == errno.ENOTDIR:
             raise ConfigError(f"{key}={path!r}: a part of the path before the file name is a file, not a "
                               "directory") from None
@@ -446,9 +449,11 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             col.kind, col.categories = "category", n_distinct
             mostly_numbers = _mostly_numbers(present)
             if mostly_numbers is not None:
+                first = int(np.flatnonzero((s.astype(str).str.strip() == mostly_numbers).to_numpy())[0])
                 roles.warnings.append(
-                    f"column {name!r} holds numbers but also text such as {mostly_numbers!r}; it is used as a "
-                    "category. Mark missing values in it as empty cells or NA to use it as a number")
+                    f"column {name!r} holds numbers but also text such as {mostly_numbers!r} (at "
+                    f"{line_of(df, first)}); it is used as a category. Mark missing values in it as empty "
+                    "cells or NA to use it as a number")
         roles.columns.append(col)
     if not roles.used:
         raise ConfigError("no feature column is left to train on: "
