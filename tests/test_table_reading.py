@@ -325,3 +325,42 @@ def test_a_mistyped_column_name_gets_the_likely_one(tmp_path, kwargs, needle):
     path = write_csv(tmp_path / "t.csv", ["Fare", "Pclass", "survived"], zip(x, (int(v > 0) + 1 for v in z), label))
     with pytest.raises(ConfigError, match=needle):
         load_dataset("csv", path=str(path), **kwargs)
+
+
+def test_predict_py_says_how_many_values_it_treated_as_missing(tmp_path, capsys, monkeypatch):
+    """A run trained in-process on a table with inf and huge values, then predict.py's main on the same
+    file: the values training counted are counted again, and every prediction is a number."""
+    import pandas as pd
+
+    from conftest import compose_config
+    from mlpkit.cli import train_from_config
+    from mlpkit.predict import main
+
+    path = _special_csv(tmp_path / "s.csv")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = compose_config(["data=csv", f"data.path={path}", "data.target=label", "model.hidden=[4]",
+                          "trainer.max_epochs=1", "trainer.progress=false", "trainer.device=cpu"])
+    train_from_config(cfg, run_dir)
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main([str(run_dir), str(path), "-o", "out.csv"]) in (0, None)
+    said = capsys.readouterr().err
+    assert "5 infinite or out-of-range values in numeric columns were treated as missing" in said, said
+    assert "1 missing values in feature columns" in said, said
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert len(out) == 60 and out["proba_1"].notna().all()
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_chunks_after_a_late_non_utf8_byte_are_each_read_once(tmp_path, sep):
+    """A file that is UTF-8 until a later chunk: predict's reader starts again as Windows-1252 and must
+    not hand over the rows it already gave (nor forget decimal commas)."""
+    n, late = 40_000, 30_000  # the byte lies beyond the reader's first buffers (256 KB)
+    rows = [sep.join([f"{i}{',5' if sep == ';' else '.5'}", "Köln" if i == late else "Bonn"]) for i in range(n)]
+    path = tmp_path / "late.csv"
+    path.write_bytes((sep.join(["x", "city"]) + "\n" + "\n".join(rows) + "\n").encode("cp1252"))
+    pieces = list(iter_chunks(str(path), ["x", "city"], ["city"], chunk_rows=4_000))
+    x = np.concatenate([p["x"].to_numpy(dtype=np.float64) for p in pieces])
+    np.testing.assert_array_equal(x, np.arange(n) + 0.5)
+    assert np.concatenate([p["city"].to_numpy() for p in pieces])[late] == "Köln"

@@ -304,17 +304,22 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
     fmt = sniff_format(path, key)
     wanted = set(columns)
     text = {c: str for c in text_columns}
+    done = 0  # rows yielded: a restart after a decoding error must not yield them again
     try:
         reader, fmt = _read_text(path, fmt, usecols=lambda c: str(c) in wanted, dtype=text,
                                  chunksize=chunk_rows)
         for chunk in reader:
-            if fmt.sep == ";":
-                chunk = _decimal_commas(chunk, [])
-            yield chunk
-    except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252
+            yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
+            done += len(chunk)
+    except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252, after `done` rows
         reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip), usecols=lambda c: str(c) in wanted,
                                dtype=text, chunksize=chunk_rows)
-        yield from reader
+        for chunk in reader:
+            if done >= len(chunk):
+                done -= len(chunk)
+                continue
+            chunk, done = chunk.iloc[done:], 0
+            yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
 
 
 # ---------------------------------------------------------------------------
