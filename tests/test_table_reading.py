@@ -364,3 +364,16 @@ def test_chunks_after_a_late_non_utf8_byte_are_each_read_once(tmp_path, sep):
     x = np.concatenate([p["x"].to_numpy(dtype=np.float64) for p in pieces])
     np.testing.assert_array_equal(x, np.arange(n) + 0.5)
     assert np.concatenate([p["city"].to_numpy() for p in pieces])[late] == "Köln"
+
+
+@pytest.mark.parametrize("cells, reason, missing", [
+    (["inf", "-inf", ""], "every value is missing or infinite", 60),
+    (["5", "inf", "5"], "constant", 20),
+])
+def test_a_column_of_infinities_is_left_out_as_missing_not_kept(tmp_path, cells, reason, missing):
+    x, z, label = _features()
+    w = [cells[i % 3] for i in range(60)]
+    data = load_dataset("csv", path=str(write_csv(tmp_path / "t.csv", ["x", "w", "label"], zip(x, w, label))),
+                        target="label")
+    col = _column(data, "w")
+    assert (col.kind, col.reason, col.missing) == ("dropped", reason, missing)

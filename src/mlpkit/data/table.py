@@ -421,16 +421,24 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
         missing = int(s.isna().sum())
         col = Column(name, "numeric", missing)
         present = s.dropna()
+        n_inf = 0
+        if s.dtype.kind == "f" and name not in categorical:  # inf is missing to the model: not a value
+            finite = np.isfinite(present.to_numpy())
+            n_inf = int(len(present) - finite.sum())
+            present = present[finite] if n_inf else present
         n_distinct = int(present.nunique()) if len(present) else 0
         if name in drop:
             col.kind, col.reason = "dropped", "data.drop"
         elif len(present) == 0:
-            col.kind, col.reason = "dropped", "every value is missing"
-            roles.notes.append(f"column {name!r} is left out: every value is missing")
+            col.kind, col.reason = "dropped", "every value is missing" + (" or infinite" if n_inf else "")
+            col.missing += n_inf
+            roles.notes.append(f"column {name!r} is left out: {col.reason}")
         elif n_distinct == 1:
             col.kind, col.reason = "dropped", "constant"
+            col.missing += n_inf
+            also = f" (and {n_inf} infinite, treated as missing)" if n_inf else ""
             roles.notes.append(f"column {name!r} is left out: it holds one value ({str(present.iloc[0])!r}) "
-                               f"in every row")
+                               f"in every row{also}")
         elif _is_boolean(s, present):
             col.kind, col.categories, col.codes = "boolean", n_distinct, "boolean"
         elif s.dtype.kind in "iuf":
