@@ -377,3 +377,10 @@ def test_a_column_of_infinities_is_left_out_as_missing_not_kept(tmp_path, cells,
                         target="label")
     col = _column(data, "w")
     assert (col.kind, col.reason, col.missing) == ("dropped", reason, missing)
+
+
+def test_predict_reading_refuses_a_needed_column_named_twice(tmp_path):
+    path = write_csv(tmp_path / "new.csv", ["x", "x", "z", "other", "other"], [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]])
+    with pytest.raises(ConfigError, match="input '.*new.csv': the column name 'x' appears more than once"):
+        list(iter_chunks(str(path), ["x", "z"]))
+    assert [len(c) for c in iter_chunks(str(path), ["z"])] == [2]  # a repeat it does not read is no matter

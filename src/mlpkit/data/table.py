@@ -291,18 +291,34 @@ def header_of(path: str, key: str = "input") -> List[str]:
     return [str(c) for c in df.columns]
 
 
+def _check_repeats(names: Sequence[Any], wanted: set, path: str, key: str) -> None:
+    """A ConfigError when a column that is read is named twice in the header: which one is meant?"""
+    from collections import Counter
+
+    counts = Counter(str(n) for n in names)
+    for name in sorted({n for n, k in counts.items() if k > 1} & wanted):
+        raise ConfigError(f"{key} {path!r}: the column name {name!r} appears more than once in the header; "
+                          "give each column its own name")
+
+
 def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] = (),
                 chunk_rows: int = 50_000, key: str = "input") -> Iterator[Any]:
     """The file's `columns` as DataFrames of up to `chunk_rows` rows, in file order; `text_columns`
     are read as the text written in the file (category values), the rest as pandas infers them."""
+    wanted = set(columns)
     if is_parquet(path):
         import pyarrow.parquet as pq
 
+        _check_repeats(pq.ParquetFile(path).schema_arrow.names, wanted, path, key)
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
             yield batch.to_pandas()
         return
     fmt = sniff_format(path, key)
-    wanted = set(columns)
+    try:
+        raw = _raw_header(path, fmt)
+    except UnicodeDecodeError:
+        raw = _raw_header(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip))
+    _check_repeats(raw, wanted, path, key)
     text = {c: str for c in text_columns}
     done = 0  # rows yielded: a restart after a decoding error must not yield them again
     try:
