@@ -384,3 +384,10 @@ def test_predict_reading_refuses_a_needed_column_named_twice(tmp_path):
     with pytest.raises(ConfigError, match="input '.*new.csv': the column name 'x' appears more than once"):
         list(iter_chunks(str(path), ["x", "z"]))
     assert [len(c) for c in iter_chunks(str(path), ["z"])] == [2]  # a repeat it does not read is no matter
+
+
+def test_new_rows_of_one_column_are_read_for_prediction(tmp_path):
+    path = write_csv(tmp_path / "new.csv", ["x"], [[1.5], [2.5]])
+    assert list(read_table(str(path), key="input")[0]["x"]) == [1.5, 2.5]
+    with pytest.raises(ConfigError, match="has 1 column .* needs at least one feature column and a target"):
+        read_table(str(path))

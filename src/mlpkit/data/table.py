@@ -275,7 +275,7 @@ def _check_header(df, raw_names: Sequence[str], path: str, key: str) -> None:
     unnamed = [c for c in names if c.startswith("Unnamed: ")]
     if unnamed and len(unnamed) == len(names):
         raise ConfigError(f"{key}={path!r}: the first row is not a header of column names")
-    if len(names) < 2:
+    if len(names) < 2 and key == "data.path":  # new rows to predict may hold one feature and no target
         raise ConfigError(f"{key}={path!r} has {len(names)} column ({names[0]!r}); it needs at least one "
                           "feature column and a target column (is the delimiter , ; tab or |?)")
 
