@@ -391,3 +391,15 @@ def test_new_rows_of_one_column_are_read_for_prediction(tmp_path):
     assert list(read_table(str(path), key="input")[0]["x"]) == [1.5, 2.5]
     with pytest.raises(ConfigError, match="has 1 column .* needs at least one feature column and a target"):
         read_table(str(path))
+
+
+def test_a_column_of_timestamps_keeps_its_seconds(tmp_path):
+    """Numbers are used in float64: seconds since 1970 (1.7e9) differ in the last digits, which float32
+    (24 bits: steps of 128 there) would round away."""
+    x, z, label = _features(200, seed=2)
+    t = 1.7e9 + np.arange(200) * 7 % 61
+    path = write_csv(tmp_path / "t.csv", ["t", "x", "label"], zip((f"{v:.0f}" for v in t), x, label))
+    data = load_dataset("csv", path=str(path), target="label")
+    train = t[data.rows["train"]] - 1.7e9
+    got = data.X_train.numpy()[:, data.preprocessing.inputs.index("t")]
+    np.testing.assert_allclose(got, (train - train.mean()) / train.std(), rtol=1e-5, atol=1e-5)

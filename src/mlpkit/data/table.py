@@ -26,6 +26,7 @@ from mlpkit.errors import ConfigError
 EXTRA_MISSING = ["?"]  # besides pandas' own markers: the UCI repository's convention
 DELIMITERS = ",;\t|"
 PARQUET_MAGIC = b"PAR1"
+LINE_SCAN_BYTES = 200 * 2 ** 20  # files up to this size are scanned for the line of a row a message names
 
 
 # ---------------------------------------------------------------------------
@@ -220,6 +221,8 @@ def line_of(df, row: int) -> str:
     if not source or not source.get("sep"):
         return f"row {row + 1}"
     try:
+        if os.path.getsize(source["path"]) > LINE_SCAN_BYTES:  # counting lines would take seconds
+            return f"data row {row + 1}"
         with open(source["path"], encoding=source["encoding"], newline="") as fh:
             for _ in range(source["skip"]):
                 fh.readline()
