@@ -133,13 +133,23 @@ def test_a_numeric_target_with_a_stray_word_names_it_instead_of_making_classes(t
     with pytest.raises(ConfigError) as err:
         load_dataset("csv", path=str(path), target="price")
     message = str(err.value)
-    assert f"118 of its 120 values are numbers and 2 are not: '{stray}' at line 7, '{stray}' at line 42" in message
+    assert f"118 of its 120 values are finite numbers and 2 are not: '{stray}' at line 7, '{stray}' at line 42" in message
     assert "data.task=multiclass" in message and "empty cell" in message
     with pytest.raises(ConfigError, match=r"data.task=regression, but 118 of its 120"):
         load_dataset("csv", path=str(path), target="price", task="regression")
     # said to be classes: the user's call, taken (here 119 classes of one row each, too few to split)
     with pytest.raises(ConfigError, match="cannot split 120 rows .* smallest class has 1 row"):
         load_dataset("csv", path=str(path), target="price", task="multiclass")
+
+
+def test_a_target_of_text_numbers_with_infinity_names_it(tmp_path):
+    x, z, _ = _features(120)
+    y = [f"{10 * a + c:.2f}" for a, c in zip(x, z)]
+    y[5], y[40] = "n/a?", "Infinity"
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "price"], zip(x, z, y))
+    with pytest.raises(ConfigError, match="118 of its 120 values are finite numbers and 2 are not: 'n/a\\?' at "
+                                          "line 7, 'Infinity' at line 42"):
+        load_dataset("csv", path=str(path), target="price")
 
 
 def test_a_target_of_few_integers_and_a_word_stays_classes(tmp_path):

@@ -150,18 +150,21 @@ def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
                               "the row out")
         return values
     text = y_col.astype(str).str.strip()
-    numbers = pd.to_numeric(text, errors="coerce")
-    words = numbers.isna().to_numpy()
+    codes, distinct = pd.factorize(text)  # the distinct labels are few: parse those, not every row
+    parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
+    words = ~usable[codes]
     n_words = int(words.sum())
     if task in ("auto", "regression") and 0 < n_words < len(text) and \
             (task == "regression" or (n_words <= max(3, 0.1 * len(text))
-                                      and _infer_task(numbers[~words].to_numpy(np.float64)) == "regression")):
+                                      and _infer_task(parsed[codes][~words]) == "regression")):
         where = np.flatnonzero(words)
         shown = ", ".join(f"{text.iloc[i]!r} at {line_of(df, int(rows[i]))}" for i in where[:3])
         more = f" and {n_words - 3} more" if n_words > 3 else ""
         asked = "data.task=regression, but " if task == "regression" else ""
         raise ConfigError(f"data.target={target!r}: {asked}{len(text) - n_words} of its {len(text)} values are "
-                          f"numbers and {n_words} {'is' if n_words == 1 else 'are'} not: {shown}{more}. Write a "
+                          f"finite numbers and {n_words} {'is' if n_words == 1 else 'are'} not: {shown}{more}. Write a "
                           "missing value as an empty cell or NA (the row is then left out), or, if the values are "
                           "class labels, set data.task=multiclass (or binary)")
     return text.to_numpy(dtype=object)
@@ -219,9 +222,10 @@ def _check_train_has_every_class(name: str, y: np.ndarray, train: np.ndarray, ta
 def _std(y: np.ndarray) -> float:
     """The standard deviation of `y`, computed on y / max|y| so that neither tiny values (1e-300,
     whose squares are 0) nor huge ones (whose squares overflow) lose it."""
+    plain = float(np.std(y)) if len(y) else 0.0
     size = float(np.abs(y).max()) if len(y) else 0.0
-    if not size or not np.isfinite(size):
-        return float(np.std(y))
+    if not size or not np.isfinite(size) or 1e-100 < size < 1e100:
+        return plain
     return float(size * np.std(y / size))
 
 

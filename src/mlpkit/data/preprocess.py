@@ -4,8 +4,9 @@ Two kinds, both saved in the run directory and loaded back without unpickling ar
 
 - `array` (the built-in data sets): per-column standardisation; the means and standard
   deviations are plain numbers in `preprocessing.json`.
-- `table` (a user's file): a scikit-learn ColumnTransformer. Numeric columns: median
-  imputation, a missing-indicator for columns that had missing values in training, then
+- `table` (a user's file): a scikit-learn ColumnTransformer. Numeric columns, in float64 and
+  divided first by a power of two near the train values' typical size (Column.scale; inf and
+  values OUT_OF_RANGE times that size are missing, and counted): median imputation, a missing-indicator for columns that had missing values in training, then
   standardisation. Categories (text, booleans, data.categorical): missing as a category of its
   own, then one-hot encoding in which categories seen fewer than MIN_FREQUENCY times are grouped
   into one "infrequent" input and categories never seen in training go there too (or to no
@@ -226,7 +227,7 @@ class Preprocessing:
                 n = int(bad.sum())
                 if n:
                     raw = self.numbers(df[col.name], col)[bad]
-                    examples = [f"{v:g}" for v in pd_unique(raw)[:3]]
+                    examples = [f"{v:g}" for v in _first_seen(raw)[:3]]
                     found[col.name] = (n, examples)
         return found
 
@@ -349,7 +350,7 @@ def _scale_of(v: np.ndarray) -> float:
     return float(2.0 ** math.frexp(float(np.median(size)))[1])
 
 
-def pd_unique(v: np.ndarray) -> np.ndarray:
+def _first_seen(v: np.ndarray) -> np.ndarray:
     """The distinct values of an array in order of appearance."""
     _, first = np.unique(v, return_index=True)
     return v[np.sort(first)]
