@@ -413,3 +413,18 @@ def test_a_column_of_timestamps_keeps_its_seconds(tmp_path):
     train = t[data.rows["train"]] - 1.7e9
     got = data.X_train.numpy()[:, data.preprocessing.inputs.index("t")]
     np.testing.assert_allclose(got, (train - train.mean()) / train.std(), rtol=1e-5, atol=1e-5)
+
+
+def test_train_py_refuses_these_tables_with_one_line(tmp_path):
+    """Through train.py's own checks (in-process): the same messages, before any run directory fills."""
+    from conftest import refusal
+
+    loop = _loop(tmp_path)
+    assert "is a symbolic link loop" in refusal(["data=csv", f"data.path={loop}", "data.target=label"])
+    x, z, label = _features()
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "survived"], zip(x, z, label))
+    said = refusal(["data=csv", f"data.path={path}", "data.target=Survived"], tmp_path / "run")
+    assert "did you mean 'survived'?" in said and "\n" not in said
+    one = write_csv(tmp_path / "one.csv", ["x", "z", "survived"], [[1, 2, 0]])
+    said = refusal(["data=csv", f"data.path={one}", "data.target=survived"], tmp_path / "run1")
+    assert "has 1 data row: too few for train/val/test splits, which need at least 3 rows" in said
