@@ -48,7 +48,7 @@ def test_infinite_and_huge_feature_values_are_counted_and_said(tmp_path):
     assert (col.out_of_range, col.missing, col.inputs) == (5, 6, 2)  # 5 out of range + 1 NA; an indicator
     note = next(n for n in data.notes if "infinite or out-of-range" in n)
     assert note.startswith("column 'x': 5 infinite or out-of-range values (inf, -inf, 1e+35, ...)")
-    assert "treated as missing" in note
+    assert "treated as missing (out of range: over 1e+30 times the column's typical size)" in note
     row = next(line for line in data.columns_table.splitlines() if line.startswith("x "))
     assert row.split()[2] == "6"  # the column table's missing count includes them
     for split in ("train", "val", "test"):
@@ -69,6 +69,16 @@ def test_predict_reading_counts_out_of_range_values_as_training_did(tmp_path):
         assert np.isfinite(pre.transform(chunk, first_line=2 + rows)).all()
         rows += len(chunk)
     assert counted == _column(data, "x").out_of_range == 5
+
+
+def test_without_standardisation_values_beyond_1e30_are_missing_and_said(tmp_path):
+    x, z, label = _features()
+    path = write_csv(tmp_path / "t.csv", ["x", "big", "label"], zip(x, (f"{v * 1e35:g}" for v in z), label))
+    data = load_dataset("csv", path=str(path), target="label", standardize=False)
+    assert _column(data, "big").out_of_range == 60
+    assert any("'big': 60 infinite or out-of-range values" in n and "data.standardize=false: beyond 1e+30" in n
+               for n in data.notes)
+    assert np.isfinite(data.X_train.numpy()).all()
 
 
 @pytest.mark.parametrize("factor", [1e300, 1e-300, 3e38])

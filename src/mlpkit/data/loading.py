@@ -106,7 +106,8 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
         col.out_of_range, col.missing = n, col.missing + n
         notes.append(f"column {name!r}: {n} infinite or out-of-range value{'s' if n > 1 else ''} "
                      f"({', '.join(examples)}{', ...' if n > len(examples) else ''}) treated as missing "
-                     f"(out of range: over {OUT_OF_RANGE:g} times the column's typical size)")
+                     + (f"(out of range: over {OUT_OF_RANGE:g} times the column's typical size)" if standardize
+                        else f"(out of range with data.standardize=false: beyond {OUT_OF_RANGE:g})"))
     del source
     pre.target = target
     pre.target_codes = {"b": "boolean", "i": "number", "u": "number", "f": "number"}.get(y_col.dtype.kind, "text")
