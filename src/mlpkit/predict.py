@@ -157,7 +157,7 @@ class Run:
         text = [c.name for c in self.preprocessing.categorical] + list(keep)
         if has_target:
             text.append(self.target)
-        stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0}
+        stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0, "out_of_range": 0}
         truth: List[np.ndarray] = []
         scores: List[np.ndarray] = []
         with _Output(output) as fh:
@@ -168,6 +168,7 @@ class Run:
                 frame.to_csv(fh, header=stats["rows"] == 0, index=False, float_format="%.9g")
                 stats["rows"] += len(chunk)
                 stats["missing"] += int(chunk[self.feature_columns].isna().sum().sum())
+                stats["out_of_range"] += sum(n for n, _ in self.preprocessing.out_of_range(chunk).values())
                 for col, n in self.preprocessing.unseen(chunk).items():
                     stats["unseen"][col] = stats["unseen"].get(col, 0) + n
                 if has_target:
@@ -271,6 +272,9 @@ def _report_counts(stats: Dict[str, Any], report) -> None:
     if stats["missing"]:
         report(f"{stats['missing']} missing values in feature columns were filled as in training "
                "(median, or the category of missing values)")
+    if stats.get("out_of_range"):
+        report(f"{stats['out_of_range']} infinite or out-of-range values in numeric columns were treated as "
+               "missing, as in training")
     if stats["unseen"]:
         detail = ", ".join(f"{c}: {n}" for c, n in stats["unseen"].items())
         report(f"categories never seen in training ({detail} rows) were encoded as the rare-category input "
