@@ -46,8 +46,8 @@ def make_run_dir(path: Path, exist_ok: bool = False) -> None:
     try:
         existed = path.exists()
         path.mkdir(parents=True, exist_ok=exist_ok)
-        if not existed:
-            CREATED.append(path)
+        if not existed:  # absolute: hydra.job.chdir=true changes the working directory before a refusal
+            CREATED.append(path.absolute())
     finally:
         if block:
             block(signal.SIG_SETMASK, held)
@@ -76,6 +76,55 @@ def unique_dir(parent: str, name: str) -> str:
     return _RESERVED[key]
 
 
+HELD: List[int] = []  # descriptors of the run (or sweep) directories this process owns: flock'ed until it exits
+
+
+def claim_dir(path: Path, key: str, resume: bool = False) -> None:
+    """Make `path` this process's run (or sweep) directory before Hydra writes into it: created when new,
+    locked (flock, held until the process exits; released by the kernel even after a kill) and, unless
+    `resume`, empty. ConfigError naming `key=path` otherwise: a finished run or a folder of other files is
+    never written into, and a directory another run holds is left untouched."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        if not path.exists() and not path.is_symlink():
+            make_run_dir(path)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a directory")
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        raise ConfigError(f"{key}={path}: cannot create or write the run directory "
+                          f"({err.strerror or err})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(f"{key}={path}: the directory is in use by another run that is training in it; "
+                          "wait for that run to end or choose another directory") from None
+    HELD.append(fd)
+    if resume:
+        return
+    entries = sorted(p.name for p in path.iterdir())
+    if entries:
+        if "metrics.json" in entries or ".hydra" in entries or "multirun.yaml" in entries:
+            what = "a run or sweep that already ran there"
+            hint = " (resume=<run_dir> continues an interrupted run)" if key == "hydra.run.dir" else ""
+        else:
+            what = f"{len(entries)} file{'s' if len(entries) > 1 else ''} of its own, e.g. {entries[0]!r}"
+            hint = ""
+        raise ConfigError(f"{key}={path}: the directory is not empty (it holds {what}); a run directory must be "
+                          f"new or empty, so nothing in it is overwritten: choose another one{hint}")
+
+
+def release_dirs() -> None:
+    """Give up the directories claim_dir locked (in-process callers; a process releases them at exit)."""
+    while HELD:
+        os.close(HELD.pop())
+
+
 def register_resolvers() -> None:
     """The resolvers configs/train.yaml names its output directories with."""
     from omegaconf import OmegaConf
@@ -100,10 +149,13 @@ def check_command_line(args: List[str]) -> None:
     from mlpkit.config import check_overrides, config_groups
 
     parser = OverridesParser.create()
+    check_flag_order(args)
     overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    multirun = "-m" in args or "--multirun" in args
     for arg in overrides:
         try:
-            parser.parse_overrides([arg])
+            [o] = parser.parse_overrides([arg])
+            check_sweep_value(o, arg, multirun)
         except HydraException as err:
             key, _, value = arg.partition("=")
             key = key.lstrip("+~")
@@ -114,6 +166,98 @@ def check_command_line(args: List[str]) -> None:
             raise ConfigError(f"cannot read the override {arg!r} ({reason}); values with spaces or other "
                               "characters need quotes, e.g. 'key=\"a b\"'") from None
     check_overrides(overrides)
+    check_hydra_choices(overrides)
+
+
+# Hydra's flags that take a value (`--cfg job`): the value is not an override
+_VALUED_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                 "-cd", "--experimental-rerun", "--info", "-i")
+
+
+def check_flag_order(args: List[str]) -> None:
+    """ConfigError when a flag (-m, --cfg, ...) comes after an override: Hydra's argparse then prints its
+    whole usage without saying what is wrong."""
+    seen = None
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("-") and arg != "-":
+            if seen is not None:
+                flag = " ".join(args[i:i + 2]) if arg in _VALUED_FLAGS[:-2] and i + 1 < len(args) else arg
+                raise ConfigError(f"{arg} comes after the override {seen!r}; put {arg} (and Hydra's other "
+                                  f"options) before the overrides, e.g. python train.py {flag} {seen} ...")
+            skip = arg in _VALUED_FLAGS and arg not in ("--info", "-i")
+        elif "=" in arg or arg.startswith("~"):
+            seen = arg
+
+
+def check_sweep_value(o: Any, arg: str, multirun: bool) -> None:
+    """ConfigError for a sweep (a,b / range() / ...) where it cannot go: without -m (Hydra's 'Ambiguous
+    value'), a list-typed key swept over numbers (`model.hidden=64,32`), a sweep nested in a list of choices."""
+    from hydra.core.override_parser.types import ChoiceSweep, Sweep
+
+    from mlpkit.config import schema_keys
+
+    if not o.is_sweep_override():
+        return
+    key, value = o.key_or_group, o.value()
+    listed = [v for v in value.list] if isinstance(value, ChoiceSweep) else []
+    kind = schema_keys().get(key)
+    is_list = kind is not None and "List" in str(kind)
+    if any(isinstance(v, Sweep) for v in listed):
+        raise ConfigError(f"cannot read the sweep {arg!r}: a list of choices cannot hold range(), interval() or "
+                          f"another sweep; list the values (e.g. {key}=0,1,2) or use one range(...)")
+    if is_list and listed and not all(isinstance(v, list) for v in listed):
+        values = ",".join(str(v) for v in listed)
+        raise ConfigError(f"{arg}: {key} is a list; write it in brackets: {key}=[{values}] (to sweep over "
+                          f"lists: -m '{key}=[{values}],[{listed[0]}]')")
+    if not multirun and not key.startswith("hydra"):
+        raise ConfigError(f"{arg} is a sweep (several values); add -m before the overrides to run one job per "
+                          f"value, e.g. python train.py -m {arg}" + (f", or write a list in brackets: {key}=[...]"
+                                                                     if is_list else ""))
+
+
+def check_hydra_choices(overrides: List[str]) -> None:
+    """ConfigError for hydra/launcher= or hydra/sweeper= naming no installed plugin config, and for
+    hydra.sweeper.* settings the chosen sweeper does not have (a grid sweep has none of Optuna's)."""
+    chosen = {}
+    for arg in overrides:
+        key, _, value = arg.lstrip("+").partition("=")
+        chosen[key] = value
+    for group in ("hydra/launcher", "hydra/sweeper"):
+        if group in chosen and "," not in chosen[group]:
+            options = hydra_group_options(group)
+            if options and chosen[group] not in options:
+                raise ConfigError(not_known(group, chosen[group], options))
+    optuna = chosen.get("hparams_search") == "optuna" or chosen.get("hydra/sweeper") == "optuna"
+    for key, value in chosen.items():
+        basic = key.split(".")[2] in ("params", "max_batch_size") if key.count(".") >= 2 else True
+        if key.startswith("hydra.sweeper.") and not optuna and not basic and "experiment" not in chosen:
+            raise ConfigError(f"{key} is a setting of the Optuna sweeper; add hparams_search=optuna (the grid "
+                              "sweep of -m has no settings)")
+        if key == "hydra.sweeper.n_trials" and "," not in value:
+            try:
+                ok = int(value) >= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"hydra.sweeper.n_trials={value} is out of range; allowed: an integer >= 1")
+
+
+def hydra_group_options(group: str) -> List[str]:
+    """The options of a Hydra group such as hydra/launcher (its plugins' configs and configs/hydra/...)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    from mlpkit import config
+
+    try:
+        loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(config.CONFIG_DIR)))
+        return sorted(loader.get_group_options(group))
+    except Exception:  # Hydra's internals moved: let Hydra itself answer
+        return []
 
 
 def _plain(value: Any) -> bool:
@@ -227,6 +371,7 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
                               f"{key}={old[key]}; a resumed run keeps its settings except "
                               f"{', '.join(RESUME_MAY_CHANGE[1:])}")
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    check_data_source(cfg, run_dir)
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -238,6 +383,62 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
               f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
               + (" (raise trainer.max_epochs to train it further)" if status == "completed" else ""), flush=True)
         raise SystemExit(0)
+
+
+DATA_SOURCE = "data_source.json"  # what a data=csv run trained on: its file's path, size, mtime and sha256
+
+
+def file_fingerprint(path: Path) -> dict:
+    """Size, modification time and sha256 (streamed) of a data file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    st = os.stat(path)
+    return {"path": str(Path(path).absolute()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": digest.hexdigest()}
+
+
+def record_data_source(cfg: Any, run_dir: Path) -> Optional[dict]:
+    """The fingerprint of a data=csv run's file, to be written into the run directory (None otherwise)."""
+    if cfg.data.name != "csv" or not cfg.data.get("path"):
+        return None
+    try:
+        return file_fingerprint(Path(str(cfg.data.path)))
+    except OSError as err:
+        raise ConfigError(f"data.path={cfg.data.path}: cannot read it ({err.strerror or err})") from None
+
+
+def check_data_source(cfg: Any, run_dir: Path) -> None:
+    """ConfigError when the file a data=csv run trained on changed since (a resume would go on with other
+    data), naming the file and what changed. Runs without a record (older ones) are not checked."""
+    import json
+
+    saved = run_dir / DATA_SOURCE
+    if cfg.data.name != "csv" or not saved.is_file():
+        return
+    try:
+        old = json.loads(saved.read_text())
+        size, mtime, sha = int(old["size"]), int(old["mtime_ns"]), str(old["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"resume={run_dir}: {DATA_SOURCE} is damaged; it must record the data file's size, "
+                          "mtime_ns and sha256") from None
+    path = Path(str(cfg.data.path))
+    where = f"resume={run_dir}: data.path={path}"
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read the file the run trained on ({err.strerror or err})") from None
+    changes = []
+    if st.st_size != size:
+        changes.append(f"its size went from {size} to {st.st_size} bytes")
+    elif file_fingerprint(path)["sha256"] != sha:
+        changes.append("its content differs (sha256)")
+    if changes:
+        if st.st_mtime_ns != mtime:
+            changes.append(f"it was modified at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.st_mtime))}")
+        raise ConfigError(f"{where} changed since the run trained on it ({'; '.join(changes)}); a resume must "
+                          "continue on the same data: restore the file or start a new run")
 
 
 class RunDirGuard:
@@ -327,27 +528,44 @@ def check_run(config: Any) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        job = checked_job_config(config, list(config.hydra.overrides.task))
-        if job.resume:
-            GUARD.remember(Path(job.resume))
-            check_resume(job, Path(job.resume))
+        job = checked_job_config(config, task_overrides(config))
         try:
             run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
         except OmegaConfBaseException as err:  # the resolver's ConfigError, wrapped
             raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
-        try:
-            if not Path(run_dir).exists():
-                make_run_dir(Path(run_dir))
-            if not Path(run_dir).is_dir():
-                raise NotADirectoryError(20, "it is a file, not a directory")
-            if not os.access(run_dir, os.W_OK):
-                raise PermissionError(13, "Permission denied")
-        except OSError as err:
-            raise ConfigError(f"hydra.run.dir={run_dir}: cannot create or write the run directory "
-                              f"({err.strerror or err})") from None
+        # locked first: a resume of a directory another run trains in must not even read it back
+        claim_dir(Path(run_dir), "hydra.run.dir", resume=bool(job.resume))
+        if job.resume:
+            GUARD.remember(Path(job.resume))
+            check_resume(job, Path(job.resume))
     except ConfigError as err:
         GUARD.discard()
         exit_with(err)
+
+
+def task_overrides(config: Any) -> List[str]:
+    """hydra.overrides.task as strings, resolved where they can be (an unset ${oc.env:X} stays as written:
+    checked_job_config then names its key)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return list(config.hydra.overrides.task)
+    except OmegaConfBaseException:
+        return [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+
+
+def _interpolation_error(key: str, err: Exception) -> ConfigError:
+    """One line for a value whose ${...} cannot be resolved, naming its key (and the variable)."""
+    import re
+
+    text = str(err).splitlines()[0]
+    env = re.search(r"Environment variable '([^']*)' not found", text)
+    if env:
+        name = env.group(1)
+        return ConfigError(f"{key}: the environment variable {name} is not set (the value reads ${{oc.env:{name}}}); "
+                           f"set it, or give a default: ${{oc.env:{name},<default>}}")
+    return ConfigError(f"{key}: {text}")
 
 
 def checked_job_config(config: Any, overrides: List[str]) -> Any:
@@ -363,8 +581,7 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
     try:
         OmegaConf.to_container(job, resolve=True)
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "a value"
-        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+        raise _interpolation_error(getattr(err, "full_key", None) or "a value", err) from None
     validate(job)
     check_option_settings(job, overrides)
     resolve_device(job.trainer.device)
@@ -401,6 +618,8 @@ def run(cfg: Any) -> float:
 
     hc = HydraConfig.get()
     try:
+        if cfg.data.get("path") and not Path(str(cfg.data.path)).is_absolute():  # hydra.job.chdir=true moved us
+            cfg.data.path = str(Path(hc.runtime.cwd) / str(cfg.data.path))
         job_num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
         return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher, job_num=job_num)
     except ConfigError as err:
@@ -428,6 +647,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
 
     start, run_dir = time.perf_counter(), Path(run_dir)
     validate(cfg)
+    source = record_data_source(cfg, run_dir) if not cfg.resume else None  # before the file is read
     device = build.build_device(cfg.trainer)
     resume_from = run_dir / "checkpoints" / "last.pt" if cfg.resume else None
     if resume_from is not None and not resume_from.is_file():
@@ -448,6 +668,10 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
                                   handle_signals=signal.getsignal(signal.SIGINT) is not on_signal)
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task, "classes": data.classes}
     build.save_run_data(run_dir, data, cfg.model.name, kwargs)
+    if source is not None:
+        from mlpkit.checkpoint import write_json
+
+        write_json(run_dir / DATA_SOURCE, source)
     TRAINER[:] = [trainer]
     GUARD.began = True  # from here on a signal is recorded as `interrupted` and the directory is the run's
     result = build.fit(cfg, trainer, model, data, logger, run_dir, resume_from)
