@@ -261,3 +261,24 @@ def test_chdir_reads_a_relative_data_path_from_where_the_run_started(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.describe()
     assert len(list((tmp_path / "outputs" / "runs").rglob("metrics.json"))) == 1  # the good run's only
     assert len([d for d in (tmp_path / "outputs" / "runs").glob("*/*")]) == 1, bad.describe()
+
+
+def test_a_sweep_into_a_used_sweep_directory_is_refused_before_it_writes(tmp_path):
+    used = tmp_path / "sweep"
+    (used / "0_seed=0").mkdir(parents=True)
+    (used / "0_seed=0" / "metrics.json").write_text("{}")
+    before = _snapshot(used)
+    run = train(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={used}"], tmp_path / "cwd")
+    assert run.returncode == 2, run.describe()
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mlpkit: error: hydra.sweep.dir={used}: the directory is "
+                                                   "not empty"), run.describe()
+    assert _snapshot(used) == before and sorted(p.name for p in used.iterdir()) == ["0_seed=0"]
+
+
+def test_what_only_hydra_refuses_is_one_line_too(tmp_path):
+    run = train([*TINY, "hydra.job.chdir=maybe"], tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.describe()
+    assert lines[0].startswith("mlpkit: error: ") and "hydra.job.chdir" in lines[0], run.describe()
+    assert not (tmp_path / "outputs").exists()

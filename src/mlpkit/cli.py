@@ -598,6 +598,43 @@ SWEEP_PLUGINS = {
 }
 
 
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's or OmegaConf's message in one line: its lines up to the config search path, joined."""
+    lines = []
+    for line in str(err).splitlines():
+        if line.strip().startswith(("Config search path", "Set the environment variable HYDRA_FULL_ERROR")):
+            break
+        if line.strip():
+            lines.append(line.strip().rstrip(":") + (":" if line.strip().endswith(":") else ""))
+    text = " ".join(lines) or type(err).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def install_hydra_error_line() -> None:
+    """A config or override that Hydra itself refuses (while composing, sweeping or launching) ends with
+    one `mlpkit: error:` line and exit status 2, not Hydra's multi-line report (exit 1) or a traceback;
+    HYDRA_FULL_ERROR=1 keeps Hydra's own report. Errors of the run itself are handled in run()."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_mlpkit", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return original(func)
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as err:
+            GUARD.discard()
+            exit_with(ConfigError(hydra_error_line(err)))
+
+    run_and_report._mlpkit = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
+
+
 def check_sweep_plugins(argv: List[str]) -> None:
     """ConfigError naming the extra to install when an override selects a sweep plugin that is
     missing (Hydra itself would only say "Could not find 'hydra/sweeper/optuna'")."""
