@@ -179,8 +179,10 @@ def _resume_config(run_dir: Path, *more: str):
     return compose_config([*saved, *more, f"resume={run_dir}"])
 
 
-@pytest.mark.parametrize("change", ["flip", "shuffle"])
-def test_resume_refuses_a_data_file_that_changed(tmp_path, change):
+@pytest.mark.parametrize("change, needle", [("flip", "its sha256 differs: same size, other content"),
+                                            ("shuffle", "its sha256 differs: same size, other content"),
+                                            ("append", "its size went from")])
+def test_resume_refuses_a_data_file_that_changed(tmp_path, change, needle):
     csv = good_csv(tmp_path / "t.csv")
     run = finished_run(tmp_path / "run", ["data=csv", f"data.path={csv}", "data.target=label", "model.hidden=[4]",
                                           "trainer.max_epochs=1", "trainer.progress=false"])
@@ -190,12 +192,13 @@ def test_resume_refuses_a_data_file_that_changed(tmp_path, change):
     lines = csv.read_text().splitlines()
     if change == "flip":
         body = [line.replace("cat", "xxx").replace("dog", "cat").replace("xxx", "dog") for line in lines[1:]]
-    else:
+    elif change == "shuffle":
         body = lines[:0:-1]
+    else:
+        body = [*lines[1:], lines[1]]
     csv.write_text("\n".join([lines[0], *body]) + "\n")
     before = _snapshot(run)
-    with pytest.raises(ConfigError, match=rf"data.path={csv} changed since the run trained on it \(its content "
-                                          r"differs \(sha256\)"):
+    with pytest.raises(ConfigError, match=rf"data.path={csv} changed since the run trained on it \({needle}"):
         check_resume(_resume_config(run, "trainer.max_epochs=2"), run)
     assert _snapshot(run) == before
 
@@ -220,8 +223,9 @@ def test_epoch_seconds_has_one_entry_per_epoch_after_resumes(tmp_path):
                              "over lists: -m 'model.hidden=[64,32],[64]')"),
     (["-m", "model.hidden=64,32"], "model.hidden=[64,32]"),
     (["optimizer.lr=0.1,0.2"], "add -m before the overrides"),
-    (["optimizer=sgd", "-m"], "-m comes after the override 'optimizer=sgd'; put -m"),
-    (["optimizer=sgd", "--cfg", "job"], "python train.py --cfg job optimizer=sgd"),
+    (["optimizer=sgd", "-m", "seed=0,1"], "-m comes after the override 'optimizer=sgd'; put -m"),
+    (["optimizer=sgd", "--cfg", "job", "seed=1"], "python train.py --cfg job optimizer=sgd"),
+    (["data=csv", "data.path=x.csv", "data.drop=id,name"], "data.drop=[id,name]"),
     (["data.target=${oc.env:MLPKIT_SURELY_UNSET}"], "data.target: the environment variable MLPKIT_SURELY_UNSET "
                                                     "is not set"),
     (["data.path=x.csv"], "data.path is not a setting of data=digits; it takes no settings; for your own table "
@@ -238,9 +242,18 @@ def test_refused_in_one_line(args, needle):
 
 @pytest.mark.parametrize("args", [["-m", "model.hidden=[64,32],[8]"], ["-m", "hydra/launcher=joblib"],
                                   ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2"],
-                                  ["optimizer=sgd", "activation=tanh"], ["trainer.max_epochs=1"]])
+                                  ["optimizer=sgd", "activation=tanh"], ["trainer.max_epochs=1"],
+                                  ["optimizer=sgd", "-m"]])
 def test_still_accepted(args):
     assert refusal(args) == ""
+
+
+@pytest.mark.parametrize("args", [["optimizer=sgd", "--cfg", "job"], ["--cfg", "job", "optimizer=sgd"],
+                                  ["-m", "optimizer=sgd,adam"], ["optimizer=sgd", "--help"]])
+def test_flags_before_or_after_all_overrides_are_fine(args):
+    from mlpkit.cli import check_command_line
+
+    check_command_line(args)
 
 
 def test_a_resolver_value_names_the_run_directory_by_its_value(monkeypatch):
@@ -282,3 +295,13 @@ def test_what_only_hydra_refuses_is_one_line_too(tmp_path):
     assert run.returncode == 2 and len(lines) == 1, run.describe()
     assert lines[0].startswith("mlpkit: error: ") and "hydra.job.chdir" in lines[0], run.describe()
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_unset_variable_in_the_run_directory_names_the_key(tmp_path, capsys):
+    cfg = compose_config([*TINY, "hydra.run.dir=${oc.env:MLPKIT_SURELY_UNSET}/run"], with_hydra=True)
+    with pytest.raises(SystemExit) as exit_:
+        check_run(cfg)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err == (
+        "mlpkit: error: hydra.run.dir: the environment variable MLPKIT_SURELY_UNSET is not set (the value reads "
+        "${oc.env:MLPKIT_SURELY_UNSET}); set it, or give a default: ${oc.env:MLPKIT_SURELY_UNSET,<default>}")

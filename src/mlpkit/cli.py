@@ -175,22 +175,23 @@ _VALUED_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--co
 
 
 def check_flag_order(args: List[str]) -> None:
-    """ConfigError when a flag (-m, --cfg, ...) comes after an override: Hydra's argparse then prints its
-    whole usage without saying what is wrong."""
-    seen = None
-    skip = False
+    """ConfigError when a flag (-m, --cfg, ...) stands between overrides: Hydra's argparse then prints its
+    whole usage ("unrecognized arguments") without saying what is wrong. A flag after all overrides works."""
+    seen, flag, skip = None, None, False
     for i, arg in enumerate(args):
         if skip:
             skip = False
             continue
         if arg.startswith("-") and arg != "-":
-            if seen is not None:
+            if seen is not None and flag is None:
                 flag = " ".join(args[i:i + 2]) if arg in _VALUED_FLAGS[:-2] and i + 1 < len(args) else arg
-                raise ConfigError(f"{arg} comes after the override {seen!r}; put {arg} (and Hydra's other "
-                                  f"options) before the overrides, e.g. python train.py {flag} {seen} ...")
-            skip = arg in _VALUED_FLAGS and arg not in ("--info", "-i")
+            skip = arg in _VALUED_FLAGS[:-2]
         elif "=" in arg or arg.startswith("~"):
-            seen = arg
+            if flag is not None:
+                name = flag.split()[0]
+                raise ConfigError(f"{name} comes after the override {seen!r}; put {name} (and Hydra's other "
+                                  f"options) before the overrides, e.g. python train.py {flag} {seen} ...")
+            seen = seen or arg
 
 
 def check_sweep_value(o: Any, arg: str, multirun: bool) -> None:
@@ -433,7 +434,7 @@ def check_data_source(cfg: Any, run_dir: Path) -> None:
     if st.st_size != size:
         changes.append(f"its size went from {size} to {st.st_size} bytes")
     elif file_fingerprint(path)["sha256"] != sha:
-        changes.append("its content differs (sha256)")
+        changes.append("its sha256 differs: same size, other content")
     if changes:
         if st.st_mtime_ns != mtime:
             changes.append(f"it was modified at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.st_mtime))}")
@@ -532,7 +533,7 @@ def check_run(config: Any) -> None:
         try:
             run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
         except OmegaConfBaseException as err:  # the resolver's ConfigError, wrapped
-            raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
+            raise resolver_error("hydra.run.dir", err) from None
         # locked first: a resume of a directory another run trains in must not even read it back
         claim_dir(Path(run_dir), "hydra.run.dir", resume=bool(job.resume))
         if job.resume:
@@ -566,6 +567,14 @@ def _interpolation_error(key: str, err: Exception) -> ConfigError:
         return ConfigError(f"{key}: the environment variable {name} is not set (the value reads ${{oc.env:{name}}}); "
                            f"set it, or give a default: ${{oc.env:{name},<default>}}")
     return ConfigError(f"{key}: {text}")
+
+
+def resolver_error(key: str, err: Exception) -> ConfigError:
+    """A run or sweep directory that cannot be resolved: an unset variable named with its key, else the
+    message of our resolver (e.g. cannot create the run directory)."""
+    if "Environment variable" in str(err):
+        return _interpolation_error(key, err)
+    return ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1])
 
 
 def checked_job_config(config: Any, overrides: List[str]) -> Any:

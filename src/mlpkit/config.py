@@ -623,7 +623,7 @@ class ValidateSweep(Callback):
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from mlpkit.cli import GUARD, checked_job_config, claim_dir, task_overrides
+        from mlpkit.cli import GUARD, checked_job_config, claim_dir, resolver_error, task_overrides
 
         loader = GlobalHydra.instance().config_loader()
         overrides = task_overrides(config)
@@ -646,7 +646,7 @@ class ValidateSweep(Callback):
             try:
                 sweep_dir = config.hydra.sweep.dir
             except OmegaConfBaseException as err:
-                raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
+                raise resolver_error("hydra.sweep.dir", err) from None
             claim_dir(Path(sweep_dir), "hydra.sweep.dir")
         except ConfigError as err:
             GUARD.discard()
