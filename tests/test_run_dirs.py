@@ -305,3 +305,14 @@ def test_an_unset_variable_in_the_run_directory_names_the_key(tmp_path, capsys):
     assert exit_.value.code == 2 and err == (
         "mlpkit: error: hydra.run.dir: the environment variable MLPKIT_SURELY_UNSET is not set (the value reads "
         "${oc.env:MLPKIT_SURELY_UNSET}); set it, or give a default: ${oc.env:MLPKIT_SURELY_UNSET,<default>}")
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_trained(tmp_path):
+    run = finished_run(tmp_path / "run", [*TINY[:-2], "trainer.max_epochs=3", "trainer.progress=false",
+                                          "early_stopping=none"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))  # stopped after epoch 3
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=2 is below the 3 epochs the run has trained; "
+                                          r"allowed: trainer.max_epochs >= 3"):
+        check_resume(_resume_config(run, "trainer.max_epochs=2"), run)
+    check_resume(_resume_config(run, "trainer.max_epochs=3"), run)  # the test pass it missed: goes on

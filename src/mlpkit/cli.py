@@ -378,7 +378,11 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     except (OSError, ValueError):
         metrics = {}
     status = metrics.get("status")
-    more = status == "completed" and int(state.get("epoch", 0)) < cfg.trainer.max_epochs
+    done = int(state.get("epoch", 0))
+    if status not in FINISHED and done > cfg.trainer.max_epochs:
+        raise ConfigError(f"resume={run_dir}: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} "
+                          f"epochs the run has trained; allowed: trainer.max_epochs >= {done}")
+    more = status == "completed" and done < cfg.trainer.max_epochs
     if status in FINISHED and not more:
         print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
               f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
