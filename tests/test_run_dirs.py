@@ -287,6 +287,11 @@ def test_a_sweep_into_a_used_sweep_directory_is_refused_before_it_writes(tmp_pat
     assert len(lines) == 1 and lines[0].startswith(f"mlpkit: error: hydra.sweep.dir={used}: the directory is "
                                                    "not empty"), run.describe()
     assert _snapshot(used) == before and sorted(p.name for p in used.iterdir()) == ["0_seed=0"]
+    same = train(["-m", *TINY, "seed=0,1", "hydra.sweep.subdir=job"], tmp_path / "same")
+    lines = same.stderr.strip().splitlines()
+    assert same.returncode == 2 and len(lines) == 1, same.describe()
+    assert "hydra.sweep.subdir=job gives every job of the sweep the same directory" in lines[0]
+    assert not (tmp_path / "same" / "outputs").exists(), same.describe()
 
 
 def test_what_only_hydra_refuses_is_one_line_too(tmp_path):

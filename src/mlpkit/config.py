@@ -621,6 +621,7 @@ class ValidateSweep(Callback):
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
+        from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 
         from mlpkit.cli import GUARD, checked_job_config, claim_dir, resolver_error, task_overrides
@@ -647,6 +648,11 @@ class ValidateSweep(Callback):
                 sweep_dir = config.hydra.sweep.dir
             except OmegaConfBaseException as err:
                 raise resolver_error("hydra.sweep.dir", err) from None
+            subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+            if not any(k in subdir for k in ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")):
+                raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same directory, "
+                                  "so each would overwrite the one before; include ${hydra.job.num}, e.g. "
+                                  "hydra.sweep.subdir='${hydra.job.num}'")
             claim_dir(Path(sweep_dir), "hydra.sweep.dir")
         except ConfigError as err:
             GUARD.discard()
