@@ -321,3 +321,28 @@ def test_resume_refuses_fewer_epochs_than_the_run_trained(tmp_path):
                                           r"allowed: trainer.max_epochs >= 3"):
         check_resume(_resume_config(run, "trainer.max_epochs=2"), run)
     check_resume(_resume_config(run, "trainer.max_epochs=3"), run)  # the test pass it missed: goes on
+
+
+def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_line(tmp_path, capsys):
+    import logging
+
+    from mlpkit.cli import quiet_file_logs
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        quiet_file_logs()
+
+        def full(text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        handler.stream.write = full
+        for _ in range(3):
+            logging.getLogger("mlpkit").warning("epoch done")
+    finally:
+        root.removeHandler(handler)
+        handler.stream = None
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert err.count(f"mlpkit: warning: cannot write the log file {tmp_path / 'train.log'} (the disk is full)") == 1

@@ -499,6 +499,26 @@ def _start_up_file(path: Path, run_dir: Path) -> bool:
         or path.name.startswith("events.out.tfevents")
 
 
+def quiet_file_logs() -> None:
+    """A log file that cannot be written (a full disk) is said once, in one line, instead of logging's
+    '--- Logging error ---' and a traceback for every line; the run goes on (a checkpoint that cannot be
+    written then stops it as interrupted)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and not getattr(handler, "_mlpkit_quiet", False):
+            def handle_error(record: logging.LogRecord, handler: logging.FileHandler = handler) -> None:
+                if getattr(handler, "_mlpkit_failed", False):
+                    return
+                handler._mlpkit_failed = True  # type: ignore[attr-defined]
+                err = sys.exc_info()[1]
+                reason = "the disk is full" if getattr(err, "errno", None) == 28 else (
+                    getattr(err, "strerror", None) or str(err) or type(err).__name__)
+                print(f"mlpkit: warning: cannot write the log file {handler.baseFilename} ({reason}); the run goes "
+                      "on and the file stays incomplete", file=sys.stderr, flush=True)
+
+            handler.handleError = handle_error  # type: ignore[method-assign]
+            handler._mlpkit_quiet = True  # type: ignore[attr-defined]
+
+
 def _close_file_logs() -> None:
     for handler in list(logging.getLogger().handlers):
         if isinstance(handler, logging.FileHandler):
@@ -667,6 +687,7 @@ def run(cfg: Any) -> float:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    quiet_file_logs()
     try:
         if cfg.data.get("path") and not Path(str(cfg.data.path)).is_absolute():  # hydra.job.chdir=true moved us
             cfg.data.path = str(Path(hc.runtime.cwd) / str(cfg.data.path))
