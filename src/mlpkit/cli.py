@@ -237,7 +237,7 @@ def check_hydra_choices(overrides: List[str]) -> None:
         basic = key.split(".")[2] in ("params", "max_batch_size") if key.count(".") >= 2 else True
         if key.startswith("hydra.sweeper.") and not optuna and not basic and "experiment" not in chosen:
             raise ConfigError(f"{key} is a setting of the Optuna sweeper; add hparams_search=optuna (the grid "
-                              "sweep of -m has no settings)")
+                              "sweep of -m takes only hydra.sweeper.params and hydra.sweeper.max_batch_size)")
         if key == "hydra.sweeper.n_trials" and "," not in value:
             try:
                 ok = int(value) >= 1
