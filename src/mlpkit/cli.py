@@ -100,10 +100,12 @@ def claim_dir(path: Path, key: str, resume: bool = False) -> None:
                           f"({err.strerror or err})") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise ConfigError(f"{key}={path}: the directory is in use by another run that is training in it; "
                           "wait for that run to end or choose another directory") from None
+    except OSError:  # a file system without locks (some network mounts): the emptiness check still holds
+        log.debug("no lock on %s: the file system does not support flock", path)
     HELD.append(fd)
     if resume:
         return
