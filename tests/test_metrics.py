@@ -1,5 +1,10 @@
-"""mlpkit.metrics (numpy) against scikit-learn's functions, on random, tied and uneven cases."""
+"""mlpkit.metrics (numpy) against scikit-learn's functions, on random, tied and uneven cases; and a
+default 1-epoch `python train.py` that never imports scikit-learn, scipy or matplotlib."""
 
+import json
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -127,3 +132,22 @@ def test_regression_matches_scikit_learn(n):
         else:
             assert ours["r2"] is None
     assert metrics.regression_metrics(np.ones(4), np.arange(4.0))["r2"] is None  # a constant target
+
+
+@pytest.mark.slow
+def test_a_default_run_imports_no_scikit_learn_scipy_or_matplotlib(tmp_path):
+    """The modules a 1-epoch default `python train.py` has loaded when it ends (sys.modules at exit)."""
+    code = ("import atexit, json, runpy, sys\n"
+            "atexit.register(lambda: open('modules.json', 'w').write(json.dumps(sorted(sys.modules))))\n"
+            f"sys.argv = [{str(REPO / 'train.py')!r}, 'trainer.max_epochs=1', 'trainer.progress=false', "
+            "'hydra.run.dir=run']\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = set(json.loads((tmp_path / "modules.json").read_text()))
+    heavy = {"sklearn", "scipy", "matplotlib", "pandas"} & {m.split(".")[0] for m in loaded}
+    assert not heavy, f"a default run imported {sorted(heavy)}"
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["status"] == "completed" and len(m["test"]["confusion_matrix"]) == 10
