@@ -5,6 +5,7 @@
     python scripts/bench.py --tiny               # a smoke run on tiny data (what the test suite runs)
     python scripts/bench.py --only-tables        # a user's table: load + preprocess, and predict
     python scripts/bench.py --only-epochs        # XOR: seconds per epoch in a short and a long run
+    python scripts/bench.py --startup            # `python train.py trainer.max_epochs=1` against the floor
 
 Workloads (CPU; Adam lr 1e-3, ReLU, 80/10/10 split):
     W1  60,000 x 784 -> 10 classes, hidden [256, 256], batch 128   (MNIST-sized)
@@ -25,6 +26,14 @@ mixed columns with missing values): mlpkit's load + preprocess against `pandas.r
 the same file alone (each in a fresh process), and `python predict.py` on it: rows per
 second and peak memory.
 
+--startup times whole processes, one after another in turn (floor, run, predict --help; --reps rounds,
+default 5, medians): the floor that no PyTorch + Hydra + TensorBoard program goes under (a fresh
+interpreter that imports torch, hydra and tensorboard and takes one Adam step), the default run
+`python train.py trainer.max_epochs=1` (digits; data, model, the epoch, test metrics, TensorBoard,
+images, checkpoints), and `python predict.py --help`; it prints the run's ratio to the floor and
+the difference. On a shared machine the absolute seconds move from run to run; the ratio, measured
+in alternation, moves much less.
+
 --only-epochs measures whether an epoch's cost depends on the run's length: XOR full batch
 (the xor experiment's hidden_8 job, with checkpoints and TensorBoard as train.py writes them)
 for 200 and for 1,600 epochs: seconds per epoch (the median epoch, the first left out: the mean
@@ -38,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -417,11 +427,60 @@ def epochs_bench(workdir: Path, reps: int) -> Dict[str, float]:
     return out
 
 
+FLOOR_CODE = ("import torch, hydra, tensorboard\n"
+              "m = torch.nn.Linear(64, 10)\n"
+              "opt = torch.optim.Adam(m.parameters(), lr=1e-3)\n"
+              "torch.nn.functional.cross_entropy(m(torch.randn(32, 64)), torch.randint(0, 10, (32,))).backward()\n"
+              "opt.step()\n")
+
+
+def startup_bench(workdir: Path, reps: int) -> Dict:
+    """Seconds of whole processes, alternated: the floor, the default 1-epoch run, predict.py --help."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+                                                       if p)}
+    commands = {
+        "floor": [sys.executable, "-c", FLOOR_CODE],
+        "run": [sys.executable, str(ROOT / "train.py"), "trainer.max_epochs=1", "trainer.progress=false"],
+        "predict_help": [sys.executable, str(ROOT / "predict.py"), "--help"],
+    }
+    seconds: Dict[str, List[float]] = {name: [] for name in commands}
+    cpu: Dict[str, List[float]] = {name: [] for name in commands}
+    for i in range(reps):
+        for name, cmd in commands.items():
+            if name == "run":
+                cmd = cmd + [f"hydra.run.dir={workdir / f'startup_run_{i}'}"]
+            r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+            seconds[name].append(time.perf_counter() - t0)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    med = {name: statistics.median(v) for name, v in seconds.items()}
+    cpu_med = {name: statistics.median(v) for name, v in cpu.items()}
+    return {"seconds": seconds, "median": med, "ratio": med["run"] / med["floor"],
+            "over_floor": med["run"] - med["floor"], "cpu_seconds": cpu, "cpu_median": cpu_med,
+            "cpu_ratio": cpu_med["run"] / cpu_med["floor"], "cpu_over_floor": cpu_med["run"] - cpu_med["floor"],
+            "reps": reps}
+
+
+def print_startup(r: Dict) -> None:
+    med, cpu = r["median"], r["cpu_median"]
+    spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in r["seconds"].items()}
+    print(f"start-up, whole processes, alternated, median of {r['reps']} (wall seconds, their range; CPU seconds):")
+    rows = [("floor (import torch, hydra, tensorboard; one Adam step)", "floor"),
+            ("python train.py trainer.max_epochs=1", "run"), ("python predict.py --help", "predict_help")]
+    for label, key in rows:
+        print(f"  {label:<56} {med[key]:6.2f} s  ({spread[key]:>11})  cpu {cpu[key]:6.2f} s")
+    print(f"  run / floor: {r['ratio']:.2f}x wall ({r['over_floor']:+.2f} s), "
+          f"{r['cpu_ratio']:.2f}x cpu ({r['cpu_over_floor']:+.2f} s)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2"], choices=list(WORKLOADS))
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default: 3; 5 with --startup)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is a warm-up)")
     parser.add_argument("--tiny", action="store_true", help="tiny workload, 1 rep, no extras: a smoke test")
     parser.add_argument("--sweep-epochs", nargs="+", type=int, default=[3, 20],
@@ -431,8 +490,20 @@ def main() -> int:
     parser.add_argument("--only-tables", action="store_true", help="measure only the table load and predict")
     parser.add_argument("--only-epochs", action="store_true",
                         help="measure only the per-epoch cost of a 200- and a 1,600-epoch XOR run")
+    parser.add_argument("--startup", action="store_true",
+                        help="measure only start-up: the floor, the default 1-epoch run, predict.py --help "
+                             "(whole processes, alternated; --reps rounds, default 5)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
+    if args.reps is None:
+        args.reps = 5 if args.startup else 3
+    if args.startup:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = startup_bench(Path(tmp), args.reps)
+        print_startup(result)
+        Path(args.json).write_text(json.dumps({"startup": result}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+        return 0
     if args.tiny:
         args.workloads, args.reps, args.epochs, args.skip_extra = ["tiny"], 1, 2, True
     peers = [p for p in args.peers if available(p)]

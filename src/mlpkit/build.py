@@ -251,11 +251,11 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
     logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
                    result.epochs_run, success=result.status in ("completed", "early_stopped", "pruned"))
     if result.test.get("confusion_matrix") is not None:
-        from mlpkit.diagnostics import confusion_matrix_figure
+        from mlpkit.diagnostics import confusion_matrix_image
 
-        logger.figure("images/confusion_matrix", confusion_matrix_figure(
+        logger.writer.add_image("images/confusion_matrix", confusion_matrix_image(
             result.test["confusion_matrix"], rec.data.classes, title=f"{rec.data.name}, test split"),
-            result.epochs_run)
+            result.epochs_run, dataformats="HWC")
     logger.close()
     if getattr(logger, "error", None) and logger.error not in (result.message or ""):
         result.warnings.append(f"{logger.error}: the TensorBoard curves of this run are incomplete")

@@ -47,12 +47,33 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
 
 
+def _summary_writer() -> Any:
+    """torch's SummaryWriter. TensorBoard's file layer imports boto3 and fsspec when they are installed,
+    for s3:// and other remote log directories: 0.3-1 s of a run's start-up. A run directory is a local
+    path, so they are kept out of that one import; importing them later works as usual."""
+    import importlib
+    import sys
+
+    if "torch.utils.tensorboard" not in sys.modules:
+        kept_out = [m for m in ("boto3", "botocore", "fsspec") if m not in sys.modules]
+        sys.modules.update(dict.fromkeys(kept_out))  # None: `import fsspec` raises ImportError
+        try:
+            importlib.import_module("torch.utils.tensorboard")
+        finally:
+            for m in kept_out:
+                if m in sys.modules and sys.modules[m] is None:
+                    del sys.modules[m]
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter
+
+
 class TensorBoardLogger:
     """One SummaryWriter per run directory; every call is cheap and never raises: a write that fails (a
     full disk) sets `error` (one line) and the writer stops writing; the run then stops as interrupted."""
 
     def __init__(self, log_dir: str | Path, purge_step: Optional[int] = None):
-        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+        SummaryWriter = _summary_writer()  # imported here: it is slow to import
 
         _quiet_writer_threads()
         self.log_dir = str(log_dir)
