@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -364,6 +365,30 @@ def test_a_damaged_splits_file_is_named(runs, tmp_path, cli):
     assert "splits.npz" in msg and "'train'" in msg
     (copy / "splits.npz").write_bytes(b"garbage")
     assert "splits.npz" in _error(cli(copy, path, "--split", "test", "-o", tmp_path / "p.csv"))
+    np.savez(copy / "splits.npz", train=np.arange(3), val=np.arange(3, 6), test=np.array([7, 10 ** 6]))
+    msg = _error(cli(copy, path, "--split", "test", "-o", tmp_path / "p.csv"))
+    assert "splits.npz" in msg and "1000000" in msg
+    assert not (tmp_path / "p.csv").exists() and not _leftovers(tmp_path)
+
+
+def test_a_long_output_name_and_a_closed_pipe(runs, tmp_path, cli, monkeypatch):
+    import pandas as pd
+
+    import mlpkit.predict as predict
+
+    path, run_dir = runs["species"]
+    long = tmp_path / ("p" * 250 + ".csv")  # 254 bytes: the temporary name beside it must fit too
+    proc = cli(run_dir, path, "-o", long)
+    assert proc.returncode == 0, proc.stderr
+    assert long.is_file() and not _leftovers(tmp_path)
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+    monkeypatch.setattr(pd.DataFrame, "to_csv", closed)
+    monkeypatch.setattr(predict.os, "dup2", lambda *a: None)
+    monkeypatch.setattr(sys.stdout, "fileno", lambda: 1, raising=False)
+    proc = cli(run_dir, path, "-o", "-")  # `predict.py ... -o - | head`: quiet, exit 1, as before
+    assert proc.returncode == 1 and "error" not in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -575,6 +575,8 @@ class Run:
                 frame = self._result_frame(chunk, out, keep)
                 try:
                     frame.to_csv(fh, header=stats["rows"] == 0, index=False, float_format="%.9g")
+                except BrokenPipeError:
+                    raise
                 except OSError as err:
                     raise ConfigError(_write_error(output, err, "-o")) from None
                 stats["rows"] += len(chunk)
@@ -584,6 +586,9 @@ class Run:
                 if has_target:
                     truth.append(self.target_indices(chunk[self.target]))
                     scores.append(out)
+            if rows is not None and len(rows) and rows[-1] >= seen:
+                raise ConfigError(f"{self.run_dir / 'splits.npz'} names row {int(rows[-1])} of the training file, "
+                                  f"but {path} has {seen} rows; it is not the file the run was trained on")
             if stats["rows"] == 0:
                 raise ConfigError(f"input {path!r} has a header but no data rows")
         _report_counts(stats, report)
@@ -949,7 +954,9 @@ class _Output:
             return sys.stdout
         folder = os.path.dirname(os.path.abspath(self.target))
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=folder)
+            # a short prefix: a name near the file system's 255-byte limit still has room for the temporary one
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)[:64]}.", suffix=".tmp",
+                                            dir=folder)
         except OSError as err:
             raise ConfigError(_write_error(self.target, err, self.flag)) from None
         if self.binary:
