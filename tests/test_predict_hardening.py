@@ -356,7 +356,7 @@ def test_a_damaged_run_directory_gets_one_line_naming_the_file_and_the_field(run
     assert f"mlpkit: error: {err.value}" == msg
 
 
-def test_a_damaged_splits_file_is_named(runs, tmp_path, cli):
+def test_a_damaged_splits_file_is_named(runs, tmp_path, cli, monkeypatch):
     path, run_dir = runs["species"]
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
@@ -365,9 +365,32 @@ def test_a_damaged_splits_file_is_named(runs, tmp_path, cli):
     assert "splits.npz" in msg and "'train'" in msg
     (copy / "splits.npz").write_bytes(b"garbage")
     assert "splits.npz" in _error(cli(copy, path, "--split", "test", "-o", tmp_path / "p.csv"))
+    import mlpkit.predict as predict
+
+    shutil.copy(run_dir / "splits.npz", copy / "splits.npz")
+    monkeypatch.setattr(predict, "SPLITS_LIMIT", 100)  # a file that unpacks to more is not unpacked
+    assert "unpacks to" in _error(cli(copy, path, "--split", "test", "-o", tmp_path / "p.csv"))
+    monkeypatch.undo()
     np.savez(copy / "splits.npz", train=np.arange(3), val=np.arange(3, 6), test=np.array([7, 10 ** 6]))
     msg = _error(cli(copy, path, "--split", "test", "-o", tmp_path / "p.csv"))
     assert "splits.npz" in msg and "1000000" in msg
+    assert not (tmp_path / "p.csv").exists() and not _leftovers(tmp_path)
+
+
+def test_a_damaged_input_table_is_one_line(runs, tmp_path, cli):
+    import pandas as pd
+
+    path, run_dir = runs["species"]
+    pd.read_csv(path).to_parquet(tmp_path / "in.parquet")
+    data = (tmp_path / "in.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[:len(data) // 2])
+    noisy = bytearray(data)
+    for i in range(200, len(data) - 2000, 97):
+        noisy[i] = (noisy[i] * 7 + 13) % 256
+    (tmp_path / "noise.parquet").write_bytes(bytes(noisy))
+    for name in ("cut.parquet", "noise.parquet"):
+        msg = _error(cli(run_dir, tmp_path / name, "-o", tmp_path / "p.csv"))
+        assert name in msg and "not a readable" in msg
     assert not (tmp_path / "p.csv").exists() and not _leftovers(tmp_path)
 
 

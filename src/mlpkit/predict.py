@@ -40,6 +40,7 @@ STATUSES = (*FINISHED, "interrupted")
 TASKS = ("binary", "multiclass", "regression")
 SPLITS = ("train", "val", "test", "all")
 CHUNK_ROWS = 50_000
+SPLITS_LIMIT = 2 ** 31  # bytes splits.npz may unpack to: 268 million row numbers
 JSON_LIMIT = 256 * 2 ** 20  # bytes: no run writes a JSON file near this
 MAX_CLASSES = 1_000_000
 MAX_PIECES = 64  # maxout pieces
@@ -531,7 +532,7 @@ class Run:
         path = check_file(path, "input")
         if output != "-":
             check_output(output, [path], overwrite, self.protected_files(), "-o")
-        header = _raw_header(path)
+        header = _reading(path, lambda: _raw_header(path))
         keep = list(dict.fromkeys(keep))
         used = [*self.feature_columns, *keep, *([self.target] if self.target else [])]
         dupes = sorted({c for c in header if header.count(c) > 1} & set(used))
@@ -561,7 +562,7 @@ class Run:
         scores: List[np.ndarray] = []
         seen = 0
         with _Output(output, overwrite) as fh:
-            for chunk in iter_chunks(path, wanted, text, chunk_rows):
+            for chunk in _chunks(path, iter_chunks(path, wanted, text, chunk_rows)):
                 first_line = 2 + seen
                 if rows is not None:
                     chosen = np.isin(np.arange(seen, seen + len(chunk)), rows)
@@ -659,9 +660,19 @@ class Run:
     def _recorded_splits(self) -> Optional[Dict[str, "np.ndarray"]]:
         import numpy as np
 
+        import zipfile
+
         path = self.run_dir / "splits.npz"
         if not path.is_file():
             return None
+        try:
+            with zipfile.ZipFile(path) as archive:  # what it unpacks to, before it is unpacked
+                size = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            size = 0  # np.load says what is wrong below
+        if size > SPLITS_LIMIT:
+            raise ConfigError(f"{path} unpacks to {size} bytes, more than the row numbers of any table "
+                              f"({SPLITS_LIMIT}); the run directory is damaged")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 parts = {k: npz[k] for k in ("train", "val", "test")}
@@ -690,7 +701,7 @@ class Run:
         text = [self.target] if self.task != "regression" else []
         values = [self.target_indices(c[self.target]) if self.task != "regression" else
                   c[self.target].to_numpy(dtype=np.float64, na_value=np.nan)
-                  for c in iter_chunks(path, [self.target], text)]
+                  for c in _chunks(path, iter_chunks(path, [self.target], text))]
         y = np.concatenate(values)
         keep = (y >= 0) if self.task != "regression" else np.isfinite(y)
         source = np.flatnonzero(keep)
@@ -825,6 +836,27 @@ def _digest(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _reading(path: str, read: Callable[[], Any]) -> Any:
+    """read(), with what a damaged table raises (pandas, pyarrow, the OS) as one ConfigError naming it."""
+    try:
+        return read()
+    except (ConfigError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001  (pyarrow and pandas raise many types for a damaged file)
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
+        raise ConfigError(f"input={path!r} is not a readable .csv, .tsv or .parquet table "
+                          f"({type(err).__name__}: {first})") from None
+
+
+def _chunks(path: str, chunks):
+    """The chunks of a table, a read error in any of them a ConfigError naming the file."""
+    while True:
+        chunk = _reading(path, lambda: next(chunks, None))
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _raw_header(path: str) -> List[str]:
