@@ -33,7 +33,6 @@ from mlpkit.errors import ConfigError, exit_with
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
 FINISHED = ("completed", "early_stopped", "diverged", "pruned")
 STATUSES = (*FINISHED, "interrupted")
@@ -735,7 +734,8 @@ class Run:
         skipped = int((~known).sum())
         if n_known == 0:
             what = ("a number" if self.task == "regression" else
-                    f"one of the run's classes ({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''})")
+                    f"one of the run's classes ({', '.join(self.classes[:10])}"
+                    f"{', ...' if len(self.classes) > 10 else ''})")
             report(f"note: no metrics: the target column {self.target!r} holds no value the run knows in any of "
                    f"the {skipped} rows (a {self.task} run needs {what})")
             return None
@@ -1049,10 +1049,12 @@ def build_parser() -> argparse.ArgumentParser:
                "(a class label, or a value in the target's units), then proba_<label> per class. "
                "Never writes over INPUT or the run's files; an existing OUTPUT only with --overwrite.")
     parser.add_argument("run_dir", help="a finished run directory (outputs/runs/... or outputs/multirun/...)")
-    parser.add_argument("input", nargs="?", help="a .csv, .tsv or .parquet file with the columns the run was trained on")
+    parser.add_argument("input", nargs="?",
+                        help="a .csv, .tsv or .parquet file with the columns the run was trained on")
     parser.add_argument("-o", "--output", help="output CSV ('-' for standard output; default: <input name without "
                                                "its last suffix>.predictions.csv in the current directory)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT (and the --export files) if they exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUTPUT (and the --export files) if they exist")
     parser.add_argument("--checkpoint", choices=("best", "last"),
                         help="which weights (default: the ones the run's test metrics came from)")
     parser.add_argument("--keep", nargs="+", default=[], metavar="COL", help="input columns to copy to the output")
