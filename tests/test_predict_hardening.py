@@ -134,6 +134,18 @@ def test_an_existing_output_is_replaced_only_with_overwrite(runs, tmp_path, cli)
     assert not _leftovers(tmp_path)
 
 
+def test_overwrite_through_a_symlink_replaces_the_file_it_names_not_the_link(runs, tmp_path, cli):
+    path, run_dir = runs["species"]
+    (tmp_path / "real.csv").write_text("old\n")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
+    assert "--overwrite" in _error(cli(run_dir, path, "-o", tmp_path / "link.csv"))
+    proc = cli(run_dir, path, "-o", tmp_path / "link.csv", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "link.csv").is_symlink()
+    assert (tmp_path / "real.csv").read_text().startswith("prediction,")
+    assert not _leftovers(tmp_path)
+
+
 def test_the_run_directorys_files_are_never_an_output(runs, tmp_path, cli):
     path, run_dir = runs["species"]
     copy = tmp_path / "run"
@@ -171,7 +183,13 @@ def test_output_paths_that_cannot_be_written(runs, tmp_path, cli):
     assert "does not exist" in _error(cli(run_dir, path, "-o", tmp_path / "nowhere" / "p.csv"))
     assert "cannot write" in _error(cli(run_dir, path, "-o", "/proc/mlpkit-predictions.csv"))
     assert "exists" in _error(cli(run_dir, path, "-o", "/proc/self/status"))
-    assert "cannot write" in _error(cli(run_dir, path, "-o", "/proc/self/status", "--overwrite"))
+    assert "cannot write" in _error(cli(run_dir, path, "-o", "/proc/mlpkit-predictions.csv", "--overwrite"))
+    # a pipe, and links to one: renaming a file over them (or over the link, as over /dev/stdout) is refused
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "to_fifo").symlink_to(tmp_path / "fifo")
+    for special in ("fifo", "to_fifo"):
+        assert "not a regular file" in _error(cli(run_dir, path, "-o", tmp_path / special, "--overwrite"))
+    assert (tmp_path / "to_fifo").is_symlink() and (tmp_path / "fifo").is_fifo()
     assert not _leftovers(tmp_path) and not _leftovers(tmp_path / "folder")
 
 

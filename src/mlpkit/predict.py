@@ -530,7 +530,7 @@ class Run:
 
         path = check_file(path, "input")
         if output != "-":
-            check_output(output, [path], overwrite, self.protected_files(), "-o")
+            target = check_output(output, [path], overwrite, self.protected_files(), "-o")
         header = _reading(path, lambda: _raw_header(path))
         keep = list(dict.fromkeys(keep))
         used = [*self.feature_columns, *keep, *([self.target] if self.target else [])]
@@ -560,7 +560,7 @@ class Run:
         truth: List[np.ndarray] = []
         scores: List[np.ndarray] = []
         seen = 0
-        with _Output(output, overwrite) as fh:
+        with _Output(output if output == "-" else target, overwrite) as fh:
             for chunk in _chunks(path, iter_chunks(path, wanted, text, chunk_rows)):
                 first_line = 2 + seen
                 if rows is not None:
@@ -765,8 +765,8 @@ class Run:
 
         path = Path(path)
         side = path.with_name(path.name + ".json")
-        for target in (path, side):
-            check_output(str(target), [], overwrite, self.protected_files(), "--export")
+        path, side = (Path(check_output(str(p), [], overwrite, self.protected_files(), "--export"))
+                      for p in (path, side))
         pre = self.preprocessing
         text = json.dumps({
             "inputs": pre.inputs, "outputs": ("logits (softmax for probabilities)" if self.task == "multiclass" else
@@ -918,26 +918,32 @@ def _identity(path: str) -> Optional[Tuple[int, int]]:
 
 
 def check_output(output: str, inputs: Sequence[str], overwrite: bool, protected: Sequence[str] = (),
-                 flag: str = "-o") -> None:
-    """ConfigError unless `output` can be written: not a directory, in an existing folder, not one of
-    `inputs` or `protected` (same file through any symlink or hard link), not an existing file unless
-    `overwrite`."""
+                 flag: str = "-o") -> str:
+    """The path to write for `output`, or a ConfigError: not a directory, in an existing folder, not one of
+    `inputs` or `protected` (same file through any symlink or hard link), not something other than a
+    regular file (a device, a pipe), not an existing file unless `overwrite`. A symlink is followed: the
+    file it names is what gets replaced, never the link (renaming over /dev/stdout would replace it)."""
     if os.path.isdir(output):
         raise ConfigError(f"{flag} {output} is a directory; give the path of a file (or - for standard output)")
-    folder = os.path.dirname(os.path.abspath(output))
+    target = os.path.realpath(output) if os.path.islink(output) else output
+    folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
         raise ConfigError(f"{flag} {output}: the folder {folder} does not exist; create it first")
-    mine = _identity(output)
+    mine = _identity(target)
     for other in [*inputs, *protected]:
         theirs = _identity(other)
         same = (mine is not None and mine == theirs) or \
-            (mine is None and os.path.realpath(output) == os.path.realpath(other))
+            (mine is None and os.path.realpath(target) == os.path.realpath(other))
         if same:
             what = "the INPUT" if other in inputs else "a file of the run directory"
             raise ConfigError(f"{flag} {output} is {what} ({other}); predict.py never writes over it: give "
                               "another output path")
+    if os.path.lexists(target) and not os.path.isfile(target):  # /dev/null, a pipe, a socket: never replaced
+        raise ConfigError(f"{flag} {output} is not a regular file (a device, a pipe or a socket); give the path "
+                          "of a file, or -o - for standard output")
     if os.path.lexists(output) and not overwrite:
         raise ConfigError(f"{flag} {output} exists; add --overwrite to replace it, or give another path")
+    return target
 
 
 def _umask_mode() -> int:
