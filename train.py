@@ -31,8 +31,8 @@ def _main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from mlpkit.cli import GUARD, check_command_line, check_sweep_plugins, install_signal_handlers, \
-        register_resolvers, rewrite_resume_argv, run
+    from mlpkit.cli import GUARD, check_command_line, check_sweep_plugins, install_hydra_error_line, \
+        install_signal_handlers, register_resolvers, rewrite_resume_argv, run
     from mlpkit import config
     from mlpkit.config import register_schema
     from mlpkit.errors import ConfigError, exit_with
@@ -42,6 +42,7 @@ def _main() -> None:
         return run(cfg)
 
     install_signal_handlers()
+    install_hydra_error_line()
     config.CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the option lists the checks use
     register_schema()
     register_resolvers()

@@ -257,6 +257,9 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
             result.test["confusion_matrix"], rec.data.classes, title=f"{rec.data.name}, test split"),
             result.epochs_run)
     logger.close()
+    if getattr(logger, "error", None) and logger.error not in (result.message or ""):
+        result.warnings.append(f"{logger.error}: the TensorBoard curves of this run are incomplete")
+        log.warning("warning: %s", result.warnings[-1])
 
     out = result.as_dict()
     out.update(seconds=time.perf_counter() - rec.start, train_seconds=result.seconds,

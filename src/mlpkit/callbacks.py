@@ -252,7 +252,9 @@ class Progress(Callback):
 
 
 class EpochTime(Callback):
-    """The whole epoch's seconds (training, val pass, logging, checkpoint) into history and TensorBoard."""
+    """The epoch's seconds (training, val pass, logging; the checkpoint write after it falls in the next
+    epoch's share of `seconds`) into history and TensorBoard, before last.pt is taken: a resumed run's
+    history.epoch_seconds has one entry per epoch like its other lists."""
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         seconds = time.perf_counter() - state.epoch_start

@@ -25,14 +25,30 @@ if TYPE_CHECKING:
 FORMAT = "mlpkit-checkpoint-1"
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), else set and put back."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call write(fh) on a temp file beside `path`, then rename it over `path`.
 
-    A process killed mid-write leaves the previous file whole: rename is atomic."""
+    A process killed mid-write leaves the previous file whole: rename is atomic. The file gets the
+    permissions a plain open() would give it (0o666 less the umask), not mkstemp's 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()

@@ -46,8 +46,8 @@ def make_run_dir(path: Path, exist_ok: bool = False) -> None:
     try:
         existed = path.exists()
         path.mkdir(parents=True, exist_ok=exist_ok)
-        if not existed:
-            CREATED.append(path)
+        if not existed:  # absolute: hydra.job.chdir=true changes the working directory before a refusal
+            CREATED.append(path.absolute())
     finally:
         if block:
             block(signal.SIG_SETMASK, held)
@@ -76,6 +76,57 @@ def unique_dir(parent: str, name: str) -> str:
     return _RESERVED[key]
 
 
+HELD: List[int] = []  # descriptors of the run (or sweep) directories this process owns: flock'ed until it exits
+
+
+def claim_dir(path: Path, key: str, resume: bool = False) -> None:
+    """Make `path` this process's run (or sweep) directory before Hydra writes into it: created when new,
+    locked (flock, held until the process exits; released by the kernel even after a kill) and, unless
+    `resume`, empty. ConfigError naming `key=path` otherwise: a finished run or a folder of other files is
+    never written into, and a directory another run holds is left untouched."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        if not path.exists() and not path.is_symlink():
+            make_run_dir(path)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a directory")
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        raise ConfigError(f"{key}={path}: cannot create or write the run directory "
+                          f"({err.strerror or err})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{key}={path}: the directory is in use by another run that is training in it; "
+                          "wait for that run to end or choose another directory") from None
+    except OSError:  # a file system without locks (some network mounts): the emptiness check still holds
+        log.debug("no lock on %s: the file system does not support flock", path)
+    HELD.append(fd)
+    if resume:
+        return
+    entries = sorted(p.name for p in path.iterdir())
+    if entries:
+        if "metrics.json" in entries or ".hydra" in entries or "multirun.yaml" in entries:
+            what = "a run or sweep that already ran there"
+            hint = " (resume=<run_dir> continues an interrupted run)" if key == "hydra.run.dir" else ""
+        else:
+            what = f"{len(entries)} file{'s' if len(entries) > 1 else ''} of its own, e.g. {entries[0]!r}"
+            hint = ""
+        raise ConfigError(f"{key}={path}: the directory is not empty (it holds {what}); a run directory must be "
+                          f"new or empty, so nothing in it is overwritten: choose another one{hint}")
+
+
+def release_dirs() -> None:
+    """Give up the directories claim_dir locked (in-process callers; a process releases them at exit)."""
+    while HELD:
+        os.close(HELD.pop())
+
+
 def register_resolvers() -> None:
     """The resolvers configs/train.yaml names its output directories with."""
     from omegaconf import OmegaConf
@@ -100,10 +151,13 @@ def check_command_line(args: List[str]) -> None:
     from mlpkit.config import check_overrides, config_groups
 
     parser = OverridesParser.create()
+    check_flag_order(args)
     overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    multirun = "-m" in args or "--multirun" in args
     for arg in overrides:
         try:
-            parser.parse_overrides([arg])
+            [o] = parser.parse_overrides([arg])
+            check_sweep_value(o, arg, multirun)
         except HydraException as err:
             key, _, value = arg.partition("=")
             key = key.lstrip("+~")
@@ -114,6 +168,99 @@ def check_command_line(args: List[str]) -> None:
             raise ConfigError(f"cannot read the override {arg!r} ({reason}); values with spaces or other "
                               "characters need quotes, e.g. 'key=\"a b\"'") from None
     check_overrides(overrides)
+    check_hydra_choices(overrides)
+
+
+# Hydra's flags that take a value (`--cfg job`): the value is not an override
+_VALUED_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                 "-cd", "--experimental-rerun", "--info", "-i")
+
+
+def check_flag_order(args: List[str]) -> None:
+    """ConfigError when a flag (-m, --cfg, ...) stands between overrides: Hydra's argparse then prints its
+    whole usage ("unrecognized arguments") without saying what is wrong. A flag after all overrides works."""
+    seen, flag, skip = None, None, False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("-") and arg != "-":
+            if seen is not None and flag is None:
+                flag = " ".join(args[i:i + 2]) if arg in _VALUED_FLAGS[:-2] and i + 1 < len(args) else arg
+            skip = arg in _VALUED_FLAGS[:-2]
+        elif "=" in arg or arg.startswith("~"):
+            if flag is not None:
+                name = flag.split()[0]
+                raise ConfigError(f"{name} comes after the override {seen!r}; put {name} (and Hydra's other "
+                                  f"options) before the overrides, e.g. python train.py {flag} {seen} ...")
+            seen = seen or arg
+
+
+def check_sweep_value(o: Any, arg: str, multirun: bool) -> None:
+    """ConfigError for a sweep (a,b / range() / ...) where it cannot go: without -m (Hydra's 'Ambiguous
+    value'), a list-typed key swept over numbers (`model.hidden=64,32`), a sweep nested in a list of choices."""
+    from hydra.core.override_parser.types import ChoiceSweep, Sweep
+
+    from mlpkit.config import schema_keys
+
+    if not o.is_sweep_override():
+        return
+    key, value = o.key_or_group, o.value()
+    listed = [v for v in value.list] if isinstance(value, ChoiceSweep) else []
+    kind = schema_keys().get(key)
+    is_list = kind is not None and "List" in str(kind)
+    if any(isinstance(v, Sweep) for v in listed):
+        raise ConfigError(f"cannot read the sweep {arg!r}: a list of choices cannot hold range(), interval() or "
+                          f"another sweep; list the values (e.g. {key}=0,1,2) or use one range(...)")
+    if is_list and listed and not all(isinstance(v, list) for v in listed):
+        values = ",".join(str(v) for v in listed)
+        raise ConfigError(f"{arg}: {key} is a list; write it in brackets: {key}=[{values}] (to sweep over "
+                          f"lists: -m '{key}=[{values}],[{listed[0]}]')")
+    if not multirun and not key.startswith("hydra"):
+        raise ConfigError(f"{arg} is a sweep (several values); add -m before the overrides to run one job per "
+                          f"value, e.g. python train.py -m {arg}" + (f", or write a list in brackets: {key}=[...]"
+                                                                     if is_list else ""))
+
+
+def check_hydra_choices(overrides: List[str]) -> None:
+    """ConfigError for hydra/launcher= or hydra/sweeper= naming no installed plugin config, and for
+    hydra.sweeper.* settings the chosen sweeper does not have (a grid sweep has none of Optuna's)."""
+    chosen = {}
+    for arg in overrides:
+        key, _, value = arg.lstrip("+").partition("=")
+        chosen[key] = value
+    for group in ("hydra/launcher", "hydra/sweeper"):
+        if group in chosen and "," not in chosen[group]:
+            options = hydra_group_options(group)
+            if options and chosen[group] not in options:
+                raise ConfigError(not_known(group, chosen[group], options))
+    optuna = chosen.get("hparams_search") == "optuna" or chosen.get("hydra/sweeper") == "optuna"
+    for key, value in chosen.items():
+        basic = key.split(".")[2] in ("params", "max_batch_size") if key.count(".") >= 2 else True
+        if key.startswith("hydra.sweeper.") and not optuna and not basic and "experiment" not in chosen:
+            raise ConfigError(f"{key} is a setting of the Optuna sweeper; add hparams_search=optuna (the grid "
+                              "sweep of -m takes only hydra.sweeper.params and hydra.sweeper.max_batch_size)")
+        if key == "hydra.sweeper.n_trials" and "," not in value:
+            try:
+                ok = int(value) >= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"hydra.sweeper.n_trials={value} is out of range; allowed: an integer >= 1")
+
+
+def hydra_group_options(group: str) -> List[str]:
+    """The options of a Hydra group such as hydra/launcher (its plugins' configs and configs/hydra/...)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    from mlpkit import config
+
+    try:
+        loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(config.CONFIG_DIR)))
+        return sorted(loader.get_group_options(group))
+    except Exception:  # Hydra's internals moved: let Hydra itself answer
+        return []
 
 
 def _plain(value: Any) -> bool:
@@ -227,17 +374,78 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
                               f"{key}={old[key]}; a resumed run keeps its settings except "
                               f"{', '.join(RESUME_MAY_CHANGE[1:])}")
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    check_data_source(cfg, run_dir)
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         metrics = {}
     status = metrics.get("status")
-    more = status == "completed" and int(state.get("epoch", 0)) < cfg.trainer.max_epochs
+    done = int(state.get("epoch", 0))
+    if status not in FINISHED and done > cfg.trainer.max_epochs:
+        raise ConfigError(f"resume={run_dir}: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} "
+                          f"epochs the run has trained; allowed: trainer.max_epochs >= {done}")
+    more = status == "completed" and done < cfg.trainer.max_epochs
     if status in FINISHED and not more:
         print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
               f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
               + (" (raise trainer.max_epochs to train it further)" if status == "completed" else ""), flush=True)
         raise SystemExit(0)
+
+
+DATA_SOURCE = "data_source.json"  # what a data=csv run trained on: its file's path, size, mtime and sha256
+
+
+def file_fingerprint(path: Path) -> dict:
+    """Size, modification time and sha256 (streamed) of a data file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    st = os.stat(path)
+    return {"path": str(Path(path).absolute()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": digest.hexdigest()}
+
+
+def record_data_source(cfg: Any, run_dir: Path) -> Optional[dict]:
+    """The fingerprint of a data=csv run's file, to be written into the run directory (None otherwise)."""
+    if cfg.data.name != "csv" or not cfg.data.get("path"):
+        return None
+    try:
+        return file_fingerprint(Path(str(cfg.data.path)))
+    except OSError as err:
+        raise ConfigError(f"data.path={cfg.data.path}: cannot read it ({err.strerror or err})") from None
+
+
+def check_data_source(cfg: Any, run_dir: Path) -> None:
+    """ConfigError when the file a data=csv run trained on changed since (a resume would go on with other
+    data), naming the file and what changed. Runs without a record (older ones) are not checked."""
+    import json
+
+    saved = run_dir / DATA_SOURCE
+    if cfg.data.name != "csv" or not saved.is_file():
+        return
+    try:
+        old = json.loads(saved.read_text())
+        size, mtime, sha = int(old["size"]), int(old["mtime_ns"]), str(old["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"resume={run_dir}: {DATA_SOURCE} is damaged; it must record the data file's size, "
+                          "mtime_ns and sha256") from None
+    path = Path(str(cfg.data.path))
+    where = f"resume={run_dir}: data.path={path}"
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read the file the run trained on ({err.strerror or err})") from None
+    changes = []
+    if st.st_size != size:
+        changes.append(f"its size went from {size} to {st.st_size} bytes")
+    elif file_fingerprint(path)["sha256"] != sha:
+        changes.append("its sha256 differs: same size, other content")
+    if changes:
+        if st.st_mtime_ns != mtime:
+            changes.append(f"it was modified at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st.st_mtime))}")
+        raise ConfigError(f"{where} changed since the run trained on it ({'; '.join(changes)}); a resume must "
+                          "continue on the same data: restore the file or start a new run")
 
 
 class RunDirGuard:
@@ -293,6 +501,26 @@ def _start_up_file(path: Path, run_dir: Path) -> bool:
         or path.name.startswith("events.out.tfevents")
 
 
+def quiet_file_logs() -> None:
+    """A log file that cannot be written (a full disk) is said once, in one line, instead of logging's
+    '--- Logging error ---' and a traceback for every line; the run goes on (a checkpoint that cannot be
+    written then stops it as interrupted)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and not getattr(handler, "_mlpkit_quiet", False):
+            def handle_error(record: logging.LogRecord, handler: logging.FileHandler = handler) -> None:
+                if getattr(handler, "_mlpkit_failed", False):
+                    return
+                handler._mlpkit_failed = True  # type: ignore[attr-defined]
+                err = sys.exc_info()[1]
+                reason = "the disk is full" if getattr(err, "errno", None) == 28 else (
+                    getattr(err, "strerror", None) or str(err) or type(err).__name__)
+                print(f"mlpkit: warning: cannot write the log file {handler.baseFilename} ({reason}); the run goes "
+                      "on and the file stays incomplete", file=sys.stderr, flush=True)
+
+            handler.handleError = handle_error  # type: ignore[method-assign]
+            handler._mlpkit_quiet = True  # type: ignore[attr-defined]
+
+
 def _close_file_logs() -> None:
     for handler in list(logging.getLogger().handlers):
         if isinstance(handler, logging.FileHandler):
@@ -327,27 +555,52 @@ def check_run(config: Any) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        job = checked_job_config(config, list(config.hydra.overrides.task))
-        if job.resume:
-            GUARD.remember(Path(job.resume))
-            check_resume(job, Path(job.resume))
+        job = checked_job_config(config, task_overrides(config))
         try:
             run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
         except OmegaConfBaseException as err:  # the resolver's ConfigError, wrapped
-            raise ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1]) from None
-        try:
-            if not Path(run_dir).exists():
-                make_run_dir(Path(run_dir))
-            if not Path(run_dir).is_dir():
-                raise NotADirectoryError(20, "it is a file, not a directory")
-            if not os.access(run_dir, os.W_OK):
-                raise PermissionError(13, "Permission denied")
-        except OSError as err:
-            raise ConfigError(f"hydra.run.dir={run_dir}: cannot create or write the run directory "
-                              f"({err.strerror or err})") from None
+            raise resolver_error("hydra.run.dir", err) from None
+        # locked first: a resume of a directory another run trains in must not even read it back
+        claim_dir(Path(run_dir), "hydra.run.dir", resume=bool(job.resume))
+        if job.resume:
+            GUARD.remember(Path(job.resume))
+            check_resume(job, Path(job.resume))
     except ConfigError as err:
         GUARD.discard()
         exit_with(err)
+
+
+def task_overrides(config: Any) -> List[str]:
+    """hydra.overrides.task as strings, resolved where they can be (an unset ${oc.env:X} stays as written:
+    checked_job_config then names its key)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return list(config.hydra.overrides.task)
+    except OmegaConfBaseException:
+        return [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+
+
+def _interpolation_error(key: str, err: Exception) -> ConfigError:
+    """One line for a value whose ${...} cannot be resolved, naming its key (and the variable)."""
+    import re
+
+    text = str(err).splitlines()[0]
+    env = re.search(r"Environment variable '([^']*)' not found", text)
+    if env:
+        name = env.group(1)
+        return ConfigError(f"{key}: the environment variable {name} is not set (the value reads ${{oc.env:{name}}}); "
+                           f"set it, or give a default: ${{oc.env:{name},<default>}}")
+    return ConfigError(f"{key}: {text}")
+
+
+def resolver_error(key: str, err: Exception) -> ConfigError:
+    """A run or sweep directory that cannot be resolved: an unset variable named with its key, else the
+    message of our resolver (e.g. cannot create the run directory)."""
+    if "Environment variable" in str(err):
+        return _interpolation_error(key, err)
+    return ConfigError(str(err).splitlines()[0].split("interpolation: ", 1)[-1])
 
 
 def checked_job_config(config: Any, overrides: List[str]) -> Any:
@@ -363,8 +616,7 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
     try:
         OmegaConf.to_container(job, resolve=True)
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "a value"
-        raise ConfigError(f"{key}: {str(err).splitlines()[0]}") from None
+        raise _interpolation_error(getattr(err, "full_key", None) or "a value", err) from None
     validate(job)
     check_option_settings(job, overrides)
     resolve_device(job.trainer.device)
@@ -379,6 +631,43 @@ SWEEP_PLUGINS = {
     "hydra/launcher=submitit_local": "hydra_submitit_launcher",
     "hydra/launcher=submitit_slurm": "hydra_submitit_launcher",
 }
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """Hydra's or OmegaConf's message in one line: its lines up to the config search path, joined."""
+    lines = []
+    for line in str(err).splitlines():
+        if line.strip().startswith(("Config search path", "Set the environment variable HYDRA_FULL_ERROR")):
+            break
+        if line.strip():
+            lines.append(line.strip().rstrip(":") + (":" if line.strip().endswith(":") else ""))
+    text = " ".join(lines) or type(err).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def install_hydra_error_line() -> None:
+    """A config or override that Hydra itself refuses (while composing, sweeping or launching) ends with
+    one `mlpkit: error:` line and exit status 2, not Hydra's multi-line report (exit 1) or a traceback;
+    HYDRA_FULL_ERROR=1 keeps Hydra's own report. Errors of the run itself are handled in run()."""
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    original = hydra_utils.run_and_report
+    if getattr(original, "_mlpkit", False):
+        return
+
+    def run_and_report(func: Any) -> Any:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return original(func)
+        try:
+            return func()
+        except (HydraException, OmegaConfBaseException) as err:
+            GUARD.discard()
+            exit_with(ConfigError(hydra_error_line(err)))
+
+    run_and_report._mlpkit = True  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report
 
 
 def check_sweep_plugins(argv: List[str]) -> None:
@@ -400,7 +689,10 @@ def run(cfg: Any) -> float:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    quiet_file_logs()
     try:
+        if cfg.data.get("path") and not Path(str(cfg.data.path)).is_absolute():  # hydra.job.chdir=true moved us
+            cfg.data.path = str(Path(hc.runtime.cwd) / str(cfg.data.path))
         job_num = hc.job.num if hc.mode == RunMode.MULTIRUN else None
         return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher, job_num=job_num)
     except ConfigError as err:
@@ -428,6 +720,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
 
     start, run_dir = time.perf_counter(), Path(run_dir)
     validate(cfg)
+    source = record_data_source(cfg, run_dir) if not cfg.resume else None  # before the file is read
     device = build.build_device(cfg.trainer)
     resume_from = run_dir / "checkpoints" / "last.pt" if cfg.resume else None
     if resume_from is not None and not resume_from.is_file():
@@ -448,6 +741,10 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
                                   handle_signals=signal.getsignal(signal.SIGINT) is not on_signal)
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task, "classes": data.classes}
     build.save_run_data(run_dir, data, cfg.model.name, kwargs)
+    if source is not None:
+        from mlpkit.checkpoint import write_json
+
+        write_json(run_dir / DATA_SOURCE, source)
     TRAINER[:] = [trainer]
     GUARD.began = True  # from here on a signal is recorded as `interrupted` and the directory is the run's
     result = build.fit(cfg, trainer, model, data, logger, run_dir, resume_from)

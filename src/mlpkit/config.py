@@ -335,7 +335,7 @@ RANGES: Dict[str, Dict[str, dict]] = {
     "pruning": {"warmup_epochs": dict(low=0), "min_completed": dict(low=1)},
     "regularization": {"l1": dict(low=0, **REQUIRED), "l2": dict(low=0, **REQUIRED),
                        "dropout": dict(**FRACTION, **REQUIRED), "input_noise": dict(low=0, **REQUIRED)},
-    "trainer": {"max_epochs": dict(low=0, **REQUIRED), "batch_size": dict(low=0, **REQUIRED),
+    "trainer": {"max_epochs": dict(low=1, **REQUIRED), "batch_size": dict(low=0, **REQUIRED),
                 "clip_grad_norm": POSITIVE, "clip_grad_value": POSITIVE, "log_every_n_steps": dict(low=1, **REQUIRED),
                 "histogram_every_n_epochs": dict(low=0), "boundary_every_n_epochs": dict(low=0),
                 "num_threads": dict(low=1, high=os.cpu_count() or 1)},
@@ -404,7 +404,14 @@ def _check_data(cfg: Any) -> None:
     from mlpkit.data.dataset import TASKS
 
     d = cfg.data
-    _check_option(cfg, "data")
+    try:
+        _check_option(cfg, "data")
+    except ConfigError as err:  # data.path=... with a bundled or generated set: the user meant their table
+        table = ("path", "target", "drop", "categorical")
+        if d.name != "csv" and any(not _unset(d.get(k)) for k in table if k in d):
+            raise ConfigError(f"{err}; for your own table add data=csv (data=csv data.path=<file> "
+                              "data.target=<column>)") from None
+        raise
     check_choice("data.task", d.task, ("auto", *TASKS))
     _check_ranges(cfg, "data")
     if d.val_fraction + d.test_fraction >= 1:
@@ -614,12 +621,13 @@ class ValidateSweep(Callback):
         from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
+        from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 
-        from mlpkit.cli import checked_job_config
+        from mlpkit.cli import GUARD, checked_job_config, claim_dir, resolver_error, task_overrides
 
         loader = GlobalHydra.instance().config_loader()
-        overrides = list(config.hydra.overrides.task)
+        overrides = task_overrides(config)
         try:
             parsed = OverridesParser.create().parse_overrides(overrides)
             batches = BasicSweeper.split_arguments(parsed, None)
@@ -635,3 +643,17 @@ class ValidateSweep(Callback):
                 checked_job_config(job_cfg, list(job))
             except ConfigError as err:
                 exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))
+        try:  # the sweep's directory, new or empty and this process's until the sweep ends (its jobs are in it)
+            try:
+                sweep_dir = config.hydra.sweep.dir
+            except OmegaConfBaseException as err:
+                raise resolver_error("hydra.sweep.dir", err) from None
+            subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+            if not any(k in subdir for k in ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")):
+                raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same directory, "
+                                  "so each would overwrite the one before; include ${hydra.job.num}, e.g. "
+                                  "hydra.sweep.subdir='${hydra.job.num}'")
+            claim_dir(Path(sweep_dir), "hydra.sweep.dir")
+        except ConfigError as err:
+            GUARD.discard()
+            exit_with(err)

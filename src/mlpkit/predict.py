@@ -226,15 +226,18 @@ def _load_preprocessing(run_dir: Path):
                 raise f.bad(f"{where}.vocabulary", "is empty; a category column has its values here")
         else:
             vocabulary = None
-        for key in ("missing", "inputs"):
+        for key in ("missing", "inputs", "out_of_range"):
             f.integer(key, 0, 2 ** 62, 0, obj=raw, field=f"{where}.{key}")
+        if "scale" in raw:  # numbers are divided by it: a power of two > 0
+            scale = f.number("scale", positive=True, obj=raw, field=f"{where}.scale")
+            if math.frexp(scale)[0] != 0.5:
+                raise f.bad(f"{where}.scale", f"is {_show(raw['scale'])}; it must be a power of two")
         if raw.get("categories") is not None:
             f.integer("categories", 0, 2 ** 62, obj=raw, field=f"{where}.categories")
         if not isinstance(raw.get("reason", ""), str):
             raise f.bad(f"{where}.reason", "must be a string")
-        columns.append(Column(name=name, kind=col_kind, missing=raw.get("missing", 0),
-                              categories=raw.get("categories"), reason=raw.get("reason", ""), codes=codes,
-                              date_format=date_format, vocabulary=vocabulary))
+        checked = dict(raw, name=name, kind=col_kind, codes=codes, date_format=date_format, vocabulary=vocabulary)
+        columns.append(Column(**checked))  # every field of the JSON checked above, the fields mlpkit adds too
     if kind == "table" and target in names:
         raise f.bad("target", f"names {target!r}, which is also a feature column")
     inputs = f.strings("inputs", 10_000_000)
@@ -556,7 +559,7 @@ class Run:
         text = [c.name for c in self.preprocessing.categorical] + list(keep)
         if has_target and self.task != "regression":
             text.append(self.target)
-        stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0}
+        stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0, "out_of_range": 0}
         truth: List[np.ndarray] = []
         scores: List[np.ndarray] = []
         seen = 0
@@ -581,6 +584,7 @@ class Run:
                     raise ConfigError(_write_error(output, err, "-o")) from None
                 stats["rows"] += len(chunk)
                 stats["missing"] += int(chunk[self.feature_columns].isna().sum().sum())
+                stats["out_of_range"] += sum(n for n, _ in self.preprocessing.out_of_range(chunk).values())
                 for col, n in self.preprocessing.unseen(chunk).items():
                     stats["unseen"][col] = stats["unseen"].get(col, 0) + n
                 if has_target:
@@ -861,24 +865,15 @@ def _chunks(path: str, chunks):
 
 def _raw_header(path: str) -> List[str]:
     """The column names as the file writes them (pandas renames a repeated `x` to `x.1`; this does not)."""
-    from mlpkit.data.table import header_of, is_parquet, sniff_format
+    from mlpkit.data import table
 
-    if is_parquet(path):
-        return header_of(path)
-    import pandas as pd
-
-    fmt = sniff_format(path, "input")
-    for encoding in (fmt.encoding, "latin-1"):
-        try:
-            row = pd.read_csv(path, sep=fmt.sep, encoding=encoding, header=None, nrows=1, dtype=str,
-                              keep_default_na=False, skipinitialspace=True, engine="c")
-            return [str(c) for c in row.iloc[0].tolist()] if len(row) else header_of(path)
-        except UnicodeDecodeError:
-            continue
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"input={path!r} is not a readable .csv, .tsv or .parquet table ({first})") from None
-    return header_of(path)
+    if table.is_parquet(path):
+        return table.header_of(path)
+    fmt = table.sniff_format(path, "input")
+    try:
+        return table._raw_header(path, fmt)
+    except UnicodeDecodeError:
+        return table._raw_header(path, table.TextFormat(fmt.sep, "cp1252", skip=fmt.skip))
 
 
 def _missing_message(missing: Sequence[str], where: str) -> str:
@@ -891,6 +886,9 @@ def _report_counts(stats: Dict[str, Any], report) -> None:
     if stats["missing"]:
         report(f"{stats['missing']} missing values in feature columns were filled as in training "
                "(median, or the category of missing values)")
+    if stats.get("out_of_range"):
+        report(f"{stats['out_of_range']} infinite or out-of-range values in numeric columns were treated as "
+               "missing, as in training")
     if stats["unseen"]:
         detail = ", ".join(f"{c}: {n}" for c, n in stats["unseen"].items())
         report(f"categories never seen in training ({detail} rows) were encoded as the rare-category input "

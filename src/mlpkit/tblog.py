@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
@@ -23,31 +25,76 @@ HPARAM_METRICS = ("best_val_loss", "best_val_accuracy", "final_val_loss", "test_
                   "epochs_run")
 
 
+def _quiet_writer_threads() -> None:
+    """The event writer's thread dies on a write error (a full disk) and Python would print its traceback;
+    the error reaches the TensorBoardLogger on its next call (as error), so the thread's own report goes."""
+    previous = threading.excepthook
+    if getattr(previous, "_mlpkit", False):
+        return
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook._mlpkit = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def _reason(err: BaseException) -> str:
+    if getattr(err, "errno", None) == errno.ENOSPC:
+        return "the disk is full"
+    return getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
+
+
 class TensorBoardLogger:
-    """One SummaryWriter per run directory; every call is cheap and never raises on a closed writer."""
+    """One SummaryWriter per run directory; every call is cheap and never raises: a write that fails (a
+    full disk) sets `error` (one line) and the writer stops writing; the run then stops as interrupted."""
 
     def __init__(self, log_dir: str | Path, purge_step: Optional[int] = None):
         from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
 
+        _quiet_writer_threads()
         self.log_dir = str(log_dir)
+        self.error: Optional[str] = None
         self.writer = SummaryWriter(self.log_dir, purge_step=purge_step, flush_secs=10)
 
+    def _failed(self, err: BaseException) -> None:
+        if self.error is None:
+            self.error = f"could not write the TensorBoard event file in {self.log_dir}: {_reason(err)}"
+
     def scalar(self, tag: str, value: float, step: int) -> None:
-        self.writer.add_scalar(tag, value, step)
+        if self.error is None:
+            try:
+                self.writer.add_scalar(tag, value, step)
+            except OSError as err:
+                self._failed(err)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         for tag, value in values.items():
             if value is not None:
-                self.writer.add_scalar(tag, value, step)
+                self.scalar(tag, value, step)
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
+        if self.error is not None:
+            return
         try:
             self.writer.add_histogram(tag, values, step)
         except ValueError:  # values too large to bin (a run that is blowing up): skip this one
             pass
+        except OSError as err:
+            self._failed(err)
 
     def figure(self, tag: str, figure: Any, step: int) -> None:
-        self.writer.add_figure(tag, figure, step, close=True)
+        if self.error is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
+            return
+        try:
+            self.writer.add_figure(tag, figure, step, close=True)
+        except OSError as err:
+            self._failed(err)
 
     def layout(self, classification: bool) -> None:
         """Custom Scalars charts in which train and val curves of a run share one chart."""
@@ -55,7 +102,11 @@ class TensorBoardLogger:
         if classification:
             charts["accuracy"] = ["Multiline", ["accuracy/train", "accuracy/val"]]
         charts["gradient norm per layer"] = ["Multiline", [r"grads/layer_\d+"]]
-        self.writer.add_custom_scalars({"mlpkit": charts})
+        if self.error is None:
+            try:
+                self.writer.add_custom_scalars({"mlpkit": charts})
+            except OSError as err:
+                self._failed(err)
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Optional[float]], step: int,
                 success: bool = True) -> None:
@@ -70,17 +121,29 @@ class TensorBoardLogger:
         exp, ssi, sei = hparams_summary(clean, values)
         if not success:  # diverged or interrupted: a failed session in the HParams tab
             sei = _session_end("STATUS_FAILURE")
-        fw = self.writer._get_file_writer()
-        for summary in (ssi, sei):
-            fw.add_summary(summary)
+        if self.error is not None:
+            return
+        try:
+            fw = self.writer._get_file_writer()
+            for summary in (ssi, sei):
+                fw.add_summary(summary)
+        except OSError as err:
+            self._failed(err)
         for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+            self.scalar(tag, value, step)
 
     def flush(self) -> None:
-        self.writer.flush()
+        if self.error is None:
+            try:
+                self.writer.flush()
+            except OSError as err:
+                self._failed(err)
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as err:
+            self._failed(err)
 
 
 class TensorBoard(Callback):
@@ -103,6 +166,7 @@ class TensorBoard(Callback):
     def on_step_end(self, trainer: "Trainer", state: TrainState, loss: torch.Tensor) -> None:
         if state.step_loss is not None and math.isfinite(state.step_loss):
             self.logger.scalar("loss/train_step", state.step_loss, state.step)
+            self.check(state)
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         self.logger.scalars(state.scalars, state.epoch)
@@ -110,6 +174,16 @@ class TensorBoard(Callback):
             t0 = time.perf_counter()
             self.pictures(trainer.model, trainer.data, state.epoch)
             self.spent += time.perf_counter() - t0
+
+    def on_train_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
+        self.check(state)
+
+    def check(self, state: TrainState) -> None:
+        """A logger that could not write (a full disk) stops the run as interrupted, at a step or before
+        an epoch is counted (the epoch in progress is dropped, last.pt keeps the one before)."""
+        error = getattr(self.logger, "error", None)
+        if error and state.running:
+            state.stop("interrupted", f"{error}; continue with resume=<run_dir> once there is room")
 
     def on_fit_end(self, trainer: "Trainer", state: TrainState) -> None:
         if state.status != "interrupted":

@@ -393,7 +393,8 @@ class Trainer:
             callbacks.append(LRScheduler(self.scheduler))
         callbacks += self.user_callbacks  # before the checkpoint: their state_dict() is saved with the epoch
         self.checkpointer = ModelCheckpoint(ckpt_dir, self.checkpoint_every_s, save=_save)
-        callbacks += [self.checkpointer, SignalHandler(), Progress(bar=self.progress), EpochTime()]
+        # EpochTime before the checkpoint: last.pt then holds this epoch's seconds with its other numbers
+        callbacks += [EpochTime(), self.checkpointer, SignalHandler(), Progress(bar=self.progress)]
         if self.pruner is not None:
             callbacks.append(Pruning(self.pruner))
         return callbacks

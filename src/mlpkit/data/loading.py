@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from mlpkit.data.dataset import TASKS, Dataset
-from mlpkit.data.preprocess import Preprocessing
+from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing
 from mlpkit.data.sources import DATASETS, Opts
-from mlpkit.data.split import column_mean_std, permute_rows, split_rows
+from mlpkit.data.split import column_mean_std, min_split_rows, permute_rows, split_rows
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
 
@@ -69,31 +69,29 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
 def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize) -> Dataset:
     """A user's file: columns get roles, rows with a missing target go, the ColumnTransformer is
     fitted on the train rows and applied to all of them in train | val | test order."""
-    from mlpkit.data.table import assign_roles, format_columns, read_table
+    from mlpkit.data.table import assign_roles, format_columns, read_table, suggest
 
     df, notes = read_table(path)
     names = [str(c) for c in df.columns]
     target = names[-1] if target is None else str(target)
     if target not in names:
-        raise ConfigError(f"data.target={target!r} is not a column of {path}; columns: {', '.join(names)}")
+        close = suggest(target, names)
+        hint = f" (did you mean {close!r}?)" if close is not None else ""
+        raise ConfigError(f"data.target={target!r} is not a column of {path}{hint}; columns: {', '.join(names)}")
+    _check_enough_rows(path, len(df), "data rows", val_fraction, test_fraction)
     roles = assign_roles(df, target, drop, categorical)
     y_col = df[target]
     keep = y_col.notna().to_numpy()
     n_missing_target = int((~keep).sum())
+    source = df  # every row as read: what the messages and the column table count
     if n_missing_target:
         notes.append(f"{n_missing_target} of {len(df)} rows have no value in the target column {target!r} "
                      "and are left out")
         df = df[keep]
         y_col = y_col[keep]
-    if len(df) < 3:
-        raise ConfigError(f"data.path={path!r}: only {len(df)} rows have a target value; too few to split")
+    _check_enough_rows(path, len(df), "rows with a target value", val_fraction, test_fraction)
     source_rows = np.flatnonzero(keep)  # row numbers in the file (0 = first data row)
-    if y_col.dtype.kind == "b":
-        y_raw = y_col.astype(str).to_numpy(dtype=object)
-    elif y_col.dtype.kind in "iuf":
-        y_raw = y_col.to_numpy(dtype=np.float64)
-    else:
-        y_raw = y_col.astype(str).str.strip().to_numpy(dtype=object)
+    y_raw = _target_values(source, target, keep, task)
     task, y, classes = _target("csv", y_raw, None if task == "auto" else task)
 
     parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv")
@@ -101,13 +99,76 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     order = np.concatenate(parts)
     pre, X = Preprocessing.fit_table(df.iloc[order], len(parts[0]), roles.columns, standardize)
     del df
+    notes.append(f"data.path={path}: {len(source_rows)} rows; target column {target!r}")
+    notes += roles.notes
+    for name, (n, examples) in pre.out_of_range(source).items():  # every row, as `missing` counts
+        col = next(c for c in pre.columns if c.name == name)
+        col.out_of_range, col.missing = n, col.missing + n
+        notes.append(f"column {name!r}: {n} infinite or out-of-range value{'s' if n > 1 else ''} "
+                     f"({', '.join(examples)}{', ...' if n > len(examples) else ''}) treated as missing "
+                     + (f"(out of range: over {OUT_OF_RANGE:g} times the column's typical size)" if standardize
+                        else f"(out of range with data.standardize=false: beyond {OUT_OF_RANGE:g})"))
+    del source
     pre.target = target
     pre.target_codes = {"b": "boolean", "i": "number", "u": "number", "f": "number"}.get(y_col.dtype.kind, "text")
-    notes.append(f"data.path={path}: {len(source_rows)} rows; target column {target!r}")
-    data = _assemble("csv", task, X, y[order], parts, classes, notes + roles.notes, roles.warnings, pre,
+    data = _assemble("csv", task, X, y[order], parts, classes, notes, roles.warnings, pre,
                      standardize, source_rows)
     data.columns_table = format_columns(pre.columns, target, task, n_missing_target)
     return data
+
+
+def _check_enough_rows(path, n: int, what: str, val_fraction: float, test_fraction: float) -> None:
+    """A ConfigError when `n` rows cannot make three non-empty splits, saying how many can."""
+    need = min_split_rows(val_fraction, test_fraction)
+    if n < need:
+        raise ConfigError(f"data.path={path!r} has {n} {what if n != 1 else what.replace('rows', 'row')}: too few for train/val/test splits, which need "
+                          f"at least {need} rows (one in each with data.val_fraction={val_fraction:g} and "
+                          f"data.test_fraction={test_fraction:g}; more for classes: 2 per class)")
+
+
+def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
+    """The target column's values of the `keep` rows: floats for a numeric column, text otherwise.
+    ConfigError for a number no model can learn (infinite, or beyond OUT_OF_RANGE), and for a column of
+    numbers with a few stray text values that would otherwise silently become classes."""
+    import pandas as pd
+
+    from mlpkit.data.table import line_of
+
+    col = df[target]
+    rows = np.flatnonzero(keep)
+    y_col = col.iloc[rows]
+    if y_col.dtype.kind == "b":
+        return y_col.astype(str).to_numpy(dtype=object)
+    if y_col.dtype.kind in "iuf":
+        values = y_col.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (np.abs(values) > OUT_OF_RANGE)
+        if bad.any():
+            where = np.flatnonzero(bad)
+            more = f" (and {len(where) - 1} more such value{'s' if len(where) > 2 else ''})" if len(where) > 1 else ""
+            raise ConfigError(f"data.target={target!r}: the target holds {values[where[0]]:g} at "
+                              f"{line_of(df, int(rows[where[0]]))}{more}; a target value must be a finite "
+                              f"number of size at most {OUT_OF_RANGE:g}. Correct it, or empty the cell to leave "
+                              "the row out")
+        return values
+    text = y_col.astype(str).str.strip()
+    codes, distinct = pd.factorize(text)  # the distinct labels are few: parse those, not every row
+    parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy(np.float64)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
+    words = ~usable[codes]
+    n_words = int(words.sum())
+    if task in ("auto", "regression") and 0 < n_words < len(text) and \
+            (task == "regression" or (n_words <= max(3, 0.1 * len(text))
+                                      and _infer_task(parsed[codes][~words]) == "regression")):
+        where = np.flatnonzero(words)
+        shown = ", ".join(f"{text.iloc[i]!r} at {line_of(df, int(rows[i]))}" for i in where[:3])
+        more = f" and {n_words - 3} more" if n_words > 3 else ""
+        asked = "data.task=regression, but " if task == "regression" else ""
+        raise ConfigError(f"data.target={target!r}: {asked}{len(text) - n_words} of its {len(text)} values are "
+                          f"finite numbers and {n_words} {'is' if n_words == 1 else 'are'} not: {shown}{more}. Write a "
+                          "missing value as an empty cell or NA (the row is then left out), or, if the values are "
+                          "class labels, set data.task=multiclass (or binary)")
+    return text.to_numpy(dtype=object)
 
 
 def _target(name: str, y: np.ndarray, task: Optional[str]):
@@ -123,7 +184,7 @@ def _target(name: str, y: np.ndarray, task: Optional[str]):
         if not np.all(np.isfinite(y)):
             raise ConfigError(f"data={name}: the target has infinite values")
         return task, y, classes
-    if y.dtype.kind == "f" and np.all(y == np.round(y)):
+    if y.dtype.kind == "f" and np.all(y == np.round(y)) and np.all(np.abs(y) < 2 ** 53):
         y = y.astype(np.int64)  # 0.0/1.0 written as floats: classes "0" and "1"
     labels, y = np.unique(y.astype(str) if y.dtype == object else y, return_inverse=True)
     classes = [str(c) for c in labels]
@@ -159,13 +220,23 @@ def _check_train_has_every_class(name: str, y: np.ndarray, train: np.ndarray, ta
                               "add rows of that class or lower data.val_fraction/data.test_fraction")
 
 
+def _std(y: np.ndarray) -> float:
+    """The standard deviation of `y`, computed on y / max|y| so that neither tiny values (1e-300,
+    whose squares are 0) nor huge ones (whose squares overflow) lose it."""
+    plain = float(np.std(y)) if len(y) else 0.0
+    size = float(np.abs(y).max()) if len(y) else 0.0
+    if not size or not np.isfinite(size) or 1e-100 < size < 1e100:
+        return plain
+    return float(size * np.std(y / size))
+
+
 def _assemble(name: str, task: str, X: np.ndarray, y: np.ndarray, parts, classes, notes, warnings,
               pre: Preprocessing, standardize: bool, source_rows: Optional[np.ndarray] = None) -> Dataset:
     """The Dataset over X (rows already in train | val | test order); regression targets standardised."""
     n_tr, n_va = len(parts[0]), len(parts[1])
     y_mean, y_std = 0.0, 1.0
     if task == "regression" and standardize:
-        y_mean, y_std = float(y[:n_tr].mean()), float(y[:n_tr].std()) or 1.0
+        y_mean, y_std = float(y[:n_tr].mean()), _std(y[:n_tr]) or 1.0
         y = (y - y_mean) / y_std
 
     def tensors(rows: slice):

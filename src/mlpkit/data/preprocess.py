@@ -4,8 +4,9 @@ Two kinds, both saved in the run directory and loaded back without unpickling ar
 
 - `array` (the built-in data sets): per-column standardisation; the means and standard
   deviations are plain numbers in `preprocessing.json`.
-- `table` (a user's file): a scikit-learn ColumnTransformer. Numeric columns: median
-  imputation, a missing-indicator for columns that had missing values in training, then
+- `table` (a user's file): a scikit-learn ColumnTransformer. Numeric columns, in float64 and
+  divided first by a power of two near the train values' typical size (Column.scale; inf and
+  values OUT_OF_RANGE times that size are missing, and counted): median imputation, a missing-indicator for columns that had missing values in training, then
   standardisation. Categories (text, booleans, data.categorical): missing as a category of its
   own, then one-hot encoding in which categories seen fewer than MIN_FREQUENCY times are grouped
   into one "infrequent" input and categories never seen in training go there too (or to no
@@ -35,6 +36,10 @@ SKOPS_NAME = "preprocessing.skops"
 MIN_FREQUENCY = 5  # rarer categories share one input
 MISSING = "(missing)"  # the category a missing value becomes
 BLOCK_ROWS = 65_536  # rows transformed at a time: bounds the temporaries
+# A numeric value more than this many times its column's scale (the train values' typical size, a
+# power of two; 1 without standardisation) is out of range: treated as missing and counted, as inf is.
+# It keeps every input a float32 can hold, while a column of 1e300s is scaled down, not lost.
+OUT_OF_RANGE = 1e30
 
 # Every type a saved ColumnTransformer is made of beyond what skops trusts by default. Loading
 # refuses a file that holds anything else.
@@ -99,6 +104,9 @@ class Preprocessing:
 
         pre = cls("table", columns=columns)
         train = frame.iloc[:n_train]
+        for col in pre.columns:  # numbers are divided by a power of two near their typical size first
+            if col.kind == "numeric":
+                col.scale = _scale_of(pre.numbers(train[col.name], col)) if standardize else 1.0
         for col in pre.categorical:  # the train split's values, sorted: a value's code is its index
             uniques = _distinct(train[col.name])
             col.vocabulary = sorted({str(v) for v in canonical_categories(uniques, col.codes).fillna(MISSING)})
@@ -167,32 +175,61 @@ class Preprocessing:
     # -- applying ---------------------------------------------------------------
 
     def frame(self, df, first_line: int = 2):
-        """The columns the transformer reads, as it reads them: numbers as float32 (text in a
-        numeric column is a ConfigError naming column and line), categories as canonical strings."""
+        """The columns the transformer reads, as it reads them: numbers as float64 divided by their
+        column's scale, infinite or out-of-range ones as missing (text in a numeric column is a
+        ConfigError naming column and line), categories as indices into their train vocabulary."""
         import pandas as pd
 
         out = {}
-        dates = {c.name: c.date_format for c in self.columns if c.codes == "date"}
-        for name in self.numeric:
-            s = df[name]
-            if name in dates:
-                out[name] = to_days(s, dates[name]).astype(np.float32)
-                continue
-            if s.dtype.kind not in "iufb":
-                values = pd.to_numeric(s, errors="coerce")
-                bad = values.isna() & s.notna()
-                if bad.any():
-                    pos = int(np.flatnonzero(bad.to_numpy())[0])
-                    raise ConfigError(f"column {name!r} holds the text {str(s.iloc[pos])!r} at line "
-                                      f"{first_line + pos}, but it was numeric in training")
-                s = values
-            v = np.array(s.to_numpy(dtype=np.float64, na_value=np.nan))  # a copy of our own
-            v[np.isinf(v) | (np.abs(v) > 1e30)] = np.nan  # inf (and what float32 cannot hold): as missing
-            v = v.astype(np.float32)  # the model's precision; the transformer keeps it
-            out[name] = v
+        for col in self.columns:
+            if col.kind == "numeric":
+                out[col.name] = self.scaled(df[col.name], col, first_line)[0]
         for col in self.categorical:
             out[col.name] = self.codes(df[col.name], col)
         return pd.DataFrame(out, index=None)
+
+    @staticmethod
+    def numbers(s, col: Column, first_line: int = 2) -> np.ndarray:
+        """A numeric column's values as float64 (NaN where missing; a date column as days)."""
+        import pandas as pd
+
+        if col.codes == "date":
+            return np.array(to_days(s, col.date_format))
+        if s.dtype.kind not in "iufb":
+            values = pd.to_numeric(s, errors="coerce")
+            bad = values.isna() & s.notna()
+            if bad.any():
+                pos = int(np.flatnonzero(bad.to_numpy())[0])
+                raise ConfigError(f"column {col.name!r} holds the text {str(s.iloc[pos])!r} at line "
+                                  f"{first_line + pos}, but it was numeric in training")
+            s = values
+        return np.array(s.to_numpy(dtype=np.float64, na_value=np.nan))  # a copy of our own
+
+    @classmethod
+    def scaled(cls, s, col: Column, first_line: int = 2) -> Tuple[np.ndarray, np.ndarray]:
+        """(the column divided by its scale, with out-of-range values as NaN; where those were)."""
+        v = cls.numbers(s, col, first_line)
+        with np.errstate(over="ignore", invalid="ignore"):
+            v /= col.scale
+            bad = np.isinf(v) | (np.abs(v) > OUT_OF_RANGE)
+        v[bad] = np.nan
+        return v, bad
+
+    def out_of_range(self, df) -> Dict[str, Tuple[int, List[str]]]:
+        """Per numeric column of `df`: how many values are infinite or out of range (treated as
+        missing), and up to three of them as written."""
+        found = {}
+        if self.kind == "array":
+            return found
+        for col in self.columns:
+            if col.kind == "numeric" and col.name in df:
+                _, bad = self.scaled(df[col.name], col)
+                n = int(bad.sum())
+                if n:
+                    raw = self.numbers(df[col.name], col)[bad]
+                    examples = [f"{v:g}" for v in _first_seen(raw)[:3]]
+                    found[col.name] = (n, examples)
+        return found
 
     @staticmethod
     def codes(values, col: Column) -> np.ndarray:
@@ -301,6 +338,22 @@ def load_transformer(path: Path):
     if not isinstance(obj, ColumnTransformer):
         raise ConfigError(f"{path} does not hold a fitted preprocessing (found {type(obj).__name__})")
     return obj
+
+
+def _scale_of(v: np.ndarray) -> float:
+    """The power of two nearest above the median size of a column's finite non-zero values (1 for none)."""
+    import math
+
+    size = np.abs(v[np.isfinite(v) & (v != 0)])
+    if not len(size):
+        return 1.0
+    return float(2.0 ** math.frexp(float(np.median(size)))[1])
+
+
+def _first_seen(v: np.ndarray) -> np.ndarray:
+    """The distinct values of an array in order of appearance."""
+    _, first = np.unique(v, return_index=True)
+    return v[np.sort(first)]
 
 
 def _distinct(values):

@@ -51,6 +51,19 @@ def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: flo
     return tr, va, te
 
 
+def min_split_rows(val_fraction: float, test_fraction: float, most: int = 100_000) -> int:
+    """The fewest rows that split_rows turns into three non-empty splits (without classes)."""
+    for n in range(3, most):
+        n_test = math.ceil(test_fraction * n)
+        rest = n - n_test
+        if n_test < 1 or rest < 2 or not 0 < test_fraction < 1:
+            continue
+        n_val = math.ceil(val_fraction / (1 - test_fraction) * rest)
+        if 1 <= n_val < rest:
+            return n
+    return most
+
+
 def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: Optional[np.ndarray]):
     """(train, test) subsets of idx drawn as scikit-learn's (Stratified)ShuffleSplit draws them.
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import errno
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -24,6 +26,7 @@ from mlpkit.errors import ConfigError
 EXTRA_MISSING = ["?"]  # besides pandas' own markers: the UCI repository's convention
 DELIMITERS = ",;\t|"
 PARQUET_MAGIC = b"PAR1"
+LINE_SCAN_BYTES = 200 * 2 ** 20  # files up to this size are scanned for the line of a row a message names
 
 
 # ---------------------------------------------------------------------------
@@ -37,23 +40,51 @@ class TextFormat:
     sep: str = ","
     encoding: str = "utf-8-sig"
     note: str = ""  # said to the user when the encoding was a fallback
+    skip: int = 0  # blank lines (nothing but spaces, tabs or delimiters) before the header
 
 
 def check_file(path: Any, key: str = "data.path") -> str:
-    """`path` as a string when it names a readable, non-empty regular file; else a ConfigError saying which."""
+    """`path` as a string when it names a readable, non-empty regular file; else a ConfigError saying
+    what it is instead (missing, a broken link or a link loop, a directory, a pipe or device, unreadable)."""
     if path is None or str(path).strip() == "":
         raise ConfigError(f"{key} is not set; give the path of a .csv, .tsv or .parquet file")
     path = str(path)
-    if not os.path.exists(path):
-        raise ConfigError(f"{key}={path!r}: no such file")
-    if os.path.isdir(path):
-        raise ConfigError(f"{key}={path!r} is a directory; give the path of a .csv, .tsv or .parquet file")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{key}={path!r} is not a regular file (a device or a pipe); "
-                          "give the path of a .csv, .tsv or .parquet file")
-    if not os.access(path, os.R_OK):
-        raise ConfigError(f"{key}={path!r} cannot be read (permission denied)")
-    if os.path.getsize(path) == 0:
+    wanted = "give the path of a .csv, .tsv or .parquet file"
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ConfigError(f"{key}={path!r} is a symbolic link loop (the links point at each other and "
+                              f"never reach a file); {wanted}") from None
+        if err.errno == errno.ENOENT and os.path.lexists(path):
+            raise ConfigError(f"{key}={path!r} is a broken symbolic link (to {os.readlink(path)!r}, which does "
+                              "not exist)") from None
+        if err.errno == errno.ENOENT:
+            home = os.path.expanduser(path)
+            hint = f" (a leading ~ is not expanded here; write {home!r})" if home != path and \
+                os.path.exists(home) else ""
+            raise ConfigError(f"{key}={path!r}: no such file{hint}") from None
+        if err.errno == errno.ENOTDIR:
+            raise ConfigError(f"{key}={path!r}: a part of the path before the file name is a file, not a "
+                              "directory") from None
+        if err.errno == errno.EACCES:
+            raise ConfigError(f"{key}={path!r} cannot be reached (permission denied on a directory of its "
+                              "path)") from None
+        raise ConfigError(f"{key}={path!r} cannot be read ({err.strerror or err})") from None
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{key}={path!r} is a directory; {wanted}")
+    if not stat.S_ISREG(mode):
+        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ConfigError(f"{key}={path!r} is {what}, not a regular file; {wanted}")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except PermissionError:
+        raise ConfigError(f"{key}={path!r} cannot be read (permission denied)") from None
+    except OSError as err:
+        raise ConfigError(f"{key}={path!r} cannot be read ({err.strerror or err})") from None
+    if info.st_size == 0:
         raise ConfigError(f"{key}={path!r} is empty; it needs a header row and data rows")
     return path
 
@@ -74,12 +105,19 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
         kind = " (an Excel workbook?)" if head.startswith(b"PK") else ""
         raise ConfigError(f"{key}={path!r} is not a readable .csv, .tsv or .parquet table: it holds binary "
                           f"data{kind}; save it as CSV (UTF-8) or Parquet")
-    text = head.decode(encoding, errors="replace")
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
     if len(head) == 1 << 16 and "\n" in text:
         text = text[:text.rindex("\n")]  # whole lines only
+    lines = text.splitlines(keepends=True)
+    skip = 0
+    while skip < len(lines) and lines[skip].strip(" \t\r\n\f\v" + DELIMITERS) == "":
+        skip += 1  # blank lines (an empty spreadsheet row: only delimiters) above the header
+    if skip == len(lines) and len(head) < 1 << 16:
+        raise ConfigError(f"{key}={path!r} holds only blank lines; it needs a header row and data rows")
+    text = "".join(lines[skip:])
     lower = path.lower()
     if lower.endswith((".tsv", ".tsv.gz", ".tab")):
-        return TextFormat("\t", encoding)
+        return TextFormat("\t", encoding, skip=skip)
     try:
         sep = csv.Sniffer().sniff(text, delimiters=DELIMITERS).delimiter
     except csv.Error:
@@ -90,12 +128,12 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     widths = {c: len(next(csv.reader([header], delimiter=c), [])) for c in DELIMITERS}
     if widths.get(sep, 0) <= 1 and max(widths.values()) > 1:
         sep = max(widths, key=widths.get)
-    return TextFormat(sep, encoding)
+    return TextFormat(sep, encoding, skip=skip)
 
 
 def _read_options(fmt: TextFormat) -> Dict[str, Any]:
     return dict(sep=fmt.sep, encoding=fmt.encoding, na_values=EXTRA_MISSING, keep_default_na=True,
-                skipinitialspace=True, engine="c")
+                skipinitialspace=True, engine="c", skiprows=fmt.skip)
 
 
 def _read_text(path: str, fmt: TextFormat, **kwargs):
@@ -108,7 +146,7 @@ def _read_text(path: str, fmt: TextFormat, **kwargs):
         if fmt.encoding == "utf-16":
             raise
         bad = err.object[err.start:err.start + 1].hex() if hasattr(err, "object") else "?"
-        fallback = TextFormat(fmt.sep, "cp1252", f"the file is not UTF-8 (byte 0x{bad} at position "
+        fallback = TextFormat(fmt.sep, "cp1252", skip=fmt.skip, note=f"the file is not UTF-8 (byte 0x{bad} at position "
                               f"{err.start}); it was read as Windows-1252 (cp1252). Save it as UTF-8 if "
                               "its accented letters come out wrong")
         try:
@@ -119,17 +157,26 @@ def _read_text(path: str, fmt: TextFormat, **kwargs):
 
 
 def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
-    """The whole file as a DataFrame, and notes for the log. ConfigError for an unreadable file."""
+    """The whole file as a DataFrame, and notes for the log. ConfigError for an unreadable file.
+    `df.attrs["mlpkit_source"]` says where its rows come from, for messages naming a line (line_of)."""
     import pandas as pd
 
     path = check_file(path, key)
     notes: List[str] = []
+    fmt: Optional[TextFormat] = None
     try:
         if is_parquet(path):
+            import pyarrow.parquet as pq
+
+            raw_names = [str(c) for c in pq.ParquetFile(path).schema_arrow.names]
             df = pd.read_parquet(path)
             df.columns = [str(c) for c in df.columns]
         else:
             df, fmt = _read_text(path, sniff_format(path, key))
+            raw_names = _raw_header(path, fmt)
+            if fmt.skip:
+                notes.append(f"{key}: {fmt.skip} blank line{'s' if fmt.skip > 1 else ''} before the header "
+                             f"skipped; the header is line {fmt.skip + 1}")
             if fmt.note:
                 notes.append(f"{key}: {fmt.note}")
             if fmt.sep != ",":
@@ -146,10 +193,51 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
     except Exception as err:  # pyarrow's own errors for a damaged parquet file
         raise ConfigError(f"{key}={path!r} is not a readable table ({type(err).__name__}: "
                           f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
-    _check_header(df, path, key)
+    _check_header(df, raw_names, path, key)
     if len(df) == 0:
         raise ConfigError(f"{key}={path!r} has a header but no data rows")
+    df.attrs["mlpkit_source"] = {"path": path, "sep": None if fmt is None else fmt.sep,
+                                 "encoding": None if fmt is None else fmt.encoding,
+                                 "skip": 0 if fmt is None else fmt.skip}
     return df, notes
+
+
+def _raw_header(path: str, fmt: TextFormat) -> List[str]:
+    """The header row as written (pandas renames a repeated `x` to `x.1`, which hides the repeat)."""
+    import pandas as pd
+
+    options = {**_read_options(fmt), "keep_default_na": False, "na_values": None}
+    try:
+        row = pd.read_csv(path, header=None, nrows=1, dtype=str, **options)
+    except pd.errors.EmptyDataError:
+        return []
+    return ["" if v != v else str(v) for v in row.iloc[0].tolist()] if len(row) else []
+
+
+def line_of(df, row: int) -> str:
+    """Where data row `row` (0 = the first, in the frame read_table returned) is in its file: 'line N'
+    for a text file (counting quoted fields that span lines), 'row N' for Parquet or a frame."""
+    source = getattr(df, "attrs", {}).get("mlpkit_source")
+    if not source or not source.get("sep"):
+        return f"row {row + 1}"
+    try:
+        if os.path.getsize(source["path"]) > LINE_SCAN_BYTES:  # counting lines would take seconds
+            return f"data row {row + 1}"
+        with open(source["path"], encoding=source["encoding"], newline="") as fh:
+            for _ in range(source["skip"]):
+                fh.readline()
+            reader = csv.reader(fh, delimiter=source["sep"], skipinitialspace=True)
+            next(reader)  # the header
+            seen, before = 0, reader.line_num
+            for record in reader:
+                if record and any(field.strip() for field in record) or len(record) > 1:
+                    if seen == row:
+                        return f"line {source['skip'] + before + 1}"
+                    seen += 1
+                before = reader.line_num
+    except (OSError, UnicodeError, csv.Error, StopIteration):
+        pass
+    return f"data row {row + 1}"
 
 
 def _sep_name(sep: str) -> str:
@@ -179,16 +267,18 @@ def _decimal_commas(df, notes: List[str]):
     return df
 
 
-def _check_header(df, path: str, key: str) -> None:
+def _check_header(df, raw_names: Sequence[str], path: str, key: str) -> None:
     names = [str(c) for c in df.columns]
-    dupes = [c for c in names if re.search(r"\.\d+$", c) and c.rsplit(".", 1)[0] in names]
-    if dupes:  # pandas renames a repeated name `x` to `x.1`
-        raise ConfigError(f"{key}={path!r}: the column name {dupes[0].rsplit('.', 1)[0]!r} appears twice "
-                          "in the header; give each column its own name")
+    seen = set()
+    for name in raw_names:  # as written: `v` and `v.1` are two names, `v` twice is one name twice
+        if name.strip() and name in seen:
+            raise ConfigError(f"{key}={path!r}: the column name {name!r} appears more than once in the "
+                              "header; give each column its own name")
+        seen.add(name)
     unnamed = [c for c in names if c.startswith("Unnamed: ")]
     if unnamed and len(unnamed) == len(names):
         raise ConfigError(f"{key}={path!r}: the first row is not a header of column names")
-    if len(names) < 2:
+    if len(names) < 2 and key == "data.path":  # new rows to predict may hold one feature and no target
         raise ConfigError(f"{key}={path!r} has {len(names)} column ({names[0]!r}); it needs at least one "
                           "feature column and a target column (is the delimiter , ; tab or |?)")
 
@@ -204,30 +294,51 @@ def header_of(path: str, key: str = "input") -> List[str]:
     return [str(c) for c in df.columns]
 
 
+def _check_repeats(names: Sequence[Any], wanted: set, path: str, key: str) -> None:
+    """A ConfigError when a column that is read is named twice in the header: which one is meant?"""
+    from collections import Counter
+
+    counts = Counter(str(n) for n in names)
+    for name in sorted({n for n, k in counts.items() if k > 1} & wanted):
+        raise ConfigError(f"{key} {path!r}: the column name {name!r} appears more than once in the header; "
+                          "give each column its own name")
+
+
 def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] = (),
                 chunk_rows: int = 50_000, key: str = "input") -> Iterator[Any]:
     """The file's `columns` as DataFrames of up to `chunk_rows` rows, in file order; `text_columns`
     are read as the text written in the file (category values), the rest as pandas infers them."""
+    wanted = set(columns)
     if is_parquet(path):
         import pyarrow.parquet as pq
 
+        _check_repeats(pq.ParquetFile(path).schema_arrow.names, wanted, path, key)
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
             yield batch.to_pandas()
         return
     fmt = sniff_format(path, key)
-    wanted = set(columns)
+    try:
+        raw = _raw_header(path, fmt)
+    except UnicodeDecodeError:
+        raw = _raw_header(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip))
+    _check_repeats(raw, wanted, path, key)
     text = {c: str for c in text_columns}
+    done = 0  # rows yielded: a restart after a decoding error must not yield them again
     try:
         reader, fmt = _read_text(path, fmt, usecols=lambda c: str(c) in wanted, dtype=text,
                                  chunksize=chunk_rows)
         for chunk in reader:
-            if fmt.sep == ";":
-                chunk = _decimal_commas(chunk, [])
-            yield chunk
-    except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252
-        reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252"), usecols=lambda c: str(c) in wanted,
+            yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
+            done += len(chunk)
+    except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252, after `done` rows
+        reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip), usecols=lambda c: str(c) in wanted,
                                dtype=text, chunksize=chunk_rows)
-        yield from reader
+        for chunk in reader:
+            if done >= len(chunk):
+                done -= len(chunk)
+                continue
+            chunk, done = chunk.iloc[done:], 0
+            yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
 
 
 # ---------------------------------------------------------------------------
@@ -247,6 +358,8 @@ class Column:
     date_format: Optional[str] = None  # a date column's format (strftime codes): read as days since 1970
     inputs: int = 0  # model inputs it became (filled once the preprocessing is fitted)
     vocabulary: Optional[List[str]] = None  # a category's values in the train split, sorted (index = code)
+    scale: float = 1.0  # a numeric column is divided by this power of two first (its train values' size)
+    out_of_range: int = 0  # values infinite or too large for the column's scale: counted in `missing`
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -271,13 +384,33 @@ class Roles:
         return [c for c in self.columns if c.kind != "dropped"]
 
 
+def suggest(name: str, names: Sequence[str]) -> Optional[str]:
+    """The column a mistyped `name` most likely means: the same name in other case or without
+    surrounding spaces first, else the closest by difflib (case ignored); None when none is close."""
+    names = [str(n) for n in names]
+    folded = name.strip().casefold()
+    same = [n for n in names if n.strip().casefold() == folded]
+    if same:
+        return same[0]
+    by_fold = {}
+    for n in names:
+        by_fold.setdefault(n.strip().casefold(), n)
+    close = difflib.get_close_matches(folded, list(by_fold), n=1, cutoff=0.6)
+    return by_fold[close[0]] if close else None
+
+
+def unknown_column(key: str, name: str, names: Sequence[str], where: str = "the table") -> ConfigError:
+    """The error for `key` naming a column that is not there, with the likeliest meant one."""
+    close = suggest(name, names)
+    hint = f" (did you mean {close!r}?)" if close is not None else ""
+    shown = ", ".join(names) if len(names) <= 40 else ", ".join(names[:40]) + f", ... ({len(names)} in all)"
+    return ConfigError(f"{key} names {name!r}, which is not a column of {where}{hint}; columns: {shown}")
+
+
 def _unknown_columns(key: str, asked: Sequence[str], names: Sequence[str]) -> None:
     for name in asked:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key} names {name!r}, which is not a column of the table{hint}; "
-                              f"columns: {', '.join(names)}")
+            raise unknown_column(key, name, names)
 
 
 def _as_list(value: Any) -> List[str]:
@@ -307,16 +440,24 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
         missing = int(s.isna().sum())
         col = Column(name, "numeric", missing)
         present = s.dropna()
+        n_inf = 0
+        if s.dtype.kind == "f" and name not in categorical:  # inf is missing to the model: not a value
+            finite = np.isfinite(present.to_numpy())
+            n_inf = int(len(present) - finite.sum())
+            present = present[finite] if n_inf else present
         n_distinct = int(present.nunique()) if len(present) else 0
         if name in drop:
             col.kind, col.reason = "dropped", "data.drop"
         elif len(present) == 0:
-            col.kind, col.reason = "dropped", "every value is missing"
-            roles.notes.append(f"column {name!r} is left out: every value is missing")
+            col.kind, col.reason = "dropped", "every value is missing" + (" or infinite" if n_inf else "")
+            col.missing += n_inf
+            roles.notes.append(f"column {name!r} is left out: {col.reason}")
         elif n_distinct == 1:
             col.kind, col.reason = "dropped", "constant"
+            col.missing += n_inf
+            also = f" (and {n_inf} infinite, treated as missing)" if n_inf else ""
             roles.notes.append(f"column {name!r} is left out: it holds one value ({str(present.iloc[0])!r}) "
-                               f"in every row")
+                               f"in every row{also}")
         elif _is_boolean(s, present):
             col.kind, col.categories, col.codes = "boolean", n_distinct, "boolean"
         elif s.dtype.kind in "iuf":
@@ -340,9 +481,11 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             col.kind, col.categories = "category", n_distinct
             mostly_numbers = _mostly_numbers(present)
             if mostly_numbers is not None:
+                first = int(np.flatnonzero((s.astype(str).str.strip() == mostly_numbers).to_numpy())[0])
                 roles.warnings.append(
-                    f"column {name!r} holds numbers but also text such as {mostly_numbers!r}; it is used as a "
-                    "category. Mark missing values in it as empty cells or NA to use it as a number")
+                    f"column {name!r} holds numbers but also text such as {mostly_numbers!r} (at "
+                    f"{line_of(df, first)}); it is used as a category. Mark missing values in it as empty "
+                    "cells or NA to use it as a number")
         roles.columns.append(col)
     if not roles.used:
         raise ConfigError("no feature column is left to train on: "

@@ -1,0 +1,440 @@
+"""A user's table at its edges, read in-process: values no float32 holds, targets no model can
+learn, too few rows, blank lines above the header, paths that are not files, repeated or
+mistyped column names; each either works as documented or is refused with the real cause."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+import numpy as np
+import pytest
+
+from mlpkit import ConfigError, load_dataset
+from mlpkit.data.preprocess import Preprocessing
+from mlpkit.data.table import header_of, iter_chunks, read_table
+
+from conftest import good_csv, write_csv
+
+
+def _features(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    return x, z, (x + 0.3 * z > 0).astype(int)
+
+
+def _column(data, name):
+    return next(c for c in data.preprocessing.columns if c.name == name)
+
+
+# ---------------------------------------------------------------------------
+# Values beyond float32: counted as missing, or scaled, never silently lost
+
+
+SPECIAL = {3: "inf", 7: "-inf", 11: "Infinity", 15: "1e35", 19: "-1e300"}
+
+
+def _special_csv(path, n=60):
+    x, z, label = _features(n)
+    cells = [SPECIAL.get(i, f"{v:.6f}") for i, v in enumerate(x)]
+    cells[21] = "NA"
+    return write_csv(path, ["x", "z", "label"], zip(cells, (f"{v:.6f}" for v in z), label))
+
+
+def test_infinite_and_huge_feature_values_are_counted_and_said(tmp_path):
+    data = load_dataset("csv", path=str(_special_csv(tmp_path / "s.csv")), target="label")
+    col = _column(data, "x")
+    assert (col.out_of_range, col.missing, col.inputs) == (5, 6, 2)  # 5 out of range + 1 NA; an indicator
+    note = next(n for n in data.notes if "infinite or out-of-range" in n)
+    assert note.startswith("column 'x': 5 infinite or out-of-range values (inf, -inf, 1e+35, ...)")
+    assert "treated as missing (out of range: over 1e+30 times the column's typical size)" in note
+    row = next(line for line in data.columns_table.splitlines() if line.startswith("x "))
+    assert row.split()[2] == "6"  # the column table's missing count includes them
+    for split in ("train", "val", "test"):
+        assert np.isfinite(getattr(data, f"X_{split}").numpy()).all()
+
+
+def test_predict_reading_counts_out_of_range_values_as_training_did(tmp_path):
+    path = _special_csv(tmp_path / "s.csv")
+    data = load_dataset("csv", path=str(path), target="label")
+    run = tmp_path / "run"
+    run.mkdir()
+    data.preprocessing.save(run)
+    pre = Preprocessing.load(run)
+    assert _column(data, "x").scale == next(c for c in pre.columns if c.name == "x").scale
+    counted, rows = 0, 0
+    for chunk in iter_chunks(str(path), ["x", "z"], chunk_rows=17):
+        counted += sum(n for n, _ in pre.out_of_range(chunk).values())
+        assert np.isfinite(pre.transform(chunk, first_line=2 + rows)).all()
+        rows += len(chunk)
+    assert counted == _column(data, "x").out_of_range == 5
+
+
+def test_without_standardisation_values_beyond_1e30_are_missing_and_said(tmp_path):
+    x, z, label = _features()
+    path = write_csv(tmp_path / "t.csv", ["x", "big", "label"], zip(x, (f"{v * 1e35:g}" for v in z), label))
+    data = load_dataset("csv", path=str(path), target="label", standardize=False)
+    assert _column(data, "big").out_of_range == 60
+    assert any("'big': 60 infinite or out-of-range values" in n and "data.standardize=false: beyond 1e+30" in n
+               for n in data.notes)
+    assert np.isfinite(data.X_train.numpy()).all()
+
+
+@pytest.mark.parametrize("factor", [1e300, 1e-300, 3e38])
+def test_a_column_scaled_far_beyond_float32_gives_the_inputs_of_the_column(tmp_path, factor):
+    x, z, label = _features(200, seed=1)
+    path = write_csv(tmp_path / "big.csv", ["x", "big", "z", "label"],
+                     ([f"{a:.17g}", f"{a * factor:.17g}", f"{c:.17g}", k] for a, c, k in zip(x, z, label)))
+    data = load_dataset("csv", path=str(path), target="label")
+    assert _column(data, "big").kind == "numeric" and _column(data, "big").out_of_range == 0
+    inputs = data.preprocessing.inputs
+    for split in ("train", "val", "test"):
+        X = getattr(data, f"X_{split}").numpy()
+        np.testing.assert_allclose(X[:, inputs.index("big")], X[:, inputs.index("x")], rtol=1e-6, atol=1e-6)
+    assert not any("out-of-range" in n for n in data.notes)
+
+
+def test_a_regression_target_of_tiny_values_keeps_its_spread(tmp_path):
+    x, z, _ = _features(100)
+    y = 1e-300 * (3 * x + z)
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "y"], ((f"{a:.6f}", f"{c:.6f}", f"{b:.17g}") for a, c, b in zip(x, z, y)))
+    data = load_dataset("csv", path=str(path), target="y")
+    train = y[data.rows["train"]]
+    np.testing.assert_allclose(data.y_std, 1e-300 * np.std(train / 1e-300), rtol=1e-9)
+    np.testing.assert_allclose(data.y_train.numpy().std(), 1.0, rtol=1e-5)  # standardised, not all ~0
+
+
+def test_a_feature_of_numbers_with_a_word_names_its_line(tmp_path):
+    x, z, label = _features(100)
+    cells = [f"{v:.3f}" for v in z]
+    cells[8] = "oops"
+    data = load_dataset("csv", path=str(write_csv(tmp_path / "t.csv", ["x", "z", "label"], zip(x, cells, label))),
+                        target="label")
+    assert any("'z' holds numbers but also text such as 'oops' (at line 10)" in w for w in data.warnings)
+
+
+# ---------------------------------------------------------------------------
+# Targets no model can learn
+
+
+@pytest.mark.parametrize("bad, labels, shown", [
+    ("1e308", False, "1e+308"), ("inf", False, "inf"), ("-Infinity", False, "-inf"),
+    ("1e300", True, "1e+300"), ("1e20", False, "1e+20"), ("1e40", True, "1e+40"),
+])
+def test_a_target_value_no_model_can_learn_is_refused_with_its_line(tmp_path, bad, labels, shown):
+    x, z, label = _features()
+    y = [str(k) if labels else f"{3 * a + c:.4f}" for a, c, k in zip(x, z, label)]
+    y[5] = bad
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "y"], zip(x, z, y))
+    if bad == "1e20":  # large but finite: a regression target that works
+        assert load_dataset("csv", path=str(path), target="y").task == "regression"
+        return
+    with pytest.raises(ConfigError, match=rf"data.target='y': the target holds {re.escape(shown)} at line 7;"):
+        load_dataset("csv", path=str(path), target="y")
+
+
+@pytest.mark.parametrize("stray", ["n/a?", "12,5x"])
+def test_a_numeric_target_with_a_stray_word_names_it_instead_of_making_classes(tmp_path, stray):
+    x, z, _ = _features(120)
+    y = [f"{10 * a + c:.2f}" for a, c in zip(x, z)]
+    y[5] = y[40] = f'"{stray}"' if "," in stray else stray
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "price"], zip(x, z, y))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("csv", path=str(path), target="price")
+    message = str(err.value)
+    assert f"118 of its 120 values are finite numbers and 2 are not: '{stray}' at line 7, '{stray}' at line 42" in message
+    assert "data.task=multiclass" in message and "empty cell" in message
+    with pytest.raises(ConfigError, match=r"data.task=regression, but 118 of its 120"):
+        load_dataset("csv", path=str(path), target="price", task="regression")
+    # said to be classes: the user's call, taken (here 119 classes of one row each, too few to split)
+    with pytest.raises(ConfigError, match="cannot split 120 rows .* smallest class has 1 row"):
+        load_dataset("csv", path=str(path), target="price", task="multiclass")
+
+
+def test_a_target_of_text_numbers_with_infinity_names_it(tmp_path):
+    x, z, _ = _features(120)
+    y = [f"{10 * a + c:.2f}" for a, c in zip(x, z)]
+    y[5], y[40] = "n/a?", "Infinity"
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "price"], zip(x, z, y))
+    with pytest.raises(ConfigError, match="118 of its 120 values are finite numbers and 2 are not: 'n/a\\?' at "
+                                          "line 7, 'Infinity' at line 42"):
+        load_dataset("csv", path=str(path), target="price")
+
+
+def test_a_target_of_few_integers_and_a_word_stays_classes(tmp_path):
+    x, z, label = _features()
+    y = [str(k) for k in label]
+    y[4] = y[9] = y[30] = y[50] = y[55] = "maybe"
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "y"], zip(x, z, y))
+    assert load_dataset("csv", path=str(path), target="y").classes == ["0", "1", "maybe"]
+
+
+# ---------------------------------------------------------------------------
+# Too few rows
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_too_few_rows_are_blamed_on_the_rows(tmp_path, n):
+    path = write_csv(tmp_path / "t.csv", ["a", "b", "label"], ([i, i * 2, "xy"[i % 2]] for i in range(n)))
+    with pytest.raises(ConfigError, match=rf"has {n} data rows?: too few for train/val/test splits, "
+                                          r"which need at least 3 rows"):
+        load_dataset("csv", path=str(path))
+
+
+def test_too_few_rows_with_a_target_value_say_so(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["a", "b", "y"], [[1, 2, 1.5], [2, 3, ""], [3, 1, ""], [4, 4, 2.5]])
+    with pytest.raises(ConfigError, match="has 2 rows with a target value: too few for train/val/test"):
+        load_dataset("csv", path=str(path), target="y")
+
+
+def test_the_rows_needed_follow_the_split_fractions(tmp_path):
+    from mlpkit.data.split import min_split_rows, split_rows
+
+    for fractions in [(0.15, 0.15), (0.5, 0.4), (0.1, 0.3), (0.3, 0.1), (0.01, 0.01)]:
+        need = min_split_rows(*fractions)
+        assert all(len(p) for p in split_rows(np.zeros(need), "regression", *fractions, 0, "t"))
+        with pytest.raises(ConfigError):
+            split_rows(np.zeros(need - 1), "regression", *fractions, 0, "t")
+    path = write_csv(tmp_path / "t.csv", ["a", "b", "y"], ([i, i % 3, i * 0.5] for i in range(9)))
+    with pytest.raises(ConfigError, match=r"has 9 data rows: .*at least 10 rows .*data.val_fraction=0.5 and "
+                                          r"data.test_fraction=0.4"):
+        load_dataset("csv", path=str(path), target="y", val_fraction=0.5, test_fraction=0.4)
+
+
+# ---------------------------------------------------------------------------
+# Blank lines above the header
+
+
+@pytest.mark.parametrize("name, lead", [
+    ("a.csv", "\n"), ("b.csv", "\n\n\n"), ("c.csv", " \t\r\n"), ("d.csv", ",,\n\n"),
+    ("e.tsv", "\n"), ("f.tsv", " \t\n\t\t\n"),
+])
+def test_blank_lines_before_the_header_are_skipped(tmp_path, name, lead):
+    sep = "\t" if name.endswith(".tsv") else ","
+    x, z, label = _features(40)
+    body = "".join(sep.join([f"{a:.4f}", f"{c:.4f}", "ab"[k]]) + "\n" for a, c, k in zip(x, z, label))
+    path = tmp_path / name
+    path.write_text(lead + sep.join(["x", "z", "label"]) + "\n" + body, newline="")
+    skipped = lead.count("\n")
+    df, notes = read_table(str(path))
+    assert list(df.columns) == ["x", "z", "label"] and len(df) == 40
+    assert any(f"{skipped} blank line" in n and f"the header is line {skipped + 1}" in n for n in notes)
+    assert header_of(str(path)) == ["x", "z", "label"]  # what predict reads: the same header and rows
+    assert sum(len(c) for c in iter_chunks(str(path), ["x", "z"], chunk_rows=15)) == 40
+    assert load_dataset("csv", path=str(path), target="label").task == "binary"
+
+
+def test_line_numbers_count_skipped_lines_and_quoted_newlines(tmp_path):
+    path = tmp_path / "t.csv"
+    rows = [f'{i},"note {i}{chr(10) + "more" if i == 2 else ""}",{i * 0.5 if i != 6 else "1e308"}' for i in range(30)]
+    path.write_text("\n\nx,note,y\n" + "\n".join(rows) + "\n")
+    # the header is line 3; rows 0-2 on lines 4-6 with row 2 taking two; row 6 on line 11
+    with pytest.raises(ConfigError, match="the target holds 1e\\+308 at line 11;"):
+        load_dataset("csv", path=str(path), target="y", drop=["note"])
+
+
+def test_a_file_of_blank_lines_is_refused_as_such(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("\n \n,,\n")
+    with pytest.raises(ConfigError, match="holds only blank lines"):
+        read_table(str(path))
+
+
+# ---------------------------------------------------------------------------
+# Paths that are not a readable table
+
+
+def _fifo(tmp_path):
+    path = tmp_path / "pipe.csv"
+    os.mkfifo(path)
+    return path
+
+
+def _loop(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    return a
+
+
+def _broken(tmp_path):
+    path = tmp_path / "link.csv"
+    path.symlink_to(tmp_path / "gone.csv")
+    return path
+
+
+def _under_a_file(tmp_path):
+    good_csv(tmp_path / "f.csv")
+    return tmp_path / "f.csv" / "x.csv"
+
+
+def _write(content):
+    def make(tmp_path):
+        path = tmp_path / "t.csv"
+        path.write_bytes(content)
+        return path
+    return make
+
+
+@pytest.mark.parametrize("make, needle", [
+    (_loop, r"is a symbolic link loop"),
+    (_broken, r"is a broken symbolic link \(to '.*gone.csv', which does not exist\)"),
+    (lambda p: p, r"is a directory"),
+    (_fifo, r"is a named pipe \(FIFO\), not a regular file"),
+    (lambda p: "/dev/null", r"is a device, not a regular file"),
+    (lambda p: p / "absent.csv", r": no such file$"),
+    (lambda p: "~/" + os.path.relpath(good_csv(p / "h.csv"), os.path.expanduser("~")),
+     r": no such file \(a leading ~ is not expanded here; write '/.*h.csv'\)"),
+    (_under_a_file, r"a part of the path before the file name is a file"),
+    (_write(b""), r"is empty; it needs a header row and data rows"),
+    (_write(b"a,b,label\n"), r"has a header but no data rows"),
+    (_write(b"a,b,label\n\n\n"), r"has a header but no data rows"),
+    (_write(b"\xef\xbb\xbf"), r"holds only blank lines"),
+])
+def test_a_path_that_is_not_a_readable_table_says_what_it_is(tmp_path, make, needle):
+    path = make(tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.path='[^']*':? " + needle.lstrip(": ")):
+        load_dataset("csv", path=str(path))
+
+
+def test_an_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    path = good_csv(tmp_path / "t.csv")
+    real_open = os.open
+
+    def refuse(p, flags, *args):  # root reads every file; the refusal is what a user without rights sees
+        if str(p) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(p))
+        return real_open(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(ConfigError, match=r"data.path='.*t.csv' cannot be read \(permission denied\)"):
+        load_dataset("csv", path=str(path))
+
+
+# ---------------------------------------------------------------------------
+# Column names: repeats as written, and mistyped names
+
+
+def test_names_like_v_and_v1_are_two_columns(tmp_path):
+    x, z, label = _features()
+    path = write_csv(tmp_path / "t.csv", ["v", "v.1", "label"], zip(x, z, label))
+    data = load_dataset("csv", path=str(path), target="label")
+    assert [c.name for c in data.preprocessing.columns] == ["v", "v.1"]
+
+
+@pytest.mark.parametrize("header", [["v", "v", "label"], ["v", "v.1", "v", "label"]])
+def test_a_name_written_twice_is_refused(tmp_path, header):
+    x, z, label = _features()
+    rows = ([a, b, *([a + b] if len(header) == 4 else []), k] for a, b, k in zip(x, z, label))
+    path = write_csv(tmp_path / "t.csv", header, rows)
+    with pytest.raises(ConfigError, match="the column name 'v' appears more than once in the header"):
+        load_dataset("csv", path=str(path), target="label")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"target": "Survived"}, r"data.target='Survived' is not a column of .* \(did you mean 'survived'\?\)"),
+    ({"target": "survivd"}, r"\(did you mean 'survived'\?\)"),
+    ({"target": " survived "}, r"\(did you mean 'survived'\?\)"),
+    ({"target": "survived", "drop": ["FARE"]}, r"data.drop names 'FARE', .*\(did you mean 'Fare'\?\)"),
+    ({"target": "survived", "categorical": ["pclas"]}, r"data.categorical names 'pclas'.*did you mean 'Pclass'"),
+    ({"target": "zzz"}, r"data.target='zzz' is not a column of [^(]*; columns: Fare, Pclass, survived$"),
+])
+def test_a_mistyped_column_name_gets_the_likely_one(tmp_path, kwargs, needle):
+    x, z, label = _features()
+    path = write_csv(tmp_path / "t.csv", ["Fare", "Pclass", "survived"], zip(x, (int(v > 0) + 1 for v in z), label))
+    with pytest.raises(ConfigError, match=needle):
+        load_dataset("csv", path=str(path), **kwargs)
+
+
+def test_predict_py_says_how_many_values_it_treated_as_missing(tmp_path, capsys, monkeypatch):
+    """A run trained in-process on a table with inf and huge values, then predict.py's main on the same
+    file: the values training counted are counted again, and every prediction is a number."""
+    import pandas as pd
+
+    from conftest import compose_config
+    from mlpkit.cli import train_from_config
+    from mlpkit.predict import main
+
+    path = _special_csv(tmp_path / "s.csv")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = compose_config(["data=csv", f"data.path={path}", "data.target=label", "model.hidden=[4]",
+                          "trainer.max_epochs=1", "trainer.progress=false", "trainer.device=cpu"])
+    train_from_config(cfg, run_dir)
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main([str(run_dir), str(path), "-o", "out.csv"]) in (0, None)
+    said = capsys.readouterr().err
+    assert "5 infinite or out-of-range values in numeric columns were treated as missing" in said, said
+    assert "1 missing values in feature columns" in said, said
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert len(out) == 60 and out["proba_1"].notna().all()
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_chunks_after_a_late_non_utf8_byte_are_each_read_once(tmp_path, sep):
+    """A file that is UTF-8 until a later chunk: predict's reader starts again as Windows-1252 and must
+    not hand over the rows it already gave (nor forget decimal commas)."""
+    n, late = 40_000, 30_000  # the byte lies beyond the reader's first buffers (256 KB)
+    rows = [sep.join([f"{i}{',5' if sep == ';' else '.5'}", "Köln" if i == late else "Bonn"]) for i in range(n)]
+    path = tmp_path / "late.csv"
+    path.write_bytes((sep.join(["x", "city"]) + "\n" + "\n".join(rows) + "\n").encode("cp1252"))
+    pieces = list(iter_chunks(str(path), ["x", "city"], ["city"], chunk_rows=4_000))
+    x = np.concatenate([p["x"].to_numpy(dtype=np.float64) for p in pieces])
+    np.testing.assert_array_equal(x, np.arange(n) + 0.5)
+    assert np.concatenate([p["city"].to_numpy() for p in pieces])[late] == "Köln"
+
+
+@pytest.mark.parametrize("cells, reason, missing", [
+    (["inf", "-inf", ""], "every value is missing or infinite", 60),
+    (["5", "inf", "5"], "constant", 20),
+])
+def test_a_column_of_infinities_is_left_out_as_missing_not_kept(tmp_path, cells, reason, missing):
+    x, z, label = _features()
+    w = [cells[i % 3] for i in range(60)]
+    data = load_dataset("csv", path=str(write_csv(tmp_path / "t.csv", ["x", "w", "label"], zip(x, w, label))),
+                        target="label")
+    col = _column(data, "w")
+    assert (col.kind, col.reason, col.missing) == ("dropped", reason, missing)
+
+
+def test_predict_reading_refuses_a_needed_column_named_twice(tmp_path):
+    path = write_csv(tmp_path / "new.csv", ["x", "x", "z", "other", "other"], [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]])
+    with pytest.raises(ConfigError, match="input '.*new.csv': the column name 'x' appears more than once"):
+        list(iter_chunks(str(path), ["x", "z"]))
+    assert [len(c) for c in iter_chunks(str(path), ["z"])] == [2]  # a repeat it does not read is no matter
+
+
+def test_new_rows_of_one_column_are_read_for_prediction(tmp_path):
+    path = write_csv(tmp_path / "new.csv", ["x"], [[1.5], [2.5]])
+    assert list(read_table(str(path), key="input")[0]["x"]) == [1.5, 2.5]
+    with pytest.raises(ConfigError, match="has 1 column .* needs at least one feature column and a target"):
+        read_table(str(path))
+
+
+def test_a_column_of_timestamps_keeps_its_seconds(tmp_path):
+    """Numbers are used in float64: seconds since 1970 (1.7e9) differ in the last digits, which float32
+    (24 bits: steps of 128 there) would round away."""
+    x, z, label = _features(200, seed=2)
+    t = 1.7e9 + np.arange(200) * 7 % 61
+    path = write_csv(tmp_path / "t.csv", ["t", "x", "label"], zip((f"{v:.0f}" for v in t), x, label))
+    data = load_dataset("csv", path=str(path), target="label")
+    train = t[data.rows["train"]] - 1.7e9
+    got = data.X_train.numpy()[:, data.preprocessing.inputs.index("t")]
+    np.testing.assert_allclose(got, (train - train.mean()) / train.std(), rtol=1e-5, atol=1e-5)
+
+
+def test_train_py_refuses_these_tables_with_one_line(tmp_path):
+    """Through train.py's own checks (in-process): the same messages, before any run directory fills."""
+    from conftest import refusal
+
+    loop = _loop(tmp_path)
+    assert "is a symbolic link loop" in refusal(["data=csv", f"data.path={loop}", "data.target=label"])
+    x, z, label = _features()
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "survived"], zip(x, z, label))
+    said = refusal(["data=csv", f"data.path={path}", "data.target=Survived"], tmp_path / "run")
+    assert "did you mean 'survived'?" in said and "\n" not in said
+    one = write_csv(tmp_path / "one.csv", ["x", "z", "survived"], [[1, 2, 0]])
+    said = refusal(["data=csv", f"data.path={one}", "data.target=survived"], tmp_path / "run1")
+    assert "has 1 data row: too few for train/val/test splits, which need at least 3 rows" in said
