@@ -2,7 +2,10 @@
 
     python predict.py <run_dir> new.csv                     # -> new.predictions.csv
     python predict.py <run_dir> new.parquet -o - --keep id  # to standard output, with the id column
+    python predict.py <run_dir> train.csv --split test      # the run's own test rows of its training file
     python predict.py <run_dir> --export model.onnx         # the network as ONNX (mlpkit[export])
+
+The arguments are parsed before torch or pandas are imported: --help answers at once.
 """
 
 import sys
