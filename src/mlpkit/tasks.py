@@ -24,17 +24,16 @@ import numpy as np
 from mlpkit.registry import Registry
 
 
-class Task:
-    """What differs between binary, multiclass and regression: loss, gradient, decoding, metrics."""
+class Task(str):
+    """What differs between binary, multiclass and regression: loss, gradient, decoding, metrics.
 
-    name = ""
+    A Task is also its name (a str), so it compares, prints and is saved to JSON as "binary" etc."""
+
     classification = True
 
-    def __repr__(self) -> str:
-        return f"Task({self.name!r})"
-
-    def __str__(self) -> str:
-        return self.name
+    @property
+    def name(self) -> str:
+        return str(self)
 
     # -- shapes and targets -------------------------------------------------------
 
@@ -69,7 +68,7 @@ class Task:
         """What a batch's mean loss weighs when batches are pooled: its rows, or their class weights."""
         if weight is None or not self.classification:
             return len(y)
-        return weight[y.reshape(-1).long()].sum()
+        return weight[y.long()].sum()
 
     def balanced_weights(self, y: Any) -> Any:
         """n / (k * n_c) per class c of the labels y (scikit-learn's 'balanced')."""
@@ -119,7 +118,6 @@ class Task:
 
 
 class Binary(Task):
-    name = "binary"
 
     def n_classes_of(self, labels: Any) -> int:
         return 2
@@ -168,7 +166,6 @@ class Binary(Task):
 
 
 class Multiclass(Task):
-    name = "multiclass"
 
     def out_dim(self, n_classes: int) -> int:
         return n_classes
@@ -223,7 +220,6 @@ class Multiclass(Task):
 
 
 class Regression(Task):
-    name = "regression"
     classification = False
 
     def stratify(self, y: np.ndarray) -> Optional[np.ndarray]:
@@ -260,10 +256,11 @@ class Regression(Task):
         return metrics.regression_metrics(y_true, np.asarray(out) * y_std + y_mean)
 
 
-TASKS: Registry[Task] = Registry("data.task", {t.name: t for t in (Binary(), Multiclass(), Regression())})
+TASKS: Registry[Task] = Registry("data.task", {t: t for t in (Binary("binary"), Multiclass("multiclass"),
+                                                             Regression("regression"))})
 
 
-def get_task(task: "str | Task") -> Task:
+def get_task(task: str) -> Task:
     """The Task of a name (a Task is returned as it is); ConfigError naming the choices otherwise."""
     return task if isinstance(task, Task) else TASKS[task]
 
@@ -271,3 +268,6 @@ def get_task(task: "str | Task") -> Task:
 def classification_task(n_classes: int) -> Task:
     """binary for two classes, multiclass for more."""
     return TASKS["binary" if n_classes == 2 else "multiclass"]
+
+
+BINARY, MULTICLASS, REGRESSION = TASKS["binary"], TASKS["multiclass"], TASKS["regression"]
