@@ -13,6 +13,7 @@ import pytest
 from sklearn import metrics as skm
 
 from mlpkit import metrics
+from mlpkit.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-12
@@ -58,8 +59,8 @@ def random_case(rng, n, k, tie_levels=None, uneven=False):
         logits = np.round(logits * tie_levels / 4) / (tie_levels / 4)
     task = "binary" if k == 2 else "multiclass"
     if task == "binary":
-        return y, metrics.class_probabilities(logits[:, 1] - logits[:, 0], task)
-    return y, metrics.class_probabilities(logits, task)
+        return y, TASKS[task].probabilities(logits[:, 1] - logits[:, 0])
+    return y, TASKS[task].probabilities(logits)
 
 
 @pytest.mark.parametrize("k", [2, 3, 10])
@@ -96,7 +97,7 @@ def test_absent_and_only_predicted_classes():
 def test_a_binary_target_as_floats_of_shape_n_by_1():
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, size=(40, 1)).astype(np.float32)  # as the trainer holds binary targets
-    proba = metrics.class_probabilities(rng.normal(size=(40, 1)), "binary")
+    proba = TASKS["binary"].probabilities(rng.normal(size=(40, 1)))
     assert_same(metrics.classification_metrics(y, proba), reference_classification(y, proba))
 
 
@@ -105,7 +106,7 @@ def test_the_default_runs_exact_numbers():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 270)
     logits = (rng.normal(size=(270, 10)) * 3 + 4 * np.eye(10)[y]).astype(np.float32)
-    proba = metrics.class_probabilities(logits, "multiclass")
+    proba = TASKS["multiclass"].probabilities(logits)
     ours, ref = metrics.classification_metrics(y, proba), reference_classification(y, proba)
     assert ours == ref
 

@@ -22,6 +22,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from mlpkit.tasks import get_task
+
 # activation class -> (forward, derivative from (pre-activation z, output a)) for elementwise units
 DERIVATIVES: Dict[type, Tuple[Callable, Callable]] = {
     nn.ReLU: (torch.relu, lambda z, a: z > 0),
@@ -40,7 +42,7 @@ class ManualBackprop:
         acts = [m for m in seq if not isinstance(m, nn.Linear)]
         self.act = type(acts[0]) if acts else nn.Identity
         self.forward_fn, self.derivative = DERIVATIVES[self.act]
-        self.task = task
+        self.task = get_task(task)
         self.weight = weight  # per-class loss weights (classification), or None
         # Weights and biases become views of one flat buffer, their gradients views of another
         # (written in place each step): the optimiser then updates a single tensor, and
@@ -75,7 +77,6 @@ class ManualBackprop:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss and backward for one batch; fills .grad. Returns (loss, output) as tensors."""
-        n = x.shape[0]
         zs: List[torch.Tensor] = []  # pre-activations of the hidden layers
         acts: List[torch.Tensor] = [x]  # inputs to each linear layer
         h = x
@@ -90,37 +91,8 @@ class ManualBackprop:
             acts.append(h)
         out = h
 
-        # dL/dz of the output layer, and the loss (mean over the batch)
-        # with class weights w: loss = sum_i w_i l_i / sum_i w_i, so dL/dz_i = w_i dl_i/dz_i / sum w
-        if self.task == "multiclass":
-            logp = torch.log_softmax(out, dim=1)
-            picked = logp.gather(1, y.unsqueeze(1))
-            g = logp.exp_()
-            g[torch.arange(n, device=x.device), y] -= 1.0
-            if self.weight is None:
-                loss = -picked.mean()
-                g.div_(n)
-            else:
-                w = self.weight[y].unsqueeze(1)  # (N, 1)
-                total = w.sum()
-                loss = -(w * picked).sum() / total
-                g.mul_(w / total)
-        elif self.task == "binary":
-            # BCE with logits: softplus(z) - y z, stable; its derivative is sigmoid(z) - y
-            terms = torch.nn.functional.softplus(out) - y * out
-            g = torch.sigmoid(out) - y
-            if self.weight is None:
-                loss = terms.mean()
-                g.div_(n)
-            else:
-                w = self.weight[y.long()]  # (N, 1)
-                total = w.sum()
-                loss = (w * terms).sum() / total
-                g.mul_(w / total)
-        else:
-            diff = out - y
-            loss = diff.pow(2).mean()
-            g = diff.mul_(2.0 / diff.numel())
+        # dL/dz of the output layer and the batch's loss: the task's rule (mlpkit.tasks)
+        loss, g = self.task.output_grad(out, y, self.weight)
 
         for i in range(last, -1, -1):
             lin = self.linears[i]

@@ -80,7 +80,7 @@ def build_data(cfg: Any) -> Any:
 def model_kwargs(cfg: Any, data: Any) -> dict:
     """The keyword arguments of `MODELS[cfg.model.name]` (saved in model.json for predict.py)."""
     if cfg.model.name == "perceptron":
-        return {"in_dim": data.in_dim, "out_dim": 1 if data.task == "binary" else len(data.classes)}
+        return {"in_dim": data.in_dim, "out_dim": data.task.out_dim(len(data.classes))}
     act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
     return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
             "activation": cfg.activation.name, "activation_params": act, "norm": cfg.norm.name,

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 
 from mlpkit.errors import ConfigError, exit_with
 from mlpkit.registry import check_choice, not_known
+from mlpkit.tasks import REGRESSION, TASKS, Task
 
 
 @dataclass
@@ -354,15 +355,15 @@ def _unset(value: Any) -> bool:
     return value is None or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0)
 
 
-def data_task(d: Any) -> str:
-    """regression | classification | unknown, from the config alone (before any data is read)."""
-    from mlpkit.data.sources import REGRESSION
+def data_task(d: Any) -> Optional[Task]:
+    """The task as the config alone tells it (before any data is read), or None when only the data can."""
+    from mlpkit.data.sources import REGRESSION as REGRESSION_SETS
 
-    if d.name in REGRESSION or (d.name == "csv" and d.task == "regression"):
-        return "regression"
-    if d.name == "csv" and d.task == "auto":
-        return "unknown"
-    return "classification"
+    if d.name in REGRESSION_SETS:
+        return REGRESSION
+    if d.name == "csv":
+        return None if d.task == "auto" else TASKS[d.task]
+    return None  # a generated or bundled classification set: binary or multiclass by its classes
 
 
 @functools.lru_cache(maxsize=None)
@@ -401,8 +402,6 @@ def _check_option(cfg: Any, group: str, skip: tuple = ("name",)) -> None:
 
 
 def _check_data(cfg: Any) -> None:
-    from mlpkit.data.dataset import TASKS
-
     d = cfg.data
     try:
         _check_option(cfg, "data")
@@ -514,10 +513,10 @@ def validate(cfg: Any) -> None:
     check_memory(cfg)
 
 
-def check_task(cfg: Any, task: str) -> None:
+def check_task(cfg: Any, task: Optional[Task]) -> None:
     """What needs classes (class weights, the perceptron, an accuracy monitor) refused for a regression
     task: `task` as the config tells it (validate) or as the loaded data do (a csv with task=auto)."""
-    if task != "regression":
+    if task is None or task.classification:
         return
     name = cfg.data.name
     if getattr(cfg.trainer, "class_weight", "none") == "balanced":

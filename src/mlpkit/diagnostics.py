@@ -11,6 +11,7 @@ from torch import nn
 from mlpkit.activations import ACTIVATIONS
 from mlpkit.callbacks import Callback
 from mlpkit.state import TrainState
+from mlpkit.tasks import BINARY, get_task
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
@@ -131,12 +132,13 @@ def decision_boundary_figure(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=100)
     labels = y.detach().cpu().reshape(-1)
     extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-    if task == "binary":
+    task = get_task(task)
+    if task == BINARY:  # one logit: the probability of class 1
         prob = torch.sigmoid(out[:, 0]).reshape(n, n)
         ax.imshow(prob, extent=extent, origin="lower", cmap="RdBu_r", vmin=0, vmax=1, alpha=0.7, aspect="auto")
         ax.contour(gx, gy, prob, levels=[0.5], colors="k", linewidths=1)
         cmap, vmax = "RdBu_r", 1
-    elif task == "multiclass":
+    elif task.classification:
         cls = out.argmax(1).reshape(n, n)
         ax.imshow(cls, extent=extent, origin="lower", cmap="tab10", vmin=0, vmax=9, alpha=0.45, aspect="auto",
                   interpolation="nearest")

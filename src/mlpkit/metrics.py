@@ -23,17 +23,6 @@ import numpy as np
 SCALARS = ("loss", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2")
 
 
-def class_probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """(N, C) class probabilities from the model's outputs: sigmoid of one logit, or softmax."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if task == "binary":
-        p = 0.5 * (1.0 + np.tanh(0.5 * logits.reshape(-1)))  # the sigmoid, without overflow for large |z|
-        return np.stack([1.0 - p, p], axis=1)
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> Dict[str, Any]:
     """Metrics of class probabilities `proba` (N, C) against class indices `y_true` (N,)."""
     y_true = np.asarray(y_true).astype(np.int64).reshape(-1)

@@ -22,6 +22,7 @@ from mlpkit.checkpoint import ModelCheckpoint
 from mlpkit.data import Dataset
 from mlpkit.errors import ConfigError
 from mlpkit.state import FitResult, TrainState
+from mlpkit.tasks import get_task
 from mlpkit.tblog import TensorBoard
 
 
@@ -53,7 +54,7 @@ def fit_perceptron(model: Perceptron, data: Dataset, *, max_epochs: int = 100, l
     The logged loss is the 0-1 loss (share of misclassified rows): the perceptron has no other.
     The run's bookkeeping is the Trainer's: a TrainState, and the callbacks that track the best
     epoch, write checkpoints (once, at the end: an epoch takes microseconds) and log to TensorBoard."""
-    if data.task == "regression":
+    if not get_task(data.task).classification:
         raise ConfigError("model=perceptron classifies; for a regression target use model=mlp")
     start = time.perf_counter()
     X, labels = data.X_train, data.y_train.reshape(-1).long()
@@ -98,12 +99,12 @@ def fit_perceptron(model: Perceptron, data: Dataset, *, max_epochs: int = 100, l
     elif state.status == "completed":
         state.message = (f"did not converge: {h['updates'][-1] if epoch else 0} mistakes in the last "
                          f"of {epoch} epochs; the perceptron rule only converges on linearly separable data")
-    from mlpkit.metrics import class_probabilities, classification_metrics
+    from mlpkit.metrics import classification_metrics
 
     test_err = error_rate(data.X_test, data.y_test)
     scores = model(data.X_test).detach().cpu().numpy()  # sigmoid/softmax of the scores: argmax = the rule's class
     test = {"loss": test_err, **classification_metrics(data.y_test.reshape(-1).cpu().numpy(),
-                                                       class_probabilities(scores, data.task))}
+                                                       get_task(data.task).probabilities(scores))}
     notify("on_fit_end")  # the line it found (or could not find), over the points
     return FitResult.from_state(state, test=test, extra={"converged": converged},
                                 seconds=time.perf_counter() - start)

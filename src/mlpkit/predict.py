@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mlpkit.errors import ConfigError, exit_with
+from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
     import numpy as np
 
-FINISHED = ("completed", "early_stopped", "diverged", "pruned")
-STATUSES = (*FINISHED, "interrupted")
-TASKS = ("binary", "multiclass", "regression")
+    from mlpkit.tasks import Task
+
 SPLITS = ("train", "val", "test", "all")
 CHUNK_ROWS = 50_000
 SPLITS_LIMIT = 2 ** 31  # bytes splits.npz may unpack to: 268 million row numbers
@@ -183,15 +183,15 @@ def _load_preprocessing(run_dir: Path):
     if f.get("format") != FORMAT:
         raise f.bad("format", f"is {_show(f.get('format'))}; allowed: {FORMAT}")
     kind = f.choice("kind", ("array", "table"))
-    task = f.choice("task", TASKS)
+    from mlpkit.tasks import TASKS
+
+    task = TASKS[f.choice("task", tuple(TASKS))]
     target = f.get("target")
     if not isinstance(target, str) or len(target) > 10_000:
         raise f.bad("target", f"is {_show(target)}; it must be a column name")
     classes = f.strings("classes", MAX_CLASSES)
-    want = {"regression": "no classes", "binary": "2 classes", "multiclass": "3 or more classes"}[task]
-    if (task == "regression" and classes) or (task == "binary" and len(classes) != 2) or \
-            (task == "multiclass" and len(classes) < 3):
-        raise f.bad("classes", f"holds {len(classes)} entries, but a {task} run has {want}")
+    if not task.fits_classes(len(classes)):
+        raise f.bad("classes", f"holds {len(classes)} entries, but a {task} run has {task.classes_wanted}")
     y_mean = f.number("y_mean", 0.0)
     y_std = f.number("y_std", 1.0, positive=True)
     target_codes = f.choice("target_codes", ("text", "number", "boolean"), "text")
@@ -309,6 +309,7 @@ def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
     """The network model.json describes, after checking it against the preprocessing and the size of the
     checkpoint's tensors (so a crafted width never allocates more than the checkpoint holds)."""
     from mlpkit.model import MODELS
+    from mlpkit.tasks import get_task
 
     if f.get("format") != "mlpkit-model-1":
         raise f.bad("format", f"is {_show(f.get('format'))}; allowed: mlpkit-model-1")
@@ -318,7 +319,7 @@ def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
     if n_in != len(pre.inputs):
         raise f.bad("kwargs.in_dim", f"is {n_in}, but preprocessing.json's 'inputs' names {len(pre.inputs)} inputs")
     n_out = f.integer("out_dim", 1, MAX_CLASSES, obj=kwargs, field="kwargs.out_dim")
-    want_out = len(pre.classes) if pre.task == "multiclass" else 1
+    want_out = get_task(pre.task).out_dim(len(pre.classes))
     if n_out != want_out:
         raise f.bad("kwargs.out_dim", f"is {n_out}, but a {pre.task} run with {len(pre.classes)} classes has "
                                       f"{want_out} output{'s' if want_out > 1 else ''}")
@@ -365,8 +366,8 @@ class Run:
         metrics = _JsonFile(self.run_dir / "metrics.json",
                             f"{run_dir} is not a finished mlpkit run (no metrics.json); train it to the end, "
                             "or continue it with python train.py resume=<run_dir>")
-        self.status = metrics.choice("status", STATUSES)
-        if self.status not in FINISHED:
+        self.status = RunStatus(metrics.choice("status", tuple(RunStatus.endings())))
+        if not self.status.has_model:
             raise ConfigError(f"{run_dir} is not a finished run (status {self.status!r}); continue it with "
                               "python train.py resume=<run_dir>")
         kept = metrics.choice("kept", ("best", "last"), "best")
@@ -375,7 +376,9 @@ class Run:
         self.metrics = metrics.data
         self.preprocessing = _load_preprocessing(self.run_dir)
         pre = self.preprocessing
-        if "task" in metrics.data and metrics.choice("task", TASKS) != pre.task:
+        from mlpkit.tasks import TASKS
+
+        if "task" in metrics.data and metrics.choice("task", tuple(TASKS)) != pre.task:
             raise metrics.bad("task", f"is {metrics.data['task']!r} but preprocessing.json's is {pre.task!r}")
         saved_classes = metrics.get("classes", None)
         if saved_classes is not None and metrics.strings("classes", MAX_CLASSES) != pre.classes:
@@ -383,7 +386,7 @@ class Run:
         if checkpoint is not None and checkpoint not in ("best", "last"):
             raise ConfigError(f"--checkpoint {checkpoint!r} is not known; choose one of: best, last")
         self.checkpoint = checkpoint or kept
-        if self.status == "diverged" and epochs_run == 0:
+        if self.status == RunStatus.DIVERGED and epochs_run == 0:
             raise ConfigError(f"{run_dir} diverged before its first epoch finished: it holds only untrained "
                               "weights; train it again (e.g. with a lower optimizer.lr)")
         spec = _JsonFile(self.run_dir / "model.json")
@@ -410,7 +413,7 @@ class Run:
                               f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
         self.model.eval()
         self.epoch = state.get("epoch") if isinstance(state.get("epoch"), int) else None
-        if self.status == "diverged":
+        if self.status == RunStatus.DIVERGED:
             if self.epoch == 0:
                 note = (f"the run diverged with no good epoch: {self.checkpoint}.pt holds untrained weights, "
                         "and its predictions are those of an untrained network")
@@ -432,8 +435,10 @@ class Run:
     # -- what the run knows -----------------------------------------------------
 
     @property
-    def task(self) -> str:
-        return self.preprocessing.task
+    def task(self) -> "Task":
+        from mlpkit.tasks import get_task
+
+        return get_task(self.preprocessing.task)
 
     @property
     def classes(self) -> List[str]:
@@ -469,11 +474,9 @@ class Run:
 
     def predict_proba(self, data: Any) -> "np.ndarray":
         """(N, len(classes)) class probabilities for a DataFrame or a file path (classification runs)."""
-        from mlpkit.metrics import class_probabilities
-
-        if self.task == "regression":
-            raise ConfigError("predict_proba: this run is a regression; use predict")
-        return class_probabilities(self.outputs(self._frame(data)), self.task)
+        if not self.task.classification:
+            raise ConfigError(f"predict_proba: this run is a {self.task}; use predict")
+        return self.task.probabilities(self.outputs(self._frame(data)))
 
     def predict(self, data: Any) -> "np.ndarray":
         """A label per row (as written in the training file) or a value in the target's units."""
@@ -484,10 +487,8 @@ class Run:
         import numpy as np
 
         pre = self.preprocessing
-        if self.task == "regression":
-            return out[:, 0].astype(np.float64) * pre.y_std + pre.y_mean
-        index = (out[:, 0] > 0).astype(np.int64) if self.task == "binary" else out.argmax(1)
-        return np.asarray(self.classes, dtype=object)[index]
+        decoded = self.task.decode(out, pre.y_mean, pre.y_std)
+        return np.asarray(self.classes, dtype=object)[decoded] if self.task.classification else decoded
 
     def _frame(self, data: Any):
         import numpy as np
@@ -514,7 +515,7 @@ class Run:
 
         from mlpkit.data.table import canonical_categories
 
-        if self.task == "regression":
+        if not self.task.classification:
             return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         labels = canonical_categories(values, self.preprocessing.target_codes)
         lookup = {c: i for i, c in enumerate(self.classes)}
@@ -557,7 +558,7 @@ class Run:
         has_target = bool(self.target) and self.target in header
         wanted = list(dict.fromkeys([*keep, *self.feature_columns, *([self.target] if has_target else [])]))
         text = [c.name for c in self.preprocessing.categorical] + list(keep)
-        if has_target and self.task != "regression":
+        if has_target and self.task.classification:
             text.append(self.target)
         stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0, "out_of_range": 0}
         truth: List[np.ndarray] = []
@@ -608,7 +609,7 @@ class Run:
 
     def output_columns(self) -> List[str]:
         """The columns predict writes after the --keep ones."""
-        return ["prediction", *([] if self.task == "regression" else [f"proba_{c}" for c in self.classes])]
+        return ["prediction", *([f"proba_{c}" for c in self.classes] if self.task.classification else [])]
 
     def protected_files(self) -> List[str]:
         """The run directory's own files: never an output."""
@@ -701,12 +702,12 @@ class Run:
         if not all(k in data for k in ("seed", "val_fraction", "test_fraction")):
             raise ConfigError(f"{self.run_dir} has no splits.npz, and .hydra/config.yaml lacks the seed or "
                               "data.val_fraction/data.test_fraction that drew the split")
-        text = [self.target] if self.task != "regression" else []
-        values = [self.target_indices(c[self.target]) if self.task != "regression" else
+        text = [self.target] if self.task.classification else []
+        values = [self.target_indices(c[self.target]) if self.task.classification else
                   c[self.target].to_numpy(dtype=np.float64, na_value=np.nan)
                   for c in _chunks(path, iter_chunks(path, [self.target], text))]
         y = np.concatenate(values)
-        keep = (y >= 0) if self.task != "regression" else np.isfinite(y)
+        keep = (y >= 0) if self.task.classification else np.isfinite(y)
         source = np.flatnonzero(keep)
         parts = split_rows(y[keep], self.task, data["val_fraction"], data["test_fraction"], data["seed"], "csv")
         return {k: source[p] for k, p in zip(("train", "val", "test"), parts)}
@@ -714,12 +715,10 @@ class Run:
     def _result_frame(self, chunk, out: "np.ndarray", keep: Sequence[str]):
         import pandas as pd
 
-        from mlpkit.metrics import class_probabilities
-
         cols: Dict[str, Any] = {c: chunk[c].to_numpy() for c in keep}
         cols["prediction"] = self._decode(out)
-        if self.task != "regression":
-            proba = class_probabilities(out, self.task)
+        if self.task.classification:
+            proba = self.task.probabilities(out)
             for i, label in enumerate(self.classes):
                 cols[f"proba_{label}"] = proba[:, i]
         return pd.DataFrame(cols)
@@ -730,24 +729,18 @@ class Run:
 
         from mlpkit import metrics
 
-        if self.task == "regression":
-            known = np.isfinite(truth)
-        else:
-            known = truth >= 0
+        known = truth >= 0 if self.task.classification else np.isfinite(truth)
         n_known = int(known.sum())
         skipped = int((~known).sum())
         if n_known == 0:
-            what = ("a number" if self.task == "regression" else
+            what = ("a number" if not self.task.classification else
                     f"one of the run's classes ({', '.join(self.classes[:10])}"
                     f"{', ...' if len(self.classes) > 10 else ''})")
             report(f"note: no metrics: the target column {self.target!r} holds no value the run knows in any of "
                    f"the {skipped} rows (a {self.task} run needs {what})")
             return None
-        if self.task == "regression":
-            pre = self.preprocessing
-            result = metrics.regression_metrics(truth[known], out[known, 0] * pre.y_std + pre.y_mean)
-        else:
-            result = metrics.classification_metrics(truth[known], metrics.class_probabilities(out[known], self.task))
+        pre = self.preprocessing
+        result = self.task.metrics(truth[known], out[known], pre.y_mean, pre.y_std)
         note = f" ({skipped} rows without a known target value left out)" if skipped else ""
         report(f"metrics on the {n_known} rows with a target value{where}{note}: {metrics.format_metrics(result)}")
         return result
@@ -773,9 +766,7 @@ class Run:
                       for p in (path, side))
         pre = self.preprocessing
         text = json.dumps({
-            "inputs": pre.inputs, "outputs": ("logits (softmax for probabilities)" if self.task == "multiclass" else
-                                             "one logit (sigmoid for the probability of the second class)"
-                                             if self.task == "binary" else "standardised value: value * y_std + y_mean"),
+            "inputs": pre.inputs, "outputs": self.task.outputs_text,
             "task": self.task, "classes": self.classes, "y_mean": pre.y_mean, "y_std": pre.y_std,
             "preprocessing": "the run directory's preprocessing.json / preprocessing.skops"}, indent=2) + "\n"
         n = len(pre.inputs)

@@ -13,6 +13,7 @@ import torch
 
 from mlpkit.callbacks import Callback
 from mlpkit.state import TrainState
+from mlpkit.tasks import get_task
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
@@ -182,7 +183,7 @@ class TensorBoard(Callback):
 
     def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None:
         self.start, self.spent = time.perf_counter(), 0.0
-        self.logger.layout(trainer.data.task != "regression")
+        self.logger.layout(get_task(trainer.data.task).classification)
 
     def on_step_end(self, trainer: "Trainer", state: TrainState, loss: torch.Tensor) -> None:
         if state.step_loss is not None and math.isfinite(state.step_loss):

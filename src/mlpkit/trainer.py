@@ -25,6 +25,7 @@ from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
 from mlpkit.registry import not_known
 from mlpkit.state import FitResult, TrainState
+from mlpkit.tasks import get_task
 
 __all__ = ["Trainer", "EarlyStopping", "FitResult", "TrainState", "Callback", "resolve_device"]
 
@@ -124,57 +125,25 @@ class Trainer:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _loss_fn(self, task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        # binary: one logit + sigmoid + BCE; multiclass: softmax + CE; regression: linear + MSE.
-        # With class weights, the mean over a batch is weighted: sum w_i l_i / sum w_i.
-        w = self.weight
-        if task == "multiclass":
-            return nn.CrossEntropyLoss(weight=w)
-        if task == "binary" and w is not None:
-            def weighted_bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                wi = w[y.long()]
-                return (wi * nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")).sum() / wi.sum()
-            return weighted_bce
-        return {"binary": nn.BCEWithLogitsLoss(), "regression": nn.MSELoss()}[task]
-
-    def _batch_weight(self, y: torch.Tensor, task: str) -> torch.Tensor | int:
-        """The weight a batch's mean loss carries when batches are pooled: its rows, or their class weights."""
-        if self.weight is None or task == "regression":
-            return len(y)
-        return self.weight[y.long()].sum()
-
-    @staticmethod
-    def balanced_weights(y: torch.Tensor, task: str) -> torch.Tensor:
-        """n / (k * n_c) per class c of the labels y (scikit-learn's 'balanced')."""
-        labels = y.reshape(-1).long()
-        k = 2 if task == "binary" else int(labels.max()) + 1
-        counts = torch.bincount(labels, minlength=k).to(torch.float32)
-        return (len(labels) / (k * counts.clamp(min=1))).to(y.device)
-
-    @staticmethod
-    def _correct(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-        if task == "binary":
-            return ((out > 0).to(y.dtype) == y).sum()
-        return (out.argmax(1) == y).sum()
-
     @torch.no_grad()
     def evaluate(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
                  chunk: int = 65536) -> Dict[str, torch.Tensor]:
         """Mean loss (and correct count) over a split in eval mode, as device tensors."""
+        task = get_task(task)
         was_training = model.training
         model.eval()
-        loss_fn = self._loss_fn(task)
+        loss_fn = task.loss(self.weight)
         loss = torch.zeros((), device=X.device)
         weight = torch.zeros((), device=X.device)
         correct = torch.zeros((), device=X.device, dtype=torch.long)
         for i in range(0, len(X), chunk):
             out = model(X[i:i + chunk])
             yb = y[i:i + chunk]
-            wb = self._batch_weight(yb, task)
+            wb = task.batch_weight(yb, self.weight)
             loss += loss_fn(out, yb) * wb
             weight += wb
-            if task != "regression":
-                correct += self._correct(out, yb, task)
+            if task.classification:
+                correct += task.correct(out, yb)
         model.train(was_training)
         n = max(1, len(X))
         return {"loss": loss / weight.clamp(min=1e-12), "accuracy": correct.float() / n}
@@ -183,20 +152,15 @@ class Trainer:
     def test_metrics(self, model: nn.Module, data: Dataset) -> Dict[str, Any]:
         """The test split's loss and mlpkit.metrics' scores (classification: accuracy, balanced
         accuracy, macro F1, ROC AUC, confusion matrix; regression: RMSE, MAE, R^2 in target units)."""
-        from mlpkit import metrics
-
-        m = self.evaluate(model, data.X_test, data.y_test, data.task)
+        task = get_task(data.task)
+        m = self.evaluate(model, data.X_test, data.y_test, task)
         was_training = model.training
         model.eval()
         out = torch.cat([model(data.X_test[i:i + 65536]) for i in range(0, len(data.X_test), 65536)])
         model.train(was_training)
         out = out.float().cpu().numpy()
-        y = data.y_test.cpu().numpy()
-        if data.task != "regression":
-            return {"loss": float(m["loss"]),
-                    **metrics.classification_metrics(y, metrics.class_probabilities(out, data.task))}
-        return {"loss": float(m["loss"]),
-                **metrics.regression_metrics(y * data.y_std + data.y_mean, out * data.y_std + data.y_mean)}
+        y = task.target_units(data.y_test.cpu().numpy(), data.y_mean, data.y_std)
+        return {"loss": float(m["loss"]), **task.metrics(y, out, data.y_mean, data.y_std)}
 
     # -- the loop --------------------------------------------------------------
 
@@ -209,7 +173,7 @@ class Trainer:
                               if getattr(type(cb), name) is not getattr(Callback, name)]
                        for name in vars(Callback) if name.startswith(("on_", "teardown"))}
         history = {"train_loss": [], "val_loss": [], "lr": []}
-        if data.task != "regression":
+        if get_task(data.task).classification:
             history.update(train_accuracy=[], val_accuracy=[])
         state = self.state = TrainState(max_epochs=self.max_epochs, history=history)
         try:
@@ -248,18 +212,14 @@ class Trainer:
     def train_epoch(self, state: TrainState) -> None:
         """One pass over the train split in a new order; leaves loss/train (and accuracy/train) in state.scalars."""
         self.model.train()
-        X, y, n, bs, task = self.data.X_train, self.data.y_train, len(self.data.X_train), self.bs, self.data.task
+        X, y, n, bs, task = self.data.X_train, self.data.y_train, len(self.data.X_train), self.bs, self.task
         dev, weighted = self.device, self.weight is not None
         loss_sum = torch.zeros((), device=dev)
         weight_sum = torch.zeros((), device=dev)
         # each batch's predictions are copied into one buffer and compared with the labels once per
         # epoch: a copy per step instead of four small reductions, which on small batches cost as
         # much as the step's arithmetic (binary: the logits; multiclass: the predicted class)
-        kept = None
-        if task == "binary":
-            kept = torch.empty((self.n_seen, 1), device=dev)
-        elif task == "multiclass":
-            kept = torch.empty(self.n_seen, device=dev, dtype=torch.long)
+        kept = task.prediction_buffer(self.n_seen, dev)
         # each batch gathers its rows (no shuffled copy of the data set)
         perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n else None
         step_hooks = self._hooks["on_step_end"]
@@ -274,15 +234,13 @@ class Trainer:
             state.batch = b
             loss, out = self.train_step(xb, yb)
             if weighted:  # class weights: batches pooled by their weight, not their rows
-                wb = self._batch_weight(yb, task)
+                wb = task.batch_weight(yb, self.weight)
                 loss_sum += loss.detach() * wb
                 weight_sum += wb
             else:
                 loss_sum.add_(loss.detach(), alpha=len(yb))
-            if task == "binary":
-                kept[b * bs:b * bs + len(yb)].copy_(out.detach())
-            elif task == "multiclass":
-                torch.argmax(out.detach(), 1, out=kept[b * bs:b * bs + len(yb)])
+            if kept is not None:
+                task.keep(kept[b * bs:b * bs + len(yb)], out)
             logged = state.step % self.log_every == 0 or state.step == 1
             state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
             for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
@@ -293,7 +251,7 @@ class Trainer:
         state.scalars = {"loss/train": float(loss_sum / total)}
         if kept is not None:
             seen = y[:self.n_seen] if perm is None else y.index_select(0, perm[:self.n_seen])
-            correct = self._correct(kept, seen, task) if task == "binary" else (kept == seen).sum()
+            correct = task.correct(kept, seen)
             state.scalars["accuracy/train"] = float(correct) / self.n_seen
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple:
@@ -330,14 +288,14 @@ class Trainer:
 
     def validate(self, state: TrainState) -> None:
         """The val pass: this epoch's entries in state.history and state.scalars."""
-        val = self.evaluate(self.model, self.data.X_val, self.data.y_val, self.data.task)
+        val = self.evaluate(self.model, self.data.X_val, self.data.y_val, self.task)
         s = state.scalars
         s.update({"loss/val": float(val["loss"]), "lr": self.optimizer.param_groups[0]["lr"]})
         h = state.history
         h["train_loss"].append(s["loss/train"])
         h["val_loss"].append(s["loss/val"])
         h["lr"].append(s["lr"])
-        if self.data.task != "regression":
+        if self.task.classification:
             s["accuracy/val"] = float(val["accuracy"])
             h["train_accuracy"].append(s["accuracy/train"])
             h["val_accuracy"].append(s["accuracy/val"])
@@ -348,16 +306,16 @@ class Trainer:
         """Model and data on the device; loss, optimizer, scheduler, the shuffling RNG and the batch size."""
         from mlpkit.backprop import maybe_manual
 
-        self.model, self.data = model.to(self.device), data
+        self.model, self.data, self.task = model.to(self.device), data, get_task(data.task)
         data.to(self.device)
-        if self.class_weight == "balanced" and data.task != "regression":
-            self.weight = self.balanced_weights(data.y_train, data.task)
-        self.loss_fn = self._loss_fn(data.task)
+        if self.class_weight == "balanced" and self.task.classification:
+            self.weight = self.task.balanced_weights(data.y_train)
+        self.loss_fn = self.task.loss(self.weight)
         if isinstance(self.optimizer_spec, torch.optim.Optimizer):
             self.optimizer = self.optimizer_spec  # it holds the model's parameters: keep them as they are
-            self.manual = maybe_manual(model, data.task, self.manual_backprop, flat=False, weight=self.weight)
+            self.manual = maybe_manual(model, self.task, self.manual_backprop, flat=False, weight=self.weight)
         else:
-            self.manual = maybe_manual(model, data.task, self.manual_backprop, weight=self.weight)
+            self.manual = maybe_manual(model, self.task, self.manual_backprop, weight=self.weight)
             params = [self.manual.flat] if self.manual is not None else model.parameters()
             self.optimizer = make_optimizer(params, self.optimizer_spec, self.lr, **self.optimizer_params)
         self.scheduler = make_scheduler(self.optimizer, self.scheduler_name, max_epochs=self.max_epochs,

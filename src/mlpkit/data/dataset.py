@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-TASKS = ("binary", "multiclass", "regression")
+from mlpkit.tasks import TASKS, Task, get_task  # noqa: F401  (TASKS: the names, for callers of this module)
 
 
 @dataclass
@@ -16,7 +16,7 @@ class Dataset:
     """Three splits as tensors. y is (N, 1) float for binary and regression, (N,) long for multiclass."""
 
     name: str
-    task: str
+    task: Task  # a name (str) is accepted and becomes its Task
     X_train: torch.Tensor
     y_train: torch.Tensor
     X_val: torch.Tensor
@@ -37,15 +37,18 @@ class Dataset:
     def in_dim(self) -> int:
         return self.X_train.shape[1]
 
+    def __post_init__(self) -> None:
+        self.task = get_task(self.task)  # a name given from Python becomes its Task
+
     @property
     def out_dim(self) -> int:
-        if self.task == "multiclass":
-            return len(self.classes)
+        if self.task.classification:
+            return self.task.out_dim(len(self.classes))
         return 1 if self.y_train.dim() == 1 else self.y_train.shape[1]
 
     @property
     def is_classification(self) -> bool:
-        return self.task != "regression"
+        return self.task.classification
 
     def to(self, device: torch.device | str) -> "Dataset":
         """Move all six tensors to `device` (once; batches are then sliced there)."""
@@ -55,7 +58,7 @@ class Dataset:
 
     def describe(self) -> str:
         n = (len(self.X_train), len(self.X_val), len(self.X_test))
-        kind = f"{self.task}, {len(self.classes)} classes" if self.is_classification else "regression"
+        kind = f"{self.task}, {len(self.classes)} classes" if self.is_classification else str(self.task)
         return f"{self.name}: {self.in_dim} features, {kind}; train/val/test = {n[0]}/{n[1]}/{n[2]} rows"
 
 

@@ -8,12 +8,13 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from mlpkit.data.dataset import TASKS, Dataset
+from mlpkit.data.dataset import Dataset
 from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing
 from mlpkit.data.sources import DATASETS, Opts
 from mlpkit.data.split import column_mean_std, min_split_rows, permute_rows, split_rows
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
+from mlpkit.tasks import BINARY, REGRESSION, TASKS, Task, classification_task, get_task
 
 GATES = ("xor", "and", "or", "nand")
 
@@ -157,13 +158,13 @@ def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
         usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
     words = ~usable[codes]
     n_words = int(words.sum())
-    if task in ("auto", "regression") and 0 < n_words < len(text) and \
-            (task == "regression" or (n_words <= max(3, 0.1 * len(text))
-                                      and _infer_task(parsed[codes][~words]) == "regression")):
+    if task in ("auto", REGRESSION) and 0 < n_words < len(text) and \
+            (task == REGRESSION or (n_words <= max(3, 0.1 * len(text))
+                                    and _infer_task(parsed[codes][~words]) == REGRESSION)):
         where = np.flatnonzero(words)
         shown = ", ".join(f"{text.iloc[i]!r} at {line_of(df, int(rows[i]))}" for i in where[:3])
         more = f" and {n_words - 3} more" if n_words > 3 else ""
-        asked = "data.task=regression, but " if task == "regression" else ""
+        asked = f"data.task={REGRESSION}, but " if task == REGRESSION else ""
         raise ConfigError(f"data.target={target!r}: {asked}{len(text) - n_words} of its {len(text)} values are "
                           f"finite numbers and {n_words} {'is' if n_words == 1 else 'are'} not: {shown}{more}. Write a "
                           "missing value as an empty cell or NA (the row is then left out), or, if the values are "
@@ -173,9 +174,9 @@ def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
 
 def _target(name: str, y: np.ndarray, task: Optional[str]):
     """(task, y as class indices or floats, class labels) from the target's raw values."""
-    task = task or _infer_task(y)
+    task = get_task(task or _infer_task(y))
     classes: List[str] = []
-    if task == "regression":
+    if not task.classification:
         try:
             y = np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError):
@@ -191,29 +192,27 @@ def _target(name: str, y: np.ndarray, task: Optional[str]):
     if len(classes) < 2:
         raise ConfigError(f"data={name}: the target has only one class ({classes[0]!r}); "
                           "classification needs at least two")
-    if task == "binary" and len(classes) != 2:
+    if task == BINARY and len(classes) != 2:
         raise ConfigError(f"data.task=binary but the target has {len(classes)} classes; use data.task=multiclass")
-    if task == "multiclass" and len(classes) == 2:
-        task = "binary"
-    return task, y, classes
+    return classification_task(len(classes)), y, classes
 
 
-def _infer_task(y: np.ndarray) -> str:
+def _infer_task(y: np.ndarray) -> Task:
     """Text or few distinct integers -> classification; other numbers -> regression."""
     try:
         values = y.astype(np.float64)
     except (TypeError, ValueError):
-        return "binary" if len(np.unique(y.astype(str))) == 2 else "multiclass"
+        return classification_task(len(np.unique(y.astype(str))))
     if not np.all(np.isfinite(values)):
         raise ConfigError("the target has non-finite values")
     distinct = np.unique(values)
     if np.all(values == np.round(values)) and len(distinct) <= max(2, min(20, len(values) // 5)):
-        return "binary" if len(distinct) == 2 else "multiclass"
-    return "regression"
+        return classification_task(len(distinct))
+    return REGRESSION
 
 
 def _check_train_has_every_class(name: str, y: np.ndarray, train: np.ndarray, task: str, classes) -> None:
-    if task != "regression":
+    if get_task(task).classification:
         missing = sorted(set(range(len(classes))) - set(np.unique(y[train]).tolist()))
         if missing:
             raise ConfigError(f"data={name}: the train split has no row of class {classes[missing[0]]!r}; "
@@ -235,15 +234,13 @@ def _assemble(name: str, task: str, X: np.ndarray, y: np.ndarray, parts, classes
     """The Dataset over X (rows already in train | val | test order); regression targets standardised."""
     n_tr, n_va = len(parts[0]), len(parts[1])
     y_mean, y_std = 0.0, 1.0
-    if task == "regression" and standardize:
+    task = get_task(task)
+    if task.standardizes_target() and standardize:
         y_mean, y_std = float(y[:n_tr].mean()), _std(y[:n_tr]) or 1.0
         y = (y - y_mean) / y_std
 
     def tensors(rows: slice):
-        xt = torch.from_numpy(X[rows])  # a view
-        if task == "multiclass":
-            return xt, torch.as_tensor(y[rows], dtype=torch.long)
-        return xt, torch.as_tensor(y[rows], dtype=torch.float32).reshape(-1, 1)
+        return torch.from_numpy(X[rows]), task.target_tensor(y[rows])  # X: a view
 
     pre.task, pre.classes, pre.y_mean, pre.y_std = task, list(classes), y_mean, y_std
     src = source_rows if source_rows is not None else np.arange(len(y))

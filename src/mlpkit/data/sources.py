@@ -19,6 +19,7 @@ import numpy as np
 from mlpkit.data.split import empty_array
 from mlpkit.errors import ConfigError
 from mlpkit.registry import Registry
+from mlpkit.tasks import BINARY, MULTICLASS, REGRESSION as REGRESSION_TASK, classification_task
 
 
 @dataclass
@@ -48,24 +49,24 @@ def _gate(table: Dict[Tuple[int, int], int]) -> Callable:
         if cfg.n_samples is None:
             note = ("the 4-row truth table is the whole data set: train, val and test all use it "
                     "(set data.n_samples and data.noise for a noisy cloud around the corners)")
-            return corners, labels, "binary", [note]
+            return corners, labels, BINARY, [note]
         rng = np.random.default_rng(seed)
         pick = rng.integers(0, 4, cfg.n_samples)
         X = corners[pick] + rng.normal(0.0, _opt(cfg.noise, 0.1), (cfg.n_samples, 2))
-        return X, labels[pick], "binary", []
+        return X, labels[pick], BINARY, []
     return build
 
 
 def _moons(cfg, seed) -> Raw:
     from sklearn.datasets import make_moons
     X, y = make_moons(_opt(cfg.n_samples, 500), noise=_opt(cfg.noise, 0.2), random_state=seed)
-    return X, y, "binary", []
+    return X, y, BINARY, []
 
 
 def _circles(cfg, seed) -> Raw:
     from sklearn.datasets import make_circles
     X, y = make_circles(_opt(cfg.n_samples, 500), noise=_opt(cfg.noise, 0.1), factor=0.5, random_state=seed)
-    return X, y, "binary", []
+    return X, y, BINARY, []
 
 
 def _spiral(cfg, seed) -> Raw:
@@ -90,7 +91,7 @@ def _sine(cfg, seed) -> Raw:
     rng = np.random.default_rng(seed)
     n = _opt(cfg.n_samples, 500)
     x = rng.uniform(-2 * np.pi, 2 * np.pi, (n, 1))
-    return x, np.sin(x[:, 0]) + rng.normal(0, _opt(cfg.noise, 0.1), n), "regression", []
+    return x, np.sin(x[:, 0]) + rng.normal(0, _opt(cfg.noise, 0.1), n), REGRESSION_TASK, []
 
 
 def _classification(cfg, seed) -> Raw:
@@ -162,7 +163,7 @@ def _regression(cfg, seed) -> Raw:
     n_features = _opt(cfg.n_features, 10)
     X, y = make_regression(_opt(cfg.n_samples, 1000), n_features=n_features,
                            n_informative=max(1, n_features // 2), noise=_opt(cfg.noise, 5.0), random_state=seed)
-    return X, y, "regression", []
+    return X, y, REGRESSION_TASK, []
 
 
 def _bundled(loader: str, task: Optional[str]) -> Callable:
@@ -186,12 +187,12 @@ def _digits(cfg, seed) -> Raw:
         path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
         if os.path.isfile(path):
             table = np.loadtxt(path, delimiter=",")
-            return table[:, :-1], table[:, -1].astype(int), "multiclass", []
-    return _bundled("load_digits", "multiclass")(cfg, seed)
+            return table[:, :-1], table[:, -1].astype(int), MULTICLASS, []
+    return _bundled("load_digits", MULTICLASS)(cfg, seed)
 
 
 def _classes(k: int) -> str:
-    return "binary" if k == 2 else "multiclass"
+    return classification_task(k)
 
 
 def _table(cfg, seed) -> Raw:
@@ -222,10 +223,10 @@ DATASETS: Registry[Callable[..., Raw]] = Registry("data", {
     "classification": _classification,
     "regression": _regression,
     "digits": _digits,
-    "iris": _bundled("load_iris", "multiclass"),
-    "wine": _bundled("load_wine", "multiclass"),
-    "breast_cancer": _bundled("load_breast_cancer", "binary"),
-    "diabetes": _bundled("load_diabetes", "regression"),
+    "iris": _bundled("load_iris", MULTICLASS),
+    "wine": _bundled("load_wine", MULTICLASS),
+    "breast_cancer": _bundled("load_breast_cancer", BINARY),
+    "diabetes": _bundled("load_diabetes", REGRESSION_TASK),
     "csv": _table,
 }, SETTINGS)
 

@@ -10,6 +10,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from mlpkit.errors import ConfigError
+from mlpkit.tasks import get_task
 
 
 PREFAULT_BYTES = 64 * 2 ** 20  # arrays at least this large get their memory mapped in at once
@@ -38,7 +39,7 @@ def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: flo
     The same rows as two calls of scikit-learn's train_test_split(random_state=seed,
     stratify=...) pick (test first, then val from the rest), without importing it.
     """
-    strat = y if task != "regression" else None
+    strat = get_task(task).stratify(y)
     what = f"{len(y)} rows into train+val and test"
     try:
         rest, te = train_test_indices(np.arange(len(y)), test_fraction, seed, strat)
