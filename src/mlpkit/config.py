@@ -199,11 +199,10 @@ def nearest_key(key: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-# Groups whose settings a choice elsewhere makes void: (key, option) -> (group, what it still takes)
+# Groups whose settings a choice elsewhere makes void: (key, option) -> (group, what it still takes);
+# a model family's come from its entry (mlpkit.families: unused_groups, settings)
 VOID_SETTINGS = {
     ("early_stopping", "none"): (("early_stopping",), ("early_stopping.monitor", "early_stopping.mode")),
-    ("model", "perceptron"): (("optimizer", "scheduler", "activation", "init", "norm", "regularization"),
-                              ("model.lr",)),
 }
 
 
@@ -211,7 +210,10 @@ def check_option_settings(cfg: Any, overrides: List[str]) -> None:
     """A setting given on the command line that the chosen option does not use is an error
     (`early_stopping=none early_stopping.patience=5`, optimizer settings with `model=perceptron`)."""
     keys = [o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o and not o.startswith("~")]
-    for (choice, option), (groups, takes) in VOID_SETTINGS.items():
+    family = registries()["model"][cfg.model.name]
+    void = {**VOID_SETTINGS, ("model", family.name): (family.unused_groups,
+                                                      tuple(f"model.{k}" for k in family.settings))}
+    for (choice, option), (groups, takes) in void.items():
         if cfg[choice].name != option:
             continue
         for key in keys:
@@ -371,14 +373,15 @@ def registries() -> Dict[str, Any]:
     """Each config group that chooses a builder -> its Registry (imported on first use: torch comes with them)."""
     from mlpkit.activations import ACTIVATIONS
     from mlpkit.data.sources import DATASETS
+    from mlpkit.families import FAMILIES
     from mlpkit.initializers import INITIALIZERS
-    from mlpkit.model import MODELS, NORMS
+    from mlpkit.model import NORMS
     from mlpkit.optim import OPTIMIZERS, SCHEDULERS
     from mlpkit.pruning import PRUNERS
     from mlpkit.registry import Registry
 
     pruning = Registry("pruning", dict.fromkeys(PRUNERS), PRUNERS)
-    return {"data": DATASETS, "model": MODELS, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
+    return {"data": DATASETS, "model": FAMILIES, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
             "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "pruning": pruning}
 
 
@@ -420,17 +423,24 @@ def _check_data(cfg: Any) -> None:
 
 
 def _check_model(cfg: Any) -> None:
+    """model.* against the family's entry (mlpkit.families): its hidden layers, settings, ranges, resume."""
     m = cfg.model
     _check_option(cfg, "model")
-    if m.name == "perceptron":
-        if list(m.hidden):
-            raise ConfigError(f"model.hidden={list(m.hidden)}: model=perceptron is a single layer of step "
-                              "units and has no hidden layers; use model=mlp for hidden layers")
-        _number("model.lr", m.lr, low=0, low_open=True)
-        if cfg.resume:
-            raise ConfigError("resume is not supported for model=perceptron (its runs are short: start again)")
-    elif m.lr is not None:
-        raise ConfigError("model.lr is a setting of model=perceptron; for model=mlp set optimizer.lr")
+    families = registries()["model"]
+    family = families[m.name]
+    if list(m.hidden) and not family.hidden_layers:
+        with_hidden = [n for n in families if families[n].hidden_layers]
+        raise ConfigError(f"model.hidden={list(m.hidden)}: model={m.name} is {family.what} and has no hidden "
+                          f"layers; use model={'/'.join(with_hidden)} for hidden layers")
+    for key in _set_params(m, skip=("name", "hidden")):
+        if key not in family.settings:
+            owners = [n for n in families if key in families[n].settings]
+            hint = f"; for model={m.name} set optimizer.{key}" if f"optimizer.{key}" in schema_keys() else ""
+            raise ConfigError(f"model.{key} is a setting of model={'/'.join(owners)}{hint}")
+    for key, limits in family.ranges.items():
+        _number(f"model.{key}", m[key], **limits)
+    if cfg.resume and not family.resumes:
+        raise ConfigError(f"resume is not supported for model={m.name} (its runs are short: start again)")
     for i, width in enumerate(m.hidden):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
             raise ConfigError(f"model.hidden[{i}]={width!r}: layer widths must be integers > 0")
@@ -515,9 +525,12 @@ def check_task(cfg: Any, task: Optional[Task]) -> None:
     if getattr(cfg.trainer, "class_weight", "none") == "balanced":
         raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={name} has a regression "
                           "target; use trainer.class_weight=none")
-    if cfg.model.name == "perceptron":
-        raise ConfigError(f"model=perceptron classifies, but data={name} is a regression task; use model=mlp")
-    if cfg.early_stopping.name != "none" and cfg.early_stopping.monitor == "val_accuracy":
+    families = registries()["model"]
+    if families[cfg.model.name].classifies_only:
+        regression = [n for n in families if not families[n].classifies_only]
+        raise ConfigError(f"model={cfg.model.name} classifies, but data={name} is a regression task; "
+                          f"use model={'/'.join(regression)}")
+    if cfg.early_stopping.monitor == "val_accuracy":  # also under early_stopping=none: it picks the best epoch
         raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
                           f"data={name} is regression; use val_loss")
 
