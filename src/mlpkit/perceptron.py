@@ -56,8 +56,8 @@ class PerceptronRule(StepRule):
     rows_per_step = 1
     running_loss = False
 
-    def __init__(self, lr: float = 1.0):
-        self.lr = lr
+    def __init__(self, lr: Optional[float] = None):
+        self.lr = 1.0 if lr is None else lr  # weights that start at 0: the rule's result does not depend on it
         self.updates = 0  # in this epoch so far
 
     def setup(self, trainer: Trainer) -> None:
@@ -148,7 +148,7 @@ FAMILY = Family(
     ranges={"lr": dict(low=0, low_open=True)},
     hidden_layers=False,
     unused_groups=("optimizer", "scheduler", "activation", "init", "norm", "regularization"),
-    step_rule=lambda cfg: PerceptronRule(cfg.model.lr or 1.0),
+    step_rule=lambda cfg: PerceptronRule(cfg.model.lr),
     # an epoch takes microseconds: no progress lines, checkpoints once at the end, the decision boundary
     # only at the end; never pruned (it ends when it converges)
     callbacks={"tensorboard": {"histogram_every": 0, "boundary_every": 0, "title": "perceptron"},

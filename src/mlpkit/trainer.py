@@ -25,6 +25,10 @@ from mlpkit.data import Dataset
 from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
 from mlpkit.registry import not_known
+from mlpkit.schema import OptimizerConfig as _O
+from mlpkit.schema import RegularizationConfig as _R
+from mlpkit.schema import SchedulerConfig, TrainConfig
+from mlpkit.schema import TrainerConfig as _T
 from mlpkit.state import FitResult, TrainState
 from mlpkit.strategy import Strategy
 from mlpkit.tasks import Task, get_task
@@ -212,6 +216,8 @@ class Trainer:
         model = MLP(data.in_dim, [32, 32], data.out_dim, activation="relu")
         result = Trainer(optimizer="adam", lr=1e-2, max_epochs=50).fit(model, data)
 
+    The defaults are the config schema's (mlpkit.schema), as `python train.py` has them.
+
     Args:
         optimizer: a name from mlpkit.optim.OPTIMIZERS, or a ready torch optimizer.
         optimizer_params: that optimizer's own settings (momentum, betas, ...).
@@ -233,13 +239,14 @@ class Trainer:
         handle_signals: install SIGINT/SIGTERM handlers for the fit (train.py installs its own).
     """
 
-    def __init__(self, *, optimizer: str | torch.optim.Optimizer = "adam", lr: float = 1e-3,
-                 optimizer_params: Optional[dict] = None, scheduler: str = "none",
-                 scheduler_params: Optional[dict] = None, max_epochs: int = 60, batch_size: int = 64,
-                 l1: float = 0.0, l2: float = 0.0, input_noise: float = 0.0,
-                 clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None,
-                 class_weight: Optional[str] = None, manual_backprop: bool = True, device: str = "auto",
-                 seed: int = 0, log_every_n_steps: int = 50, step_rule: Optional[StepRule] = None,
+    def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: float = _O.lr,
+                 optimizer_params: Optional[dict] = None, scheduler: str = SchedulerConfig.name,
+                 scheduler_params: Optional[dict] = None, max_epochs: int = _T.max_epochs,
+                 batch_size: int = _T.batch_size, l1: float = _R.l1, l2: float = _R.l2,
+                 input_noise: float = _R.input_noise, clip_grad_norm: Optional[float] = _T.clip_grad_norm,
+                 clip_grad_value: Optional[float] = _T.clip_grad_value, class_weight: Optional[str] = _T.class_weight,
+                 manual_backprop: bool = _T.manual_backprop, device: str = _T.device, seed: int = TrainConfig.seed,
+                 log_every_n_steps: int = _T.log_every_n_steps, step_rule: Optional[StepRule] = None,
                  strategy: Optional[Strategy] = None, callbacks: Sequence[Callback] = (),
                  run_dir: Optional[str | Path] = None, logger: Any = None, log: Optional[log_fn] = None,
                  handle_signals: bool = True):
