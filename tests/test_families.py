@@ -135,6 +135,22 @@ def test_the_perceptron_converges_exactly_on_linearly_separable_truth_tables(nam
     assert result.kept == "last"
 
 
+def test_a_signal_stops_the_perceptron_after_its_row_saying_to_run_it_again():
+    import signal
+
+    class SignalAt(Callback):
+        def on_step_end(self, trainer, state, loss):
+            assert loss is None  # the rule has no per-step loss
+            if state.step == 6:
+                trainer.stop_signal = signal.SIGTERM
+
+    data = load_dataset("xor", seed=0)
+    result = Trainer(step_rule=PerceptronRule(), max_epochs=50, handle_signals=False,
+                     callbacks=[SignalAt()]).fit(Perceptron(data.in_dim, 1), data)
+    assert (result.status, result.epochs_run, result.test) == ("interrupted", 1, {})
+    assert result.message == "interrupted in epoch 2; a perceptron run is short: run it again"
+
+
 def test_the_perceptron_rule_refuses_a_regression_target():
     data = load_dataset("sine", n_samples=50, seed=0)
     with pytest.raises(ConfigError, match="classifies"):

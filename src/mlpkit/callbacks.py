@@ -115,6 +115,19 @@ def replace(callbacks: Sequence[Callback], name: str, new: Optional[Callback]) -
     return [*callbacks[:i], *([new] if new is not None else []), *callbacks[i + 1:]]
 
 
+def with_callbacks(defaults: Sequence[Callback], callbacks: Sequence[Callback]) -> List[Callback]:
+    """`defaults` with each of `callbacks` in place of the one of the same name; the others before the
+    checkpoint (at the end when there is none)."""
+    out = list(defaults)
+    for cb in callbacks:
+        names = [callback_name(c) for c in out]
+        if callback_name(cb) in names:
+            out[names.index(callback_name(cb))] = cb
+        else:
+            out.insert(names.index("checkpoint") if "checkpoint" in names else len(out), cb)
+    return out
+
+
 def adjust(callbacks: Sequence[Callback], changes: Mapping[str, Optional[dict]]) -> List[Callback]:
     """`callbacks` with each one named in `changes` given those attribute values (None: left out), e.g.
     a model family's `{"progress": None, "checkpoint": {"every_s": math.inf}}`."""

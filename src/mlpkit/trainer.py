@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mlpkit.callbacks import (BestEpoch, Callback, DivergenceGuard, EarlyStopping, EpochTime, LRScheduler, Progress,
-                              Pruning, SignalHandler, callback_name)
+                              Pruning, SignalHandler, callback_name, with_callbacks)
 from mlpkit.data import Dataset
 from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
@@ -70,19 +70,6 @@ def default_callbacks() -> List[Callback]:
     # the user's callbacks join before the checkpoint, which saves their state_dict() with the epoch
     return [Diagnostics(), TensorBoard(), DivergenceGuard(), BestEpoch(), LRScheduler(), ModelCheckpoint(),
             SignalHandler(), Progress(), EpochTime(), Pruning()]
-
-
-def with_callbacks(defaults: Sequence[Callback], callbacks: Sequence[Callback]) -> List[Callback]:
-    """`defaults` with each of `callbacks` in place of the one of the same name; the others before the
-    checkpoint (at the end when there is none)."""
-    out = list(defaults)
-    for cb in callbacks:
-        names = [callback_name(c) for c in out]
-        if callback_name(cb) in names:
-            out[names.index(callback_name(cb))] = cb
-        else:
-            out.insert(names.index("checkpoint") if "checkpoint" in names else len(out), cb)
-    return out
 
 
 class StepRule:
@@ -282,6 +269,11 @@ class Trainer:
         """The callback of that name, or None."""
         return next((cb for cb in self.callbacks if callback_name(cb) == name), None)
 
+    @property
+    def best(self) -> BestEpoch:
+        """The best epoch (the callback named best_epoch: a BestEpoch or an EarlyStopping)."""
+        return self.callback("best_epoch")
+
     # -- helpers ---------------------------------------------------------------
 
     def evaluate(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
@@ -312,7 +304,6 @@ class Trainer:
         self._setup(model, data)
         for cb in self.callbacks:
             cb.setup(self)
-        self.best: BestEpoch = self.callback("best_epoch")
         if not isinstance(self.best, BestEpoch):
             raise ValueError("the loop needs a callback named 'best_epoch' (a BestEpoch or an EarlyStopping)")
         self._hooks = {name: [getattr(cb, name) for cb in self.callbacks
