@@ -166,8 +166,8 @@ def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, 
     t, r, fam = cfg.trainer, cfg.regularization, family(cfg)
     opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
     sched_params = {k: v for k, v in dict(cfg.scheduler).items() if k != "name" and v is not None}
-    callbacks = [best, TensorBoard(histogram_every=t.histogram_every_n_epochs, boundary_every=t.boundary_every_n_epochs),
-                 Progress(bar=bool(t.progress) and sys.stderr.isatty()), Pruning(pruner)]
+    callbacks = [best, Progress(bar=bool(t.progress) and sys.stderr.isatty()), Pruning(pruner),
+                 TensorBoard(histogram_every=t.histogram_every_n_epochs, boundary_every=t.boundary_every_n_epochs)]
     trainer = Trainer(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, optimizer_params=opt_params,
         scheduler=cfg.scheduler.name, scheduler_params=sched_params, max_epochs=t.max_epochs,

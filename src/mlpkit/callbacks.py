@@ -54,7 +54,7 @@ class Callback:
     `history` (new keys), `extra` (results for metrics.json) and the status through `stop()`.
     """
 
-    name: Optional[str] = None  # what `Trainer(callbacks=...)`, `replace` and `adjust` know it by (None: its class name)
+    name: Optional[str] = None  # what Trainer(callbacks=...), replace and adjust know it by (None: its class name)
 
     @property
     def state_key(self) -> str:
