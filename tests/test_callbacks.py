@@ -42,7 +42,7 @@ class Recorder(Callback):
 
     def on_epoch_end(self, trainer, state):
         self.seen.append((state.epoch, state.step, len(state.history["val_loss"]), state.scalars["loss/val"],
-                          state.best_epoch, state.status))
+                          trainer.best.epoch, state.status))
 
     def on_fit_end(self, trainer, state):
         self.fit_ends += 1
@@ -109,7 +109,7 @@ def test_callback_state_is_saved_in_last_pt_and_restored_on_resume(moons, tmp_pa
 
 def test_early_stopping_state_keeps_its_checkpoint_key(moons, tmp_path):
     es = EarlyStopping(patience=100)
-    _trainer(max_epochs=2, run_dir=tmp_path, early_stopping=es, scheduler="step").fit(
+    _trainer(max_epochs=2, run_dir=tmp_path, callbacks=[es], scheduler="step").fit(
         MLP(moons.in_dim, [8], moons.out_dim), moons)
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert last["early_stopping"] == {"wait": es.wait} and "last_epoch" in last["scheduler"]

@@ -196,12 +196,13 @@ class Killed(BaseException):
 
 def _fit(run_dir: Path, resume: bool = False):
     from mlpkit import MLP, EarlyStopping, Trainer, load_dataset
+    from mlpkit.checkpoint import ModelCheckpoint
 
     torch.manual_seed(0)
     data = load_dataset("moons", n_samples=80, seed=0)
     model = MLP(data.in_dim, [4], data.out_dim)
-    trainer = Trainer(optimizer="adam", lr=0.1, max_epochs=12, batch_size=16, early_stopping=EarlyStopping(patience=2),
-                      run_dir=run_dir, handle_signals=False, checkpoint_every_s=0, device="cpu")
+    trainer = Trainer(optimizer="adam", lr=0.1, max_epochs=12, batch_size=16, run_dir=run_dir, handle_signals=False,
+                      callbacks=[EarlyStopping(patience=2), ModelCheckpoint(every_s=0)], device="cpu")
     last = run_dir / "checkpoints" / "last.pt"
     return trainer.fit(model, data, resume_from=last if resume and last.is_file() else None)
 
@@ -214,25 +215,25 @@ def _same(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    import mlpkit.trainer as trainer_module
+    import mlpkit.checkpoint as checkpoint_module
 
     calls = []
-    save = trainer_module.save_checkpoint
-    trainer_module.save_checkpoint = lambda path, state: (calls.append(Path(path).name), save(path, state))
+    save = checkpoint_module.save_checkpoint
+    checkpoint_module.save_checkpoint = lambda path, state: (calls.append(Path(path).name), save(path, state))
     try:
         result = _fit(tmp_path_factory.mktemp("reference"))
     finally:
-        trainer_module.save_checkpoint = save
+        checkpoint_module.save_checkpoint = save
     assert result.status == "early_stopped"
     return result, len(calls)
 
 
 @pytest.mark.parametrize("when", ["before", "partial", "after"])
 def test_killed_at_every_checkpoint_write_resumes_to_the_same_result(tmp_path, monkeypatch, reference, when):
-    import mlpkit.trainer as trainer_module
+    import mlpkit.checkpoint as checkpoint_module
 
     expected, n_writes = reference
-    save = trainer_module.save_checkpoint
+    save = checkpoint_module.save_checkpoint
     for k in range(n_writes):
         run_dir = tmp_path / f"kill{k}"
         count = [0]
@@ -249,10 +250,10 @@ def test_killed_at_every_checkpoint_write_resumes_to_the_same_result(tmp_path, m
                 save(path, state)
             raise Killed
 
-        monkeypatch.setattr(trainer_module, "save_checkpoint", dying_save)
+        monkeypatch.setattr(checkpoint_module, "save_checkpoint", dying_save)
         with pytest.raises(Killed):
             _fit(run_dir)
-        monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+        monkeypatch.setattr(checkpoint_module, "save_checkpoint", save)
         _same(_fit(run_dir, resume=True), expected)
         ckpt = run_dir / "checkpoints"
         assert not list(ckpt.glob(".*.tmp")), "a stale temp file was left"
@@ -262,10 +263,10 @@ def test_killed_at_every_checkpoint_write_resumes_to_the_same_result(tmp_path, m
 
 
 def test_damaged_best_pt_does_not_block_resume_and_is_rewritten(tmp_path, monkeypatch, reference):
-    import mlpkit.trainer as trainer_module
+    import mlpkit.checkpoint as checkpoint_module
 
     expected, _ = reference
-    save, count = trainer_module.save_checkpoint, [0]
+    save, count = checkpoint_module.save_checkpoint, [0]
 
     def dying_save(path, state):
         count[0] += 1
@@ -273,10 +274,10 @@ def test_damaged_best_pt_does_not_block_resume_and_is_rewritten(tmp_path, monkey
         if count[0] == 6:
             raise Killed
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", dying_save)
     with pytest.raises(Killed):
         _fit(tmp_path)
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save)
     best = tmp_path / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[:100])
     _same(_fit(tmp_path, resume=True), expected)

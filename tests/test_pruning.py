@@ -12,6 +12,7 @@ from typing import List, Optional
 import pytest
 
 from mlpkit import ConfigError, Trainer
+from mlpkit.callbacks import Pruning
 from mlpkit.config import validate
 from mlpkit.data import load_dataset
 from mlpkit.model import MLP
@@ -161,7 +162,7 @@ class PruneAt:
 def test_trainer_stops_with_status_pruned():
     data = load_dataset("moons", n_samples=120, noise=0.2, seed=0)
     pruner = PruneAt(3)
-    result = Trainer(optimizer="adam", lr=1e-2, max_epochs=10, pruner=pruner).fit(
+    result = Trainer(optimizer="adam", lr=1e-2, max_epochs=10, callbacks=[Pruning(pruner)]).fit(
         MLP(data.in_dim, [8], data.out_dim), data)
     assert result.status == "pruned" and result.message == "pruned by the test"
     assert result.epochs_run == 3 and len(result.history["val_loss"]) == 3

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mlpkit import MLP, ConfigError, Dataset, EarlyStopping, FitResult, Trainer, load_checkpoint, load_dataset
+from mlpkit.tblog import TensorBoard
 from mlpkit.trainer import resolve_device
 
 from conftest import PYTHON, SUBPROCESS_ENV
@@ -110,7 +111,7 @@ def test_steps_per_epoch_follow_batch_size(moons, batch_size, expected):
     expected = expected or math.ceil(n / batch_size)
     logger = RecordingLogger()
     Trainer(optimizer="sgd", lr=0.05, max_epochs=2, batch_size=batch_size, log_every_n_steps=1, device="cpu",
-            logger=logger, histogram_every_n_epochs=0, boundary_every_n_epochs=0).fit(_model(moons), _fresh(moons))
+            logger=logger, callbacks=[TensorBoard(histogram_every=0, boundary_every=0)]).fit(_model(moons), _fresh(moons))
     assert logger.steps() == list(range(1, 2 * expected + 1))
 
 
@@ -140,7 +141,7 @@ def test_early_stopping_stops_and_restore_best_keeps_the_best_weights(moons, res
     kwargs = dict(optimizer="sgd", lr=0.5, batch_size=0, device="cpu", seed=0)
     model = _model(data)
     es = EarlyStopping(monitor="val_loss", mode="min", patience=patience, restore_best=restore_best)
-    result = Trainer(max_epochs=50, early_stopping=es, **kwargs).fit(model, data)
+    result = Trainer(max_epochs=50, callbacks=[es], **kwargs).fit(model, data)
     assert result.status == "early_stopped", result.message
     assert result.epochs_run == result.best_epoch + patience + 1 < 50
     assert len(result.history["val_loss"]) == result.epochs_run
@@ -161,7 +162,7 @@ def test_early_stopping_stops_and_restore_best_keeps_the_best_weights(moons, res
 
 def test_early_stopping_mode_max_on_accuracy(moons):
     es = EarlyStopping(monitor="val_accuracy", mode="max", patience=1, restore_best=True)
-    result = Trainer(optimizer="sgd", lr=0.5, batch_size=0, max_epochs=40, early_stopping=es,
+    result = Trainer(optimizer="sgd", lr=0.5, batch_size=0, max_epochs=40, callbacks=[es],
                      device="cpu").fit(_model(_flipped_val(moons)), _flipped_val(moons))
     assert result.status == "early_stopped"
     assert result.best_val_accuracy == pytest.approx(max(result.history["val_accuracy"]))
@@ -268,7 +269,7 @@ def test_logged_gradient_norm_lr_and_accuracy_mean_what_they_say(moons):
     logger = RecordingLogger()
     result = Trainer(optimizer="sgd", lr=0.2, batch_size=0, max_epochs=3, scheduler="step",
                      scheduler_params={"step_size": 1, "gamma": 0.5}, device="cpu", logger=logger,
-                     histogram_every_n_epochs=0, boundary_every_n_epochs=0).fit(model, data)
+                     callbacks=[TensorBoard(histogram_every=0, boundary_every=0)]).fit(model, data)
     by_epoch = {step: values for values, step in logger.epoch_scalars}
     assert sorted(by_epoch) == [1, 2, 3]
     assert [by_epoch[1][f"grads/layer_{i}"] for i in range(2)] == pytest.approx(expected, rel=1e-4)

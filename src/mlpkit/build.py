@@ -1,6 +1,7 @@
-"""From a validated config to the objects of a run: data, model, early stopping, pruner, trainer, and
-the record a finished run leaves (metrics.json, HParams, the last log line). `mlpkit.cli.train_from_config`
-assembles these; each takes the composed config (or a node of it) and returns what it built."""
+"""From a validated config to the objects of a run: data, model, best epoch / early stopping, pruner,
+trainer, and the record a finished run leaves (metrics.json, HParams, the last log line).
+`mlpkit.cli.train_from_config` assembles these; each takes the composed config (or a node of it) and
+returns what it built. What differs between model families is their entry's (mlpkit.families)."""
 
 from __future__ import annotations
 
@@ -77,15 +78,16 @@ def build_data(cfg: Any) -> Any:
     return data
 
 
+def family(cfg: Any) -> Any:
+    """The model family of `cfg.model.name` (its Family entry)."""
+    from mlpkit.families import FAMILIES
+
+    return FAMILIES[cfg.model.name]
+
+
 def model_kwargs(cfg: Any, data: Any) -> dict:
     """The keyword arguments of `MODELS[cfg.model.name]` (saved in model.json for predict.py)."""
-    if cfg.model.name == "perceptron":
-        return {"in_dim": data.in_dim, "out_dim": data.task.out_dim(len(data.classes))}
-    act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
-    return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
-            "activation": cfg.activation.name, "activation_params": act, "norm": cfg.norm.name,
-            "dropout": float(cfg.regularization.dropout), "init": cfg.init.name, "init_std": cfg.init.std,
-            "init_gain": cfg.init.gain}
+    return family(cfg).model_kwargs(cfg, data)
 
 
 def set_threads(t: Any, launcher: Any, device: Any, n_parameters: int, n_train: int) -> None:
@@ -103,8 +105,7 @@ def flat_units(cfg: Any) -> bool:
     """Hidden layers behind an activation without a derivative (step): backprop cannot train them."""
     from mlpkit.activations import ACTIVATIONS
 
-    return (cfg.model.name != "perceptron" and not ACTIVATIONS[cfg.activation.name].differentiable
-            and bool(cfg.model.hidden))
+    return bool(cfg.model.hidden) and not ACTIVATIONS[cfg.activation.name].differentiable
 
 
 def describe(cfg: Any, data: Any, kwargs: dict, rows: list, total: int, device: Any, job_num: Optional[int],
@@ -118,12 +119,7 @@ def describe(cfg: Any, data: Any, kwargs: dict, rows: list, total: int, device: 
     log.info("data   %s", data.describe())
     if data.columns_table:
         log.info("columns\n%s", data.columns_table)
-    if cfg.model.name == "perceptron":
-        head = "model  perceptron (step units, perceptron learning rule, no backpropagation)"
-    else:
-        head = (f"model  {cfg.model.name}, activation={cfg.activation.name}, norm={cfg.norm.name}, "
-                f"init={cfg.init.name}, device={device}")
-    head += f"; {data.in_dim} model inputs"
+    head = f"model  {family(cfg).head(cfg, device)}; {data.in_dim} model inputs"
     if not job_num:  # a single run, or a sweep's first job: the layer table
         log.info("%s\n%s", head, format_summary(rows, total))
     else:  # the sweep's later jobs: one line
@@ -133,14 +129,16 @@ def describe(cfg: Any, data: Any, kwargs: dict, rows: list, total: int, device: 
         log.warning("warning: %s", w)
 
 
-def build_early_stopping(e: Any) -> Any:
-    """EarlyStopping from `cfg.early_stopping`, or None for early_stopping=none."""
-    from mlpkit.trainer import EarlyStopping
+def build_best_epoch(cfg: Any) -> Any:
+    """The run's BestEpoch from `cfg.early_stopping`: an EarlyStopping, or for early_stopping=none (and
+    a model family that does not stop early) a BestEpoch whose monitor and mode still pick the best epoch."""
+    from mlpkit.callbacks import BestEpoch, EarlyStopping
 
-    if e.name == "none":
-        return None
-    return EarlyStopping(e.monitor, MONITOR_MODE[e.monitor] if e.mode == "auto" else e.mode, e.patience,
-                         e.min_delta, e.restore_best)
+    e = cfg.early_stopping
+    mode = MONITOR_MODE[e.monitor] if e.mode == "auto" else e.mode
+    if e.name == "none" or not family(cfg).stops_early:
+        return BestEpoch(e.monitor, mode, e.min_delta)
+    return EarlyStopping(e.monitor, mode, e.patience, e.min_delta, e.restore_best)
 
 
 def build_pruner(p: Any, run_dir: Path, job_num: Optional[int]) -> Any:
@@ -157,23 +155,29 @@ def build_pruner(p: Any, run_dir: Path, job_num: Optional[int]) -> Any:
     return MedianPruner(run_dir.parent, run_dir=run_dir, **settings)  # the sweep dir holds its jobs
 
 
-def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, early: Any, pruner: Any,
+def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, pruner: Any,
                   handle_signals: bool) -> Any:
-    """The Trainer of `cfg.optimizer`, `cfg.scheduler`, `cfg.regularization` and `cfg.trainer`."""
+    """The Trainer of `cfg.optimizer`, `cfg.scheduler`, `cfg.regularization` and `cfg.trainer`, with the
+    model family's step rule, and the callbacks of `cfg.trainer` and `best` as the family has them."""
+    from mlpkit.callbacks import Progress, Pruning, adjust
+    from mlpkit.tblog import TensorBoard
     from mlpkit.trainer import Trainer
 
-    t, r = cfg.trainer, cfg.regularization
+    t, r, fam = cfg.trainer, cfg.regularization, family(cfg)
     opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
     sched_params = {k: v for k, v in dict(cfg.scheduler).items() if k != "name" and v is not None}
-    return Trainer(
+    callbacks = [best, Progress(bar=bool(t.progress) and sys.stderr.isatty()), Pruning(pruner),
+                 TensorBoard(histogram_every=t.histogram_every_n_epochs, boundary_every=t.boundary_every_n_epochs)]
+    trainer = Trainer(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, optimizer_params=opt_params,
         scheduler=cfg.scheduler.name, scheduler_params=sched_params, max_epochs=t.max_epochs,
         batch_size=t.batch_size, l1=r.l1, l2=r.l2, input_noise=r.input_noise, clip_grad_norm=t.clip_grad_norm,
-        clip_grad_value=t.clip_grad_value, early_stopping=early, device=str(device), seed=cfg.seed,
-        class_weight=t.class_weight, log_every_n_steps=t.log_every_n_steps,
-        histogram_every_n_epochs=t.histogram_every_n_epochs, boundary_every_n_epochs=t.boundary_every_n_epochs,
-        run_dir=run_dir, logger=logger, progress=bool(t.progress) and sys.stderr.isatty(), log=log.info,
-        manual_backprop=t.manual_backprop, handle_signals=handle_signals, pruner=pruner)
+        clip_grad_value=t.clip_grad_value, device=str(device), seed=cfg.seed, class_weight=t.class_weight,
+        log_every_n_steps=t.log_every_n_steps, manual_backprop=t.manual_backprop,
+        step_rule=fam.step_rule(cfg) if fam.step_rule is not None else None, callbacks=callbacks,
+        run_dir=run_dir, logger=logger, log=log.info, handle_signals=handle_signals)
+    trainer.callbacks = adjust(trainer.callbacks, fam.callbacks)
+    return trainer
 
 
 def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict) -> None:
@@ -188,17 +192,6 @@ def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict)
     atomic_write(run_dir / "splits.npz", lambda fh: np.savez_compressed(fh, **data.rows))
 
 
-def fit(cfg: Any, trainer: Any, model: Any, data: Any, logger: Any, run_dir: Path,
-        resume_from: Optional[Path]) -> Any:
-    """Train: the perceptron rule for model=perceptron, else the Trainer (continuing `resume_from`)."""
-    if cfg.model.name == "perceptron":
-        from mlpkit.perceptron import fit_perceptron
-
-        return fit_perceptron(model, data, max_epochs=cfg.trainer.max_epochs, lr=cfg.model.lr or 1.0,
-                              seed=cfg.seed, logger=logger, run_dir=run_dir)
-    return trainer.fit(model, data, resume_from=resume_from)
-
-
 def note_flat_units(result: Any) -> None:
     """After a run behind step units: whether the hidden layers' gradient was really 0 (a warning)."""
     if result.history.get("grad_norm"):
@@ -206,15 +199,6 @@ def note_flat_units(result: Any) -> None:
         result.warnings.append("measured: the hidden layers' weight-gradient norm was "
                                + ("exactly 0 in every sampled step" if zero else "not always 0"))
         log.warning("warning: %s", result.warnings[-1])
-
-
-def kept_checkpoint(result: Any, early: Any, perceptron: bool) -> str:
-    """The checkpoint whose weights the test metrics came from: best.pt when the best epoch was restored."""
-    if perceptron or not result.best_epoch:
-        return "last"
-    if result.status == "diverged" or (early is not None and early.restore_best):
-        return "best"
-    return "last"
 
 
 @dataclass
@@ -227,7 +211,6 @@ class Record:
     run_dir: Path
     n_parameters: int
     start: float  # time.perf_counter() when the run began
-    early: Any = None
     first_step_time: Optional[float] = None
 
 
@@ -266,7 +249,6 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
                seconds_per_epoch=(result.seconds / result.epochs_run) if result.epochs_run else None,
                device=str(rec.device), task=rec.data.task, n_parameters=rec.n_parameters, run_dir=str(rec.run_dir),
                threads=torch.get_num_threads(), first_step_unix_time=rec.first_step_time,
-               kept=kept_checkpoint(result, rec.early, rec.cfg.model.name == "perceptron"),
                classes=rec.data.classes or None,
                slurm_job_id=os.environ.get("SLURM_JOB_ID"))  # which SLURM job ran it (None outside SLURM)
     try:

@@ -127,30 +127,45 @@ class ModelCheckpoint(Callback):
     disk, and last.pt carries the best weights too: alone it is consistent whatever happened to
     best.pt. Waiting costs a copy of the tensors that change (model, optimizer) and the history's
     lengths: the history only grows, so its first n entries are what it held then.
-    `resume()` (called before on_fit_start) restores the model, optimizer, TrainState, every RNG and
-    each callback's state_dict() from a last.pt. `save` writes one file (save_checkpoint's signature).
+    `resume()` (called before on_fit_start) restores the model, optimizer, TrainState, the best epoch
+    (trainer.best), every RNG and each callback's state_dict() from a last.pt. `directory` None: the
+    trainer's run_dir/checkpoints (none without a run_dir). Only a process that `strategy.is_writer`
+    writes. `save` writes one file (default: save_checkpoint, looked up when called).
     """
 
-    def __init__(self, directory: Optional[str | Path], every_s: float = 2.0,
+    name = "checkpoint"
+
+    def __init__(self, directory: Optional[str | Path] = None, every_s: float = 2.0,
                  save: Optional[Callable[[Path, Dict[str, Any]], None]] = None):
-        self.directory = Path(directory) if directory is not None else None
+        self.given = self.directory = Path(directory) if directory is not None else None
         self.every_s = every_s
-        self.save = save or save_checkpoint
+        self.save = save
+        self.writes = False  # a directory, and this process writes (set up by setup())
         self.resumed = False
         self.pending: Dict[str, Callable[[], Dict[str, Any]]] = {}  # file name -> its state, when written
         self.last_write = time.perf_counter()
         self.error: Optional[str] = None  # a checkpoint that could not be written (a full disk)
 
+    def setup(self, trainer: "Trainer") -> None:
+        self.directory = self.given
+        if self.directory is None and trainer.run_dir is not None:
+            self.directory = Path(trainer.run_dir) / "checkpoints"
+        self.writes = self.directory is not None and trainer.strategy.is_writer
+        self.resumed = False
+
+    def _save(self, path: Path, state: Dict[str, Any]) -> None:
+        (self.save or save_checkpoint)(path, state)
+
     def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None:
-        if self.directory is not None and not self.resumed:  # epoch 0: an interrupt in epoch 1 can resume
-            self.save(self.directory / "last.pt", self.snapshot(trainer, state)())
+        if self.writes and not self.resumed:  # epoch 0: an interrupt in epoch 1 can resume
+            self._save(self.directory / "last.pt", self.snapshot(trainer, state)())
         self.last_write = time.perf_counter()
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if self.directory is None:
+        if not self.writes:
             return
-        if state.best_epoch == state.epoch:
-            best = {"epoch": state.epoch, "model": state.best_weights, **trainer.extra_state}
+        if trainer.best.epoch == state.epoch:
+            best = {"epoch": state.epoch, "model": trainer.best.weights, **trainer.extra_state}
             self.pending["best.pt"] = lambda: best
         now = time.perf_counter() - self.last_write >= self.every_s
         self.pending["last.pt"] = self.snapshot(trainer, state, copy=not now)  # kept: a copy
@@ -158,15 +173,14 @@ class ModelCheckpoint(Callback):
             self.write(state)
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if self.directory is not None and self.error is None:  # after a failed write, write() stopped the run
+        if self.writes and self.error is None:  # after a failed write, write() stopped the run
             self.write(state)  # the last finished epoch, also after an interrupt or divergence
 
     def snapshot(self, trainer: "Trainer", state: TrainState, copy: bool = False) -> Callable[[], Dict[str, Any]]:
         """last.pt as of now, built when written."""
         ckpt = {"epoch": state.epoch, "global_step": state.step, "model": trainer.model.state_dict(),
                 "optimizer": trainer.optimizer.state_dict() if trainer.optimizer is not None else None,
-                "best": {"value": state.best_value, "epoch": state.best_epoch, "val_loss": state.best_val_loss,
-                         "val_accuracy": state.best_val_accuracy},
+                "best": trainer.best.record(),
                 "rng": {"torch": torch.get_rng_state(), "shuffle": trainer.shuffle.get_state(),
                         "cuda": torch.cuda.get_rng_state_all() if trainer.device.type == "cuda" else []},
                 "early_stopped": state.status == "early_stopped",
@@ -178,13 +192,13 @@ class ModelCheckpoint(Callback):
         if copy:
             ckpt = _clone(ckpt)
         history, lengths = state.history, {k: len(v) for k, v in state.history.items()}
-        best = state.best_weights  # never changed in place: no copy
+        best = trainer.best.weights  # never changed in place: no copy
         return lambda: {**ckpt, "history": {k: history[k][:n] for k, n in lengths.items()}, "best_model": best}
 
     def write(self, state: TrainState) -> None:
         try:
             for name in sorted(self.pending):  # best.pt first
-                self.save(self.directory / name, self.pending[name]())
+                self._save(self.directory / name, self.pending[name]())
         except RunError as err:
             self.error = str(err)
             state.stop("interrupted", f"{err}; continue with resume=<run_dir> once there is room")
@@ -201,11 +215,8 @@ class ModelCheckpoint(Callback):
                 if ckpt.get(cb.state_key):
                     cb.load_state_dict(ckpt[cb.state_key])
             state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["global_step"])
-            best = ckpt["best"]
-            state.best_value, state.best_epoch = best["value"], best["epoch"]
-            state.best_val_loss, state.best_val_accuracy = best["val_loss"], best["val_accuracy"]
+            trainer.best.restore(ckpt["best"], ckpt.get("best_model"))
             state.history = {k: list(v) for k, v in ckpt["history"].items()}
-            state.best_weights = ckpt.get("best_model")
             if ckpt.get("early_stopped"):
                 state.stop("early_stopped")
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
@@ -215,12 +226,12 @@ class ModelCheckpoint(Callback):
         except (KeyError, RuntimeError, ValueError) as err:
             raise ConfigError(f"{path} does not match this run's model or optimizer "
                               f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
-        if self.directory is not None:
-            state.best_weights = self.check_best(trainer, state)
+        if self.writes:
+            trainer.best.weights = self.check_best(trainer)
         self.resumed = True
         trainer.log(f"resumed from {path} at epoch {state.epoch} (step {state.step})")
 
-    def check_best(self, trainer: "Trainer", state: TrainState) -> Optional[Dict[str, torch.Tensor]]:
+    def check_best(self, trainer: "Trainer") -> Optional[Dict[str, torch.Tensor]]:
         """The best weights of a resumed run: last.pt's own copy, written back to best.pt when that is
         missing, damaged or of another epoch (a kill between the two renames); from best.pt only for a
         last.pt of an older format, and then only when its epoch is the one last.pt names."""
@@ -230,8 +241,9 @@ class ModelCheckpoint(Callback):
         except ConfigError as err:
             trainer.log(f"note: {err}; it is written again from last.pt")
             on_disk = None
-        if state.best_weights is None:
-            return on_disk["model"] if on_disk is not None and on_disk.get("epoch") == state.best_epoch else None
-        if on_disk is None or on_disk.get("epoch") != state.best_epoch:
-            self.save(path, {"epoch": state.best_epoch, "model": state.best_weights, **trainer.extra_state})
-        return state.best_weights
+        best = trainer.best
+        if best.weights is None:
+            return on_disk["model"] if on_disk is not None and on_disk.get("epoch") == best.epoch else None
+        if on_disk is None or on_disk.get("epoch") != best.epoch:
+            self._save(path, {"epoch": best.epoch, "model": best.weights, **trainer.extra_state})
+        return best.weights

@@ -733,11 +733,11 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     warnings = [*data.warnings, *([build.STEP_WARNING] if build.flat_units(cfg) else [])]
     build.describe(cfg, data, kwargs, rows, total, device, job_num, warnings)
 
-    early = build.build_early_stopping(cfg.early_stopping)
+    best = build.build_best_epoch(cfg)
     pruner = build.build_pruner(cfg.pruning, run_dir, job_num)
     purge = int(load_checkpoint(resume_from)["global_step"]) + 1 if resume_from is not None else None
     logger = TensorBoardLogger(run_dir, purge_step=purge)
-    trainer = build.build_trainer(cfg, device, run_dir, logger, early, pruner,
+    trainer = build.build_trainer(cfg, device, run_dir, logger, best, pruner,
                                   handle_signals=signal.getsignal(signal.SIGINT) is not on_signal)
     # the task's name as a plain str: a Task object would not load with weights_only=True
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task.name, "classes": data.classes}
@@ -748,7 +748,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         write_json(run_dir / DATA_SOURCE, source)
     TRAINER[:] = [trainer]
     GUARD.began = True  # from here on a signal is recorded as `interrupted` and the directory is the run's
-    result = build.fit(cfg, trainer, model, data, logger, run_dir, resume_from)
+    result = trainer.fit(model, data, resume_from=resume_from)
     result.warnings = warnings
     if build.flat_units(cfg):
         build.note_flat_units(result)
@@ -756,7 +756,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         result.status = "interrupted"
         result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
                           f"{result.epochs_run}; continue with resume=<run_dir>")
-    build.record_run(build.Record(cfg, data, device, run_dir, total, start, early, trainer.first_step_time),
+    build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
                      result, logger)
     if result.status == "interrupted" or trainer.stop_signal is not None:
         raise SystemExit(130)

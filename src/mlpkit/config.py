@@ -1,4 +1,5 @@
-"""The config schema: every key a user can set, its type, and the checks on its value.
+"""The config schema (its dataclasses are mlpkit.schema's: every key a user can set, its type, its
+default) and the checks on its values.
 
 Hydra composes `configs/train.yaml` on top of `TrainConfig` (registered below as
 `mlpkit_schema`), so a value of the wrong type (`optimizer.lr=abc`) or an unknown
@@ -13,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -21,144 +21,11 @@ from hydra.experimental.callback import Callback
 
 from mlpkit.errors import ConfigError, exit_with
 from mlpkit.registry import check_choice, not_known
+# the schema's dataclasses (Hydra-free: the Trainer's defaults come from them too), under their old names here
+from mlpkit.schema import (ActivationConfig, DataConfig, EarlyStoppingConfig, InitConfig, ModelConfig,  # noqa: F401
+                           NormConfig, OptimizerConfig, PruningConfig, RegularizationConfig, SchedulerConfig,
+                           TrainConfig, TrainerConfig)
 from mlpkit.tasks import REGRESSION, TASKS, Task
-
-
-@dataclass
-class DataConfig:
-    name: str = "digits"
-    n_samples: Optional[int] = None  # generated sets; null = the set's own default
-    noise: Optional[float] = None  # generated sets; std of the noise
-    n_features: Optional[int] = None  # classification, regression, blobs
-    n_classes: Optional[int] = None  # classification, blobs, spiral
-    path: Optional[str] = None  # csv: a .csv, .tsv or .parquet file
-    target: Optional[str] = None  # csv: name of the target column (default: the last)
-    drop: List[str] = field(default_factory=list)  # csv: columns to leave out
-    categorical: List[str] = field(default_factory=list)  # csv: numeric-coded columns to treat as categories
-    task: str = "auto"  # auto | binary | multiclass | regression
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    standardize: bool = True  # features (and regression targets) with train-split statistics
-
-
-@dataclass
-class ModelConfig:
-    name: str = "mlp"  # mlp | perceptron
-    hidden: List[int] = field(default_factory=lambda: [256, 128])  # [] = no hidden layer
-    lr: Optional[float] = None  # perceptron: step size of the learning rule (mlp: use optimizer.lr)
-
-
-@dataclass
-class ActivationConfig:
-    # Parameters are null unless the chosen function takes them.
-    name: str = "relu"
-    negative_slope: Optional[float] = None  # leaky_relu
-    alpha: Optional[float] = None  # elu
-    beta: Optional[float] = None  # softplus
-    init: Optional[float] = None  # prelu: initial slope
-    pieces: Optional[int] = None  # maxout: linear pieces per unit
-
-
-@dataclass
-class InitConfig:
-    name: str = "default"
-    std: Optional[float] = None  # normal
-    gain: Optional[float] = None  # xavier_*, orthogonal
-
-
-@dataclass
-class NormConfig:
-    name: str = "none"  # none | batch | layer
-
-
-@dataclass
-class OptimizerConfig:
-    # Null keys are left to torch's defaults; set keys must belong to the optimiser.
-    name: str = "adam"
-    lr: float = 1e-3
-    momentum: Optional[float] = None
-    dampening: Optional[float] = None
-    betas: Optional[List[float]] = None
-    eps: Optional[float] = None
-    weight_decay: Optional[float] = None
-    alpha: Optional[float] = None  # rmsprop smoothing
-    rho: Optional[float] = None  # adadelta
-    centered: Optional[bool] = None  # rmsprop
-    amsgrad: Optional[bool] = None  # adam, adamw
-    lr_decay: Optional[float] = None  # adagrad
-    initial_accumulator_value: Optional[float] = None  # adagrad
-
-
-@dataclass
-class SchedulerConfig:
-    name: str = "none"  # none | step | cosine | plateau
-    step_size: Optional[int] = None  # step: epochs between decays
-    gamma: Optional[float] = None  # step: decay factor
-    t_max: Optional[int] = None  # cosine: period in epochs (null = trainer.max_epochs)
-    eta_min: Optional[float] = None  # cosine: final lr
-    factor: Optional[float] = None  # plateau: decay factor
-    patience: Optional[int] = None  # plateau: epochs without improvement of val loss
-    min_lr: Optional[float] = None  # plateau
-
-
-@dataclass
-class EarlyStoppingConfig:
-    name: str = "val_loss"  # val_loss | none
-    monitor: str = "val_loss"  # val_loss | val_accuracy | train_loss
-    mode: str = "auto"  # auto (min for losses, max for val_accuracy) | min | max
-    patience: int = 10
-    min_delta: float = 0.0
-    restore_best: bool = True
-
-
-@dataclass
-class PruningConfig:
-    # Stops hopeless jobs of a sweep (-m); null keys: pruning=none takes no settings.
-    name: str = "none"  # none | median
-    warmup_epochs: Optional[int] = None  # median: epochs a job is never stopped in
-    min_completed: Optional[int] = None  # median: finished jobs of the sweep needed before it acts
-
-
-@dataclass
-class RegularizationConfig:
-    l1: float = 0.0
-    l2: float = 0.0
-    dropout: float = 0.0
-    input_noise: float = 0.0
-
-
-@dataclass
-class TrainerConfig:
-    max_epochs: int = 60
-    batch_size: int = 64  # 0 = full batch, 1 = stochastic
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    clip_grad_norm: Optional[float] = None
-    clip_grad_value: Optional[float] = None
-    log_every_n_steps: int = 50
-    histogram_every_n_epochs: Optional[int] = None  # null = about 10 times per run; 0 = never
-    boundary_every_n_epochs: Optional[int] = None  # 2-D inputs; null = about 10 times; 0 = only at the end
-    deterministic: bool = False
-    num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
-    progress: bool = True  # progress bar on a terminal
-    manual_backprop: bool = True  # chain-rule backward for plain MLPs (relu/tanh/sigmoid/identity); else autograd
-    class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency of the train split
-
-
-@dataclass
-class TrainConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    activation: ActivationConfig = field(default_factory=ActivationConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-    norm: NormConfig = field(default_factory=NormConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    pruning: PruningConfig = field(default_factory=PruningConfig)
-    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    seed: int = 0
-    resume: Optional[str] = None  # a run directory to continue in place
 
 
 def register_schema() -> None:
@@ -199,11 +66,10 @@ def nearest_key(key: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-# Groups whose settings a choice elsewhere makes void: (key, option) -> (group, what it still takes)
+# Groups whose settings a choice elsewhere makes void: (key, option) -> (group, what it still takes);
+# a model family's come from its entry (mlpkit.families: unused_groups, settings)
 VOID_SETTINGS = {
     ("early_stopping", "none"): (("early_stopping",), ("early_stopping.monitor", "early_stopping.mode")),
-    ("model", "perceptron"): (("optimizer", "scheduler", "activation", "init", "norm", "regularization"),
-                              ("model.lr",)),
 }
 
 
@@ -211,7 +77,10 @@ def check_option_settings(cfg: Any, overrides: List[str]) -> None:
     """A setting given on the command line that the chosen option does not use is an error
     (`early_stopping=none early_stopping.patience=5`, optimizer settings with `model=perceptron`)."""
     keys = [o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o and not o.startswith("~")]
-    for (choice, option), (groups, takes) in VOID_SETTINGS.items():
+    family = registries()["model"][cfg.model.name]
+    void = {**VOID_SETTINGS, ("model", family.name): (family.unused_groups,
+                                                      tuple(f"model.{k}" for k in family.settings))}
+    for (choice, option), (groups, takes) in void.items():
         if cfg[choice].name != option:
             continue
         for key in keys:
@@ -371,14 +240,15 @@ def registries() -> Dict[str, Any]:
     """Each config group that chooses a builder -> its Registry (imported on first use: torch comes with them)."""
     from mlpkit.activations import ACTIVATIONS
     from mlpkit.data.sources import DATASETS
+    from mlpkit.families import FAMILIES
     from mlpkit.initializers import INITIALIZERS
-    from mlpkit.model import MODELS, NORMS
+    from mlpkit.model import NORMS
     from mlpkit.optim import OPTIMIZERS, SCHEDULERS
     from mlpkit.pruning import PRUNERS
     from mlpkit.registry import Registry
 
     pruning = Registry("pruning", dict.fromkeys(PRUNERS), PRUNERS)
-    return {"data": DATASETS, "model": MODELS, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
+    return {"data": DATASETS, "model": FAMILIES, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
             "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "pruning": pruning}
 
 
@@ -427,17 +297,24 @@ def _check_data(cfg: Any) -> None:
 
 
 def _check_model(cfg: Any) -> None:
+    """model.* against the family's entry (mlpkit.families): its hidden layers, settings, ranges, resume."""
     m = cfg.model
     _check_option(cfg, "model")
-    if m.name == "perceptron":
-        if list(m.hidden):
-            raise ConfigError(f"model.hidden={list(m.hidden)}: model=perceptron is a single layer of step "
-                              "units and has no hidden layers; use model=mlp for hidden layers")
-        _number("model.lr", m.lr, low=0, low_open=True)
-        if cfg.resume:
-            raise ConfigError("resume is not supported for model=perceptron (its runs are short: start again)")
-    elif m.lr is not None:
-        raise ConfigError("model.lr is a setting of model=perceptron; for model=mlp set optimizer.lr")
+    families = registries()["model"]
+    family = families[m.name]
+    if list(m.hidden) and not family.hidden_layers:
+        with_hidden = [n for n in families if families[n].hidden_layers]
+        raise ConfigError(f"model.hidden={list(m.hidden)}: model={m.name} is {family.what} and has no hidden "
+                          f"layers; use model={'/'.join(with_hidden)} for hidden layers")
+    for key in _set_params(m, skip=("name", "hidden")):
+        if key not in family.settings:
+            owners = [n for n in families if key in families[n].settings]
+            hint = f"; for model={m.name} set optimizer.{key}" if f"optimizer.{key}" in schema_keys() else ""
+            raise ConfigError(f"model.{key} is a setting of model={'/'.join(owners)}{hint}")
+    for key, limits in family.ranges.items():
+        _number(f"model.{key}", m[key], **limits)
+    if cfg.resume and not family.resumes:
+        raise ConfigError(f"resume is not supported for model={m.name} (its runs are short: start again)")
     for i, width in enumerate(m.hidden):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
             raise ConfigError(f"model.hidden[{i}]={width!r}: layer widths must be integers > 0")
@@ -522,9 +399,12 @@ def check_task(cfg: Any, task: Optional[Task]) -> None:
     if getattr(cfg.trainer, "class_weight", "none") == "balanced":
         raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={name} has a regression "
                           "target; use trainer.class_weight=none")
-    if cfg.model.name == "perceptron":
-        raise ConfigError(f"model=perceptron classifies, but data={name} is a regression task; use model=mlp")
-    if cfg.early_stopping.name != "none" and cfg.early_stopping.monitor == "val_accuracy":
+    families = registries()["model"]
+    if families[cfg.model.name].classifies_only:
+        regression = [n for n in families if not families[n].classifies_only]
+        raise ConfigError(f"model={cfg.model.name} classifies, but data={name} is a regression task; "
+                          f"use model={'/'.join(regression)}")
+    if cfg.early_stopping.monitor == "val_accuracy":  # also under early_stopping=none: it picks the best epoch
         raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
                           f"data={name} is regression; use val_loss")
 

@@ -72,6 +72,8 @@ class Diagnostics(Callback):
     clipping) over the steps sampled (each epoch's first, then every log_every_n_steps), also kept as
     history["grad_norm"]; and the ActivationProbe's fractions over the val pass."""
 
+    name = "diagnostics"
+
     def __init__(self) -> None:
         self.probe: Optional[ActivationProbe] = None
 

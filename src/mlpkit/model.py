@@ -10,6 +10,7 @@ from torch import nn
 
 from mlpkit.activations import check_activation_params, get_activation, make_activation
 from mlpkit.errors import ConfigError
+from mlpkit.families import FAMILIES, Family
 from mlpkit.initializers import initialize
 from mlpkit.registry import Registry
 
@@ -90,15 +91,24 @@ def _init_rng(seed: Optional[int]) -> Iterator[None]:
         yield
 
 
-def _perceptron(in_dim: int, out_dim: int, **_: Any) -> nn.Module:
-    from mlpkit.perceptron import Perceptron  # imported when chosen: it brings the data and checkpoint modules
+def _model_kwargs(cfg: Any, data: Any) -> dict:
+    act = {k: v for k, v in dict(cfg.activation).items() if k != "name" and v is not None}
+    return {"in_dim": data.in_dim, "hidden": list(cfg.model.hidden), "out_dim": data.out_dim,
+            "activation": cfg.activation.name, "activation_params": act, "norm": cfg.norm.name,
+            "dropout": float(cfg.regularization.dropout), "init": cfg.init.name, "init_std": cfg.init.std,
+            "init_gain": cfg.init.gain}
 
-    return Perceptron(int(in_dim), int(out_dim))
 
+def _head(cfg: Any, device: Any) -> str:
+    return (f"{cfg.model.name}, activation={cfg.activation.name}, norm={cfg.norm.name}, init={cfg.init.name}, "
+            f"device={device}")
+
+
+# The MLP as a model family (mlpkit.families): every config group applies, gradient descent trains it.
+FAMILY = Family(name="mlp", make=MLP, model_kwargs=_model_kwargs, head=_head, what="a multi-layer perceptron")
 
 # model name -> builder(in_dim=..., out_dim=..., **the model's own keyword arguments)
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model", {"mlp": MLP, "perceptron": _perceptron},
-                                                      settings={"perceptron": ("lr",)})
+MODELS: Registry[Callable[..., nn.Module]] = FAMILIES.builders()
 
 
 def summarize(model: nn.Module, in_dim: int) -> Tuple[List[Tuple[str, str, int]], int]:

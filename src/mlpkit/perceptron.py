@@ -9,33 +9,29 @@ It converges in finitely many updates when the classes are linearly separable
 from __future__ import annotations
 
 import math
-import time
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from mlpkit.callbacks import BestEpoch, Callback
-from mlpkit.checkpoint import ModelCheckpoint
-from mlpkit.data import Dataset
+from mlpkit.callbacks import Callback
 from mlpkit.errors import ConfigError
-from mlpkit.state import FitResult, TrainState
-from mlpkit.tasks import get_task
-from mlpkit.tblog import TensorBoard
+from mlpkit.families import Family
+from mlpkit.state import TrainState
+from mlpkit.tasks import Task
+from mlpkit.trainer import StepRule, Trainer
 
 
 class Perceptron(nn.Module):
     """in_dim -> n_out step units. Binary: one unit, output 1 when w.x + b > 0.
     Multiclass: one unit per class, the class with the largest w.x + b wins."""
 
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.linear = nn.Linear(in_dim, out_dim)
+    def __init__(self, in_dim: int, out_dim: int, seed: Optional[int] = None):
+        super().__init__()  # `seed` is the MLP's argument: a perceptron's weights start at 0
+        self.linear = nn.Linear(int(in_dim), int(out_dim))
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.in_dim, self.out_dim = in_dim, out_dim
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in_dim) -> (N, out_dim) scores
         return self.linear(x)
@@ -47,82 +43,40 @@ class Perceptron(nn.Module):
         return (scores[:, 0] > 0).long() if self.out_dim == 1 else scores.argmax(1)
 
 
-def fit_perceptron(model: Perceptron, data: Dataset, *, max_epochs: int = 100, lr: float = 1.0, seed: int = 0,
-                   logger: Any = None, run_dir: Optional[str | Path] = None) -> FitResult:
-    """Train with the perceptron rule until an epoch makes no mistake (converged) or max_epochs.
+class PerceptronRule(StepRule):
+    """The perceptron learning rule as the Trainer's step: one row at a time, in the loop's shuffled
+    order, on the CPU. The loss is the 0-1 loss (share of misclassified rows), of the weights after
+    each epoch's pass: the perceptron has no other. Each epoch also logs `perceptron/updates` (the
+    rows that moved the weights); Converged ends the run after an epoch without one.
 
-    The logged loss is the 0-1 loss (share of misclassified rows): the perceptron has no other.
-    The run's bookkeeping is the Trainer's: a TrainState, and the callbacks that track the best
-    epoch, write checkpoints (once, at the end: an epoch takes microseconds) and log to TensorBoard."""
-    if not get_task(data.task).classification:
-        raise ConfigError("model=perceptron classifies; for a regression target use model=mlp")
-    start = time.perf_counter()
-    X, labels = data.X_train, data.y_train.reshape(-1).long()
-    gen = torch.Generator().manual_seed(seed + 1)
-    callbacks: List[Callback] = [TensorBoard(logger, title="perceptron")] if logger is not None else []
-    callbacks += [BestEpoch(), ModelCheckpoint(Path(run_dir) / "checkpoints" if run_dir is not None else None,
-                                               every_s=math.inf)]
-    # what the callbacks read from the loop that calls them (a Trainer's attributes)
-    loop = SimpleNamespace(model=model, data=data, optimizer=None, shuffle=gen, device=X.device, extra_state={},
-                           callbacks=callbacks, logger=logger, log=lambda msg: None)
-    state = TrainState(max_epochs=max_epochs, history={"train_loss": [], "val_loss": [], "train_accuracy": [],
-                                                       "val_accuracy": [], "updates": []})
+        Trainer(step_rule=PerceptronRule(lr=1.0), max_epochs=100).fit(Perceptron(2, 1), load_dataset("and"))
+    """
 
-    def notify(hook: str) -> None:
-        for cb in callbacks:
-            getattr(cb, hook)(loop, state)
+    device = "cpu"  # a row per step: the host's loop, not the device's arithmetic
+    rows_per_step = 1
+    running_loss = False
 
-    def error_rate(Xs, ys):
-        return float((model.predict(Xs) != ys.reshape(-1).long()).float().mean()) if len(Xs) else math.nan
+    def __init__(self, lr: Optional[float] = None):
+        self.lr = 1.0 if lr is None else lr  # weights that start at 0: the rule's result does not depend on it
+        self.updates = 0  # in this epoch so far
 
-    converged = False
-    notify("on_fit_start")
-    try:
-        while state.epoch < max_epochs and not converged:
-            updates = _rule_epoch(model, X, labels, lr, gen)
-            train_err, val_err = error_rate(X, labels), error_rate(data.X_val, data.y_val)
-            state.epoch += 1
-            state.scalars = {"loss/train": train_err, "loss/val": val_err, "accuracy/train": 1 - train_err,
-                             "accuracy/val": 1 - val_err, "lr": lr, "perceptron/updates": updates}
-            for key, value in zip(state.history, (train_err, val_err, 1 - train_err, 1 - val_err, updates)):
-                state.history[key].append(value)
-            notify("on_epoch_end")
-            converged = updates == 0
-        state.status = "completed"
-    except KeyboardInterrupt:
-        state.stop("interrupted", f"interrupted in epoch {state.epoch + 1}; a perceptron run is short: run it again")
-    notify("on_train_end")
-    epoch, h = state.epoch, state.history
-    if converged:
-        state.message = (f"converged: epoch {epoch} made no mistake on the training set "
-                         f"({sum(h['updates'])} weight updates in all)")
-    elif state.status == "completed":
-        state.message = (f"did not converge: {h['updates'][-1] if epoch else 0} mistakes in the last "
-                         f"of {epoch} epochs; the perceptron rule only converges on linearly separable data")
-    from mlpkit.metrics import classification_metrics
+    def setup(self, trainer: Trainer) -> None:
+        super().setup(trainer)  # no optimizer, no scheduler
+        if not trainer.task.classification:
+            raise ConfigError("model=perceptron classifies; for a regression target use model=mlp")
+        self.updates = 0
 
-    test_err = error_rate(data.X_test, data.y_test)
-    scores = model(data.X_test).detach().cpu().numpy()  # sigmoid/softmax of the scores: argmax = the rule's class
-    test = {"loss": test_err, **classification_metrics(data.y_test.reshape(-1).cpu().numpy(),
-                                                       get_task(data.task).probabilities(scores))}
-    notify("on_fit_end")  # the line it found (or could not find), over the points
-    return FitResult.from_state(state, test=test, extra={"converged": converged},
-                                seconds=time.perf_counter() - start)
-
-
-@torch.no_grad()
-def _rule_epoch(model: Perceptron, X: torch.Tensor, labels: torch.Tensor, lr: float, gen: torch.Generator) -> int:
-    """One pass of the perceptron rule over the rows in a random order; the number of weight updates."""
-    w, b = model.linear.weight, model.linear.bias
-    updates = 0
-    for i in torch.randperm(len(X), generator=gen).tolist():
-        x, target = X[i], int(labels[i])
+    @torch.no_grad()
+    def step(self, trainer: Trainer, xb: torch.Tensor, yb: torch.Tensor) -> Tuple[None, None]:
+        """If the row's prediction is wrong, move the weights toward it (w += lr * (y - y_hat) * x)."""
+        model, x, target, lr = trainer.model, xb[0], int(yb.reshape(-1)[0]), self.lr
+        w, b = model.linear.weight, model.linear.bias
         if model.out_dim == 1:
             guess = int(float(w[0] @ x + b[0]) > 0)
             if guess != target:  # y - y_hat is +1 or -1
                 w[0] += lr * (target - guess) * x
                 b[0] += lr * (target - guess)
-                updates += 1
+                self.updates += 1
         else:
             guess = int((w @ x + b).argmax())
             if guess != target:  # pull the right class toward x, push the wrong one away
@@ -130,5 +84,76 @@ def _rule_epoch(model: Perceptron, X: torch.Tensor, labels: torch.Tensor, lr: fl
                 b[target] += lr
                 w[guess] -= lr * x
                 b[guess] -= lr
-                updates += 1
-    return updates
+                self.updates += 1
+        return None, None
+
+    def evaluate(self, trainer: Trainer, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
+                 chunk: int = 65536) -> Dict[str, float]:
+        """The 0-1 loss (share of misclassified rows) and the accuracy, 1 minus it."""
+        error = float((model.predict(X) != y.reshape(-1).long()).float().mean()) if len(X) else math.nan
+        return {"loss": error, "accuracy": 1 - error}
+
+    def train_scalars(self, trainer: Trainer, running: Dict[str, float]) -> Dict[str, float]:
+        train = self.evaluate(trainer, trainer.model, trainer.data.X_train, trainer.data.y_train, trainer.task)
+        updates, self.updates = self.updates, 0
+        return {"loss/train": train["loss"], "accuracy/train": train["accuracy"], "perceptron/updates": updates}
+
+    def current_lr(self, trainer: Trainer) -> float:
+        return self.lr
+
+    def history_tags(self, task: Task) -> Dict[str, str]:
+        return {"train_loss": "loss/train", "val_loss": "loss/val", "train_accuracy": "accuracy/train",
+                "val_accuracy": "accuracy/val", "updates": "perceptron/updates"}
+
+    def callbacks(self) -> List[Callback]:
+        return [Converged()]
+
+
+class Converged(Callback):
+    """An epoch without a weight update ends the run (`converged` in metrics.json); the run's last
+    message says whether the rule converged."""
+
+    name = "converged"
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        state.extra["converged"] = False
+
+    def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
+        updates = state.history["updates"]
+        if updates[-1] == 0:
+            state.extra["converged"] = True
+            state.stop("completed", f"converged: epoch {state.epoch} made no mistake on the training set "
+                                    f"({sum(updates)} weight updates in all)")
+
+    def on_train_end(self, trainer: Trainer, state: TrainState) -> None:
+        epoch, updates = state.epoch, state.history["updates"]
+        if state.status == "completed" and not state.extra["converged"]:
+            state.message = (f"did not converge: {updates[-1] if epoch else 0} mistakes in the last of {epoch} "
+                             "epochs; the perceptron rule only converges on linearly separable data")
+        elif state.status == "interrupted":
+            state.message = f"interrupted in epoch {epoch + 1}; a perceptron run is short: run it again"
+
+
+def _model_kwargs(cfg: Any, data: Any) -> Dict[str, Any]:
+    return {"in_dim": data.in_dim, "out_dim": data.task.out_dim(len(data.classes))}
+
+
+FAMILY = Family(
+    name="perceptron",
+    make=Perceptron,
+    model_kwargs=_model_kwargs,
+    head=lambda cfg, device: "perceptron (step units, perceptron learning rule, no backpropagation)",
+    what="a single layer of step units",
+    settings=("lr",),
+    ranges={"lr": dict(low=0, low_open=True)},
+    hidden_layers=False,
+    unused_groups=("optimizer", "scheduler", "activation", "init", "norm", "regularization"),
+    step_rule=lambda cfg: PerceptronRule(cfg.model.lr),
+    # an epoch takes microseconds: no progress lines, checkpoints once at the end, the decision boundary
+    # only at the end; never pruned (it ends when it converges)
+    callbacks={"tensorboard": {"histogram_every": 0, "boundary_every": 0, "title": "perceptron"},
+               "checkpoint": {"every_s": math.inf}, "progress": None, "pruning": None},
+    stops_early=False,  # early_stopping's monitor picks its best epoch; the rule decides when it stops
+    resumes=False,  # its runs are short: start again
+    classifies_only=True,
+)

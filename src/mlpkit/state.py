@@ -7,15 +7,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import torch
-
 # The statuses a run ends with; `running` only while it trains.
 STATUSES = ("completed", "early_stopped", "diverged", "interrupted", "pruned")
 
 
 @dataclass
 class TrainState:
-    """The loop's progress. Callbacks read it and stop a run with `stop(status, message)`."""
+    """The loop's progress. Callbacks read it and stop a run with `stop(status, message)`; the best
+    epoch is the BestEpoch callback's (`trainer.best`)."""
 
     max_epochs: int = 0
     epoch: int = 0  # epochs finished (and kept)
@@ -25,13 +24,9 @@ class TrainState:
     scalars: Dict[str, float] = field(default_factory=dict)  # this epoch's numbers, by TensorBoard tag
     step_loss: Optional[float] = None  # this step's train loss, read only every log_every_n_steps
     epoch_start: float = 0.0  # time.perf_counter() when this epoch began
-    best_value: float = math.inf  # the monitored value of the best epoch
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    best_val_accuracy: Optional[float] = None
-    best_weights: Optional[Dict[str, torch.Tensor]] = None  # a copy, never changed in place
     status: str = "running"
     message: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)  # results a callback adds to metrics.json (converged)
 
     @property
     def running(self) -> bool:
@@ -61,13 +56,15 @@ class FitResult:
     seconds: float = 0.0
     message: str = ""
     warnings: List[str] = field(default_factory=list)
-    extra: Dict[str, Any] = field(default_factory=dict)  # model-specific results (e.g. converged)
+    kept: str = "last"  # the weights the model ended with (and the test metrics are of): best.pt's or last.pt's
+    extra: Dict[str, Any] = field(default_factory=dict)  # the step rule's and the callbacks' results (converged)
 
     @classmethod
-    def from_state(cls, state: TrainState, **fields: Any) -> "FitResult":
-        return cls(status=state.status, epochs_run=state.epoch, best_epoch=state.best_epoch,
-                   best_val_loss=state.best_val_loss, best_val_accuracy=state.best_val_accuracy,
-                   history=state.history, message=state.message, **fields)
+    def from_state(cls, state: TrainState, best: Any, **fields: Any) -> "FitResult":
+        """The result of a loop that ended in `state`, with `best` (a BestEpoch) its best epoch."""
+        return cls(status=state.status, epochs_run=state.epoch, best_epoch=best.epoch, best_val_loss=best.val_loss,
+                   best_val_accuracy=best.val_accuracy, history=state.history, message=state.message,
+                   kept="best" if best.restored else "last", **fields)
 
     def as_dict(self) -> Dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "extra"}

@@ -172,26 +172,41 @@ class TensorBoard(Callback):
     """Writes a run's curves to a TensorBoardLogger: per step `loss/train_step` (every log_every_n_steps),
     per epoch every tag in state.scalars, and within a budget of 5% of the run's time weight and
     gradient histograms (every `histogram_every` epochs) and the decision boundary of 2-D data
-    (every `boundary_every` epochs, and at the end). 0 = only at the end (boundary) or never (histograms)."""
+    (every `boundary_every` epochs, and at the end). 0 = only at the end (boundary) or never (histograms);
+    None = about ten times per run. `logger` None: the trainer's; without one (or in a process that
+    does not write, see mlpkit.strategy) it does nothing."""
 
+    name = "tensorboard"
     BUDGET = 0.05  # histograms and images cost milliseconds each
 
-    def __init__(self, logger: Any, histogram_every: int = 0, boundary_every: int = 0, title: str = ""):
+    def __init__(self, logger: Any = None, histogram_every: Optional[int] = None,
+                 boundary_every: Optional[int] = None, title: str = ""):
         self.logger, self.histogram_every, self.boundary_every = logger, histogram_every, boundary_every
         self.title = title  # e.g. "perceptron": "<data>, perceptron, epoch <n>"
         self.start, self.spent = time.perf_counter(), 0.0
+        self.writer: Any = None  # the logger this fit writes to
+
+    def setup(self, trainer: "Trainer") -> None:
+        every = max(1, trainer.max_epochs // 10)  # images and histograms cost milliseconds each
+        self.histogram_at = every if self.histogram_every is None else self.histogram_every
+        self.boundary_at = every if self.boundary_every is None else self.boundary_every
+        logger = self.logger if self.logger is not None else trainer.logger
+        self.writer = logger if trainer.strategy.is_writer else None
 
     def on_fit_start(self, trainer: "Trainer", state: TrainState) -> None:
         self.start, self.spent = time.perf_counter(), 0.0
-        self.logger.layout(get_task(trainer.data.task).classification)
+        if self.writer is not None:
+            self.writer.layout(get_task(trainer.data.task).classification)
 
-    def on_step_end(self, trainer: "Trainer", state: TrainState, loss: torch.Tensor) -> None:
-        if state.step_loss is not None and math.isfinite(state.step_loss):
-            self.logger.scalar("loss/train_step", state.step_loss, state.step)
+    def on_step_end(self, trainer: "Trainer", state: TrainState, loss: Optional[torch.Tensor]) -> None:
+        if self.writer is not None and state.step_loss is not None and math.isfinite(state.step_loss):
+            self.writer.scalar("loss/train_step", state.step_loss, state.step)
             self.check(state)
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
-        self.logger.scalars(state.scalars, state.epoch)
+        if self.writer is None:
+            return
+        self.writer.scalars(state.scalars, state.epoch)
         if self.spent <= self.BUDGET * (time.perf_counter() - self.start):
             t0 = time.perf_counter()
             self.pictures(trainer.model, trainer.data, state.epoch)
@@ -203,29 +218,29 @@ class TensorBoard(Callback):
     def check(self, state: TrainState) -> None:
         """A logger that could not write (a full disk) stops the run as interrupted, at a step or before
         an epoch is counted (the epoch in progress is dropped, last.pt keeps the one before)."""
-        error = getattr(self.logger, "error", None)
+        error = getattr(self.writer, "error", None)
         if error and state.running:
             state.stop("interrupted", f"{error}; continue with resume=<run_dir> once there is room")
 
     def on_fit_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if state.status != "interrupted":
+        if self.writer is not None and state.status != "interrupted":
             self.pictures(trainer.model, trainer.data, state.epoch, final=True)
 
     def pictures(self, model: Any, data: Any, epoch: int, final: bool = False) -> None:
         """The histograms and the decision boundary due at `epoch` (`final`: those due at the end)."""
-        if self.histogram_every and (epoch % self.histogram_every == 0) != final:
+        if self.histogram_at and (epoch % self.histogram_at == 0) != final:
             weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
             for i, w in enumerate(weights):  # non-finite values (a diverged run) cannot be binned
                 if torch.isfinite(w).all():
-                    self.logger.histogram(f"weights/layer_{i}", w.detach(), epoch)
+                    self.writer.histogram(f"weights/layer_{i}", w.detach(), epoch)
                 if w.grad is not None and torch.isfinite(w.grad).all():
-                    self.logger.histogram(f"grad_hist/layer_{i}", w.grad.detach(), epoch)
-        periodic = bool(self.boundary_every) and epoch % self.boundary_every == 0
+                    self.writer.histogram(f"grad_hist/layer_{i}", w.grad.detach(), epoch)
+        periodic = bool(self.boundary_at) and epoch % self.boundary_at == 0
         if data.in_dim == 2 and periodic != final:
             from mlpkit.diagnostics import decision_boundary_figure
 
             title = ", ".join(t for t in (data.name, self.title, f"epoch {epoch}") if t)
-            self.logger.figure("images/decision_boundary", decision_boundary_figure(
+            self.writer.figure("images/decision_boundary", decision_boundary_figure(
                 model, data.X_train, data.y_train, data.task, title=title), epoch)
 
 

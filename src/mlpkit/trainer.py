@@ -2,9 +2,11 @@
 
 `Trainer.fit` runs the epochs and tells its callbacks (mlpkit.callbacks) what happened; each concern
 (checkpoints and resume, early stopping, divergence, signals, TensorBoard, diagnostics, progress,
-the LR schedule, pruning) is one callback. Per step the loop does only tensor work on the device
-(no `.item()`); losses and accuracies accumulate there and are read once per epoch, or every
-`log_every_n_steps` for the per-step curve.
+the LR schedule, pruning) is one callback. What a step does to the weights is a StepRule's:
+GradientDescent (the default) or a model family's own (mlpkit.perceptron's rule). Per step the loop
+does only tensor work on the device (no `.item()`); losses and accuracies accumulate there and are
+read once per epoch, or every `log_every_n_steps` for the per-step curve. What would differ on several
+processes is the Strategy's (mlpkit.strategy).
 """
 
 from __future__ import annotations
@@ -12,22 +14,27 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from mlpkit.callbacks import (BestEpoch, Callback, DivergenceGuard, EarlyStopping, EpochTime, LRScheduler, Progress,
-                              Pruning, SignalHandler)
-from mlpkit.checkpoint import ModelCheckpoint, save_checkpoint
+                              Pruning, SignalHandler, callback_name, with_callbacks)
 from mlpkit.data import Dataset
 from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
 from mlpkit.registry import not_known
+from mlpkit.schema import OptimizerConfig as _O
+from mlpkit.schema import RegularizationConfig as _R
+from mlpkit.schema import SchedulerConfig, TrainConfig
+from mlpkit.schema import TrainerConfig as _T
 from mlpkit.state import FitResult, TrainState
-from mlpkit.tasks import get_task
+from mlpkit.strategy import Strategy
+from mlpkit.tasks import Task, get_task
 
-__all__ = ["Trainer", "EarlyStopping", "FitResult", "TrainState", "Callback", "resolve_device"]
+__all__ = ["Trainer", "StepRule", "GradientDescent", "default_callbacks", "EarlyStopping", "FitResult", "TrainState",
+           "Callback", "resolve_device"]
 
 log_fn = Callable[[str], None]
 
@@ -51,8 +58,143 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _save(path: Path, state: Dict[str, Any]) -> None:
-    save_checkpoint(path, state)  # looked up when called: tests replace mlpkit.trainer.save_checkpoint
+def default_callbacks() -> List[Callback]:
+    """The built-in callbacks, in the order they hear each hook. Each takes what it needs from the
+    trainer when a fit begins and does nothing without it: TensorBoard without a logger, LRScheduler
+    without a scheduler, ModelCheckpoint without a run_dir, Pruning without a pruner."""
+    from mlpkit.checkpoint import ModelCheckpoint
+    from mlpkit.diagnostics import Diagnostics
+    from mlpkit.tblog import TensorBoard
+
+    # TensorBoard before the divergence guard: a diverged epoch's numbers are logged, then dropped;
+    # EpochTime before the checkpoint: last.pt then holds this epoch's seconds with its other numbers;
+    # the user's callbacks join before the checkpoint, which saves their state_dict() with the epoch
+    return [Diagnostics(), TensorBoard(), DivergenceGuard(), BestEpoch(), LRScheduler(), EpochTime(),
+            ModelCheckpoint(), SignalHandler(), Progress(), Pruning()]
+
+
+class StepRule:
+    """What a training step does to the weights; the Trainer draws the batches and calls `step`.
+
+    GradientDescent is the default. A model family with another rule (mlpkit.perceptron) brings its
+    own: a rule without a per-step loss (`running_loss = False`) gives the epoch's train numbers in
+    `train_scalars`, measured after the pass; `callbacks()` are callbacks that come with the rule.
+    """
+
+    device: Optional[str] = None  # a device the rule needs, whatever Trainer(device=) says
+    rows_per_step: Optional[int] = None  # a batch size the rule needs (None: Trainer(batch_size=))
+    running_loss: bool = True  # step() returns its batch's loss, averaged into the epoch's loss/train
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Once the model and data are on the device: set trainer.optimizer and trainer.scheduler."""
+        trainer.optimizer = trainer.scheduler = None
+
+    def step(self, trainer: "Trainer", xb: torch.Tensor, yb: torch.Tensor
+             ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Change the weights for one batch; (its mean loss, the model's outputs) as device tensors, or Nones."""
+        raise NotImplementedError
+
+    def evaluate(self, trainer: "Trainer", model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
+                 chunk: int = 65536) -> Dict[str, Any]:
+        """A split's mean `loss` and its `accuracy` (classification), as device tensors or floats."""
+        raise NotImplementedError
+
+    def train_scalars(self, trainer: "Trainer", running: Dict[str, float]) -> Dict[str, float]:
+        """The epoch's train numbers by TensorBoard tag; `running`: the means over its steps."""
+        return running
+
+    def current_lr(self, trainer: "Trainer") -> float:
+        """The step size now (the `lr` scalar)."""
+        return trainer.optimizer.param_groups[0]["lr"]
+
+    def history_tags(self, task: Task) -> Dict[str, str]:
+        """The run's history: key -> the scalar tag appended to it after each epoch."""
+        tags = {"train_loss": "loss/train", "val_loss": "loss/val", "lr": "lr"}
+        if task.classification:
+            tags.update(train_accuracy="accuracy/train", val_accuracy="accuracy/val")
+        return tags
+
+    def extra(self, trainer: "Trainer") -> Dict[str, Any]:
+        """What metrics.json says about the steps."""
+        return {}
+
+    def callbacks(self) -> List[Callback]:
+        return []
+
+
+class GradientDescent(StepRule):
+    """The task's loss, gradients by the chain rule (mlpkit.backprop, plain MLPs) or autograd, the L1/L2
+    penalties, the strategy's gradient reduction, clipping and the optimizer's step, with the trainer's
+    optimizer, scheduler, penalties and clipping."""
+
+    def setup(self, trainer: "Trainer") -> None:
+        from mlpkit.backprop import maybe_manual
+
+        t, model = trainer, trainer.model
+        self.loss_fn = t.task.loss(t.weight)
+        if isinstance(t.optimizer_spec, torch.optim.Optimizer):
+            t.optimizer = t.optimizer_spec  # it holds the model's parameters: keep them as they are
+            self.manual = maybe_manual(model, t.task, t.manual_backprop, flat=False, weight=t.weight)
+        else:
+            self.manual = maybe_manual(model, t.task, t.manual_backprop, weight=t.weight)
+            params = [self.manual.flat] if self.manual is not None else model.parameters()
+            t.optimizer = make_optimizer(params, t.optimizer_spec, t.lr, **t.optimizer_params)
+        t.scheduler = make_scheduler(t.optimizer, t.scheduler_name, max_epochs=t.max_epochs, **t.scheduler_params)
+        self.penalized = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]  # L1/L2 act on these
+        self.params = [p for group in t.optimizer.param_groups for p in group["params"]]
+
+    def step(self, trainer: "Trainer", xb: torch.Tensor, yb: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Returns (the batch's mean loss without penalties, the model's outputs)."""
+        t, weights = trainer, self.penalized
+        if self.manual is not None:  # chain rule by hand: same gradients, no graph
+            loss, out = self.manual.step(xb, yb)
+            if t.l1 > 0:
+                torch._foreach_add_([w.grad for w in weights], torch._foreach_sign(weights), alpha=t.l1)
+            if t.l2 > 0:
+                torch._foreach_add_([w.grad for w in weights], weights, alpha=2 * t.l2)
+        else:
+            out = t.model(xb)
+            loss = self.loss_fn(out, yb)
+            total = loss
+            if t.l1 > 0:
+                total = total + t.l1 * sum(w.abs().sum() for w in weights)
+            if t.l2 > 0:
+                total = total + t.l2 * sum(w.pow(2).sum() for w in weights)
+            t.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        t.after_backward(self.params)
+        if t.clip_grad_value is not None:
+            nn.utils.clip_grad_value_(t.model.parameters(), t.clip_grad_value)
+        if t.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(t.model.parameters(), t.clip_grad_norm, foreach=True)
+        t.optimizer.step()
+        return loss, out
+
+    @torch.no_grad()
+    def evaluate(self, trainer: "Trainer", model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
+                 chunk: int = 65536) -> Dict[str, torch.Tensor]:
+        """Mean loss (class-weighted as in training) and share of right answers, in eval mode."""
+        was_training = model.training
+        model.eval()
+        loss_fn = task.loss(trainer.weight)
+        loss = torch.zeros((), device=X.device)
+        weight = torch.zeros((), device=X.device)
+        correct = torch.zeros((), device=X.device, dtype=torch.long)
+        for i in range(0, len(X), chunk):
+            out = model(X[i:i + chunk])
+            yb = y[i:i + chunk]
+            wb = task.batch_weight(yb, trainer.weight)
+            loss += loss_fn(out, yb) * wb
+            weight += wb
+            if task.classification:
+                correct += task.correct(out, yb)
+        model.train(was_training)
+        n = max(1, len(X))
+        return {"loss": loss / weight.clamp(min=1e-12), "accuracy": correct.float() / n}
+
+    def extra(self, trainer: "Trainer") -> Dict[str, Any]:
+        return {"steps_per_epoch": trainer.steps_per_epoch, "batch_size": trainer.bs,
+                "backprop": "manual" if self.manual is not None else "autograd"}
 
 
 class Trainer:
@@ -62,91 +204,84 @@ class Trainer:
         model = MLP(data.in_dim, [32, 32], data.out_dim, activation="relu")
         result = Trainer(optimizer="adam", lr=1e-2, max_epochs=50).fit(model, data)
 
+    The defaults are the config schema's (mlpkit.schema), as `python train.py` has them.
+
     Args:
         optimizer: a name from mlpkit.optim.OPTIMIZERS, or a ready torch optimizer.
         optimizer_params: that optimizer's own settings (momentum, betas, ...).
         batch_size: rows per step; 0 = the whole train split (batch GD), 1 = stochastic GD.
         l1, l2: coefficients of sum|w| and sum w^2 over the linear weights, added to the loss.
         input_noise: std of Gaussian noise added to each training batch's inputs.
-        early_stopping: an EarlyStopping, or None to run all `max_epochs`.
-        pruner: an object whose `should_prune(epoch, history)` is asked after each epoch's val pass
-            (e.g. mlpkit.pruning.MedianPruner); True stops the run with status "pruned".
-        run_dir: where checkpoints go (checkpoints/last.pt, best.pt); None = no checkpoints.
-        logger: a TensorBoardLogger, or None.
-        callbacks: your own mlpkit.Callback objects (see mlpkit.callbacks). They hear each hook after the
-            built-in callbacks that judge an epoch (divergence, best epoch, early stopping, LR schedule)
-            and before the checkpoint, which saves their state_dict() with that epoch.
         class_weight: "balanced" weights each class's loss by n / (k * n_class) of the train split
             (a weighted mean over the batch, as torch's CrossEntropyLoss takes it); None: all alike.
+        step_rule: what a step does to the weights (default: GradientDescent with the settings above).
+        strategy: what differs on several processes (default: one process, mlpkit.strategy.Strategy).
+        callbacks: mlpkit.Callback objects. One named as a built-in replaces it (`EarlyStopping(...)`
+            replaces the BestEpoch, `TensorBoard(histogram_every=0)` the default TensorBoard, see
+            default_callbacks()); the others hear each hook after the built-in callbacks that judge an
+            epoch (divergence, best epoch, early stopping, LR schedule) and before the checkpoint,
+            which saves their state_dict() with that epoch. `trainer.callbacks` is the resulting list.
+        run_dir: where checkpoints go (checkpoints/last.pt, best.pt); None = no checkpoints.
+        logger: a TensorBoardLogger, or None.
+        log: where the run's log lines go (e.g. logging's info).
+        handle_signals: install SIGINT/SIGTERM handlers for the fit (train.py installs its own).
     """
 
-    def __init__(self, *, optimizer: str | torch.optim.Optimizer = "adam", lr: float = 1e-3,
-                 optimizer_params: Optional[dict] = None, scheduler: str = "none",
-                 scheduler_params: Optional[dict] = None, max_epochs: int = 20, batch_size: int = 64,
-                 l1: float = 0.0, l2: float = 0.0, input_noise: float = 0.0,
-                 clip_grad_norm: Optional[float] = None, clip_grad_value: Optional[float] = None,
-                 early_stopping: Optional[EarlyStopping] = None, device: str = "auto", seed: int = 0,
-                 log_every_n_steps: int = 50, histogram_every_n_epochs: Optional[int] = None,
-                 boundary_every_n_epochs: Optional[int] = None, run_dir: Optional[str | Path] = None, logger: Any = None,
-                 progress: bool = False, log: Optional[log_fn] = None, handle_signals: bool = True,
-                 pruner: Any = None,
-                 checkpoint_every_s: float = 2.0, manual_backprop: bool = True,
-                 class_weight: Optional[str] = None, callbacks: Sequence[Callback] = ()):
+    def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: float = _O.lr,
+                 optimizer_params: Optional[dict] = None, scheduler: str = SchedulerConfig.name,
+                 scheduler_params: Optional[dict] = None, max_epochs: int = _T.max_epochs,
+                 batch_size: int = _T.batch_size, l1: float = _R.l1, l2: float = _R.l2,
+                 input_noise: float = _R.input_noise, clip_grad_norm: Optional[float] = _T.clip_grad_norm,
+                 clip_grad_value: Optional[float] = _T.clip_grad_value, class_weight: Optional[str] = _T.class_weight,
+                 manual_backprop: bool = _T.manual_backprop, device: str = _T.device, seed: int = TrainConfig.seed,
+                 log_every_n_steps: int = _T.log_every_n_steps, step_rule: Optional[StepRule] = None,
+                 strategy: Optional[Strategy] = None, callbacks: Sequence[Callback] = (),
+                 run_dir: Optional[str | Path] = None, logger: Any = None, log: Optional[log_fn] = None,
+                 handle_signals: bool = True):
         self.optimizer_spec, self.lr = optimizer, lr
         self.optimizer_params = dict(optimizer_params or {})
         self.scheduler_name, self.scheduler_params = scheduler, dict(scheduler_params or {})
         self.max_epochs, self.batch_size = max_epochs, batch_size
         self.l1, self.l2, self.input_noise = l1, l2, input_noise
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
-        self.early_stopping = early_stopping
-        self.pruner = pruner
-        self.device = resolve_device(device)
-        self.seed = seed
-        self.log_every = max(1, log_every_n_steps)
-        # None: about ten times per run (images and histograms cost milliseconds each)
-        every = max(1, max_epochs // 10)
-        self.histogram_every = every if histogram_every_n_epochs is None else histogram_every_n_epochs
-        self.boundary_every = every if boundary_every_n_epochs is None else boundary_every_n_epochs
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.logger = logger
-        self.progress = progress
-        self.log = log or (lambda msg: None)
-        self.handle_signals = handle_signals
-        self.checkpoint_every_s = checkpoint_every_s  # disk writes at most this often; always at the end
-        self.manual_backprop = manual_backprop
         if class_weight not in (None, "none", "balanced"):
             raise ConfigError(not_known("trainer.class_weight", class_weight, ["none", "balanced"]))
         self.class_weight = None if class_weight == "none" else class_weight
+        self.manual_backprop = manual_backprop
+        self.device = resolve_device(device)
+        self.seed = seed
+        self.log_every = max(1, log_every_n_steps)
+        self.step_rule = step_rule or GradientDescent()
+        self.strategy = strategy or Strategy()
+        self.callbacks: List[Callback] = with_callbacks(default_callbacks(),
+                                                        [*self.step_rule.callbacks(), *callbacks])
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.logger = logger
+        self.log = log or (lambda msg: None)
+        self.handle_signals = handle_signals
+        self.optimizer: Optional[torch.optim.Optimizer] = None  # set by the step rule when fit() begins
+        self.scheduler: Any = None
         self.weight: Optional[torch.Tensor] = None  # per-class loss weights, set by fit()
         self.first_step_time: Optional[float] = None  # unix time of the first training step (start-up probe)
         self.stop_signal: Optional[int] = None
         self.extra_state: Dict[str, Any] = {}  # stored in every checkpoint (e.g. model arguments)
-        self.user_callbacks: List[Callback] = list(callbacks)
+
+    def callback(self, name: str) -> Optional[Callback]:
+        """The callback of that name, or None."""
+        return next((cb for cb in self.callbacks if callback_name(cb) == name), None)
+
+    @property
+    def best(self) -> BestEpoch:
+        """The best epoch (the callback named best_epoch: a BestEpoch or an EarlyStopping)."""
+        return self.callback("best_epoch")
 
     # -- helpers ---------------------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str,
-                 chunk: int = 65536) -> Dict[str, torch.Tensor]:
-        """Mean loss (and correct count) over a split in eval mode, as device tensors."""
-        task = get_task(task)
-        was_training = model.training
-        model.eval()
-        loss_fn = task.loss(self.weight)
-        loss = torch.zeros((), device=X.device)
-        weight = torch.zeros((), device=X.device)
-        correct = torch.zeros((), device=X.device, dtype=torch.long)
-        for i in range(0, len(X), chunk):
-            out = model(X[i:i + chunk])
-            yb = y[i:i + chunk]
-            wb = task.batch_weight(yb, self.weight)
-            loss += loss_fn(out, yb) * wb
-            weight += wb
-            if task.classification:
-                correct += task.correct(out, yb)
-        model.train(was_training)
-        n = max(1, len(X))
-        return {"loss": loss / weight.clamp(min=1e-12), "accuracy": correct.float() / n}
+                 chunk: int = 65536) -> Dict[str, Any]:
+        """Mean loss (and accuracy) over a split, by the step rule's measure (the task's loss for
+        gradient descent), as device tensors."""
+        return self.step_rule.evaluate(self, model, X, y, get_task(task), chunk)
 
     @torch.no_grad()
     def test_metrics(self, model: nn.Module, data: Dataset) -> Dict[str, Any]:
@@ -168,17 +303,21 @@ class Trainer:
         """Train `model` on `data`; returns the FitResult (also after early stop, divergence, interrupt)."""
         start = time.perf_counter()
         self._setup(model, data)
-        self.callbacks = self._make_callbacks()
+        for cb in self.callbacks:
+            cb.setup(self)
+        if not isinstance(self.best, BestEpoch):
+            raise ValueError("the loop needs a callback named 'best_epoch' (a BestEpoch or an EarlyStopping)")
         self._hooks = {name: [getattr(cb, name) for cb in self.callbacks
                               if getattr(type(cb), name) is not getattr(Callback, name)]
                        for name in vars(Callback) if name.startswith(("on_", "teardown"))}
-        history = {"train_loss": [], "val_loss": [], "lr": []}
-        if get_task(data.task).classification:
-            history.update(train_accuracy=[], val_accuracy=[])
-        state = self.state = TrainState(max_epochs=self.max_epochs, history=history)
+        self.history_tags = self.step_rule.history_tags(self.task)
+        state = self.state = TrainState(max_epochs=self.max_epochs, history={k: [] for k in self.history_tags})
         try:
             if resume_from is not None:  # first: every callback starts from the restored state
-                self.checkpointer.resume(self, state, resume_from)
+                checkpoint = self.callback("checkpoint")
+                if checkpoint is None:
+                    raise ValueError("resume_from needs the 'checkpoint' callback (mlpkit.checkpoint.ModelCheckpoint)")
+                checkpoint.resume(self, state, resume_from)
             self._notify("on_fit_start")
             while state.running and state.epoch < self.max_epochs:
                 state.epoch_start = time.perf_counter()
@@ -193,15 +332,15 @@ class Trainer:
             if state.running:
                 state.status = "completed"
             self._notify("on_train_end")
+            self.strategy.barrier()  # the writer's files are on disk
         finally:
             self._notify("teardown")
         test = {}
-        if state.status != "interrupted" and (state.status != "diverged" or state.best_weights is not None):
+        if state.status != "interrupted" and (state.status != "diverged" or self.best.weights is not None):
             test = self.test_metrics(model, data)  # of the weights kept (the best epoch's, where restored)
         self._notify("on_fit_end")
-        extra = {"steps_per_epoch": self.steps_per_epoch, "batch_size": self.bs,
-                 "backprop": "manual" if self.manual is not None else "autograd"}
-        return FitResult.from_state(state, test=test, extra=extra, seconds=time.perf_counter() - start)
+        extra = {**self.step_rule.extra(self), **state.extra}
+        return FitResult.from_state(state, self.best, test=test, extra=extra, seconds=time.perf_counter() - start)
 
     def _notify(self, hook: str, *args: Any) -> None:
         for fn in self._hooks[hook]:
@@ -213,13 +352,13 @@ class Trainer:
         """One pass over the train split in a new order; leaves loss/train (and accuracy/train) in state.scalars."""
         self.model.train()
         X, y, n, bs, task = self.data.X_train, self.data.y_train, len(self.data.X_train), self.bs, self.task
-        dev, weighted = self.device, self.weight is not None
+        dev, weighted, running = self.device, self.weight is not None, self.step_rule.running_loss
         loss_sum = torch.zeros((), device=dev)
         weight_sum = torch.zeros((), device=dev)
         # each batch's predictions are copied into one buffer and compared with the labels once per
         # epoch: a copy per step instead of four small reductions, which on small batches cost as
         # much as the step's arithmetic (binary: the logits; multiclass: the predicted class)
-        kept = task.prediction_buffer(self.n_seen, dev)
+        kept = task.prediction_buffer(self.n_seen, dev) if running else None
         # each batch gathers its rows (no shuffled copy of the data set)
         perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n else None
         step_hooks = self._hooks["on_step_end"]
@@ -233,97 +372,74 @@ class Trainer:
                 xb = xb + self.input_noise * torch.randn_like(xb)
             state.batch = b
             loss, out = self.train_step(xb, yb)
-            if weighted:  # class weights: batches pooled by their weight, not their rows
-                wb = task.batch_weight(yb, self.weight)
-                loss_sum += loss.detach() * wb
-                weight_sum += wb
-            else:
-                loss_sum.add_(loss.detach(), alpha=len(yb))
-            if kept is not None:
-                task.keep(kept[b * bs:b * bs + len(yb)], out)
-            logged = state.step % self.log_every == 0 or state.step == 1
-            state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
+            if running:
+                if weighted:  # class weights: batches pooled by their weight, not their rows
+                    wb = task.batch_weight(yb, self.weight)
+                    loss_sum += loss.detach() * wb
+                    weight_sum += wb
+                else:
+                    loss_sum.add_(loss.detach(), alpha=len(yb))
+                if kept is not None:
+                    task.keep(kept[b * bs:b * bs + len(yb)], out)
+                logged = state.step % self.log_every == 0 or state.step == 1
+                state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
             for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
                 hook(self, state, loss)
             if state.aborted:
                 return
-        total = weight_sum.clamp(min=1e-12) if weighted else self.n_seen
-        state.scalars = {"loss/train": float(loss_sum / total)}
+        scalars = {}
+        if running:
+            total = weight_sum.clamp(min=1e-12) if weighted else self.n_seen
+            scalars["loss/train"] = float(loss_sum / total)
         if kept is not None:
             seen = y[:self.n_seen] if perm is None else y.index_select(0, perm[:self.n_seen])
             correct = task.correct(kept, seen)
-            state.scalars["accuracy/train"] = float(correct) / self.n_seen
+            scalars["accuracy/train"] = float(correct) / self.n_seen
+        state.scalars = self.step_rule.train_scalars(self, scalars)
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple:
-        """Gradients (by hand or by autograd) with the L1/L2 penalties, clipping, the optimizer step.
-        Returns (the batch's mean loss without penalties, the model's outputs), as device tensors."""
-        weights = self.penalized
-        if self.manual is not None:  # chain rule by hand: same gradients, no graph
-            loss, out = self.manual.step(xb, yb)
-            if self.l1 > 0:
-                torch._foreach_add_([w.grad for w in weights], torch._foreach_sign(weights), alpha=self.l1)
-            if self.l2 > 0:
-                torch._foreach_add_([w.grad for w in weights], weights, alpha=2 * self.l2)
-        else:
-            out = self.model(xb)
-            loss = self.loss_fn(out, yb)
-            total = loss
-            if self.l1 > 0:
-                total = total + self.l1 * sum(w.abs().sum() for w in weights)
-            if self.l2 > 0:
-                total = total + self.l2 * sum(w.pow(2).sum() for w in weights)
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+        """One step of the step rule. Returns (the batch's mean loss without penalties, the model's
+        outputs), as device tensors (Nones under a rule without them)."""
         self.state.step += 1
+        loss, out = self.step_rule.step(self, xb, yb)
         if self.first_step_time is None:
             self.first_step_time = time.time()
+        return loss, out
+
+    def after_backward(self, parameters: Iterable[torch.Tensor]) -> None:
+        """Called by a gradient rule once `.grad` holds the batch's gradients: the strategy reduces
+        them over processes, then the on_after_backward hooks read them."""
+        self.strategy.reduce_gradients(parameters)
         for hook in self._hooks["on_after_backward"]:
             hook(self, self.state)
-        if self.clip_grad_value is not None:
-            nn.utils.clip_grad_value_(self.model.parameters(), self.clip_grad_value)
-        if self.clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm, foreach=True)
-        self.optimizer.step()
-        return loss, out
 
     def validate(self, state: TrainState) -> None:
         """The val pass: this epoch's entries in state.history and state.scalars."""
         val = self.evaluate(self.model, self.data.X_val, self.data.y_val, self.task)
         s = state.scalars
-        s.update({"loss/val": float(val["loss"]), "lr": self.optimizer.param_groups[0]["lr"]})
-        h = state.history
-        h["train_loss"].append(s["loss/train"])
-        h["val_loss"].append(s["loss/val"])
-        h["lr"].append(s["lr"])
+        s.update({"loss/val": float(val["loss"]), "lr": self.step_rule.current_lr(self)})
         if self.task.classification:
             s["accuracy/val"] = float(val["accuracy"])
-            h["train_accuracy"].append(s["accuracy/train"])
-            h["val_accuracy"].append(s["accuracy/val"])
+        for key, tag in self.history_tags.items():
+            state.history[key].append(s[tag])
 
     # -- set-up ----------------------------------------------------------------
 
     def _setup(self, model: nn.Module, data: Dataset) -> None:
-        """Model and data on the device; loss, optimizer, scheduler, the shuffling RNG and the batch size."""
-        from mlpkit.backprop import maybe_manual
-
+        """Model and data on the device; class weights, the step rule (optimizer, scheduler), the
+        strategy, the shuffling RNG and the batch size."""
+        if self.step_rule.device is not None:
+            self.device = torch.device(self.step_rule.device)
         self.model, self.data, self.task = model.to(self.device), data, get_task(data.task)
         data.to(self.device)
         if self.class_weight == "balanced" and self.task.classification:
             self.weight = self.task.balanced_weights(data.y_train)
-        self.loss_fn = self.task.loss(self.weight)
-        if isinstance(self.optimizer_spec, torch.optim.Optimizer):
-            self.optimizer = self.optimizer_spec  # it holds the model's parameters: keep them as they are
-            self.manual = maybe_manual(model, self.task, self.manual_backprop, flat=False, weight=self.weight)
-        else:
-            self.manual = maybe_manual(model, self.task, self.manual_backprop, weight=self.weight)
-            params = [self.manual.flat] if self.manual is not None else model.parameters()
-            self.optimizer = make_optimizer(params, self.optimizer_spec, self.lr, **self.optimizer_params)
-        self.scheduler = make_scheduler(self.optimizer, self.scheduler_name, max_epochs=self.max_epochs,
-                                        **self.scheduler_params)
-        self.penalized = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]  # L1/L2 act on these
+        self.step_rule.setup(self)
+        self.strategy.setup(self)
         self.shuffle = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         n = len(data.X_train)
-        self.bs = n if self.batch_size in (0, None) or self.batch_size >= n else self.batch_size
+        batch_size = self.step_rule.rows_per_step or self.batch_size
+        self.bs = n if batch_size in (0, None) or batch_size >= n else batch_size
         self.steps_per_epoch = math.ceil(n / self.bs)
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             # batch statistics need 2+ rows: refuse batches of 1, skip a last batch of 1 row
@@ -335,24 +451,3 @@ class Trainer:
                 self.log("norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
                          "(a different one each epoch, as the rows are shuffled)")
         self.n_seen = min(n, self.steps_per_epoch * self.bs)  # rows per epoch that are trained on
-
-    def _make_callbacks(self) -> List[Callback]:
-        """The built-in callbacks and the user's, in the order they hear each hook."""
-        from mlpkit.diagnostics import Diagnostics
-        from mlpkit.tblog import TensorBoard
-
-        ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
-        # TensorBoard before the divergence guard: a diverged epoch's numbers are logged, then dropped
-        callbacks: List[Callback] = [Diagnostics()]
-        if self.logger is not None:
-            callbacks.append(TensorBoard(self.logger, self.histogram_every, self.boundary_every))
-        callbacks += [DivergenceGuard(), self.early_stopping or BestEpoch()]
-        if self.scheduler is not None:
-            callbacks.append(LRScheduler(self.scheduler))
-        callbacks += self.user_callbacks  # before the checkpoint: their state_dict() is saved with the epoch
-        self.checkpointer = ModelCheckpoint(ckpt_dir, self.checkpoint_every_s, save=_save)
-        # EpochTime before the checkpoint: last.pt then holds this epoch's seconds with its other numbers
-        callbacks += [EpochTime(), self.checkpointer, SignalHandler(), Progress(bar=self.progress)]
-        if self.pruner is not None:
-            callbacks.append(Pruning(self.pruner))
-        return callbacks

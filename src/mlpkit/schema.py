@@ -1,0 +1,148 @@
+"""The config schema: every key a user can set, its type and its default, as dataclasses.
+
+Hydra composes `configs/train.yaml` on top of `TrainConfig` (mlpkit.config registers it and checks
+what a type cannot say). This module imports no Hydra: the Python API (mlpkit.trainer.Trainer) takes
+its defaults from here, so a default is written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    n_samples: Optional[int] = None  # generated sets; null = the set's own default
+    noise: Optional[float] = None  # generated sets; std of the noise
+    n_features: Optional[int] = None  # classification, regression, blobs
+    n_classes: Optional[int] = None  # classification, blobs, spiral
+    path: Optional[str] = None  # csv: a .csv, .tsv or .parquet file
+    target: Optional[str] = None  # csv: name of the target column (default: the last)
+    drop: List[str] = field(default_factory=list)  # csv: columns to leave out
+    categorical: List[str] = field(default_factory=list)  # csv: numeric-coded columns to treat as categories
+    task: str = "auto"  # auto | binary | multiclass | regression
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    standardize: bool = True  # features (and regression targets) with train-split statistics
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # mlp | perceptron
+    hidden: List[int] = field(default_factory=lambda: [256, 128])  # [] = no hidden layer
+    lr: Optional[float] = None  # perceptron: step size of the learning rule (mlp: use optimizer.lr)
+
+
+@dataclass
+class ActivationConfig:
+    # Parameters are null unless the chosen function takes them.
+    name: str = "relu"
+    negative_slope: Optional[float] = None  # leaky_relu
+    alpha: Optional[float] = None  # elu
+    beta: Optional[float] = None  # softplus
+    init: Optional[float] = None  # prelu: initial slope
+    pieces: Optional[int] = None  # maxout: linear pieces per unit
+
+
+@dataclass
+class InitConfig:
+    name: str = "default"
+    std: Optional[float] = None  # normal
+    gain: Optional[float] = None  # xavier_*, orthogonal
+
+
+@dataclass
+class NormConfig:
+    name: str = "none"  # none | batch | layer
+
+
+@dataclass
+class OptimizerConfig:
+    # Null keys are left to torch's defaults; set keys must belong to the optimiser.
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: Optional[float] = None
+    dampening: Optional[float] = None
+    betas: Optional[List[float]] = None
+    eps: Optional[float] = None
+    weight_decay: Optional[float] = None
+    alpha: Optional[float] = None  # rmsprop smoothing
+    rho: Optional[float] = None  # adadelta
+    centered: Optional[bool] = None  # rmsprop
+    amsgrad: Optional[bool] = None  # adam, adamw
+    lr_decay: Optional[float] = None  # adagrad
+    initial_accumulator_value: Optional[float] = None  # adagrad
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "none"  # none | step | cosine | plateau
+    step_size: Optional[int] = None  # step: epochs between decays
+    gamma: Optional[float] = None  # step: decay factor
+    t_max: Optional[int] = None  # cosine: period in epochs (null = trainer.max_epochs)
+    eta_min: Optional[float] = None  # cosine: final lr
+    factor: Optional[float] = None  # plateau: decay factor
+    patience: Optional[int] = None  # plateau: epochs without improvement of val loss
+    min_lr: Optional[float] = None  # plateau
+
+
+@dataclass
+class EarlyStoppingConfig:
+    name: str = "val_loss"  # val_loss | none
+    monitor: str = "val_loss"  # val_loss | val_accuracy | train_loss
+    mode: str = "auto"  # auto (min for losses, max for val_accuracy) | min | max
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class PruningConfig:
+    # Stops hopeless jobs of a sweep (-m); null keys: pruning=none takes no settings.
+    name: str = "none"  # none | median
+    warmup_epochs: Optional[int] = None  # median: epochs a job is never stopped in
+    min_completed: Optional[int] = None  # median: finished jobs of the sweep needed before it acts
+
+
+@dataclass
+class RegularizationConfig:
+    l1: float = 0.0
+    l2: float = 0.0
+    dropout: float = 0.0
+    input_noise: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 60
+    batch_size: int = 64  # 0 = full batch, 1 = stochastic
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    clip_grad_norm: Optional[float] = None
+    clip_grad_value: Optional[float] = None
+    log_every_n_steps: int = 50
+    histogram_every_n_epochs: Optional[int] = None  # null = about 10 times per run; 0 = never
+    boundary_every_n_epochs: Optional[int] = None  # 2-D inputs; null = about 10 times; 0 = only at the end
+    deterministic: bool = False
+    num_threads: Optional[int] = None  # torch CPU threads; null = torch's default
+    progress: bool = True  # progress bar on a terminal
+    manual_backprop: bool = True  # chain-rule backward for plain MLPs (relu/tanh/sigmoid/identity); else autograd
+    class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency of the train split
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    resume: Optional[str] = None  # a run directory to continue in place
