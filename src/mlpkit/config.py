@@ -25,7 +25,7 @@ from mlpkit.registry import check_choice, not_known
 from mlpkit.schema import (ActivationConfig, DataConfig, EarlyStoppingConfig, InitConfig, ModelConfig,  # noqa: F401
                            NormConfig, OptimizerConfig, PruningConfig, RegularizationConfig, SchedulerConfig,
                            TrainConfig, TrainerConfig)
-from mlpkit.tasks import REGRESSION, TASKS, Task
+from mlpkit.tasks import TASKS, Task
 
 
 def register_schema() -> None:
@@ -226,13 +226,9 @@ def _unset(value: Any) -> bool:
 
 def data_task(d: Any) -> Optional[Task]:
     """The task as the config alone tells it (before any data is read), or None when only the data can."""
-    from mlpkit.data.sources import REGRESSION as REGRESSION_SETS
+    from mlpkit.data.sources import DATASETS
 
-    if d.name in REGRESSION_SETS:
-        return REGRESSION
-    if d.name == "csv":
-        return None if d.task == "auto" else TASKS[d.task]
-    return None  # a generated or bundled classification set: binary or multiclass by its classes
+    return DATASETS[d.name].known_task(d)
 
 
 @functools.lru_cache(maxsize=None)
@@ -287,13 +283,9 @@ def _check_data(cfg: Any) -> None:
         raise ConfigError(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} "
             "leaves nothing to train on; their sum must be < 1")
-    if d.name == "csv":
-        from mlpkit.data.table import check_file
+    from mlpkit.data.sources import DATASETS
 
-        if not d.path:
-            raise ConfigError("data=csv needs data.path=<file> (a .csv, .tsv or .parquet table) and "
-                              "data.target=<column> (default: the last column)")
-        check_file(d.path)
+    DATASETS[d.name].check(d)
 
 
 def _check_model(cfg: Any) -> None:
@@ -408,11 +400,6 @@ def check_task(cfg: Any, task: Optional[Task]) -> None:
         raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
                           f"data={name} is regression; use val_loss")
 
-# Rows and feature columns of each data set when data.n_samples / data.n_features are not set (csv:
-# unknown before it is read, so 1 column: the estimate stays a lower bound).
-_DEFAULT_ROWS = {"classification": 1000, "regression": 1000, "spiral": 600, "digits": 1797, "breast_cancer": 569}
-_DEFAULT_COLUMNS = {"classification": 20, "regression": 10, "sine": 1, "digits": 64, "iris": 4, "wine": 13,
-                    "breast_cancer": 30, "diabetes": 10, "csv": 1}
 
 
 def _gigabytes(n: float) -> str:
@@ -448,8 +435,9 @@ def check_memory(cfg: Any) -> None:
     A lower-bound estimate in float32: the model's weights, gradients and two optimiser moments, one
     batch of activations, and the data set (generated sets are built in float64 first)."""
     d, a, t = cfg.data, cfg.activation, cfg.trainer
-    rows = d.n_samples or _DEFAULT_ROWS.get(d.name, 500)
-    columns = d.n_features or _DEFAULT_COLUMNS.get(d.name, 2)
+    from mlpkit.data.sources import DATASETS
+
+    rows, columns = DATASETS[d.name].size(d)
     pieces = (a.pieces or 2) if a.name == "maxout" else 1
     widths = [columns, *[w * pieces for w in cfg.model.hidden], max(1, d.n_classes or 1)]
     params = sum((fan_in // (pieces if i else 1) + 1) * fan_out for i, (fan_in, fan_out) in

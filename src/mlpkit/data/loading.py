@@ -16,7 +16,6 @@ from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
 from mlpkit.tasks import BINARY, REGRESSION, TASKS, Task, classification_task, get_task
 
-GATES = ("xor", "and", "or", "nand")
 
 
 def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int] = None,
@@ -26,12 +25,12 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
                  val_fraction: float = 0.15, test_fraction: float = 0.15, standardize: bool = True) -> Dataset:
     """Build, split and preprocess a data set by name, e.g. load_dataset("moons", noise=0.3) or
     load_dataset("csv", path="penguins.csv", target="species", drop=["rownames"])."""
-    build = DATASETS[name]
+    source = DATASETS[name]
     check_choice("data.task", task, ("auto", *TASKS))
-    if name == "csv":
+    if source.is_table:
         return _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize)
     try:
-        raw_X, y, known_task, notes = build(Opts(n_samples, noise, n_features, n_classes), seed)
+        raw_X, y, known_task, notes = source.build(Opts(n_samples, noise, n_features, n_classes), seed)
     except ValueError as err:
         if isinstance(err, ConfigError):
             raise
@@ -41,7 +40,7 @@ def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int
     del raw_X  # a (float64) original goes
     task, y, classes = _target(name, np.asarray(y), task if task != "auto" else known_task)
 
-    if len(X) <= 4 and name in GATES:
+    if len(X) <= 4 and source.truth_table:
         idx = np.arange(len(X))
         parts = (idx, idx, idx)
     else:

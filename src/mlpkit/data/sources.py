@@ -1,10 +1,12 @@
-"""The built-in data sets by name: generated ones (scikit-learn's generators, and a spiral, the
-logic gates and a memory-lean make_classification written here) and the ones scikit-learn ships.
+"""The options of `data=`, each one entry of DATASETS: generated sets (scikit-learn's generators, and a
+spiral, the logic gates and a memory-lean make_classification written here), the sets scikit-learn
+ships, and `csv`, a user's own table.
 
-Each builder is fn(opts, seed) -> (X float array (N, D), y array (N,), task or None, notes); a
-generated classification set always names its task, so any number of classes stays classes.
-`csv` (a user's own table) is read by mlpkit.data.table instead; it is listed in DATASETS so the
-registry names every option of `data=`.
+An entry (Source) says which data.* keys it takes, what is known of it before anything is loaded (its
+task, its default size for the memory check), what is checked before a run starts (a table's file),
+and how it is built: fn(opts, seed) -> (X float array (N, D), y array (N,), task or None, notes) for
+an array set (a generated classification set always names its task, so any number of classes stays
+classes); a table is read by mlpkit.data.table (mlpkit.data.loading.load_dataset).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from mlpkit.data.split import empty_array
 from mlpkit.errors import ConfigError
 from mlpkit.registry import Registry
-from mlpkit.tasks import BINARY, MULTICLASS, REGRESSION as REGRESSION_TASK, classification_task
+from mlpkit.tasks import BINARY, MULTICLASS, REGRESSION, TASKS, Task, classification_task
 
 
 @dataclass
@@ -91,7 +93,7 @@ def _sine(cfg, seed) -> Raw:
     rng = np.random.default_rng(seed)
     n = _opt(cfg.n_samples, 500)
     x = rng.uniform(-2 * np.pi, 2 * np.pi, (n, 1))
-    return x, np.sin(x[:, 0]) + rng.normal(0, _opt(cfg.noise, 0.1), n), REGRESSION_TASK, []
+    return x, np.sin(x[:, 0]) + rng.normal(0, _opt(cfg.noise, 0.1), n), REGRESSION, []
 
 
 def _classification(cfg, seed) -> Raw:
@@ -163,7 +165,7 @@ def _regression(cfg, seed) -> Raw:
     n_features = _opt(cfg.n_features, 10)
     X, y = make_regression(_opt(cfg.n_samples, 1000), n_features=n_features,
                            n_informative=max(1, n_features // 2), noise=_opt(cfg.noise, 5.0), random_state=seed)
-    return X, y, REGRESSION_TASK, []
+    return X, y, REGRESSION, []
 
 
 def _bundled(loader: str, task: Optional[str]) -> Callable:
@@ -195,38 +197,74 @@ def _classes(k: int) -> str:
     return classification_task(k)
 
 
-def _table(cfg, seed) -> Raw:
-    raise NotImplementedError("data=csv is read by mlpkit.data.table, through load_dataset")
+@dataclass(frozen=True)
+class Source:
+    """One option of `data=`.
+
+    Args:
+        build: fn(opts, seed) -> Raw for an array set; None for a user's table (read by mlpkit.data.table).
+        settings: the data.* keys it takes besides COMMON: what its builder (or the table reader) reads.
+        task: its task when known before loading; None: from its classes (or a table's data.task).
+        rows, columns: its size when data.n_samples / data.n_features are not set, for the memory check
+            before anything is built (a table's is unknown until read: a lower bound).
+        truth_table: its rows are a truth table (the logic gates), used whole as train, val and test.
+    """
+
+    build: Optional[Callable[[Opts, int], Raw]]
+    settings: Tuple[str, ...] = ()
+    task: Optional[Task] = None
+    rows: int = 500
+    columns: int = 2
+    truth_table: bool = False
+
+    @property
+    def is_table(self) -> bool:
+        return self.build is None
+
+    def known_task(self, d: Any) -> Optional[Task]:
+        """The task as the config `d` (cfg.data) tells it, or None when only the data can."""
+        if self.is_table:
+            return None if d.task == "auto" else TASKS[d.task]
+        return self.task
+
+    def size(self, d: Any) -> Tuple[int, int]:
+        """(rows, feature columns) of the config `d`, for the memory estimate."""
+        return d.n_samples or self.rows, d.n_features or self.columns
+
+    def check(self, d: Any) -> None:
+        """What can be checked before a run starts: a table's file is there and readable."""
+        if not self.is_table:
+            return
+        from mlpkit.data.table import check_file
+
+        if not d.path:
+            raise ConfigError("data=csv needs data.path=<file> (a .csv, .tsv or .parquet table) and "
+                              "data.target=<column> (default: the last column)")
+        check_file(d.path)
 
 
-# Which data.* keys each set takes, besides the split keys every one takes (COMMON): what its builder reads.
+# The split keys every set takes; each entry lists the keys its builder reads besides these.
 COMMON = ("name", "val_fraction", "test_fraction", "standardize")
 _CLOUD = ("n_samples", "noise")
-SETTINGS = {
-    "xor": _CLOUD, "and": _CLOUD, "or": _CLOUD, "nand": _CLOUD, "moons": _CLOUD, "circles": _CLOUD,
-    "sine": _CLOUD, "spiral": (*_CLOUD, "n_classes"), "blobs": (*_CLOUD, "n_features", "n_classes"),
-    "classification": (*_CLOUD, "n_features", "n_classes"), "regression": (*_CLOUD, "n_features"),
-    "csv": ("path", "target", "task", "drop", "categorical"),
+_GENERATED = (*_CLOUD, "n_features")
+
+_SOURCES = {
+    "xor": Source(_gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0}), _CLOUD, BINARY, 4, truth_table=True),
+    "and": Source(_gate({(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1}), _CLOUD, BINARY, 4, truth_table=True),
+    "or": Source(_gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 1}), _CLOUD, BINARY, 4, truth_table=True),
+    "nand": Source(_gate({(0, 0): 1, (0, 1): 1, (1, 0): 1, (1, 1): 0}), _CLOUD, BINARY, 4, truth_table=True),
+    "moons": Source(_moons, _CLOUD, BINARY),
+    "circles": Source(_circles, _CLOUD, BINARY),
+    "spiral": Source(_spiral, (*_CLOUD, "n_classes"), rows=600),
+    "blobs": Source(_blobs, (*_GENERATED, "n_classes")),
+    "sine": Source(_sine, _CLOUD, REGRESSION, columns=1),
+    "classification": Source(_classification, (*_GENERATED, "n_classes"), rows=1000, columns=20),
+    "regression": Source(_regression, _GENERATED, REGRESSION, rows=1000, columns=10),
+    "digits": Source(_digits, task=MULTICLASS, rows=1797, columns=64),
+    "iris": Source(_bundled("load_iris", MULTICLASS), task=MULTICLASS, rows=150, columns=4),
+    "wine": Source(_bundled("load_wine", MULTICLASS), task=MULTICLASS, rows=178, columns=13),
+    "breast_cancer": Source(_bundled("load_breast_cancer", BINARY), task=BINARY, rows=569, columns=30),
+    "diabetes": Source(_bundled("load_diabetes", REGRESSION), task=REGRESSION, rows=442, columns=10),
+    "csv": Source(None, ("path", "target", "task", "drop", "categorical"), columns=1),
 }
-REGRESSION = ("sine", "regression", "diabetes")  # known without loading; csv: data.task decides
-
-DATASETS: Registry[Callable[..., Raw]] = Registry("data", {
-    "xor": _gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0}),
-    "and": _gate({(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1}),
-    "or": _gate({(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 1}),
-    "nand": _gate({(0, 0): 1, (0, 1): 1, (1, 0): 1, (1, 1): 0}),
-    "moons": _moons,
-    "circles": _circles,
-    "spiral": _spiral,
-    "blobs": _blobs,
-    "sine": _sine,
-    "classification": _classification,
-    "regression": _regression,
-    "digits": _digits,
-    "iris": _bundled("load_iris", MULTICLASS),
-    "wine": _bundled("load_wine", MULTICLASS),
-    "breast_cancer": _bundled("load_breast_cancer", BINARY),
-    "diabetes": _bundled("load_diabetes", REGRESSION_TASK),
-    "csv": _table,
-}, SETTINGS)
-
+DATASETS: Registry[Source] = Registry("data", _SOURCES, {name: s.settings for name, s in _SOURCES.items()})
