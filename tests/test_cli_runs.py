@@ -1,7 +1,7 @@
 """End-to-end `python train.py` runs: what a run leaves behind (contract: "What a run leaves behind"),
 full-batch and stochastic steps, seeds, divergence, Ctrl-C and resume, devices.
 
-The runs start in the background when the session is collected (conftest.background)."""
+Each run is made once, by the module-scoped fixture (or the test) that reads it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import math
 import re
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import (DATE_RE, TIME_RE, Run, background, background_root, event_files_holding, job_dirs,
+from conftest import (DATE_RE, TIME_RE, Run, event_files_holding, job_dirs,
                       job_overrides, only_run_dir, popen_train, read_events, read_metrics, run_dirs, train)
 
 HAS_CUDA = torch.cuda.is_available()
@@ -64,7 +65,6 @@ def interrupt_then_resume(root: Path):
     return first, interrupted_metrics, resumed, dirs[0]
 
 
-BACKGROUND_PRIORITY = 1  # started first: the interrupt-then-resume chain is the longest
 _JOBS = {
     "resume": lambda root: interrupt_then_resume(root / "resume"),
     "reference": lambda root: train(RESUME, root / "reference"),
@@ -74,20 +74,9 @@ _JOBS = {
 }
 
 
-# The background runs each fixture (or test) reads.
-_NEEDS = {"single": ["single"], "steps_jobs": ["steps"], "resume": ["resume", "reference"],
-          "test_divergence_is_recorded_and_does_not_stop_the_sweep": ["diverge"]}
-
-
-def start_background(root: Path, items) -> None:
-    needed = {n for item in items for key in (*item.fixturenames, item.originalname) for n in _NEEDS.get(key, [])}
-    for name, fn in _JOBS.items():
-        if name in needed:
-            background(f"cli/{name}", fn, root / "cli")
-
-
-def result(name: str):
-    return background(f"cli/{name}", _JOBS[name], background_root() / "cli").result()
+def result(name: str, factory):
+    """Make the run `name` in a fresh temporary directory (`factory`: pytest's tmp_path_factory)."""
+    return _JOBS[name](factory.mktemp(name))
 
 
 # ---------------------------------------------------------------------------
@@ -95,8 +84,8 @@ def result(name: str):
 
 
 @pytest.fixture(scope="module")
-def single():
-    run = result("single")
+def single(tmp_path_factory):
+    run = result("single", tmp_path_factory)
     assert run.returncode == 0 and "Traceback" not in run.output, run.describe()
     return run, only_run_dir(run.cwd)
 
@@ -206,8 +195,8 @@ def test_hparams_entry_in_the_runs_own_event_file(single):
 
 
 @pytest.fixture(scope="module")
-def steps_jobs():
-    run = result("steps")
+def steps_jobs(tmp_path_factory):
+    run = result("steps", tmp_path_factory)
     assert run.returncode == 0 and "Traceback" not in run.output, run.describe()
     jobs = job_dirs(run.cwd)
     assert len(jobs) == 6, jobs
@@ -263,8 +252,8 @@ def test_sweep_job_directories_say_what_differs(steps_jobs):
 
 
 @pytest.mark.slow
-def test_divergence_is_recorded_and_does_not_stop_the_sweep():
-    run = result("diverge")
+def test_divergence_is_recorded_and_does_not_stop_the_sweep(tmp_path_factory):
+    run = result("diverge", tmp_path_factory)
     info = run.describe()
     assert run.returncode == 0, info
     assert "Traceback" not in run.output, info
@@ -284,9 +273,11 @@ def test_divergence_is_recorded_and_does_not_stop_the_sweep():
 
 
 @pytest.fixture(scope="module")
-def resume():
-    first, interrupted, resumed, run_dir = result("resume")
-    return first, interrupted, resumed, run_dir, result("reference")
+def resume(tmp_path_factory):
+    with ThreadPoolExecutor(2) as pool:  # the reference run alongside the interrupted one
+        reference = pool.submit(result, "reference", tmp_path_factory)
+        first, interrupted, resumed, run_dir = result("resume", tmp_path_factory)
+        return first, interrupted, resumed, run_dir, reference.result()
 
 
 @pytest.mark.slow

@@ -4,15 +4,14 @@ Each engine is the real one, started by the test on this machine and reached at 
 stopped even when a test fails:
 
 - SLURM: `scripts/slurm_local.sh up` (installs Debian's slurm and MariaDB packages when missing,
-  starts munged, MariaDB, slurmdbd, slurmctld and slurmd by hand) and `down`.
-- Ray: `ray start --head` on 127.0.0.1 with a small object store, and `ray stop`.
+  starts the cluster's own munged, MariaDB, slurmdbd, slurmctld and slurmd by hand) and `down`.
+- Ray: `ray start --head` bound to 127.0.0.1 with a small object store, and `ray stop`.
 - Optuna: two `python train.py -m hparams_search=optuna` processes at once on one study, in a
   SQLite file and in a throwaway PostgreSQL cluster (initdb/pg_ctl as the postgres user).
 
-Every engine's part runs in the background from collection on (conftest.background): SLURM (up, both
-sweeps checked while it is up, down) and PostgreSQL (up, the study, stop) on threads of their own, as
-they mostly wait on a scheduler or a server; the Ray head and sweep and the SQLite study on the shared
-pool. So they overlap each other and the rest of the suite; each test then takes its part's outcome.
+The SLURM cluster is a module-scoped fixture (its two tests share one xdist worker); Ray, PostgreSQL and
+SQLite are each one test, on a worker of its own, overlapping the rest of the suite. Every wait grows
+with the machine's load (conftest.scaled): a busy machine is slow, not broken.
 
 Services that need root and apt-get (SLURM, PostgreSQL) are skipped, with the reason, on a machine
 that has neither the packages nor the means to install them.
@@ -36,7 +35,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import TRAIN_PY, Run, background, background_root, finish, process_env, run_python, start_python
+from conftest import TRAIN_PY, Run, finish, process_env, run_python, scaled, start_python
 
 REPO = Path(__file__).resolve().parents[1]
 COMPARE_PY = REPO / "scripts" / "compare.py"
@@ -57,7 +56,7 @@ def train(args: Sequence[str], cwd: Path, *, timeout: float = 180, env: Optional
 def sh(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, timeout: float = 60,
        check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(cmd), env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+                          timeout=scaled(timeout), stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -140,41 +139,26 @@ def root_and_apt(*commands: str) -> Optional[str]:
 SLURM_DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
 
 
-def _slurm_session(root: Path) -> Dict[str, Optional[BaseException]]:
-    """A one-node SLURM cluster with accounting (scripts/slurm_local.sh up ... down) and, while it is up,
-    each SLURM sweep in turn, in the background: sweep -> what it raised (None: every check passed)."""
-    state = Path(tempfile.mkdtemp(prefix="mlpkit-slurm-"))
+@pytest.fixture(scope="module")
+def slurm():
+    """A one-node SLURM cluster with accounting and its own munged (scripts/slurm_local.sh up ... down):
+    the environment that reaches it (SLURM_CONF)."""
+    reason = root_and_apt(*SLURM_DAEMONS)
+    if reason:
+        pytest.skip(f"SLURM: {reason}")
+    state = Path(tempfile.mkdtemp(prefix="mlpkit-slurm-"))  # short: munged's socket lives in it
     env = {"MLPKIT_SLURM_STATE": str(state)}
-    outcomes: Dict[str, Optional[BaseException]] = {}
     try:
         start = time.perf_counter()
-        sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=600)
+        sh(["bash", str(SLURM_LOCAL), "up"], env=env, timeout=300)  # apt-get included, on a fresh machine
         print(f"\nslurm_local.sh up: {time.perf_counter() - start:.1f} s")
         conf = sh(["bash", str(SLURM_LOCAL), "env"], env=env).stdout.strip()
         assert conf.startswith("export SLURM_CONF="), conf
-        slurm = {"SLURM_CONF": conf.split("=", 1)[1]}
-        for name, sweep in (("grid", slurm_grid_sweep), ("killed", slurm_killed_job_is_reported)):
-            try:
-                (root / name).mkdir(parents=True, exist_ok=True)
-                sweep(slurm, root / name)
-                outcomes[name] = None
-            except Exception as err:  # noqa: BLE001  (re-raised by that sweep's test)
-                outcomes[name] = err
+        yield {"SLURM_CONF": conf.split("=", 1)[1]}
     finally:
         timed("slurm_local.sh down", lambda: (
             sh(["bash", str(SLURM_LOCAL), "down"], env=env, check=False, timeout=120),
             shutil.rmtree(state, ignore_errors=True)))()
-    return outcomes
-
-
-def slurm_outcome(name: str) -> None:
-    """Re-raise what the SLURM sweep `name` raised in the background session (skip without SLURM)."""
-    reason = root_and_apt(*SLURM_DAEMONS)
-    if reason:
-        pytest.skip(f"SLURM: {reason}")
-    outcome = background("cluster/slurm", _slurm_session, background_root() / "slurm", own_thread=True).result()[name]
-    if outcome is not None:
-        raise outcome
 
 
 def sacct(env: Dict[str, str], job_ids: Sequence[str]) -> Dict[str, str]:
@@ -186,15 +170,15 @@ def sacct(env: Dict[str, str], job_ids: Sequence[str]) -> Dict[str, str]:
 SLURM = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10"]
 
 
-def test_slurm_grid_sweep():
+def test_slurm_grid_sweep(slurm, tmp_path):
     """A 2x2 grid in which every job is a SLURM job; two diverge and the sweep goes on."""
-    slurm_outcome("grid")
+    slurm_grid_sweep(slurm, tmp_path)
 
 
-def test_slurm_killed_job_is_reported():
+def test_slurm_killed_job_is_reported(slurm, tmp_path):
     """SIGKILL to one running job from the scheduler's side: the sweep reports it failed within a
     bounded time (submitit reads the state from sacct), and the other jobs finish."""
-    slurm_outcome("killed")
+    slurm_killed_job_is_reported(slurm, tmp_path)
 
 
 def slurm_grid_sweep(slurm: Dict[str, str], tmp_path: Path) -> None:
@@ -242,6 +226,7 @@ def squeue(env: Dict[str, str]) -> Dict[str, str]:
 
 
 def wait_idle(env: Dict[str, str], limit: float = 120) -> None:
+    limit = scaled(limit)
     deadline = time.perf_counter() + limit
     while squeue(env) and time.perf_counter() < deadline:
         time.sleep(0.5)
@@ -256,7 +241,7 @@ def slurm_killed_job_is_reported(slurm: Dict[str, str], tmp_path: Path) -> None:
     proc = start_python(TRAIN_PY, args, tmp_path, env=slurm)
     try:
         victim = None
-        while time.perf_counter() - start < 150 and proc.poll() is None:
+        while time.perf_counter() - start < scaled(150) and proc.poll() is None:
             logs = list((tmp_path / "outputs").glob("multirun/*/*/1_*/events.out.tfevents*"))
             if logs:  # training has begun in job 1
                 victim = next((i for i in squeue(slurm) if i.endswith("_1")), None)
@@ -277,7 +262,7 @@ def slurm_killed_job_is_reported(slurm: Dict[str, str], tmp_path: Path) -> None:
     assert "has not produced any output" in res.stderr and re.search(r"state: (CANCELLED|FAILED)", res.stderr), \
         res.describe()
     # submitit polls sacct at most a minute apart and then waits 15 s for a result file: < 80 s.
-    assert reported < 100, f"the killed job was reported after {reported:.0f} s"
+    assert reported < scaled(100), f"the killed job was reported after {reported:.0f} s"
 
     # The other jobs finish on the cluster; the killed one left no metrics.json, and the accounting
     # database says how it ended.
@@ -300,64 +285,71 @@ FAST = ["data=classification", "data.n_samples=150", "model.hidden=[8]", "traine
         "trainer.progress=false"]
 
 
+# Ray replaces 127.0.0.1 by the machine's address (and its servers then listen on every interface) unless
+# it is told that this is a one-machine cluster: then the node's address stays 127.0.0.1 and the GCS,
+# raylet and agents listen there only. The driver (`python train.py`) needs it too.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def ray_head(ray: Path, temp: Path) -> int:
+    """`ray start --head` on 127.0.0.1: its port. Ray gives its raylet a fixed 30 s to register, which a
+    loaded machine can miss: tried again (after `ray stop`) until scaled(240) s have passed."""
+    deadline = time.perf_counter() + scaled(240)
+    while True:
+        port = free_port()
+        up = sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                 "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
+                 f"--temp-dir={temp}"], env=RAY_ENV, timeout=180, check=False)
+        if up.returncode == 0:
+            return port
+        sh([str(ray), "stop", "--force"], env=RAY_ENV, check=False, timeout=60)
+        assert time.perf_counter() < deadline, f"ray start --head failed:\n{up.stdout[-1000:]}\n{up.stderr[-2000:]}"
+        print(f"\nray start --head failed (load {os.getloadavg()[0]:.1f}); again:\n{up.stderr[-500:]}")
+
+
+def ray_sockets(temp: Path) -> List[str]:
+    """`ss` lines of the TCP sockets held by the Ray processes of this cluster (those whose command line
+    names its temp dir, and their descendants: the workers)."""
+    parents, ours = {}, set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if str(temp) in (proc / "cmdline").read_text(errors="replace"):
+                    ours.add(int(proc.name))
+        except OSError:
+            pass
+    for _ in range(5):  # workers are children of the raylet, their own children below them
+        ours |= {pid for pid, parent in parents.items() if parent in ours}
+    out = subprocess.run(["ss", "-Htanp"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if any(int(p) in ours for p in re.findall(r"pid=(\d+)", line))]
+
+
 def _ray_sweep(root: Path):
-    """`ray start --head` on 127.0.0.1 with a small object store, a 2-job sweep on it launched from
-    `root/launch_here`, and `ray stop`: (the sweep's Run, seconds the head took to start)."""
+    """A Ray head on 127.0.0.1 with a small object store, a 2-job sweep on it launched from
+    `root/launch_here`, the cluster's sockets while it is up, and `ray stop`: (the sweep's Run, seconds
+    the head took to start, the sockets)."""
     ray = Path(sys.executable).with_name("ray")
     temp = Path(tempfile.mkdtemp(prefix="mlpkit-ray-"))  # short: Ray's socket paths live under it
-    env = {"RAY_USAGE_STATS_ENABLED": "0"}
     try:
         start = time.perf_counter()
-        for attempt in (1, 2):  # the head's GCS can miss its 60 s start-up window on a loaded machine: once more
-            port = free_port()
-            up = sh([str(ray), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                     "--object-store-memory=80000000", "--include-dashboard=false", "--disable-usage-stats",
-                     f"--temp-dir={temp}"], env=env, timeout=120, check=attempt == 2)
-            if up.returncode == 0:
-                break
-            print(f"\nray start --head failed (attempt {attempt}):\n{up.stderr[-1000:]}")
-            sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60)
+        port = ray_head(ray, temp)
         head = time.perf_counter() - start
         args = ["-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
                 "optimizer=sgd,adam", *FAST]
-        return train(args, root / "launch_here", timeout=180), head
+        res = train(args, root / "launch_here", timeout=180, env=RAY_ENV)
+        return res, head, ray_sockets(temp)
     finally:
-        timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=env, check=False, timeout=60),
+        timed("ray stop", lambda: (sh([str(ray), "stop", "--force"], env=RAY_ENV, check=False, timeout=60),
                                    shutil.rmtree(temp, ignore_errors=True)))()
 
 
-def _has_ray() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None
-
-
-def _sqlite_study(root: Path):
-    storage = f"sqlite:///{root / 'optuna.db'}"
-    root.mkdir(parents=True, exist_ok=True)
-    return storage, two_workers(storage, root)
-
-
-def start_background(root: Path, items) -> None:
-    names = {item.originalname for item in items}
-    if names & {"test_slurm_grid_sweep", "test_slurm_killed_job_is_reported"} and not root_and_apt(*SLURM_DAEMONS):
-        background("cluster/slurm", _slurm_session, root / "slurm", own_thread=True)  # waits on the scheduler, mostly
-    if "test_ray_cluster_sweep" in names and _has_ray():
-        background("cluster/ray", _ray_sweep, root / "ray")
-    if "test_optuna_two_workers_postgresql" in names and not _postgres_reason():
-        background("cluster/postgresql", _postgres_study, root / "postgresql", own_thread=True)
-    if "test_optuna_two_workers_sqlite" in names:
-        background("cluster/sqlite", _sqlite_study, root / "sqlite")
-
-
-BACKGROUND_PRIORITY = -2  # the Ray sweep is the longest run of the session: started first
-
-
-def test_ray_cluster_sweep():
+def test_ray_cluster_sweep(tmp_path):
     """hydra/launcher=ray_cluster plus the address: both jobs run on the cluster and write their run
-    directories under the sweep directory of the process that launched them."""
+    directories under the sweep directory of the process that launched them; the cluster listens on
+    127.0.0.1 only and talks to nothing else."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='needs the ray extra: pip install "mlpkit[ray]"')
-    res, head = background("cluster/ray", _ray_sweep, background_root() / "ray").result()
+    res, head, sockets = _ray_sweep(tmp_path)
     print(f"\nray start --head: {head:.1f} s; Ray 2-job sweep: {res.seconds:.1f} s")
     cwd = res.cwd
     assert res.returncode == 0, res.describe()
@@ -368,6 +360,15 @@ def test_ray_cluster_sweep():
         check_run_dir(job)
         assert metrics(job)["status"] == "completed", job.name
         assert metrics(job)["run_dir"] == str(job), metrics(job)["run_dir"]
+    assert sockets, "found no socket of the Ray cluster"
+    for line in sockets:  # state, queues, local address:port, peer address:port, process
+        local, peer = line.split()[3:5]
+        for address in (local, peer):
+            host = address.rsplit(":", 1)[0]
+            assert host in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]", "*", "0.0.0.0", "[::]") or \
+                host.startswith("127."), f"a Ray socket off 127.0.0.1: {line}"
+        if line.startswith("LISTEN"):
+            assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]"), f"Ray listens beyond 127.0.0.1: {line}"
 
 
 # ---------------------------------------------------------------------------
@@ -386,8 +387,7 @@ def _postgres_reason() -> Optional[str]:
 
 def _postgres_study(root: Path) -> None:
     """A throwaway PostgreSQL cluster (initdb in a temp dir, run as the postgres user, 127.0.0.1 on a
-    free port), the two workers on one study in it, checked, and the server stopped by its PID: in the
-    background."""
+    free port), the two workers on one study in it, checked, and the server stopped by its PID."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
         sh(["bash", str(REPO / "scripts" / "apt_install.sh"), "postgresql"], timeout=600)
@@ -477,13 +477,13 @@ def check_shared_study(storage: str, sweeps: Dict[str, Path], n_trials: int = 3)
     assert study.best_value == pytest.approx(min(losses), rel=1e-9), (study.best_value, losses)
 
 
-def test_optuna_two_workers_sqlite():
-    storage, sweeps = background("cluster/sqlite", _sqlite_study, background_root() / "sqlite").result()
-    check_shared_study(storage, sweeps)
+def test_optuna_two_workers_sqlite(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    check_shared_study(storage, two_workers(storage, tmp_path))
 
 
-def test_optuna_two_workers_postgresql():
+def test_optuna_two_workers_postgresql(tmp_path):
     reason = _postgres_reason()
     if reason:
         pytest.skip(f"PostgreSQL: {reason}")
-    background("cluster/postgresql", _postgres_study, background_root() / "postgresql", own_thread=True).result()
+    _postgres_study(tmp_path)

@@ -4,7 +4,7 @@ behind (no metrics.json, no checkpoint).
 Every case is checked in-process, by the functions `python train.py` runs before its first step
 (conftest.refusal). A few cases, one for each stage at which a refusal happens (before Hydra composes,
 before the run directory exists, while the data are loaded, before a sweep's first job), also run as
-`python train.py` in the background, for what only the process shows: exit status 2, exactly one line
+`python train.py`, for what only the process shows: exit status 2, exactly one line
 on stderr, no traceback, no run directory left.
 """
 
@@ -17,7 +17,7 @@ from typing import Callable, List, Optional
 import pytest
 import torch
 
-from conftest import GROUPS, TINY, background, background_root, good_csv, refusal, train
+from conftest import GROUPS, TINY, good_csv, refusal, train
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -92,7 +92,6 @@ CASES += [
 ]
 
 
-BACKGROUND_PRIORITY = 3  # started after the other end-to-end runs (they take longer)
 END_TO_END = ["unknown-optimizer", "lr-neg", "csv-drop-unknown-column", "sweep-with-one-bad-lr"]
 
 
@@ -120,17 +119,10 @@ def _run_case(root: Path, case: Case):
     return train(args, d), d, before
 
 
-def start_background(root: Path, items) -> None:
-    for item in items:
-        case = item.callspec.params.get("case") if hasattr(item, "callspec") else None
-        if item.originalname == "test_bad_input_fails_cleanly_as_a_process" and case is not None:
-            background(f"errors/{case.id}", _run_case, root, case)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [c for c in CASES if c.id in END_TO_END], ids=END_TO_END)
-def test_bad_input_fails_cleanly_as_a_process(case):
-    run, case_dir, before = background(f"errors/{case.id}", _run_case, background_root(), case).result()
+def test_bad_input_fails_cleanly_as_a_process(case, tmp_path):
+    run, case_dir, before = _run_case(tmp_path, case)
     info = run.describe()
     assert run.returncode == 2, info
     assert "Traceback" not in run.output, info

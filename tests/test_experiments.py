@@ -2,8 +2,7 @@
 `python train.py -m experiment=<name>`, and its claim is checked with numbers from the
 runs' own metrics.json files.
 
-These are the slowest runs of the suite (10-25 s each on 2 cores): they start in the background
-when the session is collected (conftest.background), before every other background run.
+These are the slowest runs of the suite (10-25 s each on 2 cores); each test runs its own sweep.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Dict, List
 import pytest
 import yaml
 
-from conftest import background, background_root, train
+from conftest import train
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -47,25 +46,15 @@ class Run:
         return statistics.mean(ratios)
 
 
-BACKGROUND_PRIORITY = -1  # the longest runs of the session: started first
-
-
 def _run_experiment(root: Path, name: str):
     # the environment as a user has it: the experiments' numbers depend on torch's own thread count
     return train(["-m", f"experiment={name}", "trainer.progress=false"], root / f"exp_{name}", timeout=900,
                  one_thread=False)
 
 
-def start_background(root: Path, items) -> None:
-    for item in items:
-        name = item.originalname.removeprefix("test_")
-        if name in EXPERIMENTS:
-            background(f"experiments/{name}", _run_experiment, root, name)
-
-
-def sweep(name: str, tmp_path_factory=None) -> List[Run]:
-    """`python train.py -m experiment=<name>`, run once per session; its jobs as Runs."""
-    run = background(f"experiments/{name}", _run_experiment, background_root(), name).result()
+def sweep(name: str, tmp_path_factory) -> List[Run]:
+    """`python train.py -m experiment=<name>`; its jobs as Runs."""
+    run = _run_experiment(tmp_path_factory.mktemp(name), name)
     assert run.returncode == 0, run.describe()
     jobs = sorted(run.cwd.glob("outputs/multirun/*/*/*/metrics.json"))
     assert jobs, f"experiment {name} left no metrics.json"

@@ -1,8 +1,8 @@
 """One real 1-epoch training run through `python train.py` for every option of every config group.
 
-The options of a group run as one Hydra multirun (`-m group=a,b,c ...`: one process, many jobs),
-started in the background when the session is collected; each (group, option) is then checked as
-its own test."""
+The options of a group run as one Hydra multirun (`-m group=a,b,c ...`: one process, many jobs), made
+once by the first test that reads it; each (group, option) is then checked as its own test, on the
+sweep's xdist worker (`xdist_group`)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,20 @@ from typing import List, Tuple
 
 import pytest
 
-from conftest import (DATE_RE, GROUPS, TIME_RE, TINY, Run, background, background_root, good_csv, group_options,
+from conftest import (DATE_RE, GROUPS, TIME_RE, TINY, Run, good_csv, group_options,
                       job_dirs, job_overrides, read_events, read_metrics, sweep_dirs, train)
 
-GROUP_OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
 REGRESSION = {"sine", "regression", "diabetes"}
 TWO_D = {"xor", "and", "or", "nand", "moons", "circles", "spiral", "blobs"}
 DEAD = {"relu", "leaky_relu", "prelu"}  # the ReLU family: activations/dead_fraction/layer_<i>
 SATURATED = {"sigmoid", "tanh"}  # activations/saturated_fraction/layer_<i>
 
 # One sweep per group, except that two small groups share a grid sweep (each process costs
-# seconds of imports; each extra job well under one). Slowest first: they share the workers with
-# the other background runs.
+# seconds of imports; each extra job well under one).
 SWEEPS = [("data",), ("activation",), ("init",), ("optimizer",), ("norm", "early_stopping"), ("scheduler",),
           ("model",)]
 assert sorted(g for groups in SWEEPS for g in groups) == sorted(GROUPS)
 SWEEP_OF = {g: groups for groups in SWEEPS for g in groups}
-BACKGROUND_PRIORITY = 2
 
 
 def swept_options(group: str) -> List[str]:
@@ -55,26 +52,27 @@ def _run_sweep(root: Path, groups: Tuple[str, ...]) -> Tuple[Run, Path]:
     return train(_sweep_args(groups, csv_path), d), d
 
 
-def sweep(group: str, option: str = "") -> Tuple[Run, Path]:
-    groups = ("csv",) if (group, option) == ("data", "csv") else SWEEP_OF[group]
-    return background(f"groups/{'+'.join(groups)}", _run_sweep, background_root(), groups).result()
+def _sweep_key(group: str, option: str = "") -> Tuple[str, ...]:
+    return ("csv",) if (group, option) == ("data", "csv") else SWEEP_OF[group]
 
 
-def _sweep_of(item) -> Tuple[str, ...]:
-    """The sweep a selected test reads: the one its parameters name."""
-    params = item.callspec.params
-    if "groups" in params:
-        return params["groups"]
-    group = {"test_data_option_task_tags_and_test_metrics": "data",
-             "test_activation_option_logs_its_unit_diagnostic": "activation"}.get(item.originalname, params.get("group"))
-    return ("csv",) if (group, params["option"]) == ("data", "csv") else SWEEP_OF[group]
+_DONE = {}
 
 
-def start_background(root: Path, items) -> None:
-    needed = {_sweep_of(item) for item in items}
-    for groups in [*SWEEPS, ("csv",)]:
-        if groups in needed:
-            background(f"groups/{'+'.join(groups)}", _run_sweep, root, groups)
+def sweep(group: str, option: str, factory) -> Tuple[Run, Path]:
+    """The sweep holding group=option, made on the first call (`factory`: pytest's tmp_path_factory)."""
+    groups = _sweep_key(group, option)
+    if groups not in _DONE:
+        _DONE[groups] = _run_sweep(factory.mktemp("groups"), groups)
+    return _DONE[groups]
+
+
+def on_sweep(group: str, option: str = ""):
+    """The tests that read one sweep run on one xdist worker, which makes it once."""
+    return pytest.mark.xdist_group(f"groups/{'+'.join(_sweep_key(group, option))}")
+
+
+GROUP_OPTIONS = [pytest.param(g, o, id=f"{g}={o}", marks=on_sweep(g, o)) for g in GROUPS for o in group_options(g)]
 
 
 def _jobs_for(sweep_root: Path, group: str, option: str) -> List[Path]:
@@ -82,9 +80,9 @@ def _jobs_for(sweep_root: Path, group: str, option: str) -> List[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
-def test_option_trains_one_epoch_through_train_py(group, option):
-    run, root = sweep(group, option)
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS)
+def test_option_trains_one_epoch_through_train_py(group, option, tmp_path_factory):
+    run, root = sweep(group, option, tmp_path_factory)
     assert run.returncode == 0 and "Traceback" not in run.output, run.describe()
     jobs = _jobs_for(root, group, option)
     others = 1
@@ -108,9 +106,9 @@ def test_option_trains_one_epoch_through_train_py(group, option):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option", group_options("data"))
-def test_data_option_task_tags_and_test_metrics(option):
-    run, root = sweep("data", option)
+@pytest.mark.parametrize("option", [pytest.param(o, marks=on_sweep("data", o)) for o in group_options("data")])
+def test_data_option_task_tags_and_test_metrics(option, tmp_path_factory):
+    run, root = sweep("data", option, tmp_path_factory)
     jobs = _jobs_for(root, "data", option)
     assert jobs, run.describe()
     job = jobs[0]
@@ -135,9 +133,10 @@ def test_data_option_task_tags_and_test_metrics(option):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option", sorted((DEAD | SATURATED) & set(group_options("activation"))))
-def test_activation_option_logs_its_unit_diagnostic(option):
-    run, root = sweep("activation")
+@pytest.mark.parametrize("option", [pytest.param(o, marks=on_sweep("activation"))
+                                    for o in sorted((DEAD | SATURATED) & set(group_options("activation")))])
+def test_activation_option_logs_its_unit_diagnostic(option, tmp_path_factory):
+    run, root = sweep("activation", "", tmp_path_factory)
     jobs = _jobs_for(root, "activation", option)
     assert jobs, run.describe()
     ev = read_events(jobs[0])
@@ -150,9 +149,9 @@ def test_activation_option_logs_its_unit_diagnostic(option):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("groups", SWEEPS, ids=["+".join(g) for g in SWEEPS])
-def test_each_sweep_is_one_sweep_directory(groups):
-    run, root = sweep(groups[0])
+@pytest.mark.parametrize("groups", [pytest.param(g, id="+".join(g), marks=on_sweep(g[0])) for g in SWEEPS])
+def test_each_sweep_is_one_sweep_directory(groups, tmp_path_factory):
+    run, root = sweep(groups[0], "", tmp_path_factory)
     assert run.returncode == 0, run.describe()
     assert len(sweep_dirs(root)) == 1, sweep_dirs(root)
     expected = 1

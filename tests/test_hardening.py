@@ -23,7 +23,7 @@ from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_ar
 from mlpkit.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import (background, background_root, compose_config, good_csv, popen_train, read_metrics, refusal,
+from conftest import (compose_config, good_csv, popen_train, read_metrics, refusal,
                       train, train_many)
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
@@ -446,24 +446,20 @@ def _refused_cases(root: Path) -> dict:
     }
 
 
-def start_background(root: Path, items) -> None:
-    if any(item.originalname == "test_refused_runs_leave_nothing_and_print_one_line" for item in items):
-        for name, (args, _) in _refused_cases(root / "hardening").items():
-            background(f"hardening/{name}", train, args, root / "hardening" / name)
-
-
 @pytest.mark.slow
-def test_refused_runs_leave_nothing_and_print_one_line():
-    root = background_root() / "hardening"
-    for name, (args, needle) in _refused_cases(root).items():
-        run = background(f"hardening/{name}", train, args, root / name).result()
+def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
+    root = tmp_path / "hardening"
+    cases = _refused_cases(root)
+    runs = dict(zip(cases, train_many([(args, root / name) for name, (args, _) in cases.items()])))
+    for name, (args, needle) in cases.items():
+        run = runs[name]
         if needle is None:
             continue
         _one_line_exit_2(run)
         assert needle in run.stderr, run.describe()
         left = list((root / name).rglob("*"))
         assert left == [], f"{name}: left {left}"
-    on = background("hardening/sweep-on", train, [], root / "sweep-on").result()
+    on = runs["sweep-on"]
     assert on.returncode == 0 and "Traceback" not in on.output, on.describe()
     assert "val_accuracy needs a classification data set" in on.stderr, on.describe()
     [metrics] = list((root / "sweep-on").rglob("metrics.json"))

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, background, background_root, messy_table, run_python, train
+from concurrent.futures import ThreadPoolExecutor
 
-pytestmark = pytest.mark.slow  # trains three runs through train.py (in the background, from collection on)
-BACKGROUND_PRIORITY = 2
+from conftest import REPO, messy_table, run_python, train
+
+pytestmark = pytest.mark.slow  # trains three runs through train.py, at once (the fixture `runs`)
 PREDICT_PY = REPO / "predict.py"
 RUNS = {  # name -> (task, extra overrides)
     "species": ("multiclass", ["data.drop=[id]", "data.categorical=[zip]"]),
@@ -56,19 +57,14 @@ def _train_run(root: Path, target: str):
     return path, run_dir, run
 
 
-def start_background(root: Path, items) -> None:
-    if any("runs" in item.fixturenames for item in items):
-        for target in RUNS:
-            background(f"predict/{target}", _train_run, root / "predict", target)
-
-
 @pytest.fixture(scope="module")
-def runs():
-    """One trained run per task: target -> (the table, the run directory)."""
+def runs(tmp_path_factory):
+    """One trained run per task, all three at once: target -> (the table, the run directory)."""
+    root = tmp_path_factory.mktemp("predict")
     out = {}
-    for target in RUNS:
-        path, run_dir, run = background(f"predict/{target}", _train_run, background_root() / "predict",
-                                        target).result()
+    with ThreadPoolExecutor(len(RUNS)) as pool:
+        trained = list(pool.map(lambda target: _train_run(root, target), RUNS))
+    for target, (path, run_dir, run) in zip(RUNS, trained):
         assert run.returncode == 0, run.describe()
         out[target] = (path, run_dir)
     return out

@@ -23,7 +23,7 @@ from mlpkit.initializers import INITIALIZERS
 from mlpkit.model import NORMS
 from mlpkit.optim import OPTIMIZERS, SCHEDULERS
 
-from conftest import background, background_root, compose_config, finished_run, process_env, train_many
+from conftest import compose_config, finished_run, process_env, train_many
 
 REPO = Path(__file__).resolve().parents[1]
 STATUSES = {"completed", "early_stopped", "diverged"}
@@ -254,22 +254,17 @@ SAME_SECOND = ["data=moons", "data.n_samples=100", "model.hidden=[4]", "trainer.
 
 
 def _three_at_once(cwd: Path):
-    """Three `python train.py` started together in one working directory (background, from collection on)."""
+    """Three `python train.py` started together in one working directory."""
     cwd.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen([sys.executable, str(REPO / "train.py"), *SAME_SECOND], cwd=cwd, env=process_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     return [(p.wait(timeout=180), p.stderr.read()) for p in procs]
 
 
-def start_background(root: Path, items) -> None:
-    if any(item.originalname == "test_runs_started_in_the_same_second_never_share_a_directory" for item in items):
-        background("reliability/same-second", _three_at_once, root / "same-second")
-
-
 @pytest.mark.slow
-def test_runs_started_in_the_same_second_never_share_a_directory():
-    cwd = background_root() / "same-second"
-    for code, stderr in background("reliability/same-second", _three_at_once, cwd).result():
+def test_runs_started_in_the_same_second_never_share_a_directory(tmp_path):
+    cwd = tmp_path / "same-second"
+    for code, stderr in _three_at_once(cwd):
         assert code == 0, stderr
     metrics = sorted((cwd / "outputs" / "runs").glob("*/*/metrics.json"))
     assert len(metrics) == 3  # three directories (a _2, _3 suffix when the second is the same)

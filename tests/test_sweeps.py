@@ -7,9 +7,8 @@ server's HTTP API over a finished sweep; a bad value in one job of a sweep; `pru
 a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape codes) and the
 message when a sweep plugin is not installed.
 
-Every sweep is a real subprocess. The sweeps are independent of each other, so the module starts
-those that the selected tests need right after collection on the session's background pool
-(conftest.background, shared with the other end-to-end modules); each test then waits for its own.
+Every sweep is a real subprocess, run by the test that reads it, or, when several tests read it (the grid,
+the seeded Optuna search), by a module-scoped fixture, once, on the xdist worker of those tests.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import REPO, Run, background, background_root, compose_config, process_env, run_python, train
+from conftest import REPO, Run, compose_config, process_env, refusal, run_python, train
 
 COMPARE_PY = REPO / "scripts" / "compare.py"
 
@@ -109,8 +108,6 @@ SWEEPS: Dict[str, Sweep] = {
     # by Hydra ("Sweeping over Hydra's configuration is not supported").
     "diverge_optuna": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=choice(0.01,5)",
                              *TINY_REGRESSION, "optimizer=sgd", "seed=1"]),
-    # 8: one job of the grid has a bad value.
-    "bad_value": Sweep(["-m", "optimizer.lr=0.1,-1", *FAST]),
     # 9: pruning=median. lr=1e-5 barely moves, so job 2 trails the two finished jobs from epoch 2 on.
     "prune_grid": Sweep(["-m", "optimizer.lr=0.05,0.03,0.00001", *FAST, *PRUNE, "pruning.min_completed=2"]),
     # Two joblib workers: job 2 starts when job 0 or 1 has finished, so one finished job is there to judge it.
@@ -121,32 +118,6 @@ SWEEPS: Dict[str, Sweep] = {
     "prune_optuna": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=choice(0.05,0.00001)",
                            *TINY_REGRESSION, *PRUNE, "pruning.min_completed=2", "seed=1"]),
 }
-
-# Which sweeps each test needs: only these are started for the tests that are selected.
-NEEDS: Dict[str, List[str]] = {
-    "test_grid_sweep_job_dirs": ["grid"],
-    "test_optuna_search_results": ["optuna_a"],
-    "test_optuna_sampler_is_seeded": ["optuna_a", "optuna_b"],
-    "test_joblib_launcher_sweep": ["joblib"],
-    "test_submitit_local_launcher_sweep": ["submitit"],
-    "test_diverging_job_does_not_stop_grid_sweep": ["diverge_grid"],
-    "test_diverging_trial_does_not_crash_optuna_search": ["diverge_optuna"],
-    "test_compare_script": ["grid"],
-    "test_tensorboard_server_api": ["grid"],
-    "test_bad_value_in_one_job_fails_before_any_job": ["bad_value"],
-    "test_hopeless_job_is_pruned_in_grid_sweep": ["prune_grid"],
-    "test_hopeless_job_is_pruned_with_joblib_launcher": ["prune_joblib"],
-    "test_pruned_trial_does_not_stop_optuna_search": ["prune_optuna"],
-    "test_sweep_prints_model_summary_once": ["grid"],
-    "test_optuna_log_has_no_escape_codes_when_piped": ["optuna_a"],
-}
-# Longest first, so that the slow launchers overlap with the rest.
-START_ORDER = ["grid", "submitit", "joblib", "prune_joblib", "optuna_a", "optuna_b", "diverge_grid", "diverge_optuna",
-               "prune_optuna", "prune_grid", "bad_value"]
-
-
-BACKGROUND_PRIORITY = 0  # started first: the launchers' sweeps are the longest runs of the session
-
 
 def _run_sweep(base: Path, name: str) -> Run:
     spec = SWEEPS[name]
@@ -163,18 +134,16 @@ def _run_sweep(base: Path, name: str) -> Run:
     return train(args, cwd, timeout=spec.timeout, env=env, one_thread=not spec.probe)
 
 
-def start_background(root: Path, items) -> None:
-    needed = {n for item in items for n in NEEDS.get(item.originalname, [])}
-    for name in START_ORDER:
-        if name in needed:
-            background(f"sweeps/{name}", _run_sweep, root / "sweeps", name)
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Run:
+    """The 2x2 grid sweep, read by four tests."""
+    return _run_sweep(tmp_path_factory.mktemp("sweeps"), "grid")
 
 
 @pytest.fixture(scope="module")
-def sweeps():
-    """`sweeps.result(name)`: wait for that sweep (started now if no selected test listed it)."""
-    return types.SimpleNamespace(
-        result=lambda name: background(f"sweeps/{name}", _run_sweep, background_root() / "sweeps", name).result())
+def optuna_a(tmp_path_factory) -> Run:
+    """The seeded Optuna search, read by three tests."""
+    return _run_sweep(tmp_path_factory.mktemp("sweeps"), "optuna_a")
 
 
 # ---------------------------------------------------------------------------
@@ -250,9 +219,8 @@ def probe_records(res: Run, n_jobs: int) -> Dict[int, dict]:
     return records
 
 
-def finished_sweep(sweeps, key: str, n_jobs: int):
+def finished_sweep(res: Run, n_jobs: int):
     """The result, sweep dir and job dirs of a sweep that exited 0 with `n_jobs` well-named jobs."""
-    res = sweeps.result(key)
     assert res.returncode == 0, res.describe()
     sweep = only_sweep_dir(res)
     jobs = job_dirs(sweep)
@@ -265,8 +233,8 @@ def finished_sweep(sweeps, key: str, n_jobs: int):
 # 1. Grid sweep
 
 
-def test_grid_sweep_job_dirs(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "grid", 4)
+def test_grid_sweep_job_dirs(grid):
+    res, sweep, jobs = finished_sweep(grid, 4)
     combos = set()
     for job in jobs:
         ov = overrides_of(job)
@@ -285,8 +253,8 @@ def test_grid_sweep_job_dirs(sweeps):
 # 2. Optuna search
 
 
-def test_optuna_search_results(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "optuna_a", 3)
+def test_optuna_search_results(optuna_a):
+    res, sweep, jobs = finished_sweep(optuna_a, 3)
     results_path = sweep / "optimization_results.yaml"
     assert results_path.is_file(), f"{sorted(p.name for p in sweep.iterdir())}"
     results = yaml.safe_load(results_path.read_text())
@@ -309,8 +277,8 @@ def test_optuna_search_results(sweeps):
     assert len({overrides_of(j)["optimizer.lr"] for j in jobs}) == 3
 
 
-def test_optuna_sampler_is_seeded(sweeps):
-    runs = [sweeps.result(name) for name in ("optuna_a", "optuna_b")]
+def test_optuna_sampler_is_seeded(optuna_a, tmp_path):
+    runs = [optuna_a, _run_sweep(tmp_path, "optuna_b")]
     for res in runs:
         assert res.returncode == 0, res.describe()
     asked = [[overrides_list(j) for j in job_dirs(only_sweep_dir(res))] for res in runs]
@@ -347,8 +315,8 @@ def test_launcher_threads_from_composed_config(monkeypatch):
         assert cli.launcher_threads(cfg) == threads, n_jobs
 
 
-def test_joblib_launcher_sweep(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "joblib", 2)
+def test_joblib_launcher_sweep(tmp_path):
+    res, sweep, jobs = finished_sweep(_run_sweep(tmp_path, "joblib"), 2)
     assert {overrides_of(j)["optimizer"] for j in jobs} == {"sgd", "adam"}
     for job in jobs:
         assert metrics(job)["status"] == "completed", job.name
@@ -362,8 +330,8 @@ def test_joblib_launcher_sweep(sweeps):
 # 4. submitit_local launcher
 
 
-def test_submitit_local_launcher_sweep(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "submitit", 2)
+def test_submitit_local_launcher_sweep(tmp_path):
+    res, sweep, jobs = finished_sweep(_run_sweep(tmp_path, "submitit"), 2)
     for job in jobs:
         assert metrics(job)["status"] == "completed", job.name
     submitit = sweep / ".submitit"
@@ -377,8 +345,8 @@ def test_submitit_local_launcher_sweep(sweeps):
 # 5. Diverging jobs
 
 
-def test_diverging_job_does_not_stop_grid_sweep(sweeps):
-    res = sweeps.result("diverge_grid")
+def test_diverging_job_does_not_stop_grid_sweep(tmp_path):
+    res = _run_sweep(tmp_path, "diverge_grid")
     sweep = only_sweep_dir(res)
     jobs = {(overrides_of(j)["optimizer.lr"], overrides_of(j)["seed"]): j for j in job_dirs(sweep)}
     problems = []
@@ -404,8 +372,8 @@ def test_diverging_job_does_not_stop_grid_sweep(sweeps):
     assert not problems, "\n".join(problems) + "\n" + res.describe()
 
 
-def test_diverging_trial_does_not_crash_optuna_search(sweeps):
-    res = sweeps.result("diverge_optuna")
+def test_diverging_trial_does_not_crash_optuna_search(tmp_path):
+    res = _run_sweep(tmp_path, "diverge_optuna")
     sweep = only_sweep_dir(res)
     jobs = job_dirs(sweep)
     assert res.returncode == 0, res.describe()
@@ -452,8 +420,8 @@ def parse_table(stdout: str) -> List[Dict[str, str]]:
     return rows
 
 
-def test_compare_script(sweeps, tmp_path):
-    res = sweeps.result("grid")
+def test_compare_script(grid, tmp_path):
+    res = grid
     assert res.returncode == 0, res.describe()
     source = only_sweep_dir(res)
     date, time_ = source.parent.name, source.name
@@ -553,8 +521,8 @@ EPOCH_TAGS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", 
 SCALAR_TAGS = EPOCH_TAGS + ("loss/train_step",)
 
 
-def test_tensorboard_server_api(sweeps, tmp_path):
-    res = sweeps.result("grid")
+def test_tensorboard_server_api(grid, tmp_path):
+    res = grid
     assert res.returncode == 0, res.describe()
     logdir = res.cwd / "outputs"
     jobs = {j.relative_to(logdir).as_posix(): j for j in job_dirs(only_sweep_dir(res))}
@@ -637,13 +605,10 @@ def test_tensorboard_server_api(sweeps, tmp_path):
 # 8. A bad value in one job
 
 
-def test_bad_value_in_one_job_fails_before_any_job(sweeps):
-    res = sweeps.result("bad_value")
-    assert res.returncode != 0, res.describe()
-    assert re.search(r"optimizer\.lr=-1(\.0)?\b", res.stderr), res.stderr
-    assert "Traceback" not in res.stderr, res.stderr
-    assert not list(res.cwd.rglob("metrics.json")), "a job ran despite the bad value"
-    assert not list(res.cwd.rglob("overrides.yaml")), "a job started despite the bad value"
+def test_bad_value_in_one_job_fails_before_any_job(tmp_path):
+    """In-process (test_errors runs the same sweep as a process): every job is checked before the first runs."""
+    message = refusal(["-m", "optimizer.lr=0.1,-1", *FAST])
+    assert re.search(r"optimizer\.lr=-1(\.0)?\b", message), message
 
 
 # ---------------------------------------------------------------------------
@@ -665,21 +630,21 @@ def check_pruned(jobs: List[Path], hopeless: float) -> None:
             assert m["epochs_run"] == 5, (job.name, m["epochs_run"])
 
 
-def test_hopeless_job_is_pruned_in_grid_sweep(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "prune_grid", 3)
+def test_hopeless_job_is_pruned_in_grid_sweep(tmp_path):
+    res, sweep, jobs = finished_sweep(_run_sweep(tmp_path, "prune_grid"), 3)
     check_pruned(jobs, 1e-5)
     assert metrics(jobs[2])["epochs_run"] == 2  # judged first after epoch 2, against jobs 0 and 1
     assert "pruned: 2 epochs" in res.stdout, res.describe()
     assert all("pruning=" not in j.name for j in jobs), "the group choice is the same for every job: not in names"
 
 
-def test_hopeless_job_is_pruned_with_joblib_launcher(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "prune_joblib", 3)
+def test_hopeless_job_is_pruned_with_joblib_launcher(tmp_path):
+    res, sweep, jobs = finished_sweep(_run_sweep(tmp_path, "prune_joblib"), 3)
     check_pruned(jobs, 1e-5)
 
 
-def test_pruned_trial_does_not_stop_optuna_search(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "prune_optuna", 3)
+def test_pruned_trial_does_not_stop_optuna_search(tmp_path):
+    res, sweep, jobs = finished_sweep(_run_sweep(tmp_path, "prune_optuna"), 3)
     lrs = [overrides_of(j)["optimizer.lr"] for j in jobs]
     assert lrs == ["1e-05", "0.05", "1e-05"], lrs
     statuses = [metrics(j)["status"] for j in jobs]
@@ -696,15 +661,15 @@ def test_pruned_trial_does_not_stop_optuna_search(sweeps):
 # 10. What a sweep prints
 
 
-def test_sweep_prints_model_summary_once(sweeps):
-    res, sweep, jobs = finished_sweep(sweeps, "grid", 4)
+def test_sweep_prints_model_summary_once(grid):
+    res, sweep, jobs = finished_sweep(grid, 4)
     assert res.stdout.count("output shape") == 1, res.stdout  # the layer table, once (job 0)
     one_liners = [line for line in res.stdout.splitlines() if line.startswith("model  mlp") and "parameters" in line]
     assert len(one_liners) == 3 and all("2 -> 8 -> 1" in line for line in one_liners), res.stdout
 
 
-def test_optuna_log_has_no_escape_codes_when_piped(sweeps):
-    res = sweeps.result("optuna_a")
+def test_optuna_log_has_no_escape_codes_when_piped(optuna_a):
+    res = optuna_a
     assert res.returncode == 0, res.describe()
     assert "A new study created" in res.output, res.describe()  # Optuna's own (colorlog) log line
     assert "\x1b" not in res.output, repr(res.output[:2000])
