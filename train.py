@@ -32,7 +32,7 @@ def _main() -> None:
     from omegaconf import DictConfig
 
     from mlpkit.cli import GUARD, check_command_line, check_sweep_plugins, install_hydra_error_line, \
-        install_signal_handlers, register_resolvers, rewrite_resume_argv, run
+        install_signal_handlers, install_single_compose, register_resolvers, rewrite_resume_argv, run
     from mlpkit import config
     from mlpkit.config import register_schema
     from mlpkit.errors import ConfigError, exit_with
@@ -43,6 +43,7 @@ def _main() -> None:
 
     install_signal_handlers()
     install_hydra_error_line()
+    install_single_compose()
     config.CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the option lists the checks use
     register_schema()
     register_resolvers()

@@ -670,6 +670,54 @@ def install_hydra_error_line() -> None:
     hydra_utils.run_and_report = run_and_report
 
 
+def mode_is_unset(argv: List[str], overrides: List[str]) -> bool:
+    """True when nothing can set `hydra.mode` (a config may make -m the default): no Hydra flag but -m, no
+    override of hydra, hydra.mode or hydra.searchpath, no config search path plugin, and no file of
+    configs/ that names both hydra and a mode or a search path. Anything else: ask Hydra."""
+    import re
+
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    from mlpkit import config
+
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv[1:]):
+        return False
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key == "hydra" or key.startswith(("hydra.mode", "hydra.searchpath")):
+            return False
+    if Plugins.instance().discover(SearchPathPlugin):
+        return False
+    for path in sorted(Path(config.CONFIG_DIR).rglob("*.yaml")):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return False
+        if "hydra" in text and re.search(r"\bmode\b|searchpath", text):
+            return False
+    return True
+
+
+def install_single_compose() -> None:
+    """Before a run Hydra composes the whole config once more (Hydra.get_mode) only to read `hydra.mode`,
+    a quarter of a second of CPU. When mode_is_unset, that compose can only answer None (as it also does
+    when the config fails, which the run's own compose then reports), so answer None without it."""
+    import hydra._internal.hydra as hydra_impl
+
+    original = hydra_impl.Hydra.get_mode
+    if getattr(original, "_mlpkit", False):
+        return
+
+    def get_mode(self: Any, config_name: Optional[str], overrides: List[str]) -> Any:
+        if mode_is_unset(sys.argv, list(overrides)):
+            return None
+        return original(self, config_name=config_name, overrides=overrides)
+
+    get_mode._mlpkit = True  # type: ignore[attr-defined]
+    hydra_impl.Hydra.get_mode = get_mode  # type: ignore[method-assign]
+
+
 def check_sweep_plugins(argv: List[str]) -> None:
     """ConfigError naming the extra to install when an override selects a sweep plugin that is
     missing (Hydra itself would only say "Could not find 'hydra/sweeper/optuna'")."""
