@@ -676,12 +676,14 @@ def test_optuna_log_has_no_escape_codes_when_piped(optuna_a):
 
 
 MISSING_PLUGINS = [("hparams_search=optuna", "hydra-optuna-sweeper"), ("hydra/launcher=joblib", "hydra-joblib-launcher"),
-                   ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher")]
+                   ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher"),
+                   ("hydra/launcher=ray_cluster", "hydra-ray-launcher")]
 
 
 def _missing_plugin_message(override: str, plugin: str) -> str:
+    extra = "ray" if "ray" in plugin else "sweeps"
     return (f"mlpkit: error: {override} needs the {plugin} plugin, which is not installed; "
-            'install it with: pip install "mlpkit[sweeps]"')
+            f'install it with: pip install "mlpkit[{extra}]"')
 
 
 @pytest.mark.parametrize("override, plugin", MISSING_PLUGINS)

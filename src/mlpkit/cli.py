@@ -625,11 +625,13 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
 
 # Overrides that select a Hydra plugin of the `sweeps` extra -> the plugin's module in hydra_plugins.
 SWEEP_PLUGINS = {
-    "hparams_search=optuna": "hydra_optuna_sweeper",
-    "hydra/sweeper=optuna": "hydra_optuna_sweeper",
-    "hydra/launcher=joblib": "hydra_joblib_launcher",
-    "hydra/launcher=submitit_local": "hydra_submitit_launcher",
-    "hydra/launcher=submitit_slurm": "hydra_submitit_launcher",
+    "hparams_search=optuna": ("hydra_optuna_sweeper", "sweeps"),
+    "hydra/sweeper=optuna": ("hydra_optuna_sweeper", "sweeps"),
+    "hydra/launcher=joblib": ("hydra_joblib_launcher", "sweeps"),
+    "hydra/launcher=submitit_local": ("hydra_submitit_launcher", "sweeps"),
+    "hydra/launcher=submitit_slurm": ("hydra_submitit_launcher", "sweeps"),
+    "hydra/launcher=ray": ("hydra_ray_launcher", "ray"),
+    "hydra/launcher=ray_cluster": ("hydra_ray_launcher", "ray"),
 }
 
 
@@ -724,10 +726,10 @@ def check_sweep_plugins(argv: List[str]) -> None:
     import importlib.util
 
     for arg in argv[1:]:
-        module = SWEEP_PLUGINS.get(arg.lstrip("+").replace(" ", ""))
+        module, extra = SWEEP_PLUGINS.get(arg.lstrip("+").replace(" ", ""), (None, None))
         if module and importlib.util.find_spec(f"hydra_plugins.{module}") is None:
             raise ConfigError(f"{arg} needs the {module.replace('_', '-')} plugin, which is not installed; "
-                              'install it with: pip install "mlpkit[sweeps]"')
+                              f'install it with: pip install "mlpkit[{extra}]"')
 
 
 def run(cfg: Any) -> float:
