@@ -12,11 +12,13 @@ from typing import List, Tuple
 
 import pytest
 
+from mlpkit.data import DATASETS
+
 from conftest import (DATE_RE, GROUPS, TIME_RE, TINY, Run, good_csv, group_options,
                       job_dirs, job_overrides, read_events, read_metrics, sweep_dirs, train)
 
-REGRESSION = {"sine", "regression", "diabetes"}
-TWO_D = {"xor", "and", "or", "nand", "moons", "circles", "spiral", "blobs"}
+REGRESSION = {name for name, source in DATASETS.items() if source.task == "regression"}
+TWO_D = {name for name, source in DATASETS.items() if not source.is_table and source.columns == 2}  # 2-D inputs
 DEAD = {"relu", "leaky_relu", "prelu"}  # the ReLU family: activations/dead_fraction/layer_<i>
 SATURATED = {"sigmoid", "tanh"}  # activations/saturated_fraction/layer_<i>
 
