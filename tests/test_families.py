@@ -262,7 +262,7 @@ def test_the_perceptron_takes_the_monitor_but_never_stops_early():
 
 
 def test_the_trainers_defaults_are_the_config_schemas():
-    from mlpkit.config import OptimizerConfig, RegularizationConfig, SchedulerConfig, TrainConfig, TrainerConfig
+    from mlpkit.schema import OptimizerConfig, RegularizationConfig, SchedulerConfig, TrainConfig, TrainerConfig
 
     defaults = {k: p.default for k, p in inspect.signature(Trainer).parameters.items()}
     schema = {"optimizer": OptimizerConfig.name, "lr": OptimizerConfig.lr, "scheduler": SchedulerConfig.name,

@@ -185,7 +185,7 @@ def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict)
     and which source rows went to which split (splits.npz, 0-based data rows of the source)."""
     import numpy as np
 
-    from mlpkit.checkpoint import atomic_write, write_json
+    from mlpkit.files import atomic_write, write_json
 
     data.preprocessing.save(run_dir)
     write_json(run_dir / "model.json", {"format": "mlpkit-model-1", "model": model_name, "kwargs": model_kwargs})
@@ -220,7 +220,7 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from mlpkit.checkpoint import write_json
+    from mlpkit.files import write_json
     from mlpkit.metrics import SCALARS, format_metrics
     from mlpkit.tblog import flatten
 

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
+from hydra.experimental.callback import Callback as HydraCallback
+
 from mlpkit import build
-from mlpkit.build import launcher_threads, small_model_threads  # noqa: F401 (mlpkit.cli's names before build.py)
 from mlpkit.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
 from mlpkit.registry import not_known
@@ -743,7 +744,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task.name, "classes": data.classes}
     build.save_run_data(run_dir, data, cfg.model.name, kwargs)
     if source is not None:
-        from mlpkit.checkpoint import write_json
+        from mlpkit.files import write_json
 
         write_json(run_dir / DATA_SOURCE, source)
     TRAINER[:] = [trainer]
@@ -763,3 +764,53 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     if result.status == "diverged":
         return float("inf")  # the worst objective: a bad trial for Optuna, and the sweep goes on
     return float(result.best_val_loss)
+
+
+class ValidateSweep(HydraCallback):
+    """Hydra callback: check a single run before its directory exists, and every job of a grid sweep
+    before the first one runs."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        check_run(config)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from mlpkit.config import check_overrides
+
+        loader = GlobalHydra.instance().config_loader()
+        overrides = task_overrides(config)
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            batches = BasicSweeper.split_arguments(parsed, None)
+        except Exception:  # interval()/range sweeps of other sweepers: check the base config only
+            batches = [[[o for o in overrides if "," not in o and "(" not in o]]]
+        for job in batches[0] if batches else []:
+            try:
+                check_overrides(list(job))
+                try:
+                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                except (HydraException, OmegaConfBaseException) as err:  # Hydra's own, in one line
+                    raise ConfigError(str(err).strip().splitlines()[0]) from None
+                checked_job_config(job_cfg, list(job))
+            except ConfigError as err:
+                exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))
+        try:  # the sweep's directory, new or empty and this process's until the sweep ends (its jobs are in it)
+            try:
+                sweep_dir = config.hydra.sweep.dir
+            except OmegaConfBaseException as err:
+                raise resolver_error("hydra.sweep.dir", err) from None
+            subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+            if not any(k in subdir for k in ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")):
+                raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same directory, "
+                                  "so each would overwrite the one before; include ${hydra.job.num}, e.g. "
+                                  "hydra.sweep.subdir='${hydra.job.num}'")
+            claim_dir(Path(sweep_dir), "hydra.sweep.dir")
+        except ConfigError as err:
+            GUARD.discard()
+            exit_with(err)

@@ -6,7 +6,7 @@ Hydra composes `configs/train.yaml` on top of `TrainConfig` (registered below as
 key fails while the config is composed, before any job of a sweep starts.
 `validate()` adds the checks a type cannot express (ranges, names in the
 registries) and runs both at the start of every job and, through
-`ValidateSweep`, once for every job of a grid sweep before the first one runs.
+`mlpkit.cli.ValidateSweep`, once for every job of a grid sweep before the first one runs.
 """
 
 from __future__ import annotations
@@ -17,14 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.experimental.callback import Callback
-
-from mlpkit.errors import ConfigError, exit_with
+from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice, not_known
-# the schema's dataclasses (Hydra-free: the Trainer's defaults come from them too), under their old names here
-from mlpkit.schema import (ActivationConfig, DataConfig, EarlyStoppingConfig, InitConfig, ModelConfig,  # noqa: F401
-                           NormConfig, OptimizerConfig, PruningConfig, RegularizationConfig, SchedulerConfig,
-                           TrainConfig, TrainerConfig)
+from mlpkit.schema import TrainConfig
 from mlpkit.tasks import TASKS, Task
 
 
@@ -472,55 +467,3 @@ def _set_params(node: Any, skip: tuple = ("name",)) -> dict:
 
     items = OmegaConf.to_container(node) if isinstance(node, DictConfig) else vars(node)
     return {k: v for k, v in items.items() if v is not None and k not in skip}
-
-
-class ValidateSweep(Callback):
-    """Hydra callback: check a single run before its directory exists, and every job of a grid sweep
-    before the first one runs."""
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from mlpkit.cli import check_run
-
-        check_run(config)
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from hydra.errors import HydraException
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        from mlpkit.cli import GUARD, checked_job_config, claim_dir, resolver_error, task_overrides
-
-        loader = GlobalHydra.instance().config_loader()
-        overrides = task_overrides(config)
-        try:
-            parsed = OverridesParser.create().parse_overrides(overrides)
-            batches = BasicSweeper.split_arguments(parsed, None)
-        except Exception:  # interval()/range sweeps of other sweepers: check the base config only
-            batches = [[[o for o in overrides if "," not in o and "(" not in o]]]
-        for job in batches[0] if batches else []:
-            try:
-                check_overrides(list(job))
-                try:
-                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
-                except (HydraException, OmegaConfBaseException) as err:  # Hydra's own, in one line
-                    raise ConfigError(str(err).strip().splitlines()[0]) from None
-                checked_job_config(job_cfg, list(job))
-            except ConfigError as err:
-                exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))
-        try:  # the sweep's directory, new or empty and this process's until the sweep ends (its jobs are in it)
-            try:
-                sweep_dir = config.hydra.sweep.dir
-            except OmegaConfBaseException as err:
-                raise resolver_error("hydra.sweep.dir", err) from None
-            subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
-            if not any(k in subdir for k in ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")):
-                raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same directory, "
-                                  "so each would overwrite the one before; include ${hydra.job.num}, e.g. "
-                                  "hydra.sweep.subdir='${hydra.job.num}'")
-            claim_dir(Path(sweep_dir), "hydra.sweep.dir")
-        except ConfigError as err:
-            GUARD.discard()
-            exit_with(err)
