@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
@@ -225,7 +226,7 @@ class EarlyStopping(BestEpoch):
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         super().on_epoch_end(trainer, state)
         if self.update(self.epoch == state.epoch):
-            state.stop("early_stopped", f"early stop after epoch {state.epoch}: {self.monitor} did not improve for "
+            state.stop(RunStatus.EARLY_STOPPED, f"early stop after epoch {state.epoch}: {self.monitor} did not improve for "
                                         f"{self.patience} epochs (best {self.value:.4f} at epoch {self.epoch})")
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
@@ -259,14 +260,14 @@ class DivergenceGuard(Callback):
 
     @staticmethod
     def _train_diverged(trainer: "Trainer", state: TrainState, value: float) -> None:
-        state.stop("diverged", f"the training loss became {value} in epoch {state.epoch + 1} (detected at step "
+        state.stop(RunStatus.DIVERGED, f"the training loss became {value} in epoch {state.epoch + 1} (detected at step "
                                f"{state.step}); {_lower_lr_hint(trainer)}")
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         val_loss = state.scalars["loss/val"]
         if math.isfinite(val_loss):
             return
-        state.stop("diverged", f"the validation loss became {val_loss} in epoch {state.epoch} (epoch "
+        state.stop(RunStatus.DIVERGED, f"the validation loss became {val_loss} in epoch {state.epoch} (epoch "
                                f"{state.epoch - 1} is the last good one); {_lower_lr_hint(trainer)}")
         state.epoch -= 1  # this epoch's weights are not kept
         for values in state.history.values():
@@ -274,7 +275,7 @@ class DivergenceGuard(Callback):
                 values.pop()
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if state.status == "diverged":
+        if state.status == RunStatus.DIVERGED:
             trainer.best.load_into(trainer.model)
 
 
@@ -304,7 +305,7 @@ class SignalHandler(Callback):
 
     def on_step_end(self, trainer: "Trainer", state: TrainState, loss: torch.Tensor) -> None:
         if trainer.stop_signal is not None:
-            state.stop("interrupted", f"interrupted by {signal.Signals(trainer.stop_signal).name} in epoch "
+            state.stop(RunStatus.INTERRUPTED, f"interrupted by {signal.Signals(trainer.stop_signal).name} in epoch "
                                       f"{state.epoch + 1}; last.pt holds epoch {state.epoch}; continue with "
                                       "resume=<run_dir>")
 
@@ -398,4 +399,4 @@ class Pruning(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         if self.pruner is not None and state.running and self.pruner.should_prune(state.epoch, state.history):
-            state.stop("pruned", self.pruner.message)
+            state.stop(RunStatus.PRUNED, self.pruner.message)

@@ -14,6 +14,7 @@ from mlpkit.callbacks import Callback
 from mlpkit.errors import ConfigError, RunError
 from mlpkit.files import atomic_write
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
@@ -127,7 +128,7 @@ class ModelCheckpoint(Callback):
                 "best": trainer.best.record(),
                 "rng": {"torch": torch.get_rng_state(), "shuffle": trainer.shuffle.get_state(),
                         "cuda": torch.cuda.get_rng_state_all() if trainer.device.type == "cuda" else []},
-                "early_stopped": state.status == "early_stopped",
+                "early_stopped": state.status == RunStatus.EARLY_STOPPED,
                 **trainer.extra_state}
         for cb in trainer.callbacks:
             cb_state = cb.state_dict()
@@ -145,7 +146,7 @@ class ModelCheckpoint(Callback):
                 self._save(self.directory / name, self.pending[name]())
         except RunError as err:
             self.error = str(err)
-            state.stop("interrupted", f"{err}; continue with resume=<run_dir> once there is room")
+            state.stop(RunStatus.INTERRUPTED, f"{err}; continue with resume=<run_dir> once there is room")
         self.pending.clear()
         self.last_write = time.perf_counter()
 
@@ -162,7 +163,7 @@ class ModelCheckpoint(Callback):
             trainer.best.restore(ckpt["best"], ckpt.get("best_model"))
             state.history = {k: list(v) for k, v in ckpt["history"].items()}
             if ckpt.get("early_stopped"):
-                state.stop("early_stopped")
+                state.stop(RunStatus.EARLY_STOPPED)
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             trainer.shuffle.set_state(ckpt["rng"]["shuffle"].cpu())  # generator states are CPU byte tensors
             if ckpt["rng"]["cuda"]:

@@ -18,6 +18,7 @@ from mlpkit import build
 from mlpkit.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
 from mlpkit.registry import not_known
+from mlpkit.status import RunStatus
 
 log = logging.getLogger("mlpkit")
 
@@ -342,7 +343,6 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
 RESUME_MAY_CHANGE = ("resume", "trainer.max_epochs", "trainer.progress", "trainer.device", "trainer.num_threads",
                      "trainer.deterministic", "trainer.log_every_n_steps", "trainer.histogram_every_n_epochs",
                      "trainer.boundary_every_n_epochs", "early_stopping.patience")
-FINISHED = ("completed", "early_stopped", "diverged")
 
 
 def _flat(node: Any, prefix: str = "") -> dict:
@@ -381,15 +381,16 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     except (OSError, ValueError):
         metrics = {}
     status = metrics.get("status")
+    status = RunStatus(status) if status in RunStatus.endings() else None
     done = int(state.get("epoch", 0))
-    if status not in FINISHED and done > cfg.trainer.max_epochs:
+    if not (status and status.ended) and done > cfg.trainer.max_epochs:
         raise ConfigError(f"resume={run_dir}: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} "
                           f"epochs the run has trained; allowed: trainer.max_epochs >= {done}")
-    more = status == "completed" and done < cfg.trainer.max_epochs
-    if status in FINISHED and not more:
+    more = status == RunStatus.COMPLETED and done < cfg.trainer.max_epochs
+    if status and status.ended and not more:
         print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
               f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
-              + (" (raise trainer.max_epochs to train it further)" if status == "completed" else ""), flush=True)
+              + (" (raise trainer.max_epochs to train it further)" if status == RunStatus.COMPLETED else ""), flush=True)
         raise SystemExit(0)
 
 
@@ -753,15 +754,15 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     result.warnings = warnings
     if build.flat_units(cfg):
         build.note_flat_units(result)
-    if trainer.stop_signal is not None and result.status != "interrupted":  # during the final save or test
-        result.status = "interrupted"
+    if trainer.stop_signal is not None and result.status != RunStatus.INTERRUPTED:  # during the final save or test
+        result.status = RunStatus.INTERRUPTED
         result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
                           f"{result.epochs_run}; continue with resume=<run_dir>")
     build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
                      result, logger)
-    if result.status == "interrupted" or trainer.stop_signal is not None:
+    if result.status == RunStatus.INTERRUPTED or trainer.stop_signal is not None:
         raise SystemExit(130)
-    if result.status == "diverged":
+    if result.status == RunStatus.DIVERGED:
         return float("inf")  # the worst objective: a bad trial for Optuna, and the sweep goes on
     return float(result.best_val_loss)
 

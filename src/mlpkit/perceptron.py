@@ -18,6 +18,7 @@ from mlpkit.callbacks import Callback
 from mlpkit.errors import ConfigError
 from mlpkit.families import Family
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 from mlpkit.tasks import Task
 from mlpkit.trainer import StepRule, Trainer
 
@@ -122,15 +123,15 @@ class Converged(Callback):
         updates = state.history["updates"]
         if updates[-1] == 0:
             state.extra["converged"] = True
-            state.stop("completed", f"converged: epoch {state.epoch} made no mistake on the training set "
+            state.stop(RunStatus.COMPLETED, f"converged: epoch {state.epoch} made no mistake on the training set "
                                     f"({sum(updates)} weight updates in all)")
 
     def on_train_end(self, trainer: Trainer, state: TrainState) -> None:
         epoch, updates = state.epoch, state.history["updates"]
-        if state.status == "completed" and not state.extra["converged"]:
+        if state.status == RunStatus.COMPLETED and not state.extra["converged"]:
             state.message = (f"did not converge: {updates[-1] if epoch else 0} mistakes in the last of {epoch} "
                              "epochs; the perceptron rule only converges on linearly separable data")
-        elif state.status == "interrupted":
+        elif state.status == RunStatus.INTERRUPTED:
             state.message = f"interrupted in epoch {epoch + 1}; a perceptron run is short: run it again"
 
 

@@ -30,6 +30,7 @@ from mlpkit.schema import RegularizationConfig as _R
 from mlpkit.schema import SchedulerConfig, TrainConfig
 from mlpkit.schema import TrainerConfig as _T
 from mlpkit.state import FitResult, TrainState
+from mlpkit.status import RunStatus
 from mlpkit.strategy import Strategy
 from mlpkit.tasks import Task, get_task
 
@@ -330,13 +331,13 @@ class Trainer:
                 self.validate(state)
                 self._notify("on_epoch_end")
             if state.running:
-                state.status = "completed"
+                state.status = RunStatus.COMPLETED
             self._notify("on_train_end")
             self.strategy.barrier()  # the writer's files are on disk
         finally:
             self._notify("teardown")
         test = {}
-        if state.status != "interrupted" and (state.status != "diverged" or self.best.weights is not None):
+        if state.status != RunStatus.INTERRUPTED and (state.status != RunStatus.DIVERGED or self.best.weights is not None):
             test = self.test_metrics(model, data)  # of the weights kept (the best epoch's, where restored)
         self._notify("on_fit_end")
         extra = {**self.step_rule.extra(self), **state.extra}
