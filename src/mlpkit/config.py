@@ -19,15 +19,20 @@ from typing import Any, Dict, List, Optional
 
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice, not_known
-from mlpkit.schema import TrainConfig
+from mlpkit.schema import OPTION_DEFAULTS, TrainConfig
 from mlpkit.tasks import TASKS, Task
 
 
 def register_schema() -> None:
-    """Store `TrainConfig` in Hydra's ConfigStore as `mlpkit_schema`."""
+    """Store `TrainConfig` in Hydra's ConfigStore as `mlpkit_schema`, and each option's own defaults as
+    `mlpkit_option/<group>/<option>` (its YAML file extends it)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="mlpkit_schema", node=TrainConfig)
+    store = ConfigStore.instance()
+    store.store(name="mlpkit_schema", node=TrainConfig)
+    for group, options in OPTION_DEFAULTS.items():  # what configs/<group>/<option>.yaml extends
+        for option, values in options.items():
+            store.store(group=f"mlpkit_option/{group}", name=option, node=values)
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # train.py sets its own beside it

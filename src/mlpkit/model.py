@@ -13,6 +13,7 @@ from mlpkit.errors import ConfigError
 from mlpkit.families import FAMILIES, Family
 from mlpkit.initializers import initialize
 from mlpkit.registry import Registry
+from mlpkit.schema import option_default
 
 # norm name -> fn(width) -> module, placed between Linear and activation.
 NORMS: Registry[Optional[Callable[[int], nn.Module]]] = Registry("norm", {
@@ -60,7 +61,7 @@ class MLP(nn.Module):
                 width_in = width
             layers.append(nn.Linear(width_in, out_dim))
             self.net = nn.Sequential(*layers)
-            slope = params.get("negative_slope", spec.params.get("negative_slope", 0.01))
+            slope = params.get("negative_slope", option_default("activation", "leaky_relu", "negative_slope"))
             initialize(self, init, gain_name=spec.gain_name, slope=float(slope), std=init_std, gain=init_gain)
         self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, list(hidden)
         self.activation = activation

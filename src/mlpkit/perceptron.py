@@ -17,6 +17,7 @@ from torch import nn
 from mlpkit.callbacks import Callback
 from mlpkit.errors import ConfigError
 from mlpkit.families import Family
+from mlpkit.schema import option_default
 from mlpkit.state import TrainState
 from mlpkit.status import RunStatus
 from mlpkit.tasks import Task
@@ -58,7 +59,7 @@ class PerceptronRule(StepRule):
     running_loss = False
 
     def __init__(self, lr: Optional[float] = None):
-        self.lr = 1.0 if lr is None else lr  # weights that start at 0: the rule's result does not depend on it
+        self.lr = option_default("model", "perceptron", "lr") if lr is None else lr  # weights that start at 0: the rule's result does not depend on it
         self.updates = 0  # in this epoch so far
 
     def setup(self, trainer: Trainer) -> None:

@@ -18,10 +18,11 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mlpkit.schema import option_default, option_defaults
 from mlpkit.status import RunStatus
 
 # name -> the settings the option takes
-PRUNERS: Dict[str, Tuple[str, ...]] = {"none": (), "median": ("warmup_epochs", "min_completed")}
+PRUNERS: Dict[str, Tuple[str, ...]] = {"none": (), "median": tuple(option_defaults("pruning", "median"))}
 
 
 def best_so_far(val_loss: Sequence[Optional[float]], epoch: int) -> Optional[float]:
@@ -40,8 +41,8 @@ class MedianPruner:
         run_dir: this job's own directory, never read as a sibling.
     """
 
-    def __init__(self, sweep_dir: str | Path, warmup_epochs: int = 5, min_completed: int = 3,
-                 run_dir: Optional[str | Path] = None):
+    def __init__(self, sweep_dir: str | Path, warmup_epochs: int = option_default("pruning", "median", "warmup_epochs"),
+                 min_completed: int = option_default("pruning", "median", "min_completed"), run_dir: Optional[str | Path] = None):
         self.sweep_dir = Path(sweep_dir)
         self.warmup_epochs, self.min_completed = warmup_epochs, min_completed
         self.run_dir = Path(run_dir).resolve() if run_dir is not None else None

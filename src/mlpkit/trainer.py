@@ -209,7 +209,8 @@ class Trainer:
 
     Args:
         optimizer: a name from mlpkit.optim.OPTIMIZERS, or a ready torch optimizer.
-        optimizer_params: that optimizer's own settings (momentum, betas, ...).
+        lr: the step size; None = the optimizer's own default in the schema (adam's 1e-3, sgd's 0.05, ...).
+        optimizer_params: that optimizer's own settings (momentum, betas, ...); unset ones as in the schema.
         batch_size: rows per step; 0 = the whole train split (batch GD), 1 = stochastic GD.
         l1, l2: coefficients of sum|w| and sum w^2 over the linear weights, added to the loss.
         input_noise: std of Gaussian noise added to each training batch's inputs.
@@ -228,7 +229,7 @@ class Trainer:
         handle_signals: install SIGINT/SIGTERM handlers for the fit (train.py installs its own).
     """
 
-    def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: float = _O.lr,
+    def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: Optional[float] = None,
                  optimizer_params: Optional[dict] = None, scheduler: str = SchedulerConfig.name,
                  scheduler_params: Optional[dict] = None, max_epochs: int = _T.max_epochs,
                  batch_size: int = _T.batch_size, l1: float = _R.l1, l2: float = _R.l2,
