@@ -622,7 +622,13 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
     validate(job)
     check_option_settings(job, overrides)
     resolve_device(job.trainer.device)
+    VALIDATED[:] = [OmegaConf.to_container(job, resolve=True)]
     return job
+
+
+# The job config this process last validated (check_run, before the run directory): its run does not
+# check it again (a data file is then checked twice, not three times: here and where it is read).
+VALIDATED: List[Any] = []
 
 
 # Overrides that select a Hydra plugin of the `sweeps` extra -> the plugin's module in hydra_plugins.
@@ -716,12 +722,15 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     """Everything `python train.py` does after Hydra composed `cfg`: validate, build, train into
     `run_dir`, write metrics.json. `job_num` is the job's number in a sweep (-m), None for a
     single run. Raises ConfigError for a bad value or data file."""
+    from omegaconf import OmegaConf
+
     from mlpkit.checkpoint import load_checkpoint
     from mlpkit.model import MODELS, summarize
     from mlpkit.tblog import TensorBoardLogger
 
     start, run_dir = time.perf_counter(), Path(run_dir)
-    validate(cfg)
+    if VALIDATED != [OmegaConf.to_container(cfg, resolve=True)]:  # a job of a sweep, or a caller of its own
+        validate(cfg)
     source = record_data_source(cfg, run_dir) if not cfg.resume else None  # before the file is read
     device = build.build_device(cfg.trainer)
     resume_from = run_dir / "checkpoints" / "last.pt" if cfg.resume else None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mlpkit.activations import check_activation_params, get_activation, make_activation
-from mlpkit.errors import ConfigError
+from mlpkit.checks import check_range, check_widths
 from mlpkit.families import FAMILIES, Family
 from mlpkit.initializers import initialize
 from mlpkit.registry import Registry
@@ -39,10 +39,8 @@ class MLP(nn.Module):
                  seed: Optional[int] = 0):
         super().__init__()
         make_norm = NORMS[norm]
-        if any(int(w) <= 0 for w in hidden):
-            raise ConfigError(f"model.hidden={list(hidden)}: layer widths must be integers > 0")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"regularization.dropout={dropout} is out of range; allowed: [0, 1)")
+        check_widths(hidden)
+        check_range("regularization", "dropout", dropout)
         spec = get_activation(activation)
         params = dict(activation_params or {})
         check_activation_params(activation, params)

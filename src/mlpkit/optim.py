@@ -23,7 +23,7 @@ class OptimizerSpec:
     locked: tuple = ()  # settings the name decides, that a user may not change
 
     def allowed(self) -> list:
-        skip = {"self", "params", "lr", "foreach", "fused", "maximize", "capturable", "differentiable",
+        skip = {"self", "params", "foreach", "fused", "maximize", "capturable", "differentiable",
                 "decoupled_weight_decay", *self.locked}
         return [p for p in inspect.signature(self.cls).parameters if p not in skip]
 
@@ -39,7 +39,7 @@ _OPTIMIZERS: Dict[str, OptimizerSpec] = {
     "adamw": OptimizerSpec(optim.AdamW),  # Adam with decoupled weight decay
 }
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer", _OPTIMIZERS,
-                                               {n: ("lr", *spec.allowed()) for n, spec in _OPTIMIZERS.items()})
+                                               {n: tuple(spec.allowed()) for n, spec in _OPTIMIZERS.items()})
 
 
 def make_optimizer(params: Iterable[torch.Tensor], name: str = OptimizerConfig.name, lr: Optional[float] = None,

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from mlpkit.callbacks import Callback
-from mlpkit.errors import ConfigError
-from mlpkit.families import Family
+from mlpkit.checks import check_needs_classes
+from mlpkit.families import FAMILIES, Family
 from mlpkit.schema import option_default
 from mlpkit.state import TrainState
 from mlpkit.status import RunStatus
@@ -59,13 +59,13 @@ class PerceptronRule(StepRule):
     running_loss = False
 
     def __init__(self, lr: Optional[float] = None):
-        self.lr = option_default("model", "perceptron", "lr") if lr is None else lr  # weights that start at 0: the rule's result does not depend on it
+        # weights that start at 0: the rule's result does not depend on lr
+        self.lr = option_default("model", "perceptron", "lr") if lr is None else lr
         self.updates = 0  # in this epoch so far
 
     def setup(self, trainer: Trainer) -> None:
         super().setup(trainer)  # no optimizer, no scheduler
-        if not trainer.task.classification:
-            raise ConfigError("model=perceptron classifies; for a regression target use model=mlp")
+        check_needs_classes(trainer.task, trainer.data.name, model="perceptron", families=FAMILIES)
         self.updates = 0
 
     @torch.no_grad()

@@ -22,9 +22,9 @@ from torch import nn
 from mlpkit.callbacks import (BestEpoch, Callback, DivergenceGuard, EarlyStopping, EpochTime, LRScheduler, Progress,
                               Pruning, SignalHandler, callback_name, with_callbacks)
 from mlpkit.data import Dataset
+from mlpkit.checks import check_class_weight, check_device_name, check_needs_classes, check_range
 from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
-from mlpkit.registry import not_known
 from mlpkit.schema import OptimizerConfig as _O
 from mlpkit.schema import RegularizationConfig as _R
 from mlpkit.schema import SchedulerConfig, TrainConfig
@@ -45,6 +45,7 @@ _EPOCH_HOOKS = ("on_train_epoch_end", "on_epoch_end")
 
 def resolve_device(name: str = "auto") -> torch.device:
     """auto -> cuda when present, else cpu; cuda without a GPU is a ConfigError."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -54,8 +55,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif name != "cpu":
-        raise ConfigError(not_known("trainer.device", name, ["auto", "cpu", "cuda", "cuda:N"]))
     return torch.device(name)
 
 
@@ -246,8 +245,14 @@ class Trainer:
         self.max_epochs, self.batch_size = max_epochs, batch_size
         self.l1, self.l2, self.input_noise = l1, l2, input_noise
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
-        if class_weight not in (None, "none", "balanced"):
-            raise ConfigError(not_known("trainer.class_weight", class_weight, ["none", "balanced"]))
+        check_class_weight(class_weight)
+        for group, key, value in (("trainer", "max_epochs", max_epochs), ("trainer", "batch_size", batch_size),
+                                  ("regularization", "l1", l1), ("regularization", "l2", l2),
+                                  ("regularization", "input_noise", input_noise),
+                                  ("trainer", "clip_grad_norm", clip_grad_norm),
+                                  ("trainer", "clip_grad_value", clip_grad_value),
+                                  ("trainer", "log_every_n_steps", log_every_n_steps)):
+            check_range(group, key, value)
         self.class_weight = None if class_weight == "none" else class_weight
         self.manual_backprop = manual_backprop
         self.device = resolve_device(device)
@@ -433,8 +438,9 @@ class Trainer:
         if self.step_rule.device is not None:
             self.device = torch.device(self.step_rule.device)
         self.model, self.data, self.task = model.to(self.device), data, get_task(data.task)
+        check_needs_classes(self.task, data.name, class_weight=self.class_weight)
         data.to(self.device)
-        if self.class_weight == "balanced" and self.task.classification:
+        if self.class_weight == "balanced":  # a regression task was refused above
             self.weight = self.task.balanced_weights(data.y_train)
         self.step_rule.setup(self)
         self.strategy.setup(self)
