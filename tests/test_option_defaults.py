@@ -58,7 +58,8 @@ def test_python_api_defaults_are_the_schemas():
     assert Trainer(optimizer="sgd", device="cpu").lr is None  # resolved by make_optimizer: sgd's own 0.05
     assert PerceptronRule().lr == OPTION_DEFAULTS["model"]["perceptron"]["lr"]
     pruner = MedianPruner("nowhere")
-    assert (pruner.warmup_epochs, pruner.min_completed) == (5, 3) == tuple(OPTION_DEFAULTS["pruning"]["median"].values())
+    assert {"warmup_epochs": pruner.warmup_epochs, "min_completed": pruner.min_completed} \
+        == OPTION_DEFAULTS["pruning"]["median"]
     opt = make_optimizer([torch.zeros(2, requires_grad=True)], "sgd")
     step = make_scheduler(opt, "step")
     assert (step.step_size, step.gamma) == (10, 0.5)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from mlpkit.schema import EarlyStoppingConfig as _E
 from mlpkit.state import TrainState
 from mlpkit.status import RunStatus
 
@@ -155,7 +156,7 @@ class BestEpoch(Callback):
 
     name = "best_epoch"
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", min_delta: float = 0.0):
+    def __init__(self, monitor: str = _E.monitor, mode: str = "min", min_delta: float = _E.min_delta):
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.reset()
 
@@ -205,8 +206,8 @@ class EarlyStopping(BestEpoch):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs;
     `restore_best`: the model ends with the best epoch's weights."""
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 10,
-                 min_delta: float = 0.0, restore_best: bool = True):
+    def __init__(self, monitor: str = _E.monitor, mode: str = "min", patience: int = _E.patience,
+                 min_delta: float = _E.min_delta, restore_best: bool = _E.restore_best):
         super().__init__(monitor, mode, min_delta)
         self.patience, self.restore_best = patience, restore_best
         self.wait = 0
@@ -226,8 +227,8 @@ class EarlyStopping(BestEpoch):
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         super().on_epoch_end(trainer, state)
         if self.update(self.epoch == state.epoch):
-            state.stop(RunStatus.EARLY_STOPPED, f"early stop after epoch {state.epoch}: {self.monitor} did not improve for "
-                                        f"{self.patience} epochs (best {self.value:.4f} at epoch {self.epoch})")
+            state.stop(RunStatus.EARLY_STOPPED, f"early stop after epoch {state.epoch}: {self.monitor} did not "
+                       f"improve for {self.patience} epochs (best {self.value:.4f} at epoch {self.epoch})")
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
         if self.restore_best:

@@ -1,4 +1,5 @@
-"""Checkpoints, written atomically (mlpkit.files), and ModelCheckpoint, the callback that writes a run's best.pt and last.pt and resumes a run from last.pt."""
+"""Checkpoints, written atomically (mlpkit.files), and ModelCheckpoint, the callback that writes a run's
+best.pt and last.pt and resumes a run from last.pt."""
 
 from __future__ import annotations
 

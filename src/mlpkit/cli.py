@@ -390,7 +390,8 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     if status and status.ended and not more:
         print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
               f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
-              + (" (raise trainer.max_epochs to train it further)" if status == RunStatus.COMPLETED else ""), flush=True)
+              + (" (raise trainer.max_epochs to train it further)" if status == RunStatus.COMPLETED else ""),
+              flush=True)
         raise SystemExit(0)
 
 

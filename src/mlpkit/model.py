@@ -13,7 +13,8 @@ from mlpkit.checks import check_range, check_widths
 from mlpkit.families import FAMILIES, Family
 from mlpkit.initializers import initialize
 from mlpkit.registry import Registry
-from mlpkit.schema import option_default
+from mlpkit.schema import (ActivationConfig, InitConfig, NormConfig, RegularizationConfig, TrainConfig,
+                           option_default)
 
 # norm name -> fn(width) -> module, placed between Linear and activation.
 NORMS: Registry[Optional[Callable[[int], nn.Module]]] = Registry("norm", {
@@ -33,10 +34,11 @@ class MLP(nn.Module):
     global RNG holds (which they leave as it was); None draws them from the global RNG.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu", *,
-                 activation_params: Optional[dict] = None, norm: str = "none", dropout: float = 0.0,
-                 init: str = "default", init_std: Optional[float] = None, init_gain: Optional[float] = None,
-                 seed: Optional[int] = 0):
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = ActivationConfig.name, *,
+                 activation_params: Optional[dict] = None, norm: str = NormConfig.name,
+                 dropout: float = RegularizationConfig.dropout, init: str = InitConfig.name,
+                 init_std: Optional[float] = None, init_gain: Optional[float] = None,
+                 seed: Optional[int] = TrainConfig.seed):
         super().__init__()
         make_norm = NORMS[norm]
         check_widths(hidden)

@@ -41,8 +41,10 @@ class MedianPruner:
         run_dir: this job's own directory, never read as a sibling.
     """
 
-    def __init__(self, sweep_dir: str | Path, warmup_epochs: int = option_default("pruning", "median", "warmup_epochs"),
-                 min_completed: int = option_default("pruning", "median", "min_completed"), run_dir: Optional[str | Path] = None):
+    def __init__(self, sweep_dir: str | Path,
+                 warmup_epochs: int = option_default("pruning", "median", "warmup_epochs"),
+                 min_completed: int = option_default("pruning", "median", "min_completed"),
+                 run_dir: Optional[str | Path] = None):
         self.sweep_dir = Path(sweep_dir)
         self.warmup_epochs, self.min_completed = warmup_epochs, min_completed
         self.run_dir = Path(run_dir).resolve() if run_dir is not None else None

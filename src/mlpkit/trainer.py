@@ -343,7 +343,8 @@ class Trainer:
         finally:
             self._notify("teardown")
         test = {}
-        if state.status != RunStatus.INTERRUPTED and (state.status != RunStatus.DIVERGED or self.best.weights is not None):
+        kept = state.status != RunStatus.DIVERGED or self.best.weights is not None  # a diverged run's good epoch
+        if state.status != RunStatus.INTERRUPTED and kept:
             test = self.test_metrics(model, data)  # of the weights kept (the best epoch's, where restored)
         self._notify("on_fit_end")
         extra = {**self.step_rule.extra(self), **state.extra}
