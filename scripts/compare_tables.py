@@ -308,7 +308,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not tables:
         ap.error("no table given")
     runs_root = Path(args.keep_runs) if args.keep_runs else Path(tempfile.mkdtemp(prefix="compare_tables_"))
-    rows, failures, details = [], [], []
+    rows, failures = [], []
     for table in tables:
         name = table.get("name") or Path(table["path"]).stem
         df = pd.read_csv(table["path"])
@@ -371,10 +371,7 @@ def report(rows, failures, args) -> str:
              "|---|---:|---|---|---|---:|---:|---:|---:|---|"]
     for name, table, info, per_seed in rows:
         task = per_seed[0]["task"]
-        if task in CLASSIFICATION:
-            keys, better = ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc"], "higher"
-        else:
-            keys, better = ["rmse", "r2"], None
+        keys = ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc"] if task in CLASSIFICATION else ["rmse", "r2"]
         mk = {k: mean(s["mlpkit"].get(k) for s in per_seed) for k in keys}
         sk = {k: mean(s["sklearn"].get(k) for s in per_seed) for k in keys}
         metric = " / ".join({"accuracy": "acc", "balanced_accuracy": "bal acc", "f1_macro": "F1 macro",

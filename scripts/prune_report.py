@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 try:
-    from mlpkit.pruning import FINISHED, median_rule
+    from mlpkit.pruning import median_rule
+    from mlpkit.status import RunStatus
 except ImportError:  # a checkout that was not installed: use its src/
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from mlpkit.pruning import FINISHED, median_rule
+    from mlpkit.pruning import median_rule
+    from mlpkit.status import RunStatus
 
 
 def summarize(sweep: Path) -> Dict:
@@ -67,7 +69,7 @@ def replay(sweep: Path, warmup_epochs: int = 5, min_completed: int = 3) -> Dict:
                      if median_rule(e, curve, finished, warmup_epochs, min_completed) is not None), None)
         if stop is not None:
             curve, pruned = curve[:stop], pruned + 1
-        elif m.get("status") in FINISHED:
+        elif m.get("status") in RunStatus.endings() and RunStatus(m["status"]).comparable:
             finished.append(curve)
         epochs += len(curve)
         values = [v for v in curve if v is not None]

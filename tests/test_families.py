@@ -262,10 +262,10 @@ def test_the_perceptron_takes_the_monitor_but_never_stops_early():
 
 
 def test_the_trainers_defaults_are_the_config_schemas():
-    from mlpkit.config import OptimizerConfig, RegularizationConfig, SchedulerConfig, TrainConfig, TrainerConfig
+    from mlpkit.schema import OptimizerConfig, RegularizationConfig, SchedulerConfig, TrainConfig, TrainerConfig
 
     defaults = {k: p.default for k, p in inspect.signature(Trainer).parameters.items()}
-    schema = {"optimizer": OptimizerConfig.name, "lr": OptimizerConfig.lr, "scheduler": SchedulerConfig.name,
+    schema = {"optimizer": OptimizerConfig.name, "scheduler": SchedulerConfig.name,
               "max_epochs": TrainerConfig.max_epochs, "batch_size": TrainerConfig.batch_size,
               "device": TrainerConfig.device, "log_every_n_steps": TrainerConfig.log_every_n_steps,
               "manual_backprop": TrainerConfig.manual_backprop, "clip_grad_norm": TrainerConfig.clip_grad_norm,
@@ -273,5 +273,6 @@ def test_the_trainers_defaults_are_the_config_schemas():
               "l2": RegularizationConfig.l2, "input_noise": RegularizationConfig.input_noise,
               "seed": TrainConfig.seed}
     assert {k: defaults[k] for k in schema} == schema
+    assert defaults["lr"] is None  # the optimizer's own (mlpkit.schema.option_default): adam's OptimizerConfig.lr
     assert defaults["class_weight"] in (None, TrainerConfig.class_weight)
     assert math.isclose(PerceptronRule().lr, 1.0)

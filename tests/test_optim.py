@@ -6,24 +6,23 @@ import math
 
 import pytest
 import torch
-import yaml
+from omegaconf import OmegaConf
 
 from mlpkit import ConfigError, make_optimizer, make_scheduler
 from mlpkit.optim import OPTIMIZERS, SCHEDULERS
 
-from conftest import CONFIGS
+from conftest import CONFIGS, compose_config
 
 OPT_NAMES = sorted(OPTIMIZERS)
 SCHED_NAMES = sorted(SCHEDULERS)
 
 
 def _config_settings(group: str, name: str) -> dict:
-    """The settings configs/<group>/<name>.yaml gives (less `name`), or {} when there is no file."""
-    path = CONFIGS / group / f"{name}.yaml"
-    if not path.is_file():
+    """The non-null settings `python train.py <group>=<name>` composes for the group (less `name`)."""
+    if not (CONFIGS / group / f"{name}.yaml").is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    return {k: v for k, v in data.items() if k != "name" and v is not None}
+    node = OmegaConf.to_container(compose_config([f"{group}={name}"])[group])
+    return {k: v for k, v in node.items() if k != "name" and v is not None}
 
 
 def _problem():

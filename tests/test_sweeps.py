@@ -299,20 +299,20 @@ def _compose_launcher(overrides: Sequence[str]):
 
 
 def test_launcher_threads_from_composed_config(monkeypatch):
-    from mlpkit import build, cli
+    from mlpkit import build
 
     launcher = _compose_launcher(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
     assert "joblib" in launcher._target_
-    assert cli.launcher_threads(launcher) == max(1, CORES // 2)
-    assert cli.launcher_threads(_compose_launcher([])) is None  # basic launcher: torch's default
-    assert cli.launcher_threads(_compose_launcher(["hydra/launcher=submitit_local"])) == 1
-    assert cli.launcher_threads(_compose_launcher(["hydra/launcher=submitit_slurm",
-                                                   "hydra.launcher.cpus_per_task=4"])) == 4
+    assert build.launcher_threads(launcher) == max(1, CORES // 2)
+    assert build.launcher_threads(_compose_launcher([])) is None  # basic launcher: torch's default
+    assert build.launcher_threads(_compose_launcher(["hydra/launcher=submitit_local"])) == 1
+    assert build.launcher_threads(_compose_launcher(["hydra/launcher=submitit_slurm",
+                                                     "hydra.launcher.cpus_per_task=4"])) == 4
     # The same rule on a bigger machine: cores // jobs at once; joblib's -1 = one job per core.
     monkeypatch.setattr(build, "os", types.SimpleNamespace(cpu_count=lambda: 8))
     for n_jobs, threads in ((1, 8), (2, 4), (3, 2), (16, 1), (-1, 1), (-2, 1), (-5, 2)):
         cfg = _compose_launcher(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"])
-        assert cli.launcher_threads(cfg) == threads, n_jobs
+        assert build.launcher_threads(cfg) == threads, n_jobs
 
 
 def test_joblib_launcher_sweep(tmp_path):

@@ -10,6 +10,7 @@ from torch import nn
 
 from mlpkit.errors import ConfigError
 from mlpkit.registry import Registry
+from mlpkit.schema import option_default, option_defaults
 
 
 class Step(nn.Module):
@@ -27,7 +28,7 @@ class Maxout(nn.Module):
     The preceding Linear layer is built `pieces` times wider; each unit outputs the
     max of its k affine pieces (Goodfellow et al., 2013)."""
 
-    def __init__(self, pieces: int = 2):
+    def __init__(self, pieces: int = option_default("activation", "maxout", "pieces")):
         super().__init__()
         self.pieces = pieces
 
@@ -44,7 +45,7 @@ class ActivationSpec:
     """How to build one activation, which settings it takes, and what it is like."""
 
     build: Callable[..., nn.Module]
-    params: Dict[str, object] = field(default_factory=dict)  # setting -> default
+    params: Dict[str, object] = field(default_factory=dict)  # setting -> default (the schema's)
     family: Optional[str] = None  # "rectifier" (dead units) | "saturating" (saturated units) | None
     gain_name: str = "linear"  # torch.nn.init.calculate_gain name, for He/Xavier
     differentiable: bool = True
@@ -54,16 +55,20 @@ class ActivationSpec:
         return int(params.get("pieces", self.params.get("pieces", 1)))
 
 
+def _own(name: str) -> Dict[str, object]:
+    return option_defaults("activation", name)
+
+
 _SPECS: Dict[str, ActivationSpec] = {
     "step": ActivationSpec(Step, family="saturating", differentiable=False),
     "sigmoid": ActivationSpec(nn.Sigmoid, family="saturating", gain_name="sigmoid"),
     "tanh": ActivationSpec(nn.Tanh, family="saturating", gain_name="tanh"),
     "relu": ActivationSpec(nn.ReLU, family="rectifier", gain_name="relu"),
-    "leaky_relu": ActivationSpec(nn.LeakyReLU, {"negative_slope": 0.01}, "rectifier", "leaky_relu"),
-    "prelu": ActivationSpec(lambda init=0.25: nn.PReLU(init=init), {"init": 0.25}, "rectifier", "leaky_relu"),
-    "elu": ActivationSpec(nn.ELU, {"alpha": 1.0}, "rectifier", "relu"),
-    "softplus": ActivationSpec(nn.Softplus, {"beta": 1.0}, None, "relu"),
-    "maxout": ActivationSpec(Maxout, {"pieces": 2}, None, "linear"),
+    "leaky_relu": ActivationSpec(nn.LeakyReLU, _own("leaky_relu"), "rectifier", "leaky_relu"),
+    "prelu": ActivationSpec(lambda init: nn.PReLU(init=init), _own("prelu"), "rectifier", "leaky_relu"),
+    "elu": ActivationSpec(nn.ELU, _own("elu"), "rectifier", "relu"),
+    "softplus": ActivationSpec(nn.Softplus, _own("softplus"), None, "relu"),
+    "maxout": ActivationSpec(Maxout, _own("maxout"), None, "linear"),
     "gelu": ActivationSpec(nn.GELU, family="rectifier", gain_name="relu"),
     "silu": ActivationSpec(nn.SiLU, family="rectifier", gain_name="relu"),
     "identity": ActivationSpec(nn.Identity),

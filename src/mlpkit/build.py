@@ -16,6 +16,7 @@ from typing import Any, List, Optional
 
 from mlpkit.config import MONITOR_MODE, check_task
 from mlpkit.errors import RunError
+from mlpkit.status import RunStatus
 
 log = logging.getLogger("mlpkit")
 
@@ -185,7 +186,7 @@ def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict)
     and which source rows went to which split (splits.npz, 0-based data rows of the source)."""
     import numpy as np
 
-    from mlpkit.checkpoint import atomic_write, write_json
+    from mlpkit.files import atomic_write, write_json
 
     data.preprocessing.save(run_dir)
     write_json(run_dir / "model.json", {"format": "mlpkit-model-1", "model": model_name, "kwargs": model_kwargs})
@@ -220,19 +221,19 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from mlpkit.checkpoint import write_json
+    from mlpkit.files import write_json
     from mlpkit.metrics import SCALARS, format_metrics
     from mlpkit.tblog import flatten
 
     hparams = flatten(OmegaConf.to_container(rec.cfg, resolve=True))
     hparams = {k: v for k, v in hparams.items() if k != "resume" and v is not None}
-    hparams["status"] = result.status
+    hparams["status"] = str(result.status)  # the plain string
     metrics = {"best_val_loss": result.best_val_loss, "best_val_accuracy": result.best_val_accuracy,
                "final_val_loss": result.history["val_loss"][-1] if result.history["val_loss"] else None,
                "epochs_run": result.epochs_run}
     metrics.update({f"test_{k}": v for k, v in result.test.items() if k in SCALARS and v is not None})
     logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
-                   result.epochs_run, success=result.status in ("completed", "early_stopped", "pruned"))
+                   result.epochs_run, success=RunStatus(result.status).success)
     if result.test.get("confusion_matrix") is not None:
         from mlpkit.diagnostics import confusion_matrix_image
 
@@ -257,7 +258,7 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
         raise RunError(f"could not write {rec.run_dir / 'metrics.json'}: {err.strerror or err}") from None
 
     if result.message:
-        (log.warning if result.status in ("diverged", "interrupted") else log.info)("%s", result.message)
+        (log.warning if RunStatus(result.status).aborted else log.info)("%s", result.message)
     test = format_metrics(result.test) or "not evaluated"
     log.info("%s: %d epochs in %.1f s; best epoch %d (val loss %.4f); test: %s\nrun directory: %s",
              result.status, result.epochs_run, out["seconds"], result.best_epoch, result.best_val_loss, test,

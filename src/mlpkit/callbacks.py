@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from mlpkit.schema import EarlyStoppingConfig as _E
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
@@ -154,7 +156,7 @@ class BestEpoch(Callback):
 
     name = "best_epoch"
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", min_delta: float = 0.0):
+    def __init__(self, monitor: str = _E.monitor, mode: str = "min", min_delta: float = _E.min_delta):
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
         self.reset()
 
@@ -204,8 +206,8 @@ class EarlyStopping(BestEpoch):
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs;
     `restore_best`: the model ends with the best epoch's weights."""
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 10,
-                 min_delta: float = 0.0, restore_best: bool = True):
+    def __init__(self, monitor: str = _E.monitor, mode: str = "min", patience: int = _E.patience,
+                 min_delta: float = _E.min_delta, restore_best: bool = _E.restore_best):
         super().__init__(monitor, mode, min_delta)
         self.patience, self.restore_best = patience, restore_best
         self.wait = 0
@@ -225,8 +227,8 @@ class EarlyStopping(BestEpoch):
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         super().on_epoch_end(trainer, state)
         if self.update(self.epoch == state.epoch):
-            state.stop("early_stopped", f"early stop after epoch {state.epoch}: {self.monitor} did not improve for "
-                                        f"{self.patience} epochs (best {self.value:.4f} at epoch {self.epoch})")
+            state.stop(RunStatus.EARLY_STOPPED, f"early stop after epoch {state.epoch}: {self.monitor} did not "
+                       f"improve for {self.patience} epochs (best {self.value:.4f} at epoch {self.epoch})")
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
         if self.restore_best:
@@ -259,14 +261,14 @@ class DivergenceGuard(Callback):
 
     @staticmethod
     def _train_diverged(trainer: "Trainer", state: TrainState, value: float) -> None:
-        state.stop("diverged", f"the training loss became {value} in epoch {state.epoch + 1} (detected at step "
+        state.stop(RunStatus.DIVERGED, f"the training loss became {value} in epoch {state.epoch + 1} (detected at step "
                                f"{state.step}); {_lower_lr_hint(trainer)}")
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         val_loss = state.scalars["loss/val"]
         if math.isfinite(val_loss):
             return
-        state.stop("diverged", f"the validation loss became {val_loss} in epoch {state.epoch} (epoch "
+        state.stop(RunStatus.DIVERGED, f"the validation loss became {val_loss} in epoch {state.epoch} (epoch "
                                f"{state.epoch - 1} is the last good one); {_lower_lr_hint(trainer)}")
         state.epoch -= 1  # this epoch's weights are not kept
         for values in state.history.values():
@@ -274,7 +276,7 @@ class DivergenceGuard(Callback):
                 values.pop()
 
     def on_train_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if state.status == "diverged":
+        if state.status == RunStatus.DIVERGED:
             trainer.best.load_into(trainer.model)
 
 
@@ -304,7 +306,7 @@ class SignalHandler(Callback):
 
     def on_step_end(self, trainer: "Trainer", state: TrainState, loss: torch.Tensor) -> None:
         if trainer.stop_signal is not None:
-            state.stop("interrupted", f"interrupted by {signal.Signals(trainer.stop_signal).name} in epoch "
+            state.stop(RunStatus.INTERRUPTED, f"interrupted by {signal.Signals(trainer.stop_signal).name} in epoch "
                                       f"{state.epoch + 1}; last.pt holds epoch {state.epoch}; continue with "
                                       "resume=<run_dir>")
 
@@ -398,4 +400,4 @@ class Pruning(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", state: TrainState) -> None:
         if self.pruner is not None and state.running and self.pruner.should_prune(state.epoch, state.history):
-            state.stop("pruned", self.pruner.message)
+            state.stop(RunStatus.PRUNED, self.pruner.message)

@@ -1,13 +1,9 @@
-"""Checkpoints and metrics files, written atomically (temp file, fsync, rename), and ModelCheckpoint,
-the callback that writes a run's best.pt and last.pt and resumes a run from last.pt."""
+"""Checkpoints, written atomically (mlpkit.files), and ModelCheckpoint, the callback that writes a run's
+best.pt and last.pt and resumes a run from last.pt."""
 
 from __future__ import annotations
 
 import errno
-import json
-import math
-import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -17,47 +13,14 @@ import torch
 
 from mlpkit.callbacks import Callback
 from mlpkit.errors import ConfigError, RunError
+from mlpkit.files import atomic_write
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
 
 FORMAT = "mlpkit-checkpoint-1"
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where Linux tells it (/proc), else set and put back."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call write(fh) on a temp file beside `path`, then rename it over `path`.
-
-    A process killed mid-write leaves the previous file whole: rename is atomic. The file gets the
-    permissions a plain open() would give it (0o666 less the umask), not mkstemp's 0o600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | Path, state: Dict[str, Any]) -> None:
@@ -89,23 +52,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"{path} is not an mlpkit checkpoint (expected format {FORMAT!r})")
     return state
-
-
-def _finite(obj: Any) -> Any:
-    """NaN and inf become null, so the file stays strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def write_json(path: str | Path, data: Dict[str, Any]) -> None:
-    """Write `data` as indented strict JSON, atomically."""
-    text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda fh: fh.write(text), mode="w")
 
 
 def _clone(obj: Any) -> Any:
@@ -183,7 +129,7 @@ class ModelCheckpoint(Callback):
                 "best": trainer.best.record(),
                 "rng": {"torch": torch.get_rng_state(), "shuffle": trainer.shuffle.get_state(),
                         "cuda": torch.cuda.get_rng_state_all() if trainer.device.type == "cuda" else []},
-                "early_stopped": state.status == "early_stopped",
+                "early_stopped": state.status == RunStatus.EARLY_STOPPED,
                 **trainer.extra_state}
         for cb in trainer.callbacks:
             cb_state = cb.state_dict()
@@ -201,7 +147,7 @@ class ModelCheckpoint(Callback):
                 self._save(self.directory / name, self.pending[name]())
         except RunError as err:
             self.error = str(err)
-            state.stop("interrupted", f"{err}; continue with resume=<run_dir> once there is room")
+            state.stop(RunStatus.INTERRUPTED, f"{err}; continue with resume=<run_dir> once there is room")
         self.pending.clear()
         self.last_write = time.perf_counter()
 
@@ -218,7 +164,7 @@ class ModelCheckpoint(Callback):
             trainer.best.restore(ckpt["best"], ckpt.get("best_model"))
             state.history = {k: list(v) for k, v in ckpt["history"].items()}
             if ckpt.get("early_stopped"):
-                state.stop("early_stopped")
+                state.stop(RunStatus.EARLY_STOPPED)
             torch.set_rng_state(ckpt["rng"]["torch"].cpu())
             trainer.shuffle.set_state(ckpt["rng"]["shuffle"].cpu())  # generator states are CPU byte tensors
             if ckpt["rng"]["cuda"]:

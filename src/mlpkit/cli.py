@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
+from hydra.experimental.callback import Callback as HydraCallback
+
 from mlpkit import build
-from mlpkit.build import launcher_threads, small_model_threads  # noqa: F401 (mlpkit.cli's names before build.py)
 from mlpkit.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
 from mlpkit.registry import not_known
+from mlpkit.status import RunStatus
 
 log = logging.getLogger("mlpkit")
 
@@ -341,7 +343,6 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
 RESUME_MAY_CHANGE = ("resume", "trainer.max_epochs", "trainer.progress", "trainer.device", "trainer.num_threads",
                      "trainer.deterministic", "trainer.log_every_n_steps", "trainer.histogram_every_n_epochs",
                      "trainer.boundary_every_n_epochs", "early_stopping.patience")
-FINISHED = ("completed", "early_stopped", "diverged")
 
 
 def _flat(node: Any, prefix: str = "") -> dict:
@@ -380,15 +381,17 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     except (OSError, ValueError):
         metrics = {}
     status = metrics.get("status")
+    status = RunStatus(status) if status in RunStatus.endings() else None
     done = int(state.get("epoch", 0))
-    if status not in FINISHED and done > cfg.trainer.max_epochs:
+    if not (status and status.ended) and done > cfg.trainer.max_epochs:
         raise ConfigError(f"resume={run_dir}: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} "
                           f"epochs the run has trained; allowed: trainer.max_epochs >= {done}")
-    more = status == "completed" and done < cfg.trainer.max_epochs
-    if status in FINISHED and not more:
+    more = status == RunStatus.COMPLETED and done < cfg.trainer.max_epochs
+    if status and status.ended and not more:
         print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
               f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
-              + (" (raise trainer.max_epochs to train it further)" if status == "completed" else ""), flush=True)
+              + (" (raise trainer.max_epochs to train it further)" if status == RunStatus.COMPLETED else ""),
+              flush=True)
         raise SystemExit(0)
 
 
@@ -620,7 +623,13 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
     validate(job)
     check_option_settings(job, overrides)
     resolve_device(job.trainer.device)
+    VALIDATED[:] = [OmegaConf.to_container(job, resolve=True)]
     return job
+
+
+# The job config this process last validated (check_run, before the run directory): its run does not
+# check it again (a data file is then checked twice, not three times: here and where it is read).
+VALIDATED: List[Any] = []
 
 
 # Overrides that select a Hydra plugin of the `sweeps` extra -> the plugin's module in hydra_plugins.
@@ -764,12 +773,15 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     """Everything `python train.py` does after Hydra composed `cfg`: validate, build, train into
     `run_dir`, write metrics.json. `job_num` is the job's number in a sweep (-m), None for a
     single run. Raises ConfigError for a bad value or data file."""
+    from omegaconf import OmegaConf
+
     from mlpkit.checkpoint import load_checkpoint
     from mlpkit.model import MODELS, summarize
     from mlpkit.tblog import TensorBoardLogger
 
     start, run_dir = time.perf_counter(), Path(run_dir)
-    validate(cfg)
+    if VALIDATED != [OmegaConf.to_container(cfg, resolve=True)]:  # a job of a sweep, or a caller of its own
+        validate(cfg)
     source = record_data_source(cfg, run_dir) if not cfg.resume else None  # before the file is read
     device = build.build_device(cfg.trainer)
     resume_from = run_dir / "checkpoints" / "last.pt" if cfg.resume else None
@@ -793,7 +805,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task.name, "classes": data.classes}
     build.save_run_data(run_dir, data, cfg.model.name, kwargs)
     if source is not None:
-        from mlpkit.checkpoint import write_json
+        from mlpkit.files import write_json
 
         write_json(run_dir / DATA_SOURCE, source)
     TRAINER[:] = [trainer]
@@ -802,14 +814,64 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     result.warnings = warnings
     if build.flat_units(cfg):
         build.note_flat_units(result)
-    if trainer.stop_signal is not None and result.status != "interrupted":  # during the final save or test
-        result.status = "interrupted"
+    if trainer.stop_signal is not None and result.status != RunStatus.INTERRUPTED:  # during the final save or test
+        result.status = RunStatus.INTERRUPTED
         result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
                           f"{result.epochs_run}; continue with resume=<run_dir>")
     build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
                      result, logger)
-    if result.status == "interrupted" or trainer.stop_signal is not None:
+    if result.status == RunStatus.INTERRUPTED or trainer.stop_signal is not None:
         raise SystemExit(130)
-    if result.status == "diverged":
+    if result.status == RunStatus.DIVERGED:
         return float("inf")  # the worst objective: a bad trial for Optuna, and the sweep goes on
     return float(result.best_val_loss)
+
+
+class ValidateSweep(HydraCallback):
+    """Hydra callback: check a single run before its directory exists, and every job of a grid sweep
+    before the first one runs."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        check_run(config)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from mlpkit.config import check_overrides
+
+        loader = GlobalHydra.instance().config_loader()
+        overrides = task_overrides(config)
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+            batches = BasicSweeper.split_arguments(parsed, None)
+        except Exception:  # interval()/range sweeps of other sweepers: check the base config only
+            batches = [[[o for o in overrides if "," not in o and "(" not in o]]]
+        for job in batches[0] if batches else []:
+            try:
+                check_overrides(list(job))
+                try:
+                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                except (HydraException, OmegaConfBaseException) as err:  # Hydra's own, in one line
+                    raise ConfigError(str(err).strip().splitlines()[0]) from None
+                checked_job_config(job_cfg, list(job))
+            except ConfigError as err:
+                exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))
+        try:  # the sweep's directory, new or empty and this process's until the sweep ends (its jobs are in it)
+            try:
+                sweep_dir = config.hydra.sweep.dir
+            except OmegaConfBaseException as err:
+                raise resolver_error("hydra.sweep.dir", err) from None
+            subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+            if not any(k in subdir for k in ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")):
+                raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same directory, "
+                                  "so each would overwrite the one before; include ${hydra.job.num}, e.g. "
+                                  "hydra.sweep.subdir='${hydra.job.num}'")
+            claim_dir(Path(sweep_dir), "hydra.sweep.dir")
+        except ConfigError as err:
+            GUARD.discard()
+            exit_with(err)

@@ -6,33 +6,34 @@ Hydra composes `configs/train.yaml` on top of `TrainConfig` (registered below as
 key fails while the config is composed, before any job of a sweep starts.
 `validate()` adds the checks a type cannot express (ranges, names in the
 registries) and runs both at the start of every job and, through
-`ValidateSweep`, once for every job of a grid sweep before the first one runs.
+`mlpkit.cli.ValidateSweep`, once for every job of a grid sweep before the first one runs.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.experimental.callback import Callback
-
-from mlpkit.errors import ConfigError, exit_with
+from mlpkit.checks import (RANGES, check_class_weight, check_device_name, check_needs_classes, check_number,
+                           check_widths)
+from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice, not_known
-# the schema's dataclasses (Hydra-free: the Trainer's defaults come from them too), under their old names here
-from mlpkit.schema import (ActivationConfig, DataConfig, EarlyStoppingConfig, InitConfig, ModelConfig,  # noqa: F401
-                           NormConfig, OptimizerConfig, PruningConfig, RegularizationConfig, SchedulerConfig,
-                           TrainConfig, TrainerConfig)
+from mlpkit.schema import OPTION_DEFAULTS, TrainConfig
 from mlpkit.tasks import TASKS, Task
 
 
 def register_schema() -> None:
-    """Store `TrainConfig` in Hydra's ConfigStore as `mlpkit_schema`."""
+    """Store `TrainConfig` in Hydra's ConfigStore as `mlpkit_schema`, and each option's own defaults as
+    `mlpkit_option/<group>/<option>` (its YAML file extends it)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="mlpkit_schema", node=TrainConfig)
+    store = ConfigStore.instance()
+    store.store(name="mlpkit_schema", node=TrainConfig)
+    for group, options in OPTION_DEFAULTS.items():  # what configs/<group>/<option>.yaml extends
+        for option, values in options.items():
+            store.store(group=f"mlpkit_option/{group}", name=option, node=values)
 
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # train.py sets its own beside it
@@ -162,62 +163,16 @@ def check_overrides(overrides: List[str]) -> None:
 
 
 # ---------------------------------------------------------------------------
-# Checks a type cannot express
+# Checks a type cannot express (those the Python API makes too: mlpkit.checks)
 
 
-def _number(key: str, value: Any, *, low: float | None = None, high: float | None = None,
-            low_open: bool = False, high_open: bool = False, optional: bool = True) -> None:
-    if value is None:
-        if optional:
-            return
-        raise ConfigError(f"{key} must be set")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key}={value!r} must be a finite number")
-    lo = "(" if low_open or low is None else "["
-    hi = ")" if high_open or high is None else "]"  # numbers are finite: inf is never allowed
-    span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ConfigError(f"{key}={value} is out of range; allowed: {span}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ConfigError(f"{key}={value} is out of range; allowed: {span}")
-
-
-MAX_CLASSES = 1000
-POSITIVE = dict(low=0, low_open=True)  # rates, standard deviations
-FRACTION = dict(low=0, high=1, high_open=True)  # [0, 1)
-REQUIRED = dict(optional=False)
-# The range of each number a user sets, checked in this order within its group (null = left unset).
-RANGES: Dict[str, Dict[str, dict]] = {
-    "data": {"n_samples": dict(low=1), "noise": dict(low=0), "n_features": dict(low=1),
-             "n_classes": dict(low=2, high=MAX_CLASSES),
-             "val_fraction": dict(low=0, high=1, low_open=True, high_open=True, **REQUIRED),
-             "test_fraction": dict(low=0, high=1, low_open=True, high_open=True, **REQUIRED)},
-    "activation": {"negative_slope": dict(low=0, high=1), "alpha": POSITIVE, "beta": POSITIVE,
-                   "init": dict(low=0, high=1)},
-    "init": {"std": POSITIVE, "gain": POSITIVE},
-    "optimizer": {"lr": dict(**POSITIVE, **REQUIRED), "momentum": FRACTION, "dampening": dict(low=0, high=1),
-                  "weight_decay": dict(low=0, high=1), "eps": dict(low=0, high=1, low_open=True), "rho": FRACTION,
-                  "alpha": FRACTION, "lr_decay": dict(low=0), "initial_accumulator_value": dict(low=0)},
-    "scheduler": {"step_size": dict(low=1), "gamma": dict(low=0, high=1, low_open=True),
-                  "factor": dict(low=0, high=1, low_open=True, high_open=True), "patience": dict(low=0),
-                  "t_max": dict(low=1), "eta_min": dict(low=0), "min_lr": dict(low=0)},
-    "early_stopping": {"patience": dict(low=0, **REQUIRED)},  # min_delta: its range depends on the monitor
-    "pruning": {"warmup_epochs": dict(low=0), "min_completed": dict(low=1)},
-    "regularization": {"l1": dict(low=0, **REQUIRED), "l2": dict(low=0, **REQUIRED),
-                       "dropout": dict(**FRACTION, **REQUIRED), "input_noise": dict(low=0, **REQUIRED)},
-    "trainer": {"max_epochs": dict(low=1, **REQUIRED), "batch_size": dict(low=0, **REQUIRED),
-                "clip_grad_norm": POSITIVE, "clip_grad_value": POSITIVE, "log_every_n_steps": dict(low=1, **REQUIRED),
-                "histogram_every_n_epochs": dict(low=0), "boundary_every_n_epochs": dict(low=0),
-                "num_threads": dict(low=1, high=os.cpu_count() or 1)},
-}
 MONITOR_MODE = {"val_loss": "min", "train_loss": "min", "val_accuracy": "max"}
 EARLY_STOPPING = ("val_loss", "none")
-CLASS_WEIGHTS = ("none", "balanced")
 
 
 def _check_ranges(cfg: Any, group: str) -> None:
     for key, limits in RANGES[group].items():
-        _number(f"{group}.{key}", cfg[group][key], **limits)
+        check_number(f"{group}.{key}", cfg[group][key], **limits)
 
 
 def _unset(value: Any) -> bool:
@@ -304,17 +259,15 @@ def _check_model(cfg: Any) -> None:
             hint = f"; for model={m.name} set optimizer.{key}" if f"optimizer.{key}" in schema_keys() else ""
             raise ConfigError(f"model.{key} is a setting of model={'/'.join(owners)}{hint}")
     for key, limits in family.ranges.items():
-        _number(f"model.{key}", m[key], **limits)
+        check_number(f"model.{key}", m[key], **limits)
     if cfg.resume and not family.resumes:
         raise ConfigError(f"resume is not supported for model={m.name} (its runs are short: start again)")
-    for i, width in enumerate(m.hidden):
-        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise ConfigError(f"model.hidden[{i}]={width!r}: layer widths must be integers > 0")
+    check_widths(m.hidden)
 
 
 def _check_optimizer(cfg: Any) -> None:
     o = cfg.optimizer
-    _check_option(cfg, "optimizer", skip=("name", "lr"))
+    _check_option(cfg, "optimizer")
     _check_ranges(cfg, "optimizer")
     if o.betas is not None:
         if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
@@ -347,15 +300,15 @@ def _check_early_stopping(cfg: Any) -> None:
                           f"allowed: mode={MONITOR_MODE[e.monitor]} ({e.monitor} improves "
                           f"{'down' if MONITOR_MODE[e.monitor] == 'min' else 'up'}wards)")
     _check_ranges(cfg, "early_stopping")
-    _number("early_stopping.min_delta", e.min_delta, low=0, high=1 if e.monitor == "val_accuracy" else None,
+    check_number("early_stopping.min_delta", e.min_delta, low=0, high=1 if e.monitor == "val_accuracy" else None,
             optional=False)
 
 
 def _check_trainer(cfg: Any) -> None:
     _check_ranges(cfg, "trainer")
-    check_choice("trainer.class_weight", cfg.trainer.class_weight, CLASS_WEIGHTS)
+    check_class_weight(cfg.trainer.class_weight)
     check_device_name(cfg.trainer.device)
-    _number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
+    check_number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
 
 
 def validate(cfg: Any) -> None:
@@ -385,21 +338,8 @@ def validate(cfg: Any) -> None:
 def check_task(cfg: Any, task: Optional[Task]) -> None:
     """What needs classes (class weights, the perceptron, an accuracy monitor) refused for a regression
     task: `task` as the config tells it (validate) or as the loaded data do (a csv with task=auto)."""
-    if task is None or task.classification:
-        return
-    name = cfg.data.name
-    if getattr(cfg.trainer, "class_weight", "none") == "balanced":
-        raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={name} has a regression "
-                          "target; use trainer.class_weight=none")
-    families = registries()["model"]
-    if families[cfg.model.name].classifies_only:
-        regression = [n for n in families if not families[n].classifies_only]
-        raise ConfigError(f"model={cfg.model.name} classifies, but data={name} is a regression task; "
-                          f"use model={'/'.join(regression)}")
-    if cfg.early_stopping.monitor == "val_accuracy":  # also under early_stopping=none: it picks the best epoch
-        raise ConfigError(f"early_stopping.monitor=val_accuracy needs a classification data set, but "
-                          f"data={name} is regression; use val_loss")
-
+    check_needs_classes(task, cfg.data.name, class_weight=getattr(cfg.trainer, "class_weight", "none"),
+                        model=cfg.model.name, families=registries()["model"], monitor=cfg.early_stopping.monitor)
 
 
 def _gigabytes(n: float) -> str:
@@ -459,68 +399,9 @@ def check_memory(cfg: Any) -> None:
                       f"{_gigabytes(free)} is available here; use smaller values")
 
 
-def check_device_name(device: str) -> None:
-    """Accept auto, cpu, cuda and cuda:N."""
-    ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
-    if not ok:
-        raise ConfigError(not_known("trainer.device", device, ("auto", "cpu", "cuda", "cuda:N")))
-
-
 def _set_params(node: Any, skip: tuple = ("name",)) -> dict:
     """The non-null keys of a group node, less `skip`: the settings a user gave it."""
     from omegaconf import DictConfig, OmegaConf
 
     items = OmegaConf.to_container(node) if isinstance(node, DictConfig) else vars(node)
     return {k: v for k, v in items.items() if v is not None and k not in skip}
-
-
-class ValidateSweep(Callback):
-    """Hydra callback: check a single run before its directory exists, and every job of a grid sweep
-    before the first one runs."""
-
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        from mlpkit.cli import check_run
-
-        check_run(config)
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from hydra.errors import HydraException
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        from mlpkit.cli import GUARD, checked_job_config, claim_dir, resolver_error, task_overrides
-
-        loader = GlobalHydra.instance().config_loader()
-        overrides = task_overrides(config)
-        try:
-            parsed = OverridesParser.create().parse_overrides(overrides)
-            batches = BasicSweeper.split_arguments(parsed, None)
-        except Exception:  # interval()/range sweeps of other sweepers: check the base config only
-            batches = [[[o for o in overrides if "," not in o and "(" not in o]]]
-        for job in batches[0] if batches else []:
-            try:
-                check_overrides(list(job))
-                try:
-                    job_cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
-                except (HydraException, OmegaConfBaseException) as err:  # Hydra's own, in one line
-                    raise ConfigError(str(err).strip().splitlines()[0]) from None
-                checked_job_config(job_cfg, list(job))
-            except ConfigError as err:
-                exit_with(ConfigError(f"{err} (in sweep job: {' '.join(job) or 'defaults'})"))
-        try:  # the sweep's directory, new or empty and this process's until the sweep ends (its jobs are in it)
-            try:
-                sweep_dir = config.hydra.sweep.dir
-            except OmegaConfBaseException as err:
-                raise resolver_error("hydra.sweep.dir", err) from None
-            subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
-            if not any(k in subdir for k in ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")):
-                raise ConfigError(f"hydra.sweep.subdir={subdir} gives every job of the sweep the same directory, "
-                                  "so each would overwrite the one before; include ${hydra.job.num}, e.g. "
-                                  "hydra.sweep.subdir='${hydra.job.num}'")
-            claim_dir(Path(sweep_dir), "hydra.sweep.dir")
-        except ConfigError as err:
-            GUARD.discard()
-            exit_with(err)

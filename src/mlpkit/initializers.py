@@ -10,6 +10,10 @@ import torch
 from torch import nn
 
 from mlpkit.registry import Registry
+from mlpkit.schema import InitConfig, option_default
+
+_NORMAL_STD = option_default("init", "normal", "std")
+_SLOPE = option_default("activation", "leaky_relu", "negative_slope")  # He's slope where none is given
 
 # name -> fn(weight, gain_name, slope, std, gain). weight is (out_features, in_features).
 Init = Callable[[torch.Tensor, str, float, Optional[float], Optional[float]], None]
@@ -33,19 +37,19 @@ INITIALIZERS: Registry[Optional[Init]] = Registry("init", {
     # LeCun: Var(w) = 1 / fan_in (SELU's and the textbook's plain 1/sqrt(n) rule).
     "lecun_normal": lambda w, g, s, std, gain: nn.init.normal_(w, 0.0, 1.0 / math.sqrt(w.shape[1])),
     "orthogonal": lambda w, g, s, std, gain: nn.init.orthogonal_(w, gain=1.0 if gain is None else gain),
-    "normal": lambda w, g, s, std, gain: nn.init.normal_(w, 0.0, 0.01 if std is None else std),
+    "normal": lambda w, g, s, std, gain: nn.init.normal_(w, 0.0, _NORMAL_STD if std is None else std),
     "zeros": lambda w, g, s, std, gain: nn.init.zeros_(w),
 }, settings={"normal": ("std",), "xavier_uniform": ("gain",), "xavier_normal": ("gain",), "orthogonal": ("gain",)})
 
 
-def initialize(model: nn.Module, name: str = "default", *, gain_name: str = "relu", slope: float = 0.01,
+def initialize(model: nn.Module, name: str = InitConfig.name, *, gain_name: str = "relu", slope: float = _SLOPE,
                std: Optional[float] = None, gain: Optional[float] = None) -> None:
     """Initialise every nn.Linear of `model` in place with the named scheme.
 
     Args:
         gain_name: the activation the layer feeds (relu, leaky_relu, tanh, ...), for He.
         slope: negative slope of leaky units, for He.
-        std: standard deviation for `normal` (default 0.01).
+        std: standard deviation for `normal` (default: the schema's).
         gain: multiplier for xavier_* and orthogonal (default 1).
     """
     fn = INITIALIZERS[name]

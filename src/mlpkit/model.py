@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from mlpkit.activations import check_activation_params, get_activation, make_activation
-from mlpkit.errors import ConfigError
+from mlpkit.checks import check_range, check_widths
 from mlpkit.families import FAMILIES, Family
 from mlpkit.initializers import initialize
 from mlpkit.registry import Registry
+from mlpkit.schema import (ActivationConfig, InitConfig, NormConfig, RegularizationConfig, TrainConfig,
+                           option_default)
 
 # norm name -> fn(width) -> module, placed between Linear and activation.
 NORMS: Registry[Optional[Callable[[int], nn.Module]]] = Registry("norm", {
@@ -32,16 +34,15 @@ class MLP(nn.Module):
     global RNG holds (which they leave as it was); None draws them from the global RNG.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu", *,
-                 activation_params: Optional[dict] = None, norm: str = "none", dropout: float = 0.0,
-                 init: str = "default", init_std: Optional[float] = None, init_gain: Optional[float] = None,
-                 seed: Optional[int] = 0):
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = ActivationConfig.name, *,
+                 activation_params: Optional[dict] = None, norm: str = NormConfig.name,
+                 dropout: float = RegularizationConfig.dropout, init: str = InitConfig.name,
+                 init_std: Optional[float] = None, init_gain: Optional[float] = None,
+                 seed: Optional[int] = TrainConfig.seed):
         super().__init__()
         make_norm = NORMS[norm]
-        if any(int(w) <= 0 for w in hidden):
-            raise ConfigError(f"model.hidden={list(hidden)}: layer widths must be integers > 0")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"regularization.dropout={dropout} is out of range; allowed: [0, 1)")
+        check_widths(hidden)
+        check_range("regularization", "dropout", dropout)
         spec = get_activation(activation)
         params = dict(activation_params or {})
         check_activation_params(activation, params)
@@ -60,7 +61,7 @@ class MLP(nn.Module):
                 width_in = width
             layers.append(nn.Linear(width_in, out_dim))
             self.net = nn.Sequential(*layers)
-            slope = params.get("negative_slope", spec.params.get("negative_slope", 0.01))
+            slope = params.get("negative_slope", option_default("activation", "leaky_relu", "negative_slope"))
             initialize(self, init, gain_name=spec.gain_name, slope=float(slope), std=init_std, gain=init_gain)
         self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, list(hidden)
         self.activation = activation

@@ -10,26 +10,28 @@ import torch
 from torch import optim
 
 from mlpkit.registry import Registry
+from mlpkit.schema import OptimizerConfig, SchedulerConfig, option_default, option_defaults
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """A torch.optim class with the settings its name fixes (e.g. momentum=0.9 for `momentum`)."""
+    """A torch.optim class with the settings its name fixes (nesterov=True for `nesterov`); the settings it
+    starts from are the schema's (mlpkit.schema.OPTION_DEFAULTS: momentum=0.9 for `momentum`)."""
 
     cls: type
-    fixed: Dict[str, object] = field(default_factory=dict)  # defaults the name implies
+    fixed: Dict[str, object] = field(default_factory=dict)  # settings the name implies
     locked: tuple = ()  # settings the name decides, that a user may not change
 
     def allowed(self) -> list:
-        skip = {"self", "params", "lr", "foreach", "fused", "maximize", "capturable", "differentiable",
+        skip = {"self", "params", "foreach", "fused", "maximize", "capturable", "differentiable",
                 "decoupled_weight_decay", *self.locked}
         return [p for p in inspect.signature(self.cls).parameters if p not in skip]
 
 
 _OPTIMIZERS: Dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec(optim.SGD, locked=("nesterov",)),  # w -= lr * g
-    "momentum": OptimizerSpec(optim.SGD, {"momentum": 0.9}, locked=("nesterov",)),  # v = m v + g
-    "nesterov": OptimizerSpec(optim.SGD, {"momentum": 0.9, "nesterov": True}, locked=("nesterov",)),  # look ahead
+    "momentum": OptimizerSpec(optim.SGD, locked=("nesterov",)),  # v = m v + g
+    "nesterov": OptimizerSpec(optim.SGD, {"nesterov": True}, locked=("nesterov",)),  # look ahead
     "adagrad": OptimizerSpec(optim.Adagrad),  # per-weight lr / sqrt(sum g^2)
     "rmsprop": OptimizerSpec(optim.RMSprop),  # ... / sqrt(EMA of g^2)
     "adadelta": OptimizerSpec(optim.Adadelta),  # unit-corrected RMSprop, lr=1.0 by default
@@ -37,18 +39,21 @@ _OPTIMIZERS: Dict[str, OptimizerSpec] = {
     "adamw": OptimizerSpec(optim.AdamW),  # Adam with decoupled weight decay
 }
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer", _OPTIMIZERS,
-                                               {n: ("lr", *spec.allowed()) for n, spec in _OPTIMIZERS.items()})
+                                               {n: tuple(spec.allowed()) for n, spec in _OPTIMIZERS.items()})
 
 
-def make_optimizer(params: Iterable[torch.Tensor], name: str = "adam", lr: float = 1e-3,
+def make_optimizer(params: Iterable[torch.Tensor], name: str = OptimizerConfig.name, lr: Optional[float] = None,
                    **settings) -> optim.Optimizer:
-    """A torch optimiser by name; `settings` are that optimiser's own keyword arguments."""
+    """A torch optimiser by name; `settings` are that optimiser's own keyword arguments, and what is not
+    given (lr included) is the option's default in the schema."""
     spec = OPTIMIZERS[name]
     settings = {k: v for k, v in settings.items() if v is not None}
     OPTIMIZERS.check_settings(name, settings)
-    if "betas" in settings:
-        settings["betas"] = tuple(settings["betas"])
-    kwargs = {**spec.fixed, **settings}
+    lr = option_default("optimizer", name, "lr") if lr is None else lr
+    defaults = {k: v for k, v in option_defaults("optimizer", name).items() if k != "lr"}
+    kwargs = {**defaults, **spec.fixed, **settings}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
     params = list(params)
     accepted = inspect.signature(spec.cls).parameters
     if "fused" in accepted:  # one fused kernel per step (CPU and CUDA): 2.6x faster than foreach for small nets
@@ -63,35 +68,32 @@ def make_optimizer(params: Iterable[torch.Tensor], name: str = "adam", lr: float
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """A torch lr scheduler, the config keys it takes, and how they map to its arguments."""
+    """A torch lr scheduler, the config keys it takes, and how they map to its arguments (their defaults:
+    mlpkit.schema.OPTION_DEFAULTS)."""
 
     cls: Optional[type]
     keys: Dict[str, str] = field(default_factory=dict)  # config key -> torch argument
-    defaults: Dict[str, object] = field(default_factory=dict)
 
 
 _SCHEDULERS: Dict[str, SchedulerSpec] = {
     "none": SchedulerSpec(None),
-    "step": SchedulerSpec(optim.lr_scheduler.StepLR, {"step_size": "step_size", "gamma": "gamma"},
-                          {"step_size": 10, "gamma": 0.5}),
-    "cosine": SchedulerSpec(optim.lr_scheduler.CosineAnnealingLR, {"t_max": "T_max", "eta_min": "eta_min"},
-                            {"eta_min": 0.0}),
+    "step": SchedulerSpec(optim.lr_scheduler.StepLR, {"step_size": "step_size", "gamma": "gamma"}),
+    "cosine": SchedulerSpec(optim.lr_scheduler.CosineAnnealingLR, {"t_max": "T_max", "eta_min": "eta_min"}),
     "plateau": SchedulerSpec(optim.lr_scheduler.ReduceLROnPlateau,
-                             {"factor": "factor", "patience": "patience", "min_lr": "min_lr"},
-                             {"factor": 0.5, "patience": 5}),
+                             {"factor": "factor", "patience": "patience", "min_lr": "min_lr"}),
 }
 SCHEDULERS: Registry[SchedulerSpec] = Registry("scheduler", _SCHEDULERS,
                                                {n: tuple(spec.keys) for n, spec in _SCHEDULERS.items()})
 
 
-def make_scheduler(optimizer: optim.Optimizer, name: str = "none", *, max_epochs: int = 1, **settings):
+def make_scheduler(optimizer: optim.Optimizer, name: str = SchedulerConfig.name, *, max_epochs: int = 1, **settings):
     """A scheduler stepped once per epoch (plateau: on the val loss), or None for `none`."""
     spec = SCHEDULERS[name]
     settings = {k: v for k, v in settings.items() if v is not None}
     SCHEDULERS.check_settings(name, settings)
     if spec.cls is None:
         return None
-    merged = {**spec.defaults, **settings}
+    merged = {**option_defaults("scheduler", name), **settings}
     if name == "cosine":
         merged.setdefault("t_max", max(1, max_epochs))
     return spec.cls(optimizer, **{spec.keys[k]: v for k, v in merged.items()})

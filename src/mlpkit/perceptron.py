@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from mlpkit.callbacks import Callback
-from mlpkit.errors import ConfigError
-from mlpkit.families import Family
+from mlpkit.checks import check_needs_classes
+from mlpkit.families import FAMILIES, Family
+from mlpkit.schema import option_default
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 from mlpkit.tasks import Task
 from mlpkit.trainer import StepRule, Trainer
 
@@ -57,13 +59,13 @@ class PerceptronRule(StepRule):
     running_loss = False
 
     def __init__(self, lr: Optional[float] = None):
-        self.lr = 1.0 if lr is None else lr  # weights that start at 0: the rule's result does not depend on it
+        # weights that start at 0: the rule's result does not depend on lr
+        self.lr = option_default("model", "perceptron", "lr") if lr is None else lr
         self.updates = 0  # in this epoch so far
 
     def setup(self, trainer: Trainer) -> None:
         super().setup(trainer)  # no optimizer, no scheduler
-        if not trainer.task.classification:
-            raise ConfigError("model=perceptron classifies; for a regression target use model=mlp")
+        check_needs_classes(trainer.task, trainer.data.name, model="perceptron", families=FAMILIES)
         self.updates = 0
 
     @torch.no_grad()
@@ -122,15 +124,15 @@ class Converged(Callback):
         updates = state.history["updates"]
         if updates[-1] == 0:
             state.extra["converged"] = True
-            state.stop("completed", f"converged: epoch {state.epoch} made no mistake on the training set "
+            state.stop(RunStatus.COMPLETED, f"converged: epoch {state.epoch} made no mistake on the training set "
                                     f"({sum(updates)} weight updates in all)")
 
     def on_train_end(self, trainer: Trainer, state: TrainState) -> None:
         epoch, updates = state.epoch, state.history["updates"]
-        if state.status == "completed" and not state.extra["converged"]:
+        if state.status == RunStatus.COMPLETED and not state.extra["converged"]:
             state.message = (f"did not converge: {updates[-1] if epoch else 0} mistakes in the last of {epoch} "
                              "epochs; the perceptron rule only converges on linearly separable data")
-        elif state.status == "interrupted":
+        elif state.status == RunStatus.INTERRUPTED:
             state.message = f"interrupted in epoch {epoch + 1}; a perceptron run is short: run it again"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mlpkit.errors import ConfigError, exit_with
+from mlpkit.files import umask_mode
 from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
@@ -935,12 +936,6 @@ def check_output(output: str, inputs: Sequence[str], overwrite: bool, protected:
     return target
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _write_error(target: str, err: OSError, flag: str) -> str:
     where = "standard output" if target == "-" else target
     reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or type(err).__name__)
@@ -1014,7 +1009,7 @@ class _Output:
                     self.fh.flush()
                     os.fsync(self.fh.fileno())
                     self.fh.close()
-                os.chmod(self.tmp, _umask_mode())
+                os.chmod(self.tmp, umask_mode())
                 _publish(self.tmp, self.target, self.overwrite, self.flag)
                 self.tmp = None
         except OSError as err:

@@ -18,19 +18,11 @@ import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mlpkit.errors import reject_unknown_settings
+from mlpkit.schema import option_default, option_defaults
+from mlpkit.status import RunStatus
 
 # name -> the settings the option takes
-PRUNERS: Dict[str, Tuple[str, ...]] = {"none": (), "median": ("warmup_epochs", "min_completed")}
-
-# The statuses of a job that ran to its own end: its curve is a fair reference.
-# pruned, diverged and interrupted curves were cut short and are left out.
-FINISHED = ("completed", "early_stopped")
-
-
-def check_pruning_params(name: str, given: dict) -> None:
-    """ConfigError when `pruning=<name>` is given a setting it does not take."""
-    reject_unknown_settings("pruning", name, given, PRUNERS[name])
+PRUNERS: Dict[str, Tuple[str, ...]] = {"none": (), "median": tuple(option_defaults("pruning", "median"))}
 
 
 def best_so_far(val_loss: Sequence[Optional[float]], epoch: int) -> Optional[float]:
@@ -49,7 +41,9 @@ class MedianPruner:
         run_dir: this job's own directory, never read as a sibling.
     """
 
-    def __init__(self, sweep_dir: str | Path, warmup_epochs: int = 5, min_completed: int = 3,
+    def __init__(self, sweep_dir: str | Path,
+                 warmup_epochs: int = option_default("pruning", "median", "warmup_epochs"),
+                 min_completed: int = option_default("pruning", "median", "min_completed"),
                  run_dir: Optional[str | Path] = None):
         self.sweep_dir = Path(sweep_dir)
         self.warmup_epochs, self.min_completed = warmup_epochs, min_completed
@@ -108,6 +102,7 @@ def _finished_curve(path: Path) -> Optional[List[Optional[float]]]:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if metrics.get("status") not in FINISHED:
+    # a job that ran to its own end is a fair reference; pruned, diverged and interrupted curves were cut short
+    if metrics.get("status") not in RunStatus.endings() or not RunStatus(metrics["status"]).comparable:
         return None
     return list(metrics.get("history", {}).get("val_loss") or []) or None

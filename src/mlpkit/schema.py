@@ -1,4 +1,5 @@
-"""The config schema: every key a user can set, its type and its default, as dataclasses.
+"""The config schema: every key a user can set, its type and its default, as dataclasses, and each
+option's own defaults (OPTION_DEFAULTS).
 
 Hydra composes `configs/train.yaml` on top of `TrainConfig` (mlpkit.config registers it and checks
 what a type cannot say). This module imports no Hydra: the Python API (mlpkit.trainer.Trainer) takes
@@ -8,7 +9,7 @@ its defaults from here, so a default is written once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass
@@ -62,7 +63,7 @@ class NormConfig:
 class OptimizerConfig:
     # Null keys are left to torch's defaults; set keys must belong to the optimiser.
     name: str = "adam"
-    lr: float = 1e-3
+    lr: float = 1e-3  # adam's, adamw's and rmsprop's; the others' are in OPTION_DEFAULTS
     momentum: Optional[float] = None
     dampening: Optional[float] = None
     betas: Optional[List[float]] = None
@@ -146,3 +147,59 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     resume: Optional[str] = None  # a run directory to continue in place
+
+
+# Each option's own defaults, where they differ from its group's dataclass above (there, a null key is one
+# the option does not take). mlpkit.config stores each as the Hydra config `mlpkit_option/<group>/<option>`,
+# which configs/<group>/<option>.yaml extends (so `--cfg job` shows them); the Python API's builders
+# (make_optimizer, make_scheduler, make_activation, initialize, MedianPruner, PerceptronRule) read them here.
+OPTION_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
+    "model": {
+        "perceptron": {"hidden": [], "lr": 1.0},
+    },
+    "activation": {
+        "leaky_relu": {"negative_slope": 0.01},
+        "prelu": {"init": 0.25},
+        "elu": {"alpha": 1.0},
+        "softplus": {"beta": 1.0},
+        "maxout": {"pieces": 2},
+    },
+    "init": {
+        "normal": {"std": 0.01},
+    },
+    "optimizer": {
+        "sgd": {"lr": 0.05, "weight_decay": 0.0},
+        "momentum": {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0},
+        "nesterov": {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0},
+        "adagrad": {"lr": 0.01, "weight_decay": 0.0},
+        "rmsprop": {"alpha": 0.99, "weight_decay": 0.0},
+        "adadelta": {"lr": 1.0, "rho": 0.9, "weight_decay": 0.0},
+        "adam": {"betas": [0.9, 0.999], "weight_decay": 0.0},
+        "adamw": {"betas": [0.9, 0.999], "weight_decay": 0.01},
+    },
+    "scheduler": {
+        "step": {"step_size": 10, "gamma": 0.5},
+        "cosine": {"eta_min": 0.0},
+        "plateau": {"factor": 0.5, "patience": 5, "min_lr": 0.0},
+    },
+    "early_stopping": {
+        "none": {"patience": 0, "restore_best": False},
+    },
+    "pruning": {
+        "median": {"warmup_epochs": 5, "min_completed": 3},
+    },
+}
+
+_GROUPS = {"model": ModelConfig, "activation": ActivationConfig, "init": InitConfig, "optimizer": OptimizerConfig,
+           "scheduler": SchedulerConfig, "early_stopping": EarlyStoppingConfig, "pruning": PruningConfig}
+
+
+def option_defaults(group: str, option: str) -> Dict[str, Any]:
+    """The settings `group=option` starts from that its dataclass leaves null or sets otherwise."""
+    return dict(OPTION_DEFAULTS.get(group, {}).get(option, {}))
+
+
+def option_default(group: str, option: str, key: str) -> Any:
+    """One setting's default for `group=option`: the option's own, else the group dataclass's."""
+    own = OPTION_DEFAULTS.get(group, {}).get(option, {})
+    return own[key] if key in own else getattr(_GROUPS[group], key)

@@ -7,9 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-# The statuses a run ends with; `running` only while it trains.
-STATUSES = ("completed", "early_stopped", "diverged", "interrupted", "pruned")
-
+from mlpkit.status import RunStatus
 
 @dataclass
 class TrainState:
@@ -24,29 +22,29 @@ class TrainState:
     scalars: Dict[str, float] = field(default_factory=dict)  # this epoch's numbers, by TensorBoard tag
     step_loss: Optional[float] = None  # this step's train loss, read only every log_every_n_steps
     epoch_start: float = 0.0  # time.perf_counter() when this epoch began
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     message: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)  # results a callback adds to metrics.json (converged)
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        return self.status == RunStatus.RUNNING
 
     @property
     def aborted(self) -> bool:
         """Diverged or interrupted: the epoch in progress is not kept and later callbacks skip it."""
-        return self.status in ("diverged", "interrupted")
+        return RunStatus(self.status).aborted
 
-    def stop(self, status: str, message: str = "") -> None:
+    def stop(self, status: RunStatus | str, message: str = "") -> None:
         """End the run after this step (diverged, interrupted) or after this epoch (the others)."""
-        self.status, self.message = status, message
+        self.status, self.message = RunStatus(status), message
 
 
 @dataclass
 class FitResult:
     """What a run leaves in metrics.json."""
 
-    status: str = "completed"  # completed | early_stopped | diverged | interrupted | pruned
+    status: RunStatus = RunStatus.COMPLETED  # one of RunStatus.endings()
     epochs_run: int = 0
     best_epoch: int = 0
     best_val_loss: float = math.inf

@@ -13,18 +13,11 @@ import torch
 
 from mlpkit.callbacks import Callback
 from mlpkit.state import TrainState
+from mlpkit.status import RunStatus
 from mlpkit.tasks import get_task
 
 if TYPE_CHECKING:
     from mlpkit.trainer import Trainer
-
-# Metric names of the HParams entry. They sit under `hparam/` so they never clash with
-# the per-epoch scalar tags (loss/val, ...), and they are also written as scalars,
-# which is where the HParams dashboard reads their values from.
-HPARAM_METRICS = ("best_val_loss", "best_val_accuracy", "final_val_loss", "test_loss", "test_accuracy",
-                  "test_balanced_accuracy", "test_f1_macro", "test_roc_auc", "test_rmse", "test_mae", "test_r2",
-                  "epochs_run")
-
 
 def _quiet_writer_threads() -> None:
     """The event writer's thread dies on a write error (a full disk) and Python would print its traceback;
@@ -220,10 +213,10 @@ class TensorBoard(Callback):
         an epoch is counted (the epoch in progress is dropped, last.pt keeps the one before)."""
         error = getattr(self.writer, "error", None)
         if error and state.running:
-            state.stop("interrupted", f"{error}; continue with resume=<run_dir> once there is room")
+            state.stop(RunStatus.INTERRUPTED, f"{error}; continue with resume=<run_dir> once there is room")
 
     def on_fit_end(self, trainer: "Trainer", state: TrainState) -> None:
-        if self.writer is not None and state.status != "interrupted":
+        if self.writer is not None and state.status != RunStatus.INTERRUPTED:
             self.pictures(trainer.model, trainer.data, state.epoch, final=True)
 
     def pictures(self, model: Any, data: Any, epoch: int, final: bool = False) -> None:

@@ -22,14 +22,15 @@ from torch import nn
 from mlpkit.callbacks import (BestEpoch, Callback, DivergenceGuard, EarlyStopping, EpochTime, LRScheduler, Progress,
                               Pruning, SignalHandler, callback_name, with_callbacks)
 from mlpkit.data import Dataset
+from mlpkit.checks import check_class_weight, check_device_name, check_needs_classes, check_range
 from mlpkit.errors import ConfigError
 from mlpkit.optim import make_optimizer, make_scheduler
-from mlpkit.registry import not_known
 from mlpkit.schema import OptimizerConfig as _O
 from mlpkit.schema import RegularizationConfig as _R
 from mlpkit.schema import SchedulerConfig, TrainConfig
 from mlpkit.schema import TrainerConfig as _T
 from mlpkit.state import FitResult, TrainState
+from mlpkit.status import RunStatus
 from mlpkit.strategy import Strategy
 from mlpkit.tasks import Task, get_task
 
@@ -44,6 +45,7 @@ _EPOCH_HOOKS = ("on_train_epoch_end", "on_epoch_end")
 
 def resolve_device(name: str = "auto") -> torch.device:
     """auto -> cuda when present, else cpu; cuda without a GPU is a ConfigError."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -53,8 +55,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif name != "cpu":
-        raise ConfigError(not_known("trainer.device", name, ["auto", "cpu", "cuda", "cuda:N"]))
     return torch.device(name)
 
 
@@ -208,7 +208,8 @@ class Trainer:
 
     Args:
         optimizer: a name from mlpkit.optim.OPTIMIZERS, or a ready torch optimizer.
-        optimizer_params: that optimizer's own settings (momentum, betas, ...).
+        lr: the step size; None = the optimizer's own default in the schema (adam's 1e-3, sgd's 0.05, ...).
+        optimizer_params: that optimizer's own settings (momentum, betas, ...); unset ones as in the schema.
         batch_size: rows per step; 0 = the whole train split (batch GD), 1 = stochastic GD.
         l1, l2: coefficients of sum|w| and sum w^2 over the linear weights, added to the loss.
         input_noise: std of Gaussian noise added to each training batch's inputs.
@@ -227,7 +228,7 @@ class Trainer:
         handle_signals: install SIGINT/SIGTERM handlers for the fit (train.py installs its own).
     """
 
-    def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: float = _O.lr,
+    def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: Optional[float] = None,
                  optimizer_params: Optional[dict] = None, scheduler: str = SchedulerConfig.name,
                  scheduler_params: Optional[dict] = None, max_epochs: int = _T.max_epochs,
                  batch_size: int = _T.batch_size, l1: float = _R.l1, l2: float = _R.l2,
@@ -244,8 +245,14 @@ class Trainer:
         self.max_epochs, self.batch_size = max_epochs, batch_size
         self.l1, self.l2, self.input_noise = l1, l2, input_noise
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
-        if class_weight not in (None, "none", "balanced"):
-            raise ConfigError(not_known("trainer.class_weight", class_weight, ["none", "balanced"]))
+        check_class_weight(class_weight)
+        for group, key, value in (("trainer", "max_epochs", max_epochs), ("trainer", "batch_size", batch_size),
+                                  ("regularization", "l1", l1), ("regularization", "l2", l2),
+                                  ("regularization", "input_noise", input_noise),
+                                  ("trainer", "clip_grad_norm", clip_grad_norm),
+                                  ("trainer", "clip_grad_value", clip_grad_value),
+                                  ("trainer", "log_every_n_steps", log_every_n_steps)):
+            check_range(group, key, value)
         self.class_weight = None if class_weight == "none" else class_weight
         self.manual_backprop = manual_backprop
         self.device = resolve_device(device)
@@ -330,13 +337,14 @@ class Trainer:
                 self.validate(state)
                 self._notify("on_epoch_end")
             if state.running:
-                state.status = "completed"
+                state.status = RunStatus.COMPLETED
             self._notify("on_train_end")
             self.strategy.barrier()  # the writer's files are on disk
         finally:
             self._notify("teardown")
         test = {}
-        if state.status != "interrupted" and (state.status != "diverged" or self.best.weights is not None):
+        kept = state.status != RunStatus.DIVERGED or self.best.weights is not None  # a diverged run's good epoch
+        if state.status != RunStatus.INTERRUPTED and kept:
             test = self.test_metrics(model, data)  # of the weights kept (the best epoch's, where restored)
         self._notify("on_fit_end")
         extra = {**self.step_rule.extra(self), **state.extra}
@@ -431,8 +439,9 @@ class Trainer:
         if self.step_rule.device is not None:
             self.device = torch.device(self.step_rule.device)
         self.model, self.data, self.task = model.to(self.device), data, get_task(data.task)
+        check_needs_classes(self.task, data.name, class_weight=self.class_weight)
         data.to(self.device)
-        if self.class_weight == "balanced" and self.task.classification:
+        if self.class_weight == "balanced":  # a regression task was refused above
             self.weight = self.task.balanced_weights(data.y_train)
         self.step_rule.setup(self)
         self.strategy.setup(self)

@@ -11,8 +11,9 @@ Classification splits are stratified; every statistic comes from the train split
 the three splits are views of one float32 array, so a data set is held in memory once.
 """
 
-from mlpkit.data.dataset import TASKS, Dataset
+from mlpkit.data.dataset import Dataset
 from mlpkit.data.loading import load_dataset
 from mlpkit.data.sources import DATASETS
+from mlpkit.tasks import TASKS
 
 __all__ = ["DATASETS", "TASKS", "Dataset", "load_dataset"]

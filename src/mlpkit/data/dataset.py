@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from mlpkit.tasks import TASKS, Task, get_task  # noqa: F401  (TASKS: the names, for callers of this module)
+from mlpkit.tasks import Task, get_task
 
 
 @dataclass

@@ -12,21 +12,28 @@ from mlpkit.data.dataset import Dataset
 from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing
 from mlpkit.data.sources import DATASETS, Opts
 from mlpkit.data.split import column_mean_std, min_split_rows, permute_rows, split_rows
+from mlpkit.checks import check_range
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
+from mlpkit.schema import DataConfig as _D
+from mlpkit.schema import TrainConfig
 from mlpkit.tasks import BINARY, REGRESSION, TASKS, Task, classification_task, get_task
 
 
 
-def load_dataset(name: str = "digits", *, seed: int = 0, n_samples: Optional[int] = None,
+def load_dataset(name: str = _D.name, *, seed: int = TrainConfig.seed, n_samples: Optional[int] = None,
                  noise: Optional[float] = None, n_features: Optional[int] = None,
                  n_classes: Optional[int] = None, path: Optional[str] = None, target: Optional[str] = None,
-                 task: str = "auto", drop: Sequence[str] = (), categorical: Sequence[str] = (),
-                 val_fraction: float = 0.15, test_fraction: float = 0.15, standardize: bool = True) -> Dataset:
+                 task: str = _D.task, drop: Sequence[str] = (), categorical: Sequence[str] = (),
+                 val_fraction: float = _D.val_fraction, test_fraction: float = _D.test_fraction,
+                 standardize: bool = _D.standardize) -> Dataset:
     """Build, split and preprocess a data set by name, e.g. load_dataset("moons", noise=0.3) or
     load_dataset("csv", path="penguins.csv", target="species", drop=["rownames"])."""
     source = DATASETS[name]
     check_choice("data.task", task, ("auto", *TASKS))
+    for key, value in (("n_samples", n_samples), ("noise", noise), ("n_features", n_features),
+                       ("n_classes", n_classes), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        check_range("data", key, value)
     if source.is_table:
         return _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize)
     try:

@@ -282,7 +282,7 @@ class Preprocessing:
         }
 
     def save(self, run_dir: str | Path) -> None:
-        from mlpkit.checkpoint import atomic_write, write_json
+        from mlpkit.files import atomic_write, write_json
 
         run_dir = Path(run_dir)
         if self.transformer is not None:
