@@ -31,10 +31,10 @@ def _main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from mlpkit.cli import GUARD, check_command_line, check_sweep_plugins, install_hydra_error_line, \
+    from mlpkit.app.cli import GUARD, check_command_line, check_sweep_plugins, install_hydra_error_line, \
         install_signal_handlers, install_single_compose, register_resolvers, rewrite_resume_argv, run
-    from mlpkit import config
-    from mlpkit.config import register_schema
+    from mlpkit.app import config
+    from mlpkit.app.config import register_schema
     from mlpkit.errors import ConfigError, exit_with
 
     @hydra.main(version_base="1.3", config_path="configs", config_name="train")

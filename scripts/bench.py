@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from mlpkit.build import small_model_threads  # noqa: E402
+from mlpkit.app.build import small_model_threads  # noqa: E402
 from mlpkit.data import load_dataset  # noqa: E402
 
 WORKLOADS = {

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 try:
-    from mlpkit.pruning import median_rule
+    from mlpkit.training.pruning import median_rule
     from mlpkit.status import RunStatus
 except ImportError:  # a checkout that was not installed: use its src/
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from mlpkit.pruning import median_rule
+    from mlpkit.training.pruning import median_rule
     from mlpkit.status import RunStatus
 
 

@@ -52,8 +52,8 @@ SUBPROCESS_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFE
 
 
 def group_options(group: str) -> List[str]:
-    """The option names of configs/<group>/*.yaml (mlpkit.config.config_groups)."""
-    from mlpkit.config import config_groups
+    """The option names of configs/<group>/*.yaml (mlpkit.app.config.config_groups)."""
+    from mlpkit.app.config import config_groups
 
     return config_groups()[group]
 
@@ -344,8 +344,8 @@ def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from mlpkit.cli import register_resolvers
-    from mlpkit.config import register_schema
+    from mlpkit.app.cli import register_resolvers
+    from mlpkit.app.config import register_schema
 
     if not GlobalHydra.instance().is_initialized():
         register_schema()
@@ -369,7 +369,7 @@ def refusal(args: Sequence[str], run_dir: Optional[Path] = None) -> str:
     functions train.py runs: the command-line checks, then those of every job's composed config (all of a
     sweep's jobs before the first runs), then, for a single run and with `run_dir`, the run itself, for
     what only the data show. A refusal from the run comes before training: no file may be left in it."""
-    from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_argv, train_from_config
+    from mlpkit.app.cli import check_command_line, checked_job_config, rewrite_resume_argv, train_from_config
     from mlpkit.errors import ConfigError
 
     try:
@@ -394,7 +394,7 @@ def finished_run(run_dir: Path, args: Sequence[str]) -> Path:
     import yaml
     from omegaconf import OmegaConf
 
-    from mlpkit.cli import train_from_config
+    from mlpkit.app.cli import train_from_config
 
     cfg = compose_config(args)
     train_from_config(cfg, Path(run_dir))

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlpkit import MLP, ConfigError, make_activation
-from mlpkit.activations import ACTIVATIONS
-from mlpkit.diagnostics import ActivationProbe
+from mlpkit.models.activations import ACTIVATIONS
+from mlpkit.training.diagnostics import ActivationProbe
 
 NAMES = sorted(ACTIVATIONS)
 

@@ -1,4 +1,4 @@
-"""The chain-rule backward of mlpkit.backprop against autograd, for every layer type it covers."""
+"""The chain-rule backward of mlpkit.models.backprop against autograd, for every layer type it covers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlpkit import MLP, Trainer, load_dataset
-from mlpkit.backprop import DERIVATIVES, ManualBackprop
+from mlpkit.models.backprop import DERIVATIVES, ManualBackprop
 from mlpkit.tasks import TASKS
 
 COVERED = [name for name, cls in (("relu", torch.nn.ReLU), ("tanh", torch.nn.Tanh), ("sigmoid", torch.nn.Sigmoid),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlpkit import MLP, ConfigError, Trainer, load_dataset
-from mlpkit.config import validate
+from mlpkit.app.config import validate
 
 from conftest import compose_config
 
@@ -43,7 +43,7 @@ def test_regression_refusals_are_the_same_line():
                        .fit(MLP(data.in_dim, [4], data.out_dim), data))
     assert api == cli
 
-    from mlpkit.perceptron import Perceptron, PerceptronRule
+    from mlpkit.models.perceptron import Perceptron, PerceptronRule
 
     cli = _cli_message(["data=sine", "model=perceptron"])
     api = _api_message(lambda: Trainer(step_rule=PerceptronRule(), max_epochs=1, device="cpu")

@@ -8,12 +8,12 @@ import re
 import pytest
 
 from mlpkit import ConfigError
-from mlpkit.activations import ACTIVATIONS
-from mlpkit.config import validate
+from mlpkit.models.activations import ACTIVATIONS
+from mlpkit.app.config import validate
 from mlpkit.data import DATASETS
-from mlpkit.initializers import INITIALIZERS
-from mlpkit.model import MODELS, NORMS
-from mlpkit.optim import OPTIMIZERS, SCHEDULERS
+from mlpkit.models.initializers import INITIALIZERS
+from mlpkit.models.mlp import MODELS, NORMS
+from mlpkit.training.optim import OPTIMIZERS, SCHEDULERS
 
 from conftest import CONTRACT_OPTIONS, GROUPS, compose_config, good_csv, group_options
 
@@ -83,7 +83,7 @@ def test_validate_names_the_bad_value(override, needle):
     "data.path=" + "/dir/ünïcödé" * 40,
 ])
 def test_run_directory_names_are_one_short_component(overrides):
-    from mlpkit.cli import run_name
+    from mlpkit.app.cli import run_name
 
     name = run_name("12-00-00", overrides)
     assert "/" not in name and "\x00" not in name

@@ -1,4 +1,4 @@
-"""Model families as registry entries (mlpkit.families), the perceptron's rule inside the Trainer's loop,
+"""Model families as registry entries (mlpkit.models.families), the perceptron's rule inside the Trainer's loop,
 the loop's contract with its callbacks (names, the best epoch they share, the strategy), and the
 defaults the Trainer shares with the config schema."""
 
@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from mlpkit import MLP, ConfigError, Trainer, load_dataset
-from mlpkit.callbacks import BestEpoch, Callback, EarlyStopping, adjust, replace
-from mlpkit.families import FAMILIES
-from mlpkit.model import MODELS
-from mlpkit.perceptron import Perceptron, PerceptronRule
-from mlpkit.strategy import Strategy
-from mlpkit.tblog import TensorBoard
-from mlpkit.trainer import default_callbacks
+from mlpkit.training.callbacks import BestEpoch, Callback, EarlyStopping, adjust, replace
+from mlpkit.models.families import FAMILIES
+from mlpkit.models.mlp import MODELS
+from mlpkit.models.perceptron import Perceptron, PerceptronRule
+from mlpkit.training.strategy import Strategy
+from mlpkit.training.tblog import TensorBoard
+from mlpkit.training.trainer import default_callbacks
 
 from conftest import compose_config, group_options, read_metrics, refusal
 
@@ -69,7 +69,7 @@ def test_the_perceptron_refuses_hidden_layers_and_resume():
     assert "has no hidden layers" in refusal(["model=perceptron", "model.hidden=[4]"])
     cfg = compose_config(["model=perceptron"])
     cfg.resume = "/somewhere"
-    from mlpkit.config import validate
+    from mlpkit.app.config import validate
 
     with pytest.raises(ConfigError, match="resume is not supported for model=perceptron"):
         validate(cfg)
@@ -233,8 +233,8 @@ def test_the_strategy_reduces_each_steps_gradients_and_only_its_writer_writes(tm
 
 
 def test_early_stopping_none_monitor_picks_the_best_epoch(tmp_path):
-    from mlpkit.build import build_best_epoch
-    from mlpkit.cli import train_from_config
+    from mlpkit.app.build import build_best_epoch
+    from mlpkit.app.cli import train_from_config
 
     args = ["data=moons", "data.n_samples=150", "model.hidden=[4]", "optimizer=sgd", "optimizer.lr=0.5",
             "trainer.max_epochs=8", "trainer.batch_size=8", "trainer.progress=false", "early_stopping=none",
@@ -251,7 +251,7 @@ def test_early_stopping_none_monitor_picks_the_best_epoch(tmp_path):
 
 
 def test_the_perceptron_takes_the_monitor_but_never_stops_early():
-    from mlpkit.build import build_best_epoch
+    from mlpkit.app.build import build_best_epoch
 
     best = build_best_epoch(compose_config(["model=perceptron", "early_stopping.monitor=val_accuracy"]))
     assert type(best) is BestEpoch and best.mode == "max"

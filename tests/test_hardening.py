@@ -19,12 +19,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlpkit.cli import check_command_line, checked_job_config, rewrite_resume_argv, saved_overrides
-from mlpkit.config import config_groups, schema_keys
+from mlpkit.app.cli import check_command_line, checked_job_config, rewrite_resume_argv, saved_overrides
+from mlpkit.app.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import (compose_config, good_csv, popen_train, read_metrics, refusal,
-                      train, train_many)
+from conftest import compose_config, good_csv, popen_train, read_metrics, refusal, train_many
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
         "trainer.progress=false"]
@@ -157,7 +156,7 @@ def test_any_override_trains_or_is_refused_naming_its_key(tmp_path_factory, atta
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from mlpkit.cli import train_from_config
+    from mlpkit.app.cli import train_from_config
 
     override, key = attack
     args = [*TINY, override]
@@ -196,7 +195,7 @@ class Killed(BaseException):
 
 def _fit(run_dir: Path, resume: bool = False):
     from mlpkit import MLP, EarlyStopping, Trainer, load_dataset
-    from mlpkit.checkpoint import ModelCheckpoint
+    from mlpkit.training.checkpoint import ModelCheckpoint
 
     torch.manual_seed(0)
     data = load_dataset("moons", n_samples=80, seed=0)
@@ -215,7 +214,7 @@ def _same(a, b) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    import mlpkit.checkpoint as checkpoint_module
+    import mlpkit.training.checkpoint as checkpoint_module
 
     calls = []
     save = checkpoint_module.save_checkpoint
@@ -230,7 +229,7 @@ def reference(tmp_path_factory):
 
 @pytest.mark.parametrize("when", ["before", "partial", "after"])
 def test_killed_at_every_checkpoint_write_resumes_to_the_same_result(tmp_path, monkeypatch, reference, when):
-    import mlpkit.checkpoint as checkpoint_module
+    import mlpkit.training.checkpoint as checkpoint_module
 
     expected, n_writes = reference
     save = checkpoint_module.save_checkpoint
@@ -263,7 +262,7 @@ def test_killed_at_every_checkpoint_write_resumes_to_the_same_result(tmp_path, m
 
 
 def test_damaged_best_pt_does_not_block_resume_and_is_rewritten(tmp_path, monkeypatch, reference):
-    import mlpkit.checkpoint as checkpoint_module
+    import mlpkit.training.checkpoint as checkpoint_module
 
     expected, _ = reference
     save, count = checkpoint_module.save_checkpoint, [0]
@@ -285,7 +284,7 @@ def test_damaged_best_pt_does_not_block_resume_and_is_rewritten(tmp_path, monkey
 
 
 def test_full_disk_keeps_the_last_good_checkpoint_and_records_the_status(tmp_path, monkeypatch, reference):
-    import mlpkit.checkpoint as checkpoint_module
+    import mlpkit.training.checkpoint as checkpoint_module
 
     expected, _ = reference
     real_save, count = torch.save, [0]
@@ -371,7 +370,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_resume_refuses_settings_that_do_not_fit(finished_run):
-    from mlpkit.cli import check_resume
+    from mlpkit.app.cli import check_resume
 
     for override, named in (("model.hidden=[16]", "model.hidden=[16]"),
                             ("trainer.manual_backprop=false", "trainer.manual_backprop=False"),
@@ -495,7 +494,7 @@ def test_signals_at_start_up_and_while_training(tmp_path):
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 half a zip", b"\x80\x04K\x01."])
 def test_unreadable_checkpoint_never_suggests_the_unsafe_load(tmp_path, content):
-    from mlpkit.checkpoint import load_checkpoint
+    from mlpkit.training.checkpoint import load_checkpoint
 
     path = tmp_path / "last.pt"
     path.write_bytes(content)
@@ -507,8 +506,8 @@ def test_unreadable_checkpoint_never_suggests_the_unsafe_load(tmp_path, content)
 
 
 def test_signal_during_the_test_pass_records_interrupted(tmp_path, monkeypatch):
-    from mlpkit.cli import train_from_config
-    from mlpkit.trainer import Trainer
+    from mlpkit.app.cli import train_from_config
+    from mlpkit.training.trainer import Trainer
 
     test_metrics = Trainer.test_metrics
 
@@ -525,7 +524,7 @@ def test_signal_during_the_test_pass_records_interrupted(tmp_path, monkeypatch):
 
 
 def test_unwritable_outputs_is_one_line(tmp_path, monkeypatch):
-    from mlpkit.cli import unique_dir
+    from mlpkit.app.cli import unique_dir
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mlpkit import MLP, ConfigError, initialize
-from mlpkit.initializers import INITIALIZERS
+from mlpkit.models.initializers import INITIALIZERS
 
 NAMES = sorted(INITIALIZERS)
 FAN_IN, FAN_OUT = 400, 300  # wide enough for tight estimates; fan_out < fan_in for orthogonal rows

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mlpkit import MLP, ConfigError
-from mlpkit.model import NORMS
+from mlpkit.models.mlp import NORMS
 
 NORM_NAMES = sorted(NORMS)
 

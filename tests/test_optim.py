@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mlpkit import ConfigError, make_optimizer, make_scheduler
-from mlpkit.optim import OPTIMIZERS, SCHEDULERS
+from mlpkit.training.optim import OPTIMIZERS, SCHEDULERS
 
 from conftest import CONFIGS, compose_config
 

@@ -8,8 +8,8 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from mlpkit.activations import make_activation
-from mlpkit.optim import make_optimizer, make_scheduler
+from mlpkit.models.activations import make_activation
+from mlpkit.training.optim import make_optimizer, make_scheduler
 from mlpkit.schema import OPTION_DEFAULTS, TrainConfig, option_default
 
 from conftest import CONFIGS, compose_config
@@ -50,8 +50,8 @@ def test_make_optimizer_starts_from_the_options_defaults(name):
 
 def test_python_api_defaults_are_the_schemas():
     from mlpkit import Trainer
-    from mlpkit.perceptron import PerceptronRule
-    from mlpkit.pruning import MedianPruner
+    from mlpkit.models.perceptron import PerceptronRule
+    from mlpkit.training.pruning import MedianPruner
 
     assert make_activation("leaky_relu").negative_slope == OPTION_DEFAULTS["activation"]["leaky_relu"]["negative_slope"]
     assert make_activation("maxout").pieces == OPTION_DEFAULTS["activation"]["maxout"]["pieces"]

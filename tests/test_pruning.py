@@ -12,11 +12,11 @@ from typing import List, Optional
 import pytest
 
 from mlpkit import ConfigError, Trainer
-from mlpkit.callbacks import Pruning
-from mlpkit.config import validate
+from mlpkit.training.callbacks import Pruning
+from mlpkit.app.config import validate
 from mlpkit.data import load_dataset
-from mlpkit.model import MLP
-from mlpkit.pruning import PRUNERS, MedianPruner
+from mlpkit.models.mlp import MLP
+from mlpkit.training.pruning import PRUNERS, MedianPruner
 
 from conftest import REPO, compose_config, group_options
 
@@ -172,7 +172,7 @@ def test_trainer_stops_with_status_pruned():
 
 
 def test_a_single_run_warns_and_is_not_pruned(tmp_path, caplog):
-    from mlpkit.cli import train_from_config
+    from mlpkit.app.cli import train_from_config
 
     cfg = compose_config(["pruning=median", "pruning.warmup_epochs=0", "pruning.min_completed=1", "data=moons",
                           "data.n_samples=100", "model.hidden=[4]", "trainer.max_epochs=3", "early_stopping=none",

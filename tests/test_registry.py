@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlpkit import ConfigError
-from mlpkit.config import registries
+from mlpkit.app.config import registries
 from mlpkit.registry import Registry, not_known
 
 from conftest import group_options

@@ -17,11 +17,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlpkit.activations import ACTIVATIONS
+from mlpkit.models.activations import ACTIVATIONS
 from mlpkit.errors import ConfigError
-from mlpkit.initializers import INITIALIZERS
-from mlpkit.model import NORMS
-from mlpkit.optim import OPTIMIZERS, SCHEDULERS
+from mlpkit.models.initializers import INITIALIZERS
+from mlpkit.models.mlp import NORMS
+from mlpkit.training.optim import OPTIMIZERS, SCHEDULERS
 
 from conftest import compose_config, finished_run, process_env, train_many
 
@@ -79,7 +79,7 @@ overrides_strategy = st.fixed_dictionaries({
 
 def test_fuzzed_config_trains_or_fails_cleanly(tmp_path):
     """Hypothesis draws configs; each trains or is refused with a message, and both outcomes occur."""
-    from mlpkit.cli import train_from_config
+    from mlpkit.app.cli import train_from_config
 
     outcomes = {"trained": 0, "refused": 0}
 
@@ -173,7 +173,7 @@ KILLER = textwrap.dedent("""
     import os, random, signal, sys, time
     import torch
     sys.path.insert(0, {src!r})
-    from mlpkit.checkpoint import save_checkpoint
+    from mlpkit.training.checkpoint import save_checkpoint
     folder, trials = sys.argv[1], int(sys.argv[2])
     rng = random.Random(0)
     for trial in range(trials):
@@ -197,7 +197,7 @@ KILLER = textwrap.dedent("""
 
 
 def test_sigkill_while_saving_leaves_a_loadable_checkpoint(tmp_path):
-    from mlpkit.checkpoint import load_checkpoint
+    from mlpkit.training.checkpoint import load_checkpoint
 
     script = tmp_path / "killer.py"
     script.write_text(KILLER.format(src=str(REPO / "src")))

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import TINY, compose_config, finished_run, good_csv, popen_train, read_metrics, refusal, train
-from mlpkit.cli import check_resume, check_run, claim_dir, release_dirs, run_name, train_from_config
+from mlpkit.app.cli import check_resume, check_run, claim_dir, release_dirs, run_name, train_from_config
 from mlpkit.errors import ConfigError
 
 
@@ -251,7 +251,7 @@ def test_still_accepted(args):
 @pytest.mark.parametrize("args", [["optimizer=sgd", "--cfg", "job"], ["--cfg", "job", "optimizer=sgd"],
                                   ["-m", "optimizer=sgd,adam"], ["optimizer=sgd", "--help"]])
 def test_flags_before_or_after_all_overrides_are_fine(args):
-    from mlpkit.cli import check_command_line
+    from mlpkit.app.cli import check_command_line
 
     check_command_line(args)
 
@@ -326,7 +326,7 @@ def test_resume_refuses_fewer_epochs_than_the_run_trained(tmp_path):
 def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_line(tmp_path, capsys):
     import logging
 
-    from mlpkit.cli import quiet_file_logs
+    from mlpkit.app.cli import quiet_file_logs
 
     handler = logging.FileHandler(tmp_path / "train.log")
     root = logging.getLogger()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpkit import cli, config
+from mlpkit.app import cli
 
+from mlpkit.app import config
 from conftest import CONFIGS
 
 

@@ -299,8 +299,7 @@ def _compose_launcher(overrides: Sequence[str]):
 
 
 def test_launcher_threads_from_composed_config(monkeypatch):
-    from mlpkit import build
-
+    from mlpkit.app import build
     launcher = _compose_launcher(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
     assert "joblib" in launcher._target_
     assert build.launcher_threads(launcher) == max(1, CORES // 2)
@@ -690,7 +689,7 @@ def _missing_plugin_message(override: str, plugin: str) -> str:
 def test_missing_sweep_plugin_names_the_extra(monkeypatch, override, plugin):
     import importlib.util
 
-    from mlpkit.cli import check_sweep_plugins
+    from mlpkit.app.cli import check_sweep_plugins
     from mlpkit.errors import ConfigError
 
     find_spec = importlib.util.find_spec

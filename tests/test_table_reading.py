@@ -353,7 +353,7 @@ def test_predict_py_says_how_many_values_it_treated_as_missing(tmp_path, capsys,
     import pandas as pd
 
     from conftest import compose_config
-    from mlpkit.cli import train_from_config
+    from mlpkit.app.cli import train_from_config
     from mlpkit.predict import main
 
     path = _special_csv(tmp_path / "s.csv")

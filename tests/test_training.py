@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mlpkit import MLP, ConfigError, Dataset, EarlyStopping, FitResult, Trainer, load_checkpoint, load_dataset
-from mlpkit.tblog import TensorBoard
-from mlpkit.trainer import resolve_device
+from mlpkit.training.tblog import TensorBoard
+from mlpkit.training.trainer import resolve_device
 
 from conftest import PYTHON, SUBPROCESS_ENV
 

@@ -1,4 +1,4 @@
-"""The checks of a value that the command line (mlpkit.config.validate) and the Python API (Trainer, MLP,
+"""The checks of a value that the command line (mlpkit.app.config.validate) and the Python API (Trainer, MLP,
 load_dataset) share, so both refuse it with the same one line. Hydra-free and torch-free."""
 
 from __future__ import annotations

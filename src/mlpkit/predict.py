@@ -309,7 +309,7 @@ def _linear_weights(kwargs: dict, pieces: int) -> int:
 def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
     """The network model.json describes, after checking it against the preprocessing and the size of the
     checkpoint's tensors (so a crafted width never allocates more than the checkpoint holds)."""
-    from mlpkit.model import MODELS
+    from mlpkit.models.mlp import MODELS
     from mlpkit.tasks import get_task
 
     if f.get("format") != "mlpkit-model-1":
@@ -392,7 +392,7 @@ class Run:
                               "weights; train it again (e.g. with a lower optimizer.lr)")
         spec = _JsonFile(self.run_dir / "model.json")
         path = self.run_dir / "checkpoints" / f"{self.checkpoint}.pt"
-        from mlpkit.checkpoint import load_checkpoint
+        from mlpkit.training.checkpoint import load_checkpoint
 
         state = load_checkpoint(path)
         weights = state.get("model")

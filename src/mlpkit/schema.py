@@ -1,8 +1,8 @@
 """The config schema: every key a user can set, its type and its default, as dataclasses, and each
 option's own defaults (OPTION_DEFAULTS).
 
-Hydra composes `configs/train.yaml` on top of `TrainConfig` (mlpkit.config registers it and checks
-what a type cannot say). This module imports no Hydra: the Python API (mlpkit.trainer.Trainer) takes
+Hydra composes `configs/train.yaml` on top of `TrainConfig` (mlpkit.app.config registers it and checks
+what a type cannot say). This module imports no Hydra: the Python API (mlpkit.training.trainer.Trainer) takes
 its defaults from here, so a default is written once.
 """
 
@@ -150,7 +150,7 @@ class TrainConfig:
 
 
 # Each option's own defaults, where they differ from its group's dataclass above (there, a null key is one
-# the option does not take). mlpkit.config stores each as the Hydra config `mlpkit_option/<group>/<option>`,
+# the option does not take). mlpkit.app.config stores each as the Hydra config `mlpkit_option/<group>/<option>`,
 # which configs/<group>/<option>.yaml extends (so `--cfg job` shows them); the Python API's builders
 # (make_optimizer, make_scheduler, make_activation, initialize, MedianPruner, PerceptronRule) read them here.
 OPTION_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {

@@ -14,14 +14,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from mlpkit.callbacks import Callback
+from mlpkit.training.callbacks import Callback
 from mlpkit.checks import check_needs_classes
-from mlpkit.families import FAMILIES, Family
+from mlpkit.models.families import FAMILIES, Family
 from mlpkit.schema import option_default
-from mlpkit.state import TrainState
+from mlpkit.training.state import TrainState
 from mlpkit.status import RunStatus
 from mlpkit.tasks import Task
-from mlpkit.trainer import StepRule, Trainer
+from mlpkit.training.trainer import StepRule, Trainer
 
 
 class Perceptron(nn.Module):

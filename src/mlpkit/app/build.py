@@ -1,7 +1,7 @@
 """From a validated config to the objects of a run: data, model, best epoch / early stopping, pruner,
 trainer, and the record a finished run leaves (metrics.json, HParams, the last log line).
-`mlpkit.cli.train_from_config` assembles these; each takes the composed config (or a node of it) and
-returns what it built. What differs between model families is their entry's (mlpkit.families)."""
+`mlpkit.app.cli.train_from_config` assembles these; each takes the composed config (or a node of it) and
+returns what it built. What differs between model families is their entry's (mlpkit.models.families)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional
 
-from mlpkit.config import MONITOR_MODE, check_task
+from mlpkit.app.config import MONITOR_MODE, check_task
 from mlpkit.errors import RunError
 from mlpkit.status import RunStatus
 
@@ -54,7 +54,7 @@ def build_device(t: Any) -> Any:
     """The torch device of `trainer.device`, with torch's deterministic algorithms when asked for."""
     import torch
 
-    from mlpkit.trainer import resolve_device
+    from mlpkit.training.trainer import resolve_device
 
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -81,7 +81,7 @@ def build_data(cfg: Any) -> Any:
 
 def family(cfg: Any) -> Any:
     """The model family of `cfg.model.name` (its Family entry)."""
-    from mlpkit.families import FAMILIES
+    from mlpkit.models.families import FAMILIES
 
     return FAMILIES[cfg.model.name]
 
@@ -104,7 +104,7 @@ def set_threads(t: Any, launcher: Any, device: Any, n_parameters: int, n_train: 
 
 def flat_units(cfg: Any) -> bool:
     """Hidden layers behind an activation without a derivative (step): backprop cannot train them."""
-    from mlpkit.activations import ACTIVATIONS
+    from mlpkit.models.activations import ACTIVATIONS
 
     return bool(cfg.model.hidden) and not ACTIVATIONS[cfg.activation.name].differentiable
 
@@ -113,7 +113,7 @@ def describe(cfg: Any, data: Any, kwargs: dict, rows: list, total: int, device: 
              warnings: List[str]) -> None:
     """The run's opening log lines: notes, data, columns, the model (a table, or one line in later sweep
     jobs), warnings."""
-    from mlpkit.model import format_summary
+    from mlpkit.models.mlp import format_summary
 
     for note in data.notes:
         log.info("note: %s", note)
@@ -133,7 +133,7 @@ def describe(cfg: Any, data: Any, kwargs: dict, rows: list, total: int, device: 
 def build_best_epoch(cfg: Any) -> Any:
     """The run's BestEpoch from `cfg.early_stopping`: an EarlyStopping, or for early_stopping=none (and
     a model family that does not stop early) a BestEpoch whose monitor and mode still pick the best epoch."""
-    from mlpkit.callbacks import BestEpoch, EarlyStopping
+    from mlpkit.training.callbacks import BestEpoch, EarlyStopping
 
     e = cfg.early_stopping
     mode = MONITOR_MODE[e.monitor] if e.mode == "auto" else e.mode
@@ -150,7 +150,7 @@ def build_pruner(p: Any, run_dir: Path, job_num: Optional[int]) -> Any:
         log.warning("warning: pruning=median compares a sweep job with the finished jobs of its sweep; "
                     "a single run has none, so it is not pruned (use -m for a sweep)")
         return None
-    from mlpkit.pruning import MedianPruner
+    from mlpkit.training.pruning import MedianPruner
 
     settings = {k: v for k, v in dict(p).items() if k != "name" and v is not None}
     return MedianPruner(run_dir.parent, run_dir=run_dir, **settings)  # the sweep dir holds its jobs
@@ -160,9 +160,9 @@ def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, 
                   handle_signals: bool) -> Any:
     """The Trainer of `cfg.optimizer`, `cfg.scheduler`, `cfg.regularization` and `cfg.trainer`, with the
     model family's step rule, and the callbacks of `cfg.trainer` and `best` as the family has them."""
-    from mlpkit.callbacks import Progress, Pruning, adjust
-    from mlpkit.tblog import TensorBoard
-    from mlpkit.trainer import Trainer
+    from mlpkit.training.callbacks import Progress, Pruning, adjust
+    from mlpkit.training.tblog import TensorBoard
+    from mlpkit.training.trainer import Trainer
 
     t, r, fam = cfg.trainer, cfg.regularization, family(cfg)
     opt_params = {k: v for k, v in dict(cfg.optimizer).items() if k not in ("name", "lr") and v is not None}
@@ -223,7 +223,7 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
 
     from mlpkit.files import write_json
     from mlpkit.metrics import SCALARS, format_metrics
-    from mlpkit.tblog import flatten
+    from mlpkit.training.tblog import flatten
 
     hparams = flatten(OmegaConf.to_container(rec.cfg, resolve=True))
     hparams = {k: v for k, v in hparams.items() if k != "resume" and v is not None}
@@ -235,7 +235,7 @@ def record_run(rec: Record, result: Any, logger: Any) -> dict:
     logger.hparams(hparams, {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)},
                    result.epochs_run, success=RunStatus(result.status).success)
     if result.test.get("confusion_matrix") is not None:
-        from mlpkit.diagnostics import confusion_matrix_image
+        from mlpkit.training.diagnostics import confusion_matrix_image
 
         logger.writer.add_image("images/confusion_matrix", confusion_matrix_image(
             result.test["confusion_matrix"], rec.data.classes, title=f"{rec.data.name}, test split"),

@@ -1,6 +1,6 @@
 """Callbacks: what the training loop tells about its progress, and the concerns that listen.
 
-The loop (mlpkit.trainer) calls each hook on every callback, in list order, with the Trainer and the
+The loop (mlpkit.training.trainer) calls each hook on every callback, in list order, with the Trainer and the
 shared TrainState. A callback stops a run with `state.stop(status, message)`; once a callback aborts
 it (diverged, interrupted) at an epoch's end, the later callbacks do not see that epoch: it is not
 kept. A callback with state to keep across a resume returns it from `state_dict()`; it is saved in
@@ -10,8 +10,8 @@ Each callback has a `name`; `Trainer(callbacks=[...])` replaces the built-in cal
 (an EarlyStopping replaces BestEpoch, a `TensorBoard(histogram_every=0)` the default one) and adds the
 others; `trainer.callbacks` is the list the loop runs, and `replace` and `adjust` edit it by name.
 
-Checkpoints (mlpkit.checkpoint.ModelCheckpoint), TensorBoard (mlpkit.tblog.TensorBoard) and the
-gradient/activation diagnostics (mlpkit.diagnostics.Diagnostics) live beside what they use.
+Checkpoints (mlpkit.training.checkpoint.ModelCheckpoint), TensorBoard (mlpkit.training.tblog.TensorBoard) and the
+gradient/activation diagnostics (mlpkit.training.diagnostics.Diagnostics) live beside what they use.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from mlpkit.schema import EarlyStoppingConfig as _E
-from mlpkit.state import TrainState
+from mlpkit.training.state import TrainState
 from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
-    from mlpkit.trainer import Trainer
+    from mlpkit.training.trainer import Trainer
 
 # metric name (early_stopping.monitor) -> the TensorBoard tag that holds it in state.scalars
 MONITOR_TAGS = {"val_loss": "loss/val", "train_loss": "loss/train", "val_accuracy": "accuracy/val"}
@@ -390,7 +390,7 @@ class EpochTime(Callback):
 
 
 class Pruning(Callback):
-    """Asks `pruner.should_prune(epoch, history)` after each epoch (e.g. mlpkit.pruning.MedianPruner);
+    """Asks `pruner.should_prune(epoch, history)` after each epoch (e.g. mlpkit.training.pruning.MedianPruner);
     True stops the run as `pruned` with the pruner's message. None: never prunes."""
 
     name = "pruning"

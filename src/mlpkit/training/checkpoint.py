@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import torch
 
-from mlpkit.callbacks import Callback
+from mlpkit.training.callbacks import Callback
 from mlpkit.errors import ConfigError, RunError
 from mlpkit.files import atomic_write
-from mlpkit.state import TrainState
+from mlpkit.training.state import TrainState
 from mlpkit.status import RunStatus
 
 if TYPE_CHECKING:
-    from mlpkit.trainer import Trainer
+    from mlpkit.training.trainer import Trainer
 
 FORMAT = "mlpkit-checkpoint-1"
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 import torch
 
-from mlpkit.callbacks import Callback
-from mlpkit.state import TrainState
+from mlpkit.training.callbacks import Callback
+from mlpkit.training.state import TrainState
 from mlpkit.status import RunStatus
 from mlpkit.tasks import get_task
 
 if TYPE_CHECKING:
-    from mlpkit.trainer import Trainer
+    from mlpkit.training.trainer import Trainer
 
 def _quiet_writer_threads() -> None:
     """The event writer's thread dies on a write error (a full disk) and Python would print its traceback;
@@ -167,7 +167,7 @@ class TensorBoard(Callback):
     gradient histograms (every `histogram_every` epochs) and the decision boundary of 2-D data
     (every `boundary_every` epochs, and at the end). 0 = only at the end (boundary) or never (histograms);
     None = about ten times per run. `logger` None: the trainer's; without one (or in a process that
-    does not write, see mlpkit.strategy) it does nothing."""
+    does not write, see mlpkit.training.strategy) it does nothing."""
 
     name = "tensorboard"
     BUDGET = 0.05  # histograms and images cost milliseconds each
@@ -230,7 +230,7 @@ class TensorBoard(Callback):
                     self.writer.histogram(f"grad_hist/layer_{i}", w.grad.detach(), epoch)
         periodic = bool(self.boundary_at) and epoch % self.boundary_at == 0
         if data.in_dim == 2 and periodic != final:
-            from mlpkit.diagnostics import decision_boundary_figure
+            from mlpkit.training.diagnostics import decision_boundary_figure
 
             title = ", ".join(t for t in (data.name, self.title, f"epoch {epoch}") if t)
             self.writer.figure("images/decision_boundary", decision_boundary_figure(

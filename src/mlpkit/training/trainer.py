@@ -1,12 +1,12 @@
 """The training loop: mini-batch / full-batch / stochastic gradient descent on in-memory tensors.
 
-`Trainer.fit` runs the epochs and tells its callbacks (mlpkit.callbacks) what happened; each concern
+`Trainer.fit` runs the epochs and tells its callbacks (mlpkit.training.callbacks) what happened; each concern
 (checkpoints and resume, early stopping, divergence, signals, TensorBoard, diagnostics, progress,
 the LR schedule, pruning) is one callback. What a step does to the weights is a StepRule's:
-GradientDescent (the default) or a model family's own (mlpkit.perceptron's rule). Per step the loop
+GradientDescent (the default) or a model family's own (mlpkit.models.perceptron's rule). Per step the loop
 does only tensor work on the device (no `.item()`); losses and accuracies accumulate there and are
 read once per epoch, or every `log_every_n_steps` for the per-step curve. What would differ on several
-processes is the Strategy's (mlpkit.strategy).
+processes is the Strategy's (mlpkit.training.strategy).
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from mlpkit.callbacks import (BestEpoch, Callback, DivergenceGuard, EarlyStopping, EpochTime, LRScheduler, Progress,
+from mlpkit.training.callbacks import (BestEpoch, Callback, DivergenceGuard, EarlyStopping, EpochTime, LRScheduler, Progress,
                               Pruning, SignalHandler, callback_name, with_callbacks)
 from mlpkit.data import Dataset
 from mlpkit.checks import check_class_weight, check_device_name, check_needs_classes, check_range
 from mlpkit.errors import ConfigError
-from mlpkit.optim import make_optimizer, make_scheduler
+from mlpkit.training.optim import make_optimizer, make_scheduler
 from mlpkit.schema import OptimizerConfig as _O
 from mlpkit.schema import RegularizationConfig as _R
 from mlpkit.schema import SchedulerConfig, TrainConfig
 from mlpkit.schema import TrainerConfig as _T
-from mlpkit.state import FitResult, TrainState
+from mlpkit.training.state import FitResult, TrainState
 from mlpkit.status import RunStatus
-from mlpkit.strategy import Strategy
+from mlpkit.training.strategy import Strategy
 from mlpkit.tasks import Task, get_task
 
 __all__ = ["Trainer", "StepRule", "GradientDescent", "default_callbacks", "EarlyStopping", "FitResult", "TrainState",
@@ -62,9 +62,9 @@ def default_callbacks() -> List[Callback]:
     """The built-in callbacks, in the order they hear each hook. Each takes what it needs from the
     trainer when a fit begins and does nothing without it: TensorBoard without a logger, LRScheduler
     without a scheduler, ModelCheckpoint without a run_dir, Pruning without a pruner."""
-    from mlpkit.checkpoint import ModelCheckpoint
-    from mlpkit.diagnostics import Diagnostics
-    from mlpkit.tblog import TensorBoard
+    from mlpkit.training.checkpoint import ModelCheckpoint
+    from mlpkit.training.diagnostics import Diagnostics
+    from mlpkit.training.tblog import TensorBoard
 
     # TensorBoard before the divergence guard: a diverged epoch's numbers are logged, then dropped;
     # EpochTime before the checkpoint: last.pt then holds this epoch's seconds with its other numbers;
@@ -76,7 +76,7 @@ def default_callbacks() -> List[Callback]:
 class StepRule:
     """What a training step does to the weights; the Trainer draws the batches and calls `step`.
 
-    GradientDescent is the default. A model family with another rule (mlpkit.perceptron) brings its
+    GradientDescent is the default. A model family with another rule (mlpkit.models.perceptron) brings its
     own: a rule without a per-step loss (`running_loss = False`) gives the epoch's train numbers in
     `train_scalars`, measured after the pass; `callbacks()` are callbacks that come with the rule.
     """
@@ -123,12 +123,12 @@ class StepRule:
 
 
 class GradientDescent(StepRule):
-    """The task's loss, gradients by the chain rule (mlpkit.backprop, plain MLPs) or autograd, the L1/L2
+    """The task's loss, gradients by the chain rule (mlpkit.models.backprop, plain MLPs) or autograd, the L1/L2
     penalties, the strategy's gradient reduction, clipping and the optimizer's step, with the trainer's
     optimizer, scheduler, penalties and clipping."""
 
     def setup(self, trainer: "Trainer") -> None:
-        from mlpkit.backprop import maybe_manual
+        from mlpkit.models.backprop import maybe_manual
 
         t, model = trainer, trainer.model
         self.loss_fn = t.task.loss(t.weight)
@@ -207,7 +207,7 @@ class Trainer:
     The defaults are the config schema's (mlpkit.schema), as `python train.py` has them.
 
     Args:
-        optimizer: a name from mlpkit.optim.OPTIMIZERS, or a ready torch optimizer.
+        optimizer: a name from mlpkit.training.optim.OPTIMIZERS, or a ready torch optimizer.
         lr: the step size; None = the optimizer's own default in the schema (adam's 1e-3, sgd's 0.05, ...).
         optimizer_params: that optimizer's own settings (momentum, betas, ...); unset ones as in the schema.
         batch_size: rows per step; 0 = the whole train split (batch GD), 1 = stochastic GD.
@@ -216,7 +216,7 @@ class Trainer:
         class_weight: "balanced" weights each class's loss by n / (k * n_class) of the train split
             (a weighted mean over the batch, as torch's CrossEntropyLoss takes it); None: all alike.
         step_rule: what a step does to the weights (default: GradientDescent with the settings above).
-        strategy: what differs on several processes (default: one process, mlpkit.strategy.Strategy).
+        strategy: what differs on several processes (default: one process, mlpkit.training.strategy.Strategy).
         callbacks: mlpkit.Callback objects. One named as a built-in replaces it (`EarlyStopping(...)`
             replaces the BestEpoch, `TensorBoard(histogram_every=0)` the default TensorBoard, see
             default_callbacks()); the others hear each hook after the built-in callbacks that judge an
@@ -323,7 +323,7 @@ class Trainer:
             if resume_from is not None:  # first: every callback starts from the restored state
                 checkpoint = self.callback("checkpoint")
                 if checkpoint is None:
-                    raise ValueError("resume_from needs the 'checkpoint' callback (mlpkit.checkpoint.ModelCheckpoint)")
+                    raise ValueError("resume_from needs the 'checkpoint' callback (mlpkit.training.checkpoint.ModelCheckpoint)")
                 checkpoint.resume(self, state, resume_from)
             self._notify("on_fit_start")
             while state.running and state.epoch < self.max_epochs:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 
 if TYPE_CHECKING:
-    from mlpkit.trainer import Trainer
+    from mlpkit.training.trainer import Trainer
 
 
 class Strategy:

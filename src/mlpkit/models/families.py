@@ -5,8 +5,8 @@ training loop ask instead of comparing names.
     FAMILIES["perceptron"].unused_groups   # ('optimizer', 'scheduler', ...): settings there are refused
     FAMILIES["perceptron"].step_rule(cfg)  # its rule, called by the Trainer instead of a gradient step
 
-Each family's module defines `FAMILY = Family(...)` beside its model class (mlpkit.model: mlp,
-mlpkit.perceptron: perceptron); the module is imported when its entry is first asked for. Adding a
+Each family's module defines `FAMILY = Family(...)` beside its model class (mlpkit.models.mlp: mlp,
+mlpkit.models.perceptron: perceptron); the module is imported when its entry is first asked for. Adding a
 family = its module, its configs/model/<name>.yaml, and its line in MODULES.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from mlpkit.registry import Registry
 
 # family name -> the module whose FAMILY describes it
-MODULES = {"mlp": "mlpkit.model", "perceptron": "mlpkit.perceptron"}
+MODULES = {"mlp": "mlpkit.models.mlp", "perceptron": "mlpkit.models.perceptron"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Family:
     head: Callable[[Any, Any], str]  # (cfg, device) -> the log's model line
     what: str  # what it is, for messages: "a single layer of step units"
     settings: Tuple[str, ...] = ()  # the model.* keys it takes, besides name and hidden
-    ranges: Mapping[str, dict] = field(default_factory=dict)  # their ranges (mlpkit.config.RANGES' form)
+    ranges: Mapping[str, dict] = field(default_factory=dict)  # their ranges (mlpkit.app.config.RANGES' form)
     hidden_layers: bool = True  # takes model.hidden
     unused_groups: Tuple[str, ...] = ()  # config groups it ignores: a setting given there is refused
     step_rule: Optional[Callable[[Any], Any]] = None  # cfg -> its StepRule; None: the Trainer's gradient descent

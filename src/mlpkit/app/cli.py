@@ -14,8 +14,8 @@ from typing import Any, List, Optional
 
 from hydra.experimental.callback import Callback as HydraCallback
 
-from mlpkit import build
-from mlpkit.config import MONITOR_MODE, validate
+from mlpkit.app import build
+from mlpkit.app.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
 from mlpkit.registry import not_known
 from mlpkit.status import RunStatus
@@ -150,7 +150,7 @@ def check_command_line(args: List[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from mlpkit.config import check_overrides, config_groups
+    from mlpkit.app.config import check_overrides, config_groups
 
     parser = OverridesParser.create()
     check_flag_order(args)
@@ -203,7 +203,7 @@ def check_sweep_value(o: Any, arg: str, multirun: bool) -> None:
     value'), a list-typed key swept over numbers (`model.hidden=64,32`), a sweep nested in a list of choices."""
     from hydra.core.override_parser.types import ChoiceSweep, Sweep
 
-    from mlpkit.config import schema_keys
+    from mlpkit.app.config import schema_keys
 
     if not o.is_sweep_override():
         return
@@ -256,8 +256,7 @@ def hydra_group_options(group: str) -> List[str]:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
 
-    from mlpkit import config
-
+    from mlpkit.app import config
     try:
         loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(config.CONFIG_DIR)))
         return sorted(loader.get_group_options(group))
@@ -282,7 +281,7 @@ def saved_overrides(run_dir: Path) -> List[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from mlpkit.config import config_groups, schema_keys
+    from mlpkit.app.config import config_groups, schema_keys
 
     saved = run_dir / ".hydra" / "overrides.yaml"
     where = f"resume={run_dir}: {saved.relative_to(run_dir)}"
@@ -359,7 +358,7 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     import yaml
     from omegaconf import OmegaConf
 
-    from mlpkit.checkpoint import load_checkpoint
+    from mlpkit.training.checkpoint import load_checkpoint
 
     try:
         old = _flat(yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {})
@@ -611,8 +610,8 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from mlpkit.config import check_option_settings, check_overrides
-    from mlpkit.trainer import resolve_device
+    from mlpkit.app.config import check_option_settings, check_overrides
+    from mlpkit.training.trainer import resolve_device
 
     check_overrides(overrides)
     job = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]) if "hydra" in config else config
@@ -690,8 +689,7 @@ def mode_is_unset(argv: List[str], overrides: List[str]) -> bool:
     from hydra.core.plugins import Plugins
     from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-    from mlpkit import config
-
+    from mlpkit.app import config
     if any(a.startswith("-") and a not in ("-m", "--multirun") for a in argv[1:]):
         return False
     for arg in overrides:
@@ -775,9 +773,9 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     single run. Raises ConfigError for a bad value or data file."""
     from omegaconf import OmegaConf
 
-    from mlpkit.checkpoint import load_checkpoint
-    from mlpkit.model import MODELS, summarize
-    from mlpkit.tblog import TensorBoardLogger
+    from mlpkit.training.checkpoint import load_checkpoint
+    from mlpkit.models.mlp import MODELS, summarize
+    from mlpkit.training.tblog import TensorBoardLogger
 
     start, run_dir = time.perf_counter(), Path(run_dir)
     if VALIDATED != [OmegaConf.to_container(cfg, resolve=True)]:  # a job of a sweep, or a caller of its own
@@ -842,7 +840,7 @@ class ValidateSweep(HydraCallback):
         from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 
-        from mlpkit.config import check_overrides
+        from mlpkit.app.config import check_overrides
 
         loader = GlobalHydra.instance().config_loader()
         overrides = task_overrides(config)

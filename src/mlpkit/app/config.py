@@ -6,7 +6,7 @@ Hydra composes `configs/train.yaml` on top of `TrainConfig` (registered below as
 key fails while the config is composed, before any job of a sweep starts.
 `validate()` adds the checks a type cannot express (ranges, names in the
 registries) and runs both at the start of every job and, through
-`mlpkit.cli.ValidateSweep`, once for every job of a grid sweep before the first one runs.
+`mlpkit.app.cli.ValidateSweep`, once for every job of a grid sweep before the first one runs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def register_schema() -> None:
             store.store(group=f"mlpkit_option/{group}", name=option, node=values)
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # train.py sets its own beside it
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"  # train.py sets its own beside it
 
 
 def config_groups() -> Dict[str, List[str]]:
@@ -68,7 +68,7 @@ def nearest_key(key: str) -> str:
 
 
 # Groups whose settings a choice elsewhere makes void: (key, option) -> (group, what it still takes);
-# a model family's come from its entry (mlpkit.families: unused_groups, settings)
+# a model family's come from its entry (mlpkit.models.families: unused_groups, settings)
 VOID_SETTINGS = {
     ("early_stopping", "none"): (("early_stopping",), ("early_stopping.monitor", "early_stopping.mode")),
 }
@@ -189,13 +189,13 @@ def data_task(d: Any) -> Optional[Task]:
 @functools.lru_cache(maxsize=None)
 def registries() -> Dict[str, Any]:
     """Each config group that chooses a builder -> its Registry (imported on first use: torch comes with them)."""
-    from mlpkit.activations import ACTIVATIONS
+    from mlpkit.models.activations import ACTIVATIONS
     from mlpkit.data.sources import DATASETS
-    from mlpkit.families import FAMILIES
-    from mlpkit.initializers import INITIALIZERS
-    from mlpkit.model import NORMS
-    from mlpkit.optim import OPTIMIZERS, SCHEDULERS
-    from mlpkit.pruning import PRUNERS
+    from mlpkit.models.families import FAMILIES
+    from mlpkit.models.initializers import INITIALIZERS
+    from mlpkit.models.mlp import NORMS
+    from mlpkit.training.optim import OPTIMIZERS, SCHEDULERS
+    from mlpkit.training.pruning import PRUNERS
     from mlpkit.registry import Registry
 
     pruning = Registry("pruning", dict.fromkeys(PRUNERS), PRUNERS)
@@ -205,7 +205,7 @@ def registries() -> Dict[str, Any]:
 
 def _check_option(cfg: Any, group: str, skip: tuple = ("name",)) -> None:
     """The group's option is a known name, and it takes every setting given to it."""
-    from mlpkit.activations import check_activation_params
+    from mlpkit.models.activations import check_activation_params
 
     node = cfg[group]
     registry = registries()[group]
@@ -244,7 +244,7 @@ def _check_data(cfg: Any) -> None:
 
 
 def _check_model(cfg: Any) -> None:
-    """model.* against the family's entry (mlpkit.families): its hidden layers, settings, ranges, resume."""
+    """model.* against the family's entry (mlpkit.models.families): its hidden layers, settings, ranges, resume."""
     m = cfg.model
     _check_option(cfg, "model")
     families = registries()["model"]

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 import torch
 from torch import nn
 
-from mlpkit.activations import ACTIVATIONS
-from mlpkit.callbacks import Callback
-from mlpkit.state import TrainState
+from mlpkit.models.activations import ACTIVATIONS
+from mlpkit.training.callbacks import Callback
+from mlpkit.training.state import TrainState
 from mlpkit.tasks import BINARY, get_task
 
 if TYPE_CHECKING:
-    from mlpkit.trainer import Trainer
+    from mlpkit.training.trainer import Trainer
 
 # "saturated": within 1% of the output range from an asymptote.
 # tanh (range 2): |out| > 0.98; sigmoid and step (range 1): out < 0.01 or out > 0.99.

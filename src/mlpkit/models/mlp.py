@@ -8,10 +8,10 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from mlpkit.activations import check_activation_params, get_activation, make_activation
+from mlpkit.models.activations import check_activation_params, get_activation, make_activation
 from mlpkit.checks import check_range, check_widths
-from mlpkit.families import FAMILIES, Family
-from mlpkit.initializers import initialize
+from mlpkit.models.families import FAMILIES, Family
+from mlpkit.models.initializers import initialize
 from mlpkit.registry import Registry
 from mlpkit.schema import (ActivationConfig, InitConfig, NormConfig, RegularizationConfig, TrainConfig,
                            option_default)
@@ -105,7 +105,7 @@ def _head(cfg: Any, device: Any) -> str:
             f"device={device}")
 
 
-# The MLP as a model family (mlpkit.families): every config group applies, gradient descent trains it.
+# The MLP as a model family (mlpkit.models.families): every config group applies, gradient descent trains it.
 FAMILY = Family(name="mlp", make=MLP, model_kwargs=_model_kwargs, head=_head, what="a multi-layer perceptron")
 
 # model name -> builder(in_dim=..., out_dim=..., **the model's own keyword arguments)

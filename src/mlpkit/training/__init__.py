@@ -1,0 +1,1 @@
+"""The training loop and what listens to it: callbacks, checkpoints, TensorBoard, diagnostics."""
