@@ -406,10 +406,11 @@ def test_resume_attacks_and_refusals_leave_the_run_directory_as_it_was(tmp_path,
     torch.save(state, odd / "checkpoints" / "last.pt")
     (odd / "metrics.json").write_text('{"status": "interrupted"}')
     before = {d: _digest(d) for d in (run_dir, evil, odd)}
+    # two at a time, never two on one directory: a run directory is locked by the run that resumes it
     runs = train_many([([f"resume={evil}"], tmp_path),
-                       ([f"resume={run_dir}", "model.hidden=[16]"], tmp_path),  # does not fit: nothing changes
-                       ([f"resume={run_dir}"], tmp_path),  # finished: exit 0, nothing changes
-                       ([f"resume={odd}"], tmp_path)], workers=2)
+                       ([f"resume={run_dir}", "model.hidden=[16]"], tmp_path)], workers=2)  # does not fit
+    runs += train_many([([f"resume={run_dir}"], tmp_path),  # finished: exit 0, nothing changes
+                        ([f"resume={odd}"], tmp_path)], workers=2)
     _one_line_exit_2(runs[0])
     assert f"line {original.count(chr(10)) + 1}" in runs[0].stderr and "not an mlpkit override" in runs[0].stderr
     assert victim.read_text() == "keep me" and not (tmp_path / "PWNED").exists()
