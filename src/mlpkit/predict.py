@@ -177,7 +177,6 @@ def _valid_date_format(fmt: Any) -> bool:
 def _load_preprocessing(run_dir: Path):
     """preprocessing.json (+ preprocessing.skops), every field checked, the transformer against the JSON."""
     from mlpkit.data.preprocess import FORMAT, JSON_NAME, SKOPS_NAME, Preprocessing, load_transformer
-    from mlpkit.data.table import Column
 
     f = _JsonFile(run_dir / JSON_NAME, f"{run_dir} has no {JSON_NAME}: it is not a finished mlpkit run "
                                        "(or was trained by an older mlpkit)")
@@ -199,46 +198,8 @@ def _load_preprocessing(run_dir: Path):
     raw_columns = f.get("columns")
     if not isinstance(raw_columns, list):
         raise f.bad("columns", f"holds a {_kind(raw_columns)} where a list belongs")
-    columns = []
-    names = set()
-    fields = set(Column.__dataclass_fields__)
-    for i, raw in enumerate(raw_columns):
-        where = f"columns[{i}]"
-        if not isinstance(raw, dict):
-            raise f.bad(where, f"holds a {_kind(raw)} where an object belongs")
-        extra = sorted(set(raw) - fields)
-        if extra:
-            raise f.bad(f"{where}.{extra[0]}", "is not a field of a column")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name or name in names or len(name) > 10_000:
-            raise f.bad(f"{where}.name", f"is {_show(name)}; it must be a column name, once")
-        names.add(name)
-        col_kind = f.choice("kind", COLUMN_KINDS, obj=raw, field=f"{where}.kind")
-        codes = f.choice("codes", COLUMN_CODES, "text", obj=raw, field=f"{where}.codes")
-        date_format = raw.get("date_format")
-        if codes == "date" or date_format is not None:
-            if not _valid_date_format(date_format):
-                raise f.bad(f"{where}.date_format", f"is {_show(date_format)}; it must be a date format "
-                                                    "such as %Y-%m-%d")
-        vocabulary = raw.get("vocabulary")
-        if col_kind in ("category", "boolean"):
-            vocabulary = f.strings("vocabulary", 10_000_000, obj=raw, field=f"{where}.vocabulary")
-            if not vocabulary:
-                raise f.bad(f"{where}.vocabulary", "is empty; a category column has its values here")
-        else:
-            vocabulary = None
-        for key in ("missing", "inputs", "out_of_range"):
-            f.integer(key, 0, 2 ** 62, 0, obj=raw, field=f"{where}.{key}")
-        if "scale" in raw:  # numbers are divided by it: a power of two > 0
-            scale = f.number("scale", positive=True, obj=raw, field=f"{where}.scale")
-            if math.frexp(scale)[0] != 0.5:
-                raise f.bad(f"{where}.scale", f"is {_show(raw['scale'])}; it must be a power of two")
-        if raw.get("categories") is not None:
-            f.integer("categories", 0, 2 ** 62, obj=raw, field=f"{where}.categories")
-        if not isinstance(raw.get("reason", ""), str):
-            raise f.bad(f"{where}.reason", "must be a string")
-        checked = dict(raw, name=name, kind=col_kind, codes=codes, date_format=date_format, vocabulary=vocabulary)
-        columns.append(Column(**checked))  # every field of the JSON checked above, the fields mlpkit adds too
+    names: set = set()
+    columns = [_checked_column(f, i, raw, names) for i, raw in enumerate(raw_columns)]
     if kind == "table" and target in names:
         raise f.bad("target", f"names {target!r}, which is also a feature column")
     inputs = f.strings("inputs", 10_000_000)
@@ -262,6 +223,59 @@ def _load_preprocessing(run_dir: Path):
     pre.transformer = load_transformer(skops)
     _check_transformer(pre, f, skops)
     return pre
+
+
+def _rows_said(split: Optional[str], training: bool) -> str:
+    """What the metrics line says of the rows it scored: a split, or the whole training file."""
+    if split:
+        return f" of the {split} split" if split != "all" else " of the run's train, val and test splits"
+    if training:
+        return (" (INPUT is the run's training file: these rows include the ones it was trained and "
+                "validated on, so the metrics flatter the model; --split test scores its test rows only)")
+    return ""
+
+
+def _checked_column(f: _JsonFile, i: int, raw: Any, names: set):
+    """preprocessing.json's columns[i] as a Column, every field checked; its name joins `names`."""
+    from mlpkit.data.table import Column
+
+    where = f"columns[{i}]"
+    fields = set(Column.__dataclass_fields__)
+    if not isinstance(raw, dict):
+        raise f.bad(where, f"holds a {_kind(raw)} where an object belongs")
+    extra = sorted(set(raw) - fields)
+    if extra:
+        raise f.bad(f"{where}.{extra[0]}", "is not a field of a column")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or name in names or len(name) > 10_000:
+        raise f.bad(f"{where}.name", f"is {_show(name)}; it must be a column name, once")
+    names.add(name)
+    col_kind = f.choice("kind", COLUMN_KINDS, obj=raw, field=f"{where}.kind")
+    codes = f.choice("codes", COLUMN_CODES, "text", obj=raw, field=f"{where}.codes")
+    date_format = raw.get("date_format")
+    if codes == "date" or date_format is not None:
+        if not _valid_date_format(date_format):
+            raise f.bad(f"{where}.date_format", f"is {_show(date_format)}; it must be a date format "
+                                                "such as %Y-%m-%d")
+    vocabulary = raw.get("vocabulary")
+    if col_kind in ("category", "boolean"):
+        vocabulary = f.strings("vocabulary", 10_000_000, obj=raw, field=f"{where}.vocabulary")
+        if not vocabulary:
+            raise f.bad(f"{where}.vocabulary", "is empty; a category column has its values here")
+    else:
+        vocabulary = None
+    for key in ("missing", "inputs", "out_of_range"):
+        f.integer(key, 0, 2 ** 62, 0, obj=raw, field=f"{where}.{key}")
+    if "scale" in raw:  # numbers are divided by it: a power of two > 0
+        scale = f.number("scale", positive=True, obj=raw, field=f"{where}.scale")
+        if math.frexp(scale)[0] != 0.5:
+            raise f.bad(f"{where}.scale", f"is {_show(raw['scale'])}; it must be a power of two")
+    if raw.get("categories") is not None:
+        f.integer("categories", 0, 2 ** 62, obj=raw, field=f"{where}.categories")
+    if not isinstance(raw.get("reason", ""), str):
+        raise f.bad(f"{where}.reason", "must be a string")
+    checked = dict(raw, name=name, kind=col_kind, codes=codes, date_format=date_format, vocabulary=vocabulary)
+    return Column(**checked)  # every field of the JSON checked above, the fields mlpkit adds too
 
 
 def _check_transformer(pre, f: _JsonFile, skops: Path) -> None:
@@ -538,22 +552,7 @@ class Run:
             target = check_output(output, [path], overwrite, self.protected_files(), "-o")
         header = _reading(path, lambda: _raw_header(path))
         keep = list(dict.fromkeys(keep))
-        used = [*self.feature_columns, *keep, *([self.target] if self.target else [])]
-        dupes = sorted({c for c in header if header.count(c) > 1} & set(used))
-        if dupes:
-            raise ConfigError(f"input {path!r}: the column name {dupes[0]!r} appears twice in the header; "
-                              "give each column its own name")
-        missing = [c for c in self.feature_columns if c not in header]
-        if missing:
-            raise ConfigError(_missing_message(missing, path))
-        unknown = [c for c in keep if c not in header]
-        if unknown:
-            raise ConfigError(f"--keep {unknown[0]!r} is not a column of {path}; columns: {', '.join(header)}")
-        reserved = self.output_columns()
-        clash = [c for c in keep if c in reserved]
-        if clash:
-            raise ConfigError(f"--keep {clash[0]!r}: the output has a column of that name already "
-                              f"({', '.join(reserved)}); rename that column of the input")
+        self.check_header(path, header, keep)
         training = self.training_file_match(path)
         rows = self.split_rows(path, split, training) if split else None
         has_target = bool(self.target) and self.target in header
@@ -584,11 +583,7 @@ class Run:
                     raise
                 except OSError as err:
                     raise ConfigError(_write_error(output, err, "-o")) from None
-                stats["rows"] += len(chunk)
-                stats["missing"] += int(chunk[self.feature_columns].isna().sum().sum())
-                stats["out_of_range"] += sum(n for n, _ in self.preprocessing.out_of_range(chunk).values())
-                for col, n in self.preprocessing.unseen(chunk).items():
-                    stats["unseen"][col] = stats["unseen"].get(col, 0) + n
+                self._count(stats, chunk)
                 if has_target:
                     truth.append(self.target_indices(chunk[self.target]))
                     scores.append(out)
@@ -599,14 +594,37 @@ class Run:
                 raise ConfigError(f"input {path!r} has a header but no data rows")
         _report_counts(stats, report)
         if has_target:
-            where = ""
-            if split:
-                where = f" of the {split} split" if split != "all" else " of the run's train, val and test splits"
-            elif training:
-                where = (" (INPUT is the run's training file: these rows include the ones it was trained and "
-                         "validated on, so the metrics flatter the model; --split test scores its test rows only)")
-            stats["metrics"] = self._metrics(np.concatenate(truth), np.concatenate(scores), report, where)
+            stats["metrics"] = self._metrics(np.concatenate(truth), np.concatenate(scores), report,
+                                             _rows_said(split, training))
         return stats
+
+    def check_header(self, path: str, header: List[str], keep: Sequence[str]) -> None:
+        """ConfigError for an input header that predict cannot use as asked: a column it reads named twice,
+        a missing feature column, a --keep column that is not there or that clashes with an output column."""
+        used = [*self.feature_columns, *keep, *([self.target] if self.target else [])]
+        dupes = sorted({c for c in header if header.count(c) > 1} & set(used))
+        if dupes:
+            raise ConfigError(f"input {path!r}: the column name {dupes[0]!r} appears twice in the header; "
+                              "give each column its own name")
+        missing = [c for c in self.feature_columns if c not in header]
+        if missing:
+            raise ConfigError(_missing_message(missing, path))
+        unknown = [c for c in keep if c not in header]
+        if unknown:
+            raise ConfigError(f"--keep {unknown[0]!r} is not a column of {path}; columns: {', '.join(header)}")
+        reserved = self.output_columns()
+        clash = [c for c in keep if c in reserved]
+        if clash:
+            raise ConfigError(f"--keep {clash[0]!r}: the output has a column of that name already "
+                              f"({', '.join(reserved)}); rename that column of the input")
+
+    def _count(self, stats: Dict[str, Any], chunk) -> None:
+        """A chunk's rows, missing values, out-of-range numbers and unseen categories into `stats`."""
+        stats["rows"] += len(chunk)
+        stats["missing"] += int(chunk[self.feature_columns].isna().sum().sum())
+        stats["out_of_range"] += sum(n for n, _ in self.preprocessing.out_of_range(chunk).values())
+        for col, n in self.preprocessing.unseen(chunk).items():
+            stats["unseen"][col] = stats["unseen"].get(col, 0) + n
 
     def output_columns(self) -> List[str]:
         """The columns predict writes after the --keep ones."""
