@@ -15,6 +15,27 @@ import pytest
 from support import *  # noqa: F401,F403  (the names tests import from conftest)
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """`python predict.py ARGS` in this process (imports paid once), in tmp_path: a CompletedProcess with
+    the exit code, stdout and stderr."""
+    import subprocess
+
+    from mlpkit.predict import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    def call(*args):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+    return call
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """In-process training is tiny: one thread is faster and avoids contention on two cores."""

@@ -5,7 +5,6 @@ against what the run wrote in metrics.json."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +26,6 @@ RUNS = {  # name -> (task, extra overrides)
 def predict(args, cwd: Path, timeout: float = 120):
     """`python predict.py *args` in cwd, as a process: a Run (returncode, stdout, stderr)."""
     return run_python(PREDICT_PY, [str(a) for a in args], cwd, timeout=timeout)
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """`python predict.py ARGS` in this process (imports paid once), in tmp_path: (exit code, stdout, stderr)."""
-    from mlpkit.predict import main
-
-    monkeypatch.chdir(tmp_path)
-
-    def call(*args):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as stop:
-            code = stop.code
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-    return call
 
 
 def _train_run(root: Path, target: str):

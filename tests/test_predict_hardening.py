@@ -44,24 +44,6 @@ def runs(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """`python predict.py ARGS` in this process, in tmp_path: (exit code, stdout, stderr)."""
-    from mlpkit.predict import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-
-    def call(*args):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as stop:
-            code = stop.code
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-    return call
-
-
 def _error(proc) -> str:
     """The one line of a refusal (exit 2, no traceback)."""
     assert proc.returncode == 2, proc.stdout + proc.stderr
