@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
 
 from mlpkit.tasks import Task, get_task
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """Where each kind of model input sits in a row of X: [numbers | other dense inputs | category codes].
+
+    The first `numeric` inputs are continuous numbers (what numeric embeddings apply to); -1 = every input.
+    The last len(categories) inputs are category codes, one per embedded column, each a whole number in
+    [0, cardinality) stored as a float; the inputs between them (missing-value indicators, one-hot
+    columns) are dense 0/1 inputs the model reads as they are. The default: every input a number.
+    """
+
+    numeric: int = -1
+    categories: Tuple[int, ...] = ()  # the cardinality of each embedded category column, in input order
+
+    def numbers(self, in_dim: int) -> int:
+        """How many of `in_dim` inputs are continuous numbers."""
+        return in_dim - len(self.categories) if self.numeric < 0 else self.numeric
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"numeric": self.numeric, "categories": list(self.categories)}
 
 
 @dataclass
@@ -32,6 +53,7 @@ class Dataset:
     preprocessing: Any = None  # mlpkit.data.preprocess.Preprocessing: applies the fitted transform to new rows
     rows: Dict[str, np.ndarray] = field(default_factory=dict)  # source row numbers of each split
     columns_table: str = ""  # the column table of a user's file, for the log
+    layout: InputLayout = field(default_factory=InputLayout)  # which inputs are numbers, which category codes
 
     @property
     def in_dim(self) -> int:
