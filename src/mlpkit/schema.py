@@ -27,6 +27,7 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     standardize: bool = True  # features (and regression targets) with train-split statistics
+    stream: bool = False  # csv: read the file block by block, never whole (mlpkit.data.stream)
 
 
 @dataclass

@@ -71,12 +71,44 @@ def build_data(cfg: Any) -> Any:
 
     torch.manual_seed(cfg.seed)
     d = cfg.data
-    data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
-                        n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
-                        categorical=list(d.categorical), val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, standardize=d.standardize)
+    if stream_table(cfg):
+        from mlpkit.data.stream import load_stream
+
+        data = load_stream(d.path, d.target, d.task, list(d.drop), list(d.categorical), cfg.seed, d.val_fraction,
+                           d.test_fraction, d.standardize)
+    else:
+        data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
+                            n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
+                            categorical=list(d.categorical), val_fraction=d.val_fraction,
+                            test_fraction=d.test_fraction, standardize=d.standardize)
+        if d.name == "csv":
+            log.info("data   read into memory (data.stream=false)")
     check_task(cfg, data.task)
     return data
+
+
+def stream_table(cfg: Any) -> bool:
+    """Whether the run reads its table block by block: data.stream=true, or a file too large for memory
+    (an estimate) in a run that streaming can train (mlpkit.data.stream.check_stream)."""
+    d = cfg.data
+    if d.get("stream"):
+        return True
+    if d.name != "csv" or not d.get("path"):
+        return False
+    from mlpkit.app.config import available_memory
+    from mlpkit.data.stream import check_stream, too_large_for_memory
+    from mlpkit.errors import ConfigError
+
+    why = too_large_for_memory(str(d.path), available_memory("cpu"))
+    if why is None:
+        return False
+    try:
+        check_stream(cfg)
+    except ConfigError as err:
+        log.warning("warning: %s, but it cannot be streamed: %s", why, err)
+        return False
+    log.info("data   streamed (data.stream chosen automatically: %s)", why)
+    return True
 
 
 def family(cfg: Any) -> Any:
@@ -184,13 +216,11 @@ def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, 
 def save_run_data(run_dir: Path, data: Any, model_name: str, model_kwargs: dict) -> None:
     """What predict.py needs besides the weights: the fitted preprocessing, the model's shape,
     and which source rows went to which split (splits.npz, 0-based data rows of the source)."""
-    import numpy as np
-
     from mlpkit.files import atomic_write, write_json
 
     data.preprocessing.save(run_dir)
     write_json(run_dir / "model.json", {"format": "mlpkit-model-1", "model": model_name, "kwargs": model_kwargs})
-    atomic_write(run_dir / "splits.npz", lambda fh: np.savez_compressed(fh, **data.rows))
+    atomic_write(run_dir / "splits.npz", data.write_rows)
 
 
 def note_flat_units(result: Any) -> None:

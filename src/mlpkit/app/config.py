@@ -215,7 +215,7 @@ def _check_option(cfg: Any, group: str, skip: tuple = ("name",)) -> None:
         from mlpkit.data.sources import COMMON
 
         given = {k: v for k, v in given.items() if k not in COMMON and not _unset(v)
-                 and not (k == "task" and v == "auto")}
+                 and not (k == "task" and v == "auto") and not (k == "stream" and v is False)}
     if group == "activation":
         check_activation_params(node.name, given)
     elif group != "model":  # model=mlp's hidden is no setting of an option; model.lr is checked below
@@ -241,6 +241,10 @@ def _check_data(cfg: Any) -> None:
     from mlpkit.data.sources import DATASETS
 
     DATASETS[d.name].check(d)
+    if d.get("stream"):
+        from mlpkit.data.stream import check_stream
+
+        check_stream(cfg)
 
 
 def _check_model(cfg: Any) -> None:

@@ -78,6 +78,10 @@ class Dataset:
             setattr(self, key, getattr(self, key).to(device))
         return self
 
+    def write_rows(self, fh) -> None:
+        """splits.npz into the open file `fh`: the source rows of each split (np.load reads it)."""
+        np.savez_compressed(fh, **self.rows)
+
     def describe(self) -> str:
         n = (len(self.X_train), len(self.X_val), len(self.X_test))
         kind = f"{self.task}, {len(self.classes)} classes" if self.is_classification else str(self.task)

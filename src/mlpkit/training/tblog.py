@@ -229,7 +229,7 @@ class TensorBoard(Callback):
                 if w.grad is not None and torch.isfinite(w.grad).all():
                     self.writer.histogram(f"grad_hist/layer_{i}", w.grad.detach(), epoch)
         periodic = bool(self.boundary_at) and epoch % self.boundary_at == 0
-        if data.in_dim == 2 and periodic != final:
+        if data.in_dim == 2 and periodic != final and isinstance(data.X_train, torch.Tensor):  # not a streamed one
             from mlpkit.training.diagnostics import decision_boundary_figure
 
             title = ", ".join(t for t in (data.name, self.title, f"epoch {epoch}") if t)

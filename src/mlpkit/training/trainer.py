@@ -177,12 +177,12 @@ class GradientDescent(StepRule):
         was_training = model.training
         model.eval()
         loss_fn = task.loss(trainer.weight)
-        loss = torch.zeros((), device=X.device)
-        weight = torch.zeros((), device=X.device)
-        correct = torch.zeros((), device=X.device, dtype=torch.long)
-        for i in range(0, len(X), chunk):
-            out = model(X[i:i + chunk])
-            yb = y[i:i + chunk]
+        dev = X.device if torch.is_tensor(X) else trainer.device
+        loss = torch.zeros((), device=dev)
+        weight = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        for xb, yb in split_batches(X, y, chunk):
+            out = model(xb)
             wb = task.batch_weight(yb, trainer.weight)
             loss += loss_fn(out, yb) * wb
             weight += wb
@@ -195,6 +195,16 @@ class GradientDescent(StepRule):
     def extra(self, trainer: "Trainer") -> Dict[str, Any]:
         return {"steps_per_epoch": trainer.steps_per_epoch, "batch_size": trainer.bs,
                 "backprop": "manual" if self.manual is not None else "autograd"}
+
+
+def split_batches(X: Any, y: Any, chunk: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+    """A split's (inputs, targets) in chunks of rows: slices of in-memory tensors, or the batches of a
+    split read from a file (mlpkit.data.stream.StreamSplit, whose batches carry both)."""
+    if torch.is_tensor(X):
+        for i in range(0, len(X), chunk):
+            yield X[i:i + chunk], y[i:i + chunk]
+    else:
+        yield from X.batches(chunk)
 
 
 class Trainer:
@@ -298,10 +308,13 @@ class Trainer:
         m = self.evaluate(model, data.X_test, data.y_test, task)
         was_training = model.training
         model.eval()
-        out = torch.cat([model(data.X_test[i:i + 65536]) for i in range(0, len(data.X_test), 65536)])
+        outs, ys = [], []
+        for xb, yb in split_batches(data.X_test, data.y_test, 65536):
+            outs.append(model(xb))
+            ys.append(yb)
         model.train(was_training)
-        out = out.float().cpu().numpy()
-        y = task.target_units(data.y_test.cpu().numpy(), data.y_mean, data.y_std)
+        out = torch.cat(outs).float().cpu().numpy()
+        y = task.target_units(torch.cat(ys).cpu().numpy(), data.y_mean, data.y_std)
         return {"loss": float(m["loss"]), **task.metrics(y, out, data.y_mean, data.y_std)}
 
     # -- the loop --------------------------------------------------------------
@@ -361,21 +374,18 @@ class Trainer:
         self.model.train()
         X, y, n, bs, task = self.data.X_train, self.data.y_train, len(self.data.X_train), self.bs, self.task
         dev, weighted, running = self.device, self.weight is not None, self.step_rule.running_loss
+        streamed = not torch.is_tensor(X)  # read from a file batch by batch: right answers counted per batch
+        correct = torch.zeros((), device=dev, dtype=torch.long)
         loss_sum = torch.zeros((), device=dev)
         weight_sum = torch.zeros((), device=dev)
         # each batch's predictions are copied into one buffer and compared with the labels once per
         # epoch: a copy per step instead of four small reductions, which on small batches cost as
         # much as the step's arithmetic (binary: the logits; multiclass: the predicted class)
-        kept = task.prediction_buffer(self.n_seen, dev) if running else None
+        kept = task.prediction_buffer(self.n_seen, dev) if running and not streamed else None
         # each batch gathers its rows (no shuffled copy of the data set)
-        perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n else None
+        perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n and not streamed else None
         step_hooks = self._hooks["on_step_end"]
-        for b in range(self.steps_per_epoch):
-            if perm is None:
-                xb, yb = X, y
-            else:
-                rows = perm[b * bs:(b + 1) * bs]
-                xb, yb = X.index_select(0, rows), y.index_select(0, rows)
+        for b, (xb, yb) in enumerate(self._train_batches(X, y, perm)):
             if self.input_noise > 0:
                 xb = xb + self.input_noise * torch.randn_like(xb)
             state.batch = b
@@ -389,6 +399,8 @@ class Trainer:
                     loss_sum.add_(loss.detach(), alpha=len(yb))
                 if kept is not None:
                     task.keep(kept[b * bs:b * bs + len(yb)], out)
+                elif streamed and task.classification:
+                    correct += task.correct(out.detach(), yb)
                 logged = state.step % self.log_every == 0 or state.step == 1
                 state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
             for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
@@ -403,7 +415,22 @@ class Trainer:
             seen = y[:self.n_seen] if perm is None else y.index_select(0, perm[:self.n_seen])
             correct = task.correct(kept, seen)
             scalars["accuracy/train"] = float(correct) / self.n_seen
+        elif streamed and running and task.classification:
+            scalars["accuracy/train"] = float(correct) / self.n_seen
         state.scalars = self.step_rule.train_scalars(self, scalars)
+
+    def _train_batches(self, X: Any, y: Any, perm: Optional[torch.Tensor]) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches: the rows of `perm` in turn (all rows at once without one), or a streamed
+        split's own, in an order drawn from the seed and the epoch (mlpkit.data.stream)."""
+        if not torch.is_tensor(X):
+            yield from X.batches(self.bs, epoch=self.state.epoch, steps=self.steps_per_epoch)
+            return
+        for b in range(self.steps_per_epoch):
+            if perm is None:
+                yield X, y
+            else:
+                rows = perm[b * self.bs:(b + 1) * self.bs]
+                yield X.index_select(0, rows), y.index_select(0, rows)
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple:
         """One step of the step rule. Returns (the batch's mean loss without penalties, the model's

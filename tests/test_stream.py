@@ -1,0 +1,167 @@
+"""data.stream=true: a table read block by block gives the model the inputs the in-memory path gives on
+the same train rows (exactly for vocabularies and one-hot inputs; medians within the sketch's bound), its
+split is a deterministic function of row number and seed, train.py trains on it and predict.py applies the
+run, and what it cannot do is refused with one line."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import messy_table, read_metrics, refusal, train
+
+SEED = 7
+
+
+def _parquet(csv: Path, path: Path, row_group_size: int) -> Path:
+    """The table of `csv` as read by the in-memory path, written to Parquet in row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlpkit.data.table import read_table
+
+    df, _ = read_table(str(csv))
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=row_group_size)
+    return path
+
+
+def _in_memory(path: Path, target: str, train_rows: np.ndarray):
+    """The in-memory path's Preprocessing fitted on exactly `train_rows`, and the table as it reads it."""
+    from mlpkit.data.preprocess import Preprocessing
+    from mlpkit.data.table import assign_roles, read_table
+
+    df, _ = read_table(str(path))
+    roles = assign_roles(df, target)
+    rest = np.setdiff1d(np.arange(len(df)), train_rows)
+    pre, _ = Preprocessing.fit_table(df.iloc[np.concatenate([train_rows, rest])], len(train_rows), roles.columns)
+    return pre, df
+
+
+def _stream(path: Path, target: str, val=0.15, test=0.15):
+    from mlpkit.data.stream import load_stream
+
+    return load_stream(str(path), target, "auto", [], [], SEED, val, test, True)
+
+
+def _train_rows(data, n: int, val=0.15, test=0.15) -> np.ndarray:
+    from mlpkit.data.stream import split_of
+
+    rows = np.arange(n)
+    return rows[split_of(rows, SEED, val, test) == 0]
+
+
+@pytest.mark.parametrize("task, target", [("multiclass", "species"), ("binary", "churn"), ("regression", "price")])
+def test_streamed_inputs_equal_the_in_memory_ones(tmp_path, task, target):
+    csv = messy_table(tmp_path / "t.csv", n=400, seed=3, task=task)
+    table = _parquet(csv, tmp_path / "t.parquet", row_group_size=37)  # 11 row groups
+    data = _stream(table, target)
+    keep = np.flatnonzero(_in_memory(csv, target, np.arange(1))[1][target].notna().to_numpy())
+    train_rows = np.intersect1d(_train_rows(data, 400), keep)
+    mem, df = _in_memory(csv, target, train_rows)
+    pre = data.preprocessing
+
+    assert pre.inputs == mem.inputs
+    for ours, theirs in zip(pre.columns, mem.columns):
+        assert (ours.name, ours.kind, ours.vocabulary, ours.scale, ours.inputs) == \
+            (theirs.name, theirs.kind, theirs.vocabulary, theirs.scale, theirs.inputs)
+    X_ours, X_theirs = pre.transform(df), mem.transform(df)
+    one_hot = [i for i, name in enumerate(pre.inputs) if name.startswith(tuple(c.name + "_" for c in pre.categorical))]
+    assert one_hot and np.array_equal(X_ours[:, one_hot], X_theirs[:, one_hot])  # exact: the same counts
+    np.testing.assert_allclose(X_ours, X_theirs, rtol=1e-5, atol=1e-5)  # medians exact here: n < SKETCH_SIZE
+
+    # the train batches, unshuffled, are the in-memory inputs of the train rows in file order
+    batches = list(data.X_train.batches(64))
+    X_stream = np.concatenate([xb.numpy() for xb, _ in batches])
+    np.testing.assert_allclose(X_stream, X_theirs[train_rows], rtol=1e-5, atol=1e-5)
+    y_stream = np.concatenate([yb.numpy().reshape(len(yb), -1)[:, 0] for _, yb in batches])
+    if task == "regression":
+        y = df[target].to_numpy(dtype=float)[train_rows]
+        assert pre.y_mean == pytest.approx(y.mean()) and pre.y_std == pytest.approx(y.std())
+        np.testing.assert_allclose(y_stream * pre.y_std + pre.y_mean, y, rtol=1e-5)
+    else:
+        labels = df[target].astype(str).str.strip().to_numpy()[train_rows]
+        assert data.classes == sorted(set(df[target].dropna().astype(str).str.strip()))
+        assert [data.classes[int(i)] for i in y_stream] == list(labels)
+
+
+def test_median_sketch_within_its_bound(tmp_path, monkeypatch):
+    """With more train values than the sample holds, the median used for imputation lies between the
+    train values' quantiles 0.5 -+ eps (Dvoretzky-Kiefer-Wolfowitz, delta = 1e-6)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlpkit.data import stream
+
+    monkeypatch.setattr(stream, "SKETCH_SIZE", 500)
+    rng = np.random.default_rng(0)
+    n = 6000
+    x = rng.lognormal(0, 1.5, n)
+    x[rng.random(n) < 0.1] = np.nan
+    df = pd.DataFrame({"x": x, "z": rng.normal(size=n), "y": rng.normal(size=n)})
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pandas(df), path, row_group_size=700)
+    data = _stream(path, "y")
+    col = next(c for c in data.preprocessing.columns if c.name == "x")
+    median = data.preprocessing.transformer.named_transformers_["numeric"].steps[0][1].statistics_[0] * col.scale
+    train = x[_train_rows(data, n)]
+    train = train[np.isfinite(train)]
+    eps = math.sqrt(math.log(2 / 1e-6) / (2 * 500))
+    rank = float(np.mean(train < median))
+    assert len(train) > 500 and 0.5 - eps <= rank <= 0.5 + eps
+    assert median != np.median(train)  # a sample, not the exact median: the bound is what is tested
+
+
+def test_split_is_a_deterministic_function_of_row_and_seed():
+    from mlpkit.data.stream import split_of
+
+    rows = np.arange(200_000)
+    a = split_of(rows, 1, 0.2, 0.1)
+    assert np.array_equal(a, split_of(rows, 1, 0.2, 0.1))
+    assert np.array_equal(a[150_000:], split_of(rows[150_000:], 1, 0.2, 0.1))  # wherever a block starts
+    assert not np.array_equal(a, split_of(rows, 2, 0.2, 0.1))
+    # binomial: the standard deviation of a fraction is below 0.001 here
+    assert abs(np.mean(a == 1) - 0.2) < 0.005 and abs(np.mean(a == 2) - 0.1) < 0.005
+
+
+def test_train_streams_and_predict_applies_the_run(tmp_path, cli):
+    csv = messy_table(tmp_path / "t.csv", n=500, seed=1, task="binary")
+    table = _parquet(csv, tmp_path / "t.parquet", row_group_size=64)
+    run = train(["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
+                 "trainer.max_epochs=2", "trainer.batch_size=32", f"seed={SEED}", f"hydra.run.dir={tmp_path / 'run'}"],
+                tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "data.stream=true" in run.stdout + run.stderr
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["status"] == "completed" and len(metrics["history"]["train_loss"]) == 2
+
+    from mlpkit.data.stream import split_of
+
+    splits = np.load(tmp_path / "run" / "splits.npz")
+    rows = np.arange(500)
+    for i, name in enumerate(("train", "val", "test")):
+        assert np.array_equal(splits[name], rows[split_of(rows, SEED, 0.15, 0.15) == i])
+    out = cli(tmp_path / "run", table, "-o", tmp_path / "p.csv", "--split", "test")
+    assert out.returncode == 0, out.stderr
+    said = float(out.stdout.split("accuracy ")[1].split(",")[0] if "accuracy " in out.stdout
+                 else out.stderr.split("accuracy ")[1].split(",")[0])
+    assert said == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["data=moons"], "data.stream"),
+    (["data=csv", "data.path={gz}"], "compressed"),
+    (["data=csv", "data.path={csv}", "model=perceptron"], "model=perceptron"),
+    (["data=csv", "data.path={csv}", "trainer.batch_size=0"], "trainer.batch_size"),
+    (["data=csv", "data.path={csv}", "trainer.class_weight=balanced"], "class_weight=balanced"),
+])
+def test_what_streaming_cannot_do_is_refused(tmp_path, extra, said):
+    csv = messy_table(tmp_path / "t.csv", n=60, task="binary")
+    gz = tmp_path / "t.csv.gz"
+    gz.write_bytes(b"x")
+    args = [a.format(csv=csv, gz=gz) for a in extra] + ["data.stream=true"]
+    message = refusal(args)
+    assert said in message and "\n" not in message
