@@ -6,6 +6,8 @@
     python scripts/bench.py --only-tables        # a user's table: load + preprocess, and predict
     python scripts/bench.py --only-epochs        # XOR: seconds per epoch in a short and a long run
     python scripts/bench.py --startup            # `python train.py trainer.max_epochs=1` against the floor
+    python scripts/bench.py --load               # load + preprocess of a 1M-row mixed CSV / pandas.read_csv
+    python scripts/bench.py --stream             # one data.stream=true epoch on 1M and 10M rows: peak RSS, rows/s
 
 Workloads (CPU; Adam lr 1e-3, ReLU, 80/10/10 split):
     W1  60,000 x 784 -> 10 classes, hidden [256, 256], batch 128   (MNIST-sized)
@@ -336,13 +338,12 @@ def w1_peak_memory_mb(workdir: Path, epochs: int) -> Dict[str, float]:
     return {"peak_rss_mb": peak_kb / 1024, "data_mb": 60000 * 784 * 4 / 2 ** 20}
 
 
-def write_mixed_table(path: Path, rows: int, seed: int = 0) -> Path:
+def mixed_frame(rows: int, rng):
     """A table as users have them: 4 numeric columns (5% missing), 3 text categories (one with
     missing cells, one with 200 values), a True/False column and a binary text target."""
     import numpy as np
     import pandas as pd
 
-    rng = np.random.default_rng(seed)
     cols = {f"x{i}": rng.normal(i, 1 + i, rows).round(4) for i in range(4)}
     for i in range(4):
         cols[f"x{i}"][rng.random(rows) < 0.05] = np.nan
@@ -355,7 +356,30 @@ def write_mixed_table(path: Path, rows: int, seed: int = 0) -> Path:
     logit[np.isnan(logit)] = 0
     logit = logit - 0.5 + (cols["plan"] == "pro") * 1.5 + cols["member"] * 0.5
     cols["churn"] = np.where(rng.random(rows) < 1 / (1 + np.exp(-logit)), "yes", "no")
-    pd.DataFrame(cols).to_csv(path, index=False)
+    return pd.DataFrame(cols)
+
+
+def write_mixed_table(path: Path, rows: int, seed: int = 0) -> Path:
+    """mixed_frame's table as a CSV file."""
+    import numpy as np
+
+    mixed_frame(rows, np.random.default_rng(seed)).to_csv(path, index=False)
+    return path
+
+
+def write_mixed_parquet(path: Path, rows: int, seed: int = 0, row_group: int = 250_000) -> Path:
+    """mixed_frame's table as Parquet, written a row group at a time (never whole in memory)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    for start in range(0, rows, row_group):
+        block = pa.Table.from_pandas(mixed_frame(min(row_group, rows - start), rng), preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, block.schema)
+        writer.write_table(block)
+    writer.close()
     return path
 
 
@@ -369,21 +393,10 @@ def _timed_child(code: str, workdir: Path) -> Dict[str, float]:
 
 
 def table_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
-    """Load + preprocess a mixed table against pandas.read_csv of it alone; predict throughput."""
-    path = write_mixed_table(workdir / "mixed.csv", rows)
+    """Load + preprocess a mixed table against pandas.read_csv of it alone (load_bench); predict throughput."""
+    result = load_bench(workdir, rows, reps)
+    path = workdir / "mixed.csv"
     small = write_mixed_table(workdir / "mixed_small.csv", 20_000, seed=1)
-    read = "import time, pandas as pd; t = time.perf_counter(); pd.read_csv({p!r}); print(time.perf_counter() - t)"
-    # each child imports what it uses before its clock starts: the data work is compared, not imports
-    load = ("import time, pandas, sklearn.compose, sklearn.impute, sklearn.pipeline, sklearn.preprocessing; "
-            "from mlpkit import load_dataset; from mlpkit.data import table, preprocess; t = time.perf_counter(); "
-            "load_dataset('csv', path={p!r}, target='churn'); print(time.perf_counter() - t)")
-    result: Dict = {"rows": rows, "file_mb": path.stat().st_size / 2 ** 20, "read_csv_s": [], "mlpkit_load_s": []}
-    for _ in range(reps):  # alternating, each in a fresh process
-        result["read_csv_s"].append(_timed_child(read.format(p=str(path)), workdir)["seconds"])
-        child = _timed_child(load.format(p=str(path)), workdir)
-        result["mlpkit_load_s"].append(child["seconds"])
-        result["mlpkit_load_peak_mb"] = child["peak_rss_mb"]
-    result["load_ratio"] = statistics.median(result["mlpkit_load_s"]) / statistics.median(result["read_csv_s"])
     run_dir = workdir / "table_run"
     subprocess.run([sys.executable, str(ROOT / "train.py"), "data=csv", f"data.path={small}", "data.target=churn",
                     "trainer.max_epochs=2", "trainer.progress=false", f"hydra.run.dir={run_dir}"],
@@ -394,6 +407,59 @@ def table_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
     child = _timed_child(predict, workdir)
     result.update(predict_s=child["seconds"], predict_rows_per_s=rows / child["seconds"],
                   predict_peak_mb=child["peak_rss_mb"])
+    return result
+
+
+def stream_bench(workdir: Path, sizes: List[int]) -> Dict:
+    """One streamed epoch (`data.stream=true`) on generated Parquet tables of each size, one process per
+    size: its peak RSS (ru_maxrss of the child), rows per second, and the ratio of the peaks."""
+    code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None; "
+            "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out: Dict = {"sizes": {}}
+    for rows in sizes:
+        path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows)
+        run_dir = workdir / f"stream_run_{rows}"
+        args = [sys.executable, str(ROOT / "train.py"), "data=csv", f"data.path={path}", "data.target=churn",
+                "data.stream=true", "model.hidden=[32]", "trainer.batch_size=4096", "trainer.max_epochs=1",
+                "early_stopping=none", "trainer.progress=false", f"hydra.run.dir={run_dir}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        wall = time.perf_counter() - t0
+        code_, peak_kb = map(int, proc.stdout.split()[-2:])
+        if code_:
+            raise RuntimeError(f"the streamed run on {rows} rows failed: {proc.stderr[-2000:]}")
+        m = json.loads((run_dir / "metrics.json").read_text())
+        n_train = m.get("steps_per_epoch", 0) * 4096
+        epoch_s = m["history"]["epoch_seconds"][0]
+        out["sizes"][rows] = {"peak_rss_mb": peak_kb / 1024, "wall_s": wall, "rows_per_s": rows / wall,
+                              "epoch_s": epoch_s, "train_rows_per_s_in_epoch": min(n_train, rows) / epoch_s,
+                              "file_mb": path.stat().st_size / 2 ** 20, "test": m["test"]}
+        print(f"  streamed {rows:>11,} rows: peak RSS {peak_kb / 1024:7.0f} MB, {wall:6.1f} s "
+              f"({rows / wall:,.0f} rows/s over the whole run; epoch {epoch_s:.1f} s)", flush=True)
+        path.unlink()
+    peaks = [r["peak_rss_mb"] for r in out["sizes"].values()]
+    out["peak_ratio"] = max(peaks) / min(peaks)
+    return out
+
+
+def load_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
+    """mlpkit's load + preprocess of the mixed table against pandas.read_csv of the same file, alternated,
+    each in a fresh process."""
+    path = write_mixed_table(workdir / "mixed.csv", rows)
+    read = "import time, pandas as pd; t = time.perf_counter(); pd.read_csv({p!r}); print(time.perf_counter() - t)"
+    # each child imports what it uses before its clock starts: the data work is compared, not imports
+    load = ("import time, pandas, pyarrow.csv, sklearn.compose, sklearn.impute, sklearn.pipeline, "
+            "sklearn.preprocessing; from mlpkit import load_dataset; from mlpkit.data import table, preprocess; "
+            "t = time.perf_counter(); load_dataset('csv', path={p!r}, target='churn'); print(time.perf_counter() - t)")
+    result: Dict = {"rows": rows, "file_mb": path.stat().st_size / 2 ** 20, "read_csv_s": [], "mlpkit_load_s": []}
+    for _ in range(reps):
+        result["read_csv_s"].append(_timed_child(read.format(p=str(path)), workdir)["seconds"])
+        child = _timed_child(load.format(p=str(path)), workdir)
+        result["mlpkit_load_s"].append(child["seconds"])
+        result["mlpkit_load_peak_mb"] = child["peak_rss_mb"]
+    result["load_ratio"] = statistics.median(result["mlpkit_load_s"]) / statistics.median(result["read_csv_s"])
     return result
 
 
@@ -493,6 +559,13 @@ def main() -> int:
     parser.add_argument("--startup", action="store_true",
                         help="measure only start-up: the floor, the default 1-epoch run, predict.py --help "
                              "(whole processes, alternated; --reps rounds, default 5)")
+    parser.add_argument("--load", action="store_true",
+                        help="measure only load + preprocess of the mixed table (--table-rows) against pandas.read_csv")
+    parser.add_argument("--stream", action="store_true",
+                        help="measure only one streamed epoch (data.stream=true) on generated Parquet tables of "
+                             "--stream-rows rows: peak RSS and rows/s, one process per size")
+    parser.add_argument("--stream-rows", nargs="+", type=int, default=[1_000_000, 10_000_000],
+                        help="table sizes of --stream (default: %(default)s)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     if args.reps is None:
@@ -502,6 +575,21 @@ def main() -> int:
             result = startup_bench(Path(tmp), args.reps)
         print_startup(result)
         Path(args.json).write_text(json.dumps({"startup": result}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+        return 0
+    if args.load or args.stream:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = {}
+            if args.load:
+                t = result["load"] = load_bench(Path(tmp), args.table_rows, args.reps)
+                print(f"table of {t['rows']:,} rows ({t['file_mb']:.0f} MB CSV): pandas.read_csv "
+                      f"{statistics.median(t['read_csv_s']):.2f} s, mlpkit load + preprocess "
+                      f"{statistics.median(t['mlpkit_load_s']):.2f} s: {t['load_ratio']:.2f}x read_csv "
+                      f"(peak {t['mlpkit_load_peak_mb']:.0f} MB; medians of {args.reps}, alternated)")
+            if args.stream:
+                s = result["stream"] = stream_bench(Path(tmp), args.stream_rows)
+                print(f"streamed, one process: peak RSS largest / smallest table = {s['peak_ratio']:.2f}x")
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
         return 0
     if args.tiny:

@@ -89,13 +89,14 @@ def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: O
     by_class = np.split(np.argsort(y_index, kind="stable"), np.cumsum(counts)[:-1])
     n_i = _apportion(counts, n_train, rng)
     t_i = _apportion(counts - n_i, n_test, rng)
-    train: List[int] = []
-    test: List[int] = []
+    train: List[np.ndarray] = []
+    test: List[np.ndarray] = []
     for i, rows in enumerate(by_class):
         rows = rows.take(rng.permutation(counts[i]), mode="clip")
-        train.extend(rows[:n_i[i]])
-        test.extend(rows[n_i[i]:n_i[i] + t_i[i]])
-    return idx[rng.permutation(train)], idx[rng.permutation(test)]
+        train.append(rows[:n_i[i]])
+        test.append(rows[n_i[i]:n_i[i] + t_i[i]])
+    # arrays joined, not a list of a million Python ints: the same rows, the same draws
+    return idx[rng.permutation(np.concatenate(train))], idx[rng.permutation(np.concatenate(test))]
 
 
 def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:

@@ -22,7 +22,7 @@
   The result is the same Preprocessing (a fitted ColumnTransformer) as the in-memory path's, saved the
   same way, so predict.py applies a streamed run unchanged.
 - Training: StreamSplit.batches reads the file again each epoch, in an order of row groups drawn from
-  (seed, epoch), shuffles rows within a buffer of BUFFER_ROWS, and hands out batches as tensors; the
+  (seed, epoch), shuffles rows within a buffer of BUFFER_BYTES of model inputs, and hands out batches as tensors; the
   val and test splits are read the same way, unshuffled. What stays in memory: the fitted statistics,
   the per-column samples, one buffer of model inputs, and the test split's outputs (for its metrics).
 
@@ -48,7 +48,7 @@ from mlpkit.errors import ConfigError
 from mlpkit.tasks import get_task
 
 READ_ROWS = 65_536  # rows read (and transformed) at a time
-BUFFER_ROWS = 262_144  # train rows shuffled together
+BUFFER_BYTES = 2 ** 27  # model inputs of the train rows shuffled together (128 MiB; at least a batch)
 HEAD_ROWS = 100_000  # the first rows, whose values decide each column's role
 SKETCH_SIZE = 65_536  # values sampled per numeric column for its median and scale
 SUFFIXES = (".parquet", ".csv", ".tsv")
@@ -523,24 +523,21 @@ class StreamSource:
         self.counts = counts
         self.classes = pd.Index(class_values)  # the labels' raw values (floats or text), in class order
 
-    def inputs(self, first: int, df, split: int) -> Tuple[np.ndarray, np.ndarray]:
-        """(model inputs float32 (n, D), targets) of the rows of `df` in `split` that have a target value."""
+    def rows(self, first: int, df, split: int) -> Tuple[Any, np.ndarray]:
+        """(the rows of `df` in `split` that have a target value, their targets as the loss takes them:
+        class indices, or standardised values)."""
         rows = first + np.arange(len(df))
         target = df[self.pre.target]
         mine = (split_of(rows, self.seed, *self.fractions) == split) & target.notna().to_numpy()
-        if not mine.any():
-            return np.empty((0, len(self.pre.inputs)), np.float32), np.empty(0)
         part = df[mine]
-        X = self.pre.transform(part, first_line=2 + first)
         y = part[self.pre.target]
         if self.task.classification:
             labels = y.to_numpy(dtype=np.float64) if y.dtype.kind in "iuf" else y.astype(str).str.strip()
             codes = self.classes.get_indexer(labels).astype(np.int64)
-            if (codes < 0).any():  # a class first seen in val/test: no output for it
-                X, codes = X[codes >= 0], codes[codes >= 0]
-            return X, codes
-        v = y.to_numpy(dtype=np.float64)
-        return X, (v - self.pre.y_mean) / self.pre.y_std
+            if (codes < 0).any():  # cannot be: the classes come from every row; kept out all the same
+                part, codes = part[codes >= 0], codes[codes >= 0]
+            return part, codes
+        return part, (y.to_numpy(dtype=np.float64) - self.pre.y_mean) / self.pre.y_std
 
 
 class StreamSplit:
@@ -565,48 +562,52 @@ class StreamSplit:
                 world_size: int = 1) -> Iterator[Tuple[Any, Any]]:
         """(inputs, targets) batches of `size` rows (the last one smaller), at most `steps` of them.
         With `epoch`, the row groups come in an order drawn from (seed, epoch) and rows are shuffled
-        within buffers of BUFFER_ROWS; without, in file order. `rank`/`world_size`: that rank's share
+        within a buffer of BUFFER_BYTES of inputs; without, in file order. `rank`/`world_size`: that rank's share
         of the pieces (every world_size-th in the epoch's order)."""
         import torch
 
-        table = self.source.table
+        table, pre = self.source.table, self.source.pre
         if table.n_pieces is None:
             list(table.read())  # a text file: count its blocks once
         rng = np.random.default_rng([self.source.seed, epoch]) if epoch is not None else None
         order = rng.permutation(table.n_pieces) if rng is not None and table.parquet else None
-        pieces = table.pieces(rank, world_size, order)
         split = SPLITS.index(self.split)
-        task = self.source.task
-        made = 0
+        # rows gathered before batches are cut from them (in random order when shuffled): one buffer,
+        # reused, that the inputs are transformed into
+        width = len(pre.inputs)
+        limit = max(size, BUFFER_BYTES // (4 * max(1, width))) if rng is not None else size
+        X = np.empty((limit + READ_ROWS, width), np.float32)
+        y = np.empty(limit + READ_ROWS, np.int64 if self.source.task.classification else np.float64)
+        made, n = 0, 0
 
-        def emit(X: np.ndarray, y: np.ndarray, final: bool):
+        def emit(final: bool):
             nonlocal made
-            if rng is not None and len(y) > 1:
-                perm = rng.permutation(len(y))
-                X, y = X[perm], y[perm]
-            stop = len(y) if final else len(y) - len(y) % size
+            rows = rng.permutation(n) if rng is not None else np.arange(n)
+            stop = n if final else n - n % size
             for i in range(0, stop, size):
                 if steps is not None and made >= steps:
-                    return X[:0], y[:0]
+                    return 0
                 made += 1
-                yield torch.from_numpy(np.ascontiguousarray(X[i:i + size])).to(self.device), \
-                    task.target_tensor(y[i:i + size]).to(self.device)
-            return X[stop:], y[stop:]
+                take = rows[i:i + size]
+                yield torch.from_numpy(X[take]).to(self.device), \
+                    self.source.task.target_tensor(y[take]).to(self.device)
+            rest = rows[stop:]  # fewer than `size` rows: they start the next buffer
+            X[:len(rest)], y[:len(rest)] = X[rest], y[rest]
+            return len(rest)
 
-        held_X: List[np.ndarray] = []
-        held_y: List[np.ndarray] = []
-        n_held = 0
-        limit = max(BUFFER_ROWS, size) if rng is not None else size
-        for first, df in table.read(pieces):
-            X, y = self.source.inputs(first, df, split)
-            held_X.append(X)
-            held_y.append(y)
-            n_held += len(y)
-            if n_held >= limit:
-                rest = yield from emit(np.concatenate(held_X), np.concatenate(held_y), False)
-                held_X, held_y, n_held = [rest[0]], [rest[1]], len(rest[1])
-        if n_held:
-            yield from emit(np.concatenate(held_X), np.concatenate(held_y), True)
+        for first, df in table.read(table.pieces(rank, world_size, order)):
+            part, targets = self.source.rows(first, df, split)
+            k = len(part)
+            if k:
+                pre.transform(part, first_line=2 + first, out=X[n:n + k])
+                y[n:n + k] = targets
+                n += k
+            if n >= limit:
+                n = yield from emit(False)
+                if steps is not None and made >= steps:
+                    return
+        if n:
+            yield from emit(True)
 
 
 class StreamDataset(Dataset):
