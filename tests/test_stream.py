@@ -53,12 +53,17 @@ def _train_rows(data, n: int, val=0.15, test=0.15) -> np.ndarray:
     return rows[split_of(rows, SEED, val, test) == 0]
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
 @pytest.mark.parametrize("task, target", [("multiclass", "species"), ("binary", "churn"), ("regression", "price")])
-def test_streamed_inputs_equal_the_in_memory_ones(tmp_path, task, target):
+def test_streamed_inputs_equal_the_in_memory_ones(tmp_path, monkeypatch, fmt, task, target):
+    from mlpkit.data import stream
+    from mlpkit.data.table import read_table
+
+    monkeypatch.setattr(stream, "READ_ROWS", 50)  # read in 8 blocks (text) or in 50-row batches of 11 row groups
     csv = messy_table(tmp_path / "t.csv", n=400, seed=3, task=task)
-    table = _parquet(csv, tmp_path / "t.parquet", row_group_size=37)  # 11 row groups
+    table = _parquet(csv, tmp_path / "t.parquet", row_group_size=37) if fmt == "parquet" else csv
     data = _stream(table, target)
-    keep = np.flatnonzero(_in_memory(csv, target, np.arange(1))[1][target].notna().to_numpy())
+    keep = np.flatnonzero(read_table(str(csv))[0][target].notna().to_numpy())
     train_rows = np.intersect1d(_train_rows(data, 400), keep)
     mem, df = _in_memory(csv, target, train_rows)
     pre = data.preprocessing

@@ -157,8 +157,11 @@ def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
                               f"number of size at most {OUT_OF_RANGE:g}. Correct it, or empty the cell to leave "
                               "the row out")
         return values
-    text = y_col.astype(str).str.strip()
-    codes, distinct = pd.factorize(text)  # the distinct labels are few: parse those, not every row
+    raw_codes, raw = pd.factorize(y_col)  # the distinct labels are few: write out and strip those, not every row
+    stripped = pd.Series(raw, dtype=object).astype(str).str.strip()
+    text = pd.Series(stripped.to_numpy(dtype=object)[raw_codes], index=y_col.index, dtype=object)
+    codes, distinct = pd.factorize(stripped)
+    codes = codes[raw_codes]
     parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy(np.float64)
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
@@ -193,7 +196,15 @@ def _target(name: str, y: np.ndarray, task: Optional[str]):
         return task, y, classes
     if y.dtype.kind == "f" and np.all(y == np.round(y)) and np.all(np.abs(y) < 2 ** 53):
         y = y.astype(np.int64)  # 0.0/1.0 written as floats: classes "0" and "1"
-    labels, y = np.unique(y.astype(str) if y.dtype == object else y, return_inverse=True)
+    if y.dtype == object:  # text: the few distinct labels sorted, not a million strings
+        import pandas as pd
+
+        codes, distinct = pd.factorize(y)
+        distinct = np.asarray(distinct, dtype=object).astype(str)
+        labels = np.unique(distinct)
+        y = np.searchsorted(labels, distinct)[codes]
+    else:
+        labels, y = np.unique(y, return_inverse=True)
     classes = [str(c) for c in labels]
     if len(classes) < 2:
         raise ConfigError(f"data={name}: the target has only one class ({classes[0]!r}); "
@@ -208,7 +219,9 @@ def _infer_task(y: np.ndarray) -> Task:
     try:
         values = y.astype(np.float64)
     except (TypeError, ValueError):
-        return classification_task(len(np.unique(y.astype(str))))
+        import pandas as pd
+
+        return classification_task(len(np.unique(np.asarray(pd.unique(y), dtype=object).astype(str))))
     if not np.all(np.isfinite(values)):
         raise ConfigError("the target has non-finite values")
     distinct = np.unique(values)

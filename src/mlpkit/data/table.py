@@ -445,7 +445,8 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             finite = np.isfinite(present.to_numpy())
             n_inf = int(len(present) - finite.sum())
             present = present[finite] if n_inf else present
-        n_distinct = int(present.nunique()) if len(present) else 0
+        distinct = present.unique()  # once: the checks below read the distinct values, not every row
+        n_distinct = len(distinct)
         if name in drop:
             col.kind, col.reason = "dropped", "data.drop"
         elif len(present) == 0:
@@ -458,7 +459,7 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             also = f" (and {n_inf} infinite, treated as missing)" if n_inf else ""
             roles.notes.append(f"column {name!r} is left out: it holds one value ({str(present.iloc[0])!r}) "
                                f"in every row{also}")
-        elif _is_boolean(s, present):
+        elif _is_boolean(s, distinct):
             col.kind, col.categories, col.codes = "boolean", n_distinct, "boolean"
         elif s.dtype.kind in "iuf":
             if name in categorical:
@@ -470,7 +471,7 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
         elif s.dtype.kind in "mM":
             col.kind, col.reason = "dropped", "dates and times are not used"
             roles.notes.append(f"column {name!r} is left out: it holds dates or times")
-        elif name not in categorical and (fmt := _date_format(present)) is not None:
+        elif name not in categorical and (fmt := _date_format(distinct)) is not None:
             col.codes, col.date_format = "date", fmt
             roles.notes.append(f"column {name!r} holds dates ({fmt}): used as a number, days since 1970-01-01")
         elif n_distinct == len(present) and name not in categorical and len(present) > 2:
@@ -479,7 +480,7 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
                                "every row, so it can only be an identifier")
         else:
             col.kind, col.categories = "category", n_distinct
-            mostly_numbers = _mostly_numbers(present)
+            mostly_numbers = _mostly_numbers(distinct)
             if mostly_numbers is not None:
                 first = int(np.flatnonzero((s.astype(str).str.strip() == mostly_numbers).to_numpy())[0])
                 roles.warnings.append(
@@ -501,27 +502,28 @@ def drop_override(name: str) -> str:
     return "'data.drop=[\"" + name.replace("'", "'\\''").replace('"', '\\"') + "\"]'"
 
 
-def _is_boolean(s, present) -> bool:
+def _is_boolean(s, distinct) -> bool:
+    """A True/False column: bool, or text whose distinct values (in order of appearance) are true/false."""
     if s.dtype.kind == "b":
         return True
-    if s.dtype.kind in "iuf" or len(present) == 0:
+    if s.dtype.kind in "iuf" or len(distinct) == 0:
         return False
-    values = {str(v).strip().lower() for v in present.unique()[:3]}
+    values = {str(v).strip().lower() for v in distinct[:3]}
     return len(values) <= 2 and values <= {"true", "false"}
 
 
 _DATE_LIKE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
 
 
-def _date_format(present) -> Optional[str]:
+def _date_format(distinct) -> Optional[str]:
     """The format of a text column whose values are dates (2007-11-11, 11/11/2007 ...; at least 95% of
-    the distinct values), else None."""
+    its distinct values, given in order of appearance), else None."""
     import warnings
 
     import pandas as pd
     from pandas.tseries.api import guess_datetime_format
 
-    values = pd.Series(present.unique()[:2000]).astype(str).str.strip()
+    values = pd.Series(distinct[:2000]).astype(str).str.strip()
     if not len(values) or values.str.match(_DATE_LIKE).mean() < 0.95:
         return None
     fmt = guess_datetime_format(values.iloc[0])
@@ -550,11 +552,11 @@ def _counts_rows(present) -> bool:
     return bool(np.all(v == np.round(v)) and np.all(np.diff(v) == 1))
 
 
-def _mostly_numbers(present) -> Optional[str]:
+def _mostly_numbers(distinct) -> Optional[str]:
     """A text value of a column whose other distinct values are numbers (at least 90% of them), else None."""
     import pandas as pd
 
-    values = pd.Series(present.unique()).astype(str).str.strip()  # distinct values: cheap on large tables
+    values = pd.Series(distinct).astype(str).str.strip()  # distinct values: cheap on large tables
     numbers = pd.to_numeric(values, errors="coerce")
     share = float(numbers.notna().mean())
     if 0.9 <= share < 1.0:
