@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -383,10 +383,10 @@ def write_mixed_parquet(path: Path, rows: int, seed: int = 0, row_group: int = 2
     return path
 
 
-def _timed_child(code: str, workdir: Path) -> Dict[str, float]:
-    """Run `code` in a fresh interpreter that prints its own seconds; add its peak RSS in MB."""
+def _timed_child(code: str, workdir: Path, src: Path = ROOT / "src") -> Dict[str, float]:
+    """Run `code` in a fresh interpreter (mlpkit from `src`) that prints its own seconds; add its peak RSS in MB."""
     wrapper = (code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run([sys.executable, "-c", wrapper], cwd=workdir, check=True, capture_output=True, text=True,
                          env=env).stdout.split()
     return {"seconds": float(out[-2]), "peak_rss_mb": float(out[-1])}
@@ -415,7 +415,7 @@ def stream_bench(workdir: Path, sizes: List[int]) -> Dict:
     size: its peak RSS (ru_maxrss of the child), rows per second, and the ratio of the peaks."""
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
             "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None; "
-            "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(p.returncode, r.ru_maxrss, r.ru_utime + r.ru_stime)")
     out: Dict = {"sizes": {}}
     for rows in sizes:
         path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows)
@@ -427,26 +427,29 @@ def stream_bench(workdir: Path, sizes: List[int]) -> Dict:
         proc = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         wall = time.perf_counter() - t0
-        code_, peak_kb = map(int, proc.stdout.split()[-2:])
+        code_, peak_kb, cpu = proc.stdout.split()[-3:]
+        code_, peak_kb, cpu = int(code_), int(peak_kb), float(cpu)
         if code_:
             raise RuntimeError(f"the streamed run on {rows} rows failed: {proc.stderr[-2000:]}")
         m = json.loads((run_dir / "metrics.json").read_text())
         n_train = m.get("steps_per_epoch", 0) * 4096
         epoch_s = m["history"]["epoch_seconds"][0]
         out["sizes"][rows] = {"peak_rss_mb": peak_kb / 1024, "wall_s": wall, "rows_per_s": rows / wall,
+                              "cpu_s": cpu, "rows_per_cpu_s": rows / cpu, "load_average": os.getloadavg()[0],
                               "epoch_s": epoch_s, "train_rows_per_s_in_epoch": min(n_train, rows) / epoch_s,
                               "file_mb": path.stat().st_size / 2 ** 20, "test": m["test"]}
         print(f"  streamed {rows:>11,} rows: peak RSS {peak_kb / 1024:7.0f} MB, {wall:6.1f} s "
-              f"({rows / wall:,.0f} rows/s over the whole run; epoch {epoch_s:.1f} s)", flush=True)
+              f"({rows / wall:,.0f} rows/s over the whole run; epoch {epoch_s:.1f} s); CPU {cpu:.1f} s "
+              f"({rows / cpu:,.0f} rows per CPU second; load average {os.getloadavg()[0]:.1f})", flush=True)
         path.unlink()
     peaks = [r["peak_rss_mb"] for r in out["sizes"].values()]
     out["peak_ratio"] = max(peaks) / min(peaks)
     return out
 
 
-def load_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
+def load_bench(workdir: Path, rows: int, reps: int = 3, baseline: Optional[Path] = None) -> Dict:
     """mlpkit's load + preprocess of the mixed table against pandas.read_csv of the same file, alternated,
-    each in a fresh process."""
+    each in a fresh process; with `baseline` (another checkout's src/), its load too, in the same rounds."""
     path = write_mixed_table(workdir / "mixed.csv", rows)
     read = "import time, pandas as pd; t = time.perf_counter(); pd.read_csv({p!r}); print(time.perf_counter() - t)"
     # each child imports what it uses before its clock starts: the data work is compared, not imports
@@ -459,7 +462,12 @@ def load_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
         child = _timed_child(load.format(p=str(path)), workdir)
         result["mlpkit_load_s"].append(child["seconds"])
         result["mlpkit_load_peak_mb"] = child["peak_rss_mb"]
+        if baseline is not None:
+            result.setdefault("baseline_load_s", []).append(
+                _timed_child(load.format(p=str(path)), workdir, baseline)["seconds"])
     result["load_ratio"] = statistics.median(result["mlpkit_load_s"]) / statistics.median(result["read_csv_s"])
+    if baseline is not None:
+        result["baseline_ratio"] = statistics.median(result["baseline_load_s"]) / statistics.median(result["read_csv_s"])
     return result
 
 
@@ -561,6 +569,8 @@ def main() -> int:
                              "(whole processes, alternated; --reps rounds, default 5)")
     parser.add_argument("--load", action="store_true",
                         help="measure only load + preprocess of the mixed table (--table-rows) against pandas.read_csv")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="with --load: also time the load of another checkout's src/ folder, in the same rounds")
     parser.add_argument("--stream", action="store_true",
                         help="measure only one streamed epoch (data.stream=true) on generated Parquet tables of "
                              "--stream-rows rows: peak RSS and rows/s, one process per size")
@@ -581,11 +591,14 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             result = {}
             if args.load:
-                t = result["load"] = load_bench(Path(tmp), args.table_rows, args.reps)
+                t = result["load"] = load_bench(Path(tmp), args.table_rows, args.reps, args.baseline_src)
                 print(f"table of {t['rows']:,} rows ({t['file_mb']:.0f} MB CSV): pandas.read_csv "
                       f"{statistics.median(t['read_csv_s']):.2f} s, mlpkit load + preprocess "
                       f"{statistics.median(t['mlpkit_load_s']):.2f} s: {t['load_ratio']:.2f}x read_csv "
                       f"(peak {t['mlpkit_load_peak_mb']:.0f} MB; medians of {args.reps}, alternated)")
+                if "baseline_ratio" in t:
+                    print(f"  baseline {args.baseline_src}: {statistics.median(t['baseline_load_s']):.2f} s: "
+                          f"{t['baseline_ratio']:.2f}x read_csv (same rounds)")
             if args.stream:
                 s = result["stream"] = stream_bench(Path(tmp), args.stream_rows)
                 print(f"streamed, one process: peak RSS largest / smallest table = {s['peak_ratio']:.2f}x")

@@ -170,3 +170,16 @@ def test_what_streaming_cannot_do_is_refused(tmp_path, extra, said):
     args = [a.format(csv=csv, gz=gz) for a in extra] + ["data.stream=true"]
     message = refusal(args)
     assert said in message and "\n" not in message
+
+
+def test_a_table_too_large_for_memory_is_streamed(tmp_path, monkeypatch):
+    from conftest import compose_config
+
+    from mlpkit.app import build, config
+
+    csv = messy_table(tmp_path / "t.csv", n=60, task="binary")
+    args = ["data=csv", f"data.path={csv}"]
+    assert not build.stream_table(compose_config(args))  # fits: in memory, as before
+    monkeypatch.setattr(config, "available_memory", lambda device: 1000)  # bytes
+    assert build.stream_table(compose_config(args))
+    assert not build.stream_table(compose_config([*args, "model=perceptron"]))  # cannot stream: in memory

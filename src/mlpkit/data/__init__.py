@@ -6,6 +6,8 @@
                 for a table), saved with the run and applied to new rows at prediction
     split       train/val/test row indices, stratified for classes
     loading     load_dataset: all of the above, into a Dataset
+    stream      data.stream=true: a table read block by block, never whole (split by a hash of the
+                row number, preprocessing fitted in one pass, batches read from the file each epoch)
 
 Classification splits are stratified; every statistic comes from the train split only;
 the three splits are views of one float32 array, so a data set is held in memory once.
