@@ -415,7 +415,8 @@ def stream_bench(workdir: Path, sizes: List[int]) -> Dict:
     size: its peak RSS (ru_maxrss of the child), rows per second, and the ratio of the peaks."""
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
             "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None; "
-            "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(p.returncode, r.ru_maxrss, r.ru_utime + r.ru_stime)")
+            "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(p.returncode, r.ru_maxrss, r.ru_utime + r.ru_stime)")
     out: Dict = {"sizes": {}}
     for rows in sizes:
         path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows)
@@ -467,7 +468,8 @@ def load_bench(workdir: Path, rows: int, reps: int = 3, baseline: Optional[Path]
                 _timed_child(load.format(p=str(path)), workdir, baseline)["seconds"])
     result["load_ratio"] = statistics.median(result["mlpkit_load_s"]) / statistics.median(result["read_csv_s"])
     if baseline is not None:
-        result["baseline_ratio"] = statistics.median(result["baseline_load_s"]) / statistics.median(result["read_csv_s"])
+        base = statistics.median(result["baseline_load_s"])
+        result["baseline_ratio"] = base / statistics.median(result["read_csv_s"])
     return result
 
 

@@ -749,7 +749,8 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
                  f"{HEAD_ROWS} rows; split by a hash of the row number (about {val_fraction:g} val, "
                  f"{test_fraction:g} test); medians from a {SKETCH_SIZE}-value sample per column")
     notes += roles.notes
-    source = StreamSource(table, pre, task_, y_stats.classes() if classes else [], seed, val_fraction, test_fraction, counts)
+    source = StreamSource(table, pre, task_, y_stats.classes() if classes else [], seed, val_fraction,
+                          test_fraction, counts)
     X = {s: StreamSplit(source, s) for s in SPLITS}
     data = StreamDataset("csv", task_, X["train"], X["train"], X["val"], X["val"], X["test"], X["test"],
                          feature_names=list(pre.inputs), classes=list(classes), notes=notes, y_mean=pre.y_mean,

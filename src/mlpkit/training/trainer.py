@@ -419,7 +419,8 @@ class Trainer:
             scalars["accuracy/train"] = float(correct) / self.n_seen
         state.scalars = self.step_rule.train_scalars(self, scalars)
 
-    def _train_batches(self, X: Any, y: Any, perm: Optional[torch.Tensor]) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+    def _train_batches(self, X: Any, y: Any, perm: Optional[torch.Tensor]
+                       ) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
         """The epoch's batches: the rows of `perm` in turn (all rows at once without one), or a streamed
         split's own, in an order drawn from the seed and the epoch (mlpkit.data.stream)."""
         if not torch.is_tensor(X):
