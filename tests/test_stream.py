@@ -28,7 +28,7 @@ def _parquet(csv: Path, path: Path, row_group_size: int) -> Path:
     return path
 
 
-def _in_memory(path: Path, target: str, train_rows: np.ndarray):
+def _in_memory(path: Path, target: str, train_rows: np.ndarray, **options):
     """The in-memory path's Preprocessing fitted on exactly `train_rows`, and the table as it reads it."""
     from mlpkit.data.preprocess import Preprocessing
     from mlpkit.data.table import assign_roles, read_table
@@ -36,14 +36,15 @@ def _in_memory(path: Path, target: str, train_rows: np.ndarray):
     df, _ = read_table(str(path))
     roles = assign_roles(df, target)
     rest = np.setdiff1d(np.arange(len(df)), train_rows)
-    pre, _ = Preprocessing.fit_table(df.iloc[np.concatenate([train_rows, rest])], len(train_rows), roles.columns)
+    pre, _ = Preprocessing.fit_table(df.iloc[np.concatenate([train_rows, rest])], len(train_rows), roles.columns,
+                                     seed=SEED, **options)
     return pre, df
 
 
-def _stream(path: Path, target: str, val=0.15, test=0.15):
+def _stream(path: Path, target: str, val=0.15, test=0.15, **options):
     from mlpkit.data.stream import load_stream
 
-    return load_stream(str(path), target, "auto", [], [], SEED, val, test, True)
+    return load_stream(str(path), target, "auto", [], [], SEED, val, test, True, **options)
 
 
 def _train_rows(data, n: int, val=0.15, test=0.15) -> np.ndarray:
@@ -53,28 +54,31 @@ def _train_rows(data, n: int, val=0.15, test=0.15) -> np.ndarray:
     return rows[split_of(rows, SEED, val, test) == 0]
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("fmt, options", [("parquet", {}), ("csv", {}), ("parquet", {"numeric": "robust"}),
+                                          ("parquet", {"numeric": "quantile", "onehot_max": 2})])
 @pytest.mark.parametrize("task, target", [("multiclass", "species"), ("binary", "churn"), ("regression", "price")])
-def test_streamed_inputs_equal_the_in_memory_ones(tmp_path, monkeypatch, fmt, task, target):
+def test_streamed_inputs_equal_the_in_memory_ones(tmp_path, monkeypatch, fmt, options, task, target):
     from mlpkit.data import stream
     from mlpkit.data.table import read_table
 
     monkeypatch.setattr(stream, "READ_ROWS", 50)  # read in 8 blocks (text) or in 50-row batches of 11 row groups
     csv = messy_table(tmp_path / "t.csv", n=400, seed=3, task=task)
     table = _parquet(csv, tmp_path / "t.parquet", row_group_size=37) if fmt == "parquet" else csv
-    data = _stream(table, target)
+    data = _stream(table, target, **options)
     keep = np.flatnonzero(read_table(str(csv))[0][target].notna().to_numpy())
     train_rows = np.intersect1d(_train_rows(data, 400), keep)
-    mem, df = _in_memory(csv, target, train_rows)
+    mem, df = _in_memory(csv, target, train_rows, **options)
     pre = data.preprocessing
 
     assert pre.inputs == mem.inputs
+    assert pre.layout == mem.layout == data.layout
+    assert bool(pre.coded) == ("onehot_max" in options)  # onehot_max=2: the wider categories are codes
     for ours, theirs in zip(pre.columns, mem.columns):
-        assert (ours.name, ours.kind, ours.vocabulary, ours.scale, ours.inputs) == \
-            (theirs.name, theirs.kind, theirs.vocabulary, theirs.scale, theirs.inputs)
+        assert (ours.name, ours.kind, ours.vocabulary, ours.scale, ours.inputs, ours.encoding, ours.rare) == \
+            (theirs.name, theirs.kind, theirs.vocabulary, theirs.scale, theirs.inputs, theirs.encoding, theirs.rare)
     X_ours, X_theirs = pre.transform(df), mem.transform(df)
-    one_hot = [i for i, name in enumerate(pre.inputs) if name.startswith(tuple(c.name + "_" for c in pre.categorical))]
-    assert one_hot and np.array_equal(X_ours[:, one_hot], X_theirs[:, one_hot])  # exact: the same counts
+    categories = [i for i, name in enumerate(pre.inputs) if name.startswith(tuple(c.name for c in pre.categorical))]
+    assert categories and np.array_equal(X_ours[:, categories], X_theirs[:, categories])  # exact: the same counts
     np.testing.assert_allclose(X_ours, X_theirs, rtol=1e-5, atol=1e-5)  # medians exact here: n < SKETCH_SIZE
 
     # the train batches, unshuffled, are the in-memory inputs of the train rows in file order

@@ -75,12 +75,13 @@ def build_data(cfg: Any) -> Any:
         from mlpkit.data.stream import load_stream
 
         data = load_stream(d.path, d.target, d.task, list(d.drop), list(d.categorical), cfg.seed, d.val_fraction,
-                           d.test_fraction, d.standardize)
+                           d.test_fraction, d.standardize, d.numeric, d.onehot_max)
     else:
         data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
                             n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
                             categorical=list(d.categorical), val_fraction=d.val_fraction,
-                            test_fraction=d.test_fraction, standardize=d.standardize)
+                            test_fraction=d.test_fraction, standardize=d.standardize, numeric=d.numeric,
+                            onehot_max=d.onehot_max)
         if d.name == "csv":
             log.info("data   read into memory (data.stream=false)")
     check_task(cfg, data.task)

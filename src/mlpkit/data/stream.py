@@ -281,9 +281,10 @@ class NumberStats:
         self._trim()
         return _scale_of(self.sample)
 
-    def median(self) -> float:
+    def sample_values(self) -> np.ndarray:
+        """The sampled train values (all of them up to SKETCH_SIZE), in a fixed order."""
         self._trim()
-        return float(np.median(self.sample)) if len(self.sample) else 0.0
+        return np.sort(self.sample)
 
 
 class CategoryStats:
@@ -435,76 +436,88 @@ class SplitRows:
 
 
 def fitted_transformer(pre, numbers: Dict[str, NumberStats], categories: Dict[str, CategoryStats],
-                       n_train: int, standardize: bool):
+                       n_train: int, standardize: bool, numeric: str, seed: int):
     """The ColumnTransformer that Preprocessing.fit_table would fit on the train rows, made from the
     pass's statistics: fitted on a few stand-in rows that give it its shape (which columns, which
-    have missing values, which codes), then given the statistics themselves."""
+    have missing values, which codes), then given the statistics themselves. The numeric steps before
+    the imputation (data.numeric robust or quantile) are fitted on the columns' samples; the median
+    imputes in their output; StandardScaler (standard) takes the exact moments."""
     import pandas as pd
     from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-    from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
+    from sklearn.preprocessing import OneHotEncoder
 
-    from mlpkit.data.preprocess import MIN_FREQUENCY
+    from mlpkit.data.preprocess import MIN_FREQUENCY, _numeric_steps
 
     parts = []
     if pre.numeric:
-        steps = [SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)]
-        if standardize:
-            steps.append(StandardScaler())
-        parts.append(("numeric", make_pipeline(*steps), pre.numeric))
-    if pre.categorical:
+        parts.append(("numeric", make_pipeline(*_numeric_steps(numeric, standardize, n_train, seed)), pre.numeric))
+    if pre.onehot:
         parts.append(("category", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_FREQUENCY,
-                                                dtype=np.float32), [c.name for c in pre.categorical]))
+                                                dtype=np.float32), [c.name for c in pre.onehot]))
     transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=1.0, verbose_feature_names_out=False)
-    rows = max(2, *(len(c.vocabulary) for c in pre.categorical), 2)
+    rows = max(2, *(len(c.vocabulary) for c in pre.onehot), 2)
     stand_in = {}
     for name in pre.numeric:  # 0, 1, 2, ... with a NaN in the first row where the train rows miss values
         v = np.arange(rows, dtype=np.float64)
         if numbers[name].train_missing:
             v[0] = np.nan
         stand_in[name] = v
-    for col in pre.categorical:  # every code of the vocabulary
+    for col in pre.onehot:  # every code of the vocabulary
         stand_in[col.name] = np.arange(rows, dtype=np.int64) % len(col.vocabulary)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         transformer.fit(pd.DataFrame(stand_in))
     if pre.numeric:
-        pipe = transformer.named_transformers_["numeric"]
-        imputer = pipe.steps[0][1]
-        cols = {c.name: c for c in pre.columns}
-        medians, means, variances = [], [], []
-        for name in pre.numeric:
-            s, scale = numbers[name], cols[name].scale
-            m = s.median() / scale
-            mean_p, m2_p = s.mean / scale, s.m2 / scale ** 2
-            n_miss = n_train - s.n
-            # the imputed column: the present values, and n_miss copies of the median (Chan's merge)
-            mean = (s.n * mean_p + n_miss * m) / n_train if n_train else 0.0
-            m2 = m2_p + ((mean_p - m) ** 2 * s.n * n_miss / n_train if n_train else 0.0)
-            medians.append(m)
-            means.append(mean)
-            variances.append(m2 / n_train if n_train else 0.0)
-        imputer.statistics_ = np.asarray(medians, dtype=np.float64)
-        if standardize:
-            for i in (imputer.indicator_.features_ if imputer.indicator_ is not None else []):
-                p = numbers[pre.numeric[i]].train_missing / n_train
-                means.append(p)
-                variances.append(p * (1 - p))
-            scaler = pipe.steps[1][1]
-            scaler.mean_ = np.asarray(means, dtype=np.float64)
-            scaler.var_ = np.asarray(variances, dtype=np.float64)
-            scaler.n_samples_seen_ = n_train
-            constant = _is_constant_feature(scaler.var_, scaler.mean_, n_train)
-            scaler.scale_ = _handle_zeros_in_scale(np.sqrt(scaler.var_), copy=False, constant_mask=constant)
-    if pre.categorical:  # the exact train counts decide which codes are rare
+        _fit_numeric(transformer.named_transformers_["numeric"], pre, numbers, n_train)
+    if pre.onehot:  # the exact train counts decide which codes are rare
         enc = transformer.named_transformers_["category"]
-        counts = [np.array([categories[c.name].counts[v] for v in c.vocabulary]) for c in pre.categorical]
+        counts = [np.array([categories[c.name].counts[v] for v in c.vocabulary]) for c in pre.onehot]
         enc._fit_infrequent_category_mapping(n_train, counts, {})
         enc._set_drop_idx()
         enc._n_features_outs = enc._compute_n_features_outs()
     return transformer
+
+
+def _fit_numeric(pipe, pre, numbers: Dict[str, NumberStats], n_train: int) -> None:
+    """Give the numeric pipeline (fitted on stand-in rows) the train statistics."""
+    from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
+
+    cols = {c.name: c for c in pre.columns}
+    names = list(pipe.named_steps)
+    at = names.index("simpleimputer")
+    # the samples as columns of one matrix (NaN below a shorter sample: every step ignores NaN), scaled
+    samples = [numbers[n].sample_values() / cols[n].scale for n in pre.numeric]
+    S = np.full((max(1, *(len(v) for v in samples)), len(samples)), np.nan)
+    for j, v in enumerate(samples):
+        S[:len(v), j] = v
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an all-missing column: NaN statistics
+        for name in names[:at]:  # robust: RobustScale, SmoothClip; quantile: QuantileTransformer
+            S = pipe.named_steps[name].fit(S).transform(S)
+        medians = np.nanmedian(S, axis=0)
+    imputer = pipe.named_steps["simpleimputer"]
+    imputer.statistics_ = np.where(np.isnan(medians), 0.0, medians)  # keep_empty_features: 0
+    if names[at + 1:] != ["standardscaler"]:
+        return
+    means, variances = [], []
+    for name, m in zip(pre.numeric, imputer.statistics_):
+        s, scale = numbers[name], cols[name].scale
+        mean_p, m2_p = s.mean / scale, s.m2 / scale ** 2
+        n_miss = n_train - s.n
+        # the imputed column: the present values and n_miss copies of the median (Chan's merge)
+        means.append((s.n * mean_p + n_miss * m) / n_train)
+        variances.append((m2_p + (mean_p - m) ** 2 * s.n * n_miss / n_train) / n_train)
+    for i in (imputer.indicator_.features_ if imputer.indicator_ is not None else []):
+        p = numbers[pre.numeric[i]].train_missing / n_train  # a 0/1 column: mean p, variance p(1 - p)
+        means.append(p)
+        variances.append(p * (1 - p))
+    scaler = pipe.named_steps["standardscaler"]
+    scaler.mean_ = np.asarray(means, dtype=np.float64)
+    scaler.var_ = np.asarray(variances, dtype=np.float64)
+    scaler.n_samples_seen_ = n_train
+    constant = _is_constant_feature(scaler.var_, scaler.mean_, n_train)
+    scaler.scale_ = _handle_zeros_in_scale(np.sqrt(scaler.var_), copy=False, constant_mask=constant)
 
 
 # ---------------------------------------------------------------------------
@@ -634,11 +647,15 @@ class StreamDataset(Dataset):
 
 
 def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str], categorical: Sequence[str],
-                seed: int, val_fraction: float, test_fraction: float, standardize: bool) -> StreamDataset:
-    """Roles from the first rows, then one pass that fits the preprocessing on the train rows."""
+                seed: int, val_fraction: float, test_fraction: float, standardize: bool, numeric: str = "standard",
+                onehot_max: Optional[int] = None) -> StreamDataset:
+    """Roles from the first rows, then one pass that fits the preprocessing on the train rows
+    (the arguments are load_dataset's)."""
     from mlpkit.data.loading import _check_enough_rows
-    from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing
+    from mlpkit.data.preprocess import MIN_FREQUENCY, OUT_OF_RANGE, Preprocessing, _choose_encoding, check_numeric
     from mlpkit.data.table import assign_roles, check_file, format_columns, suggest
+
+    check_numeric(numeric, standardize, onehot_max)
 
     path = check_file(path)
     head, notes = read_head(path)
@@ -730,7 +747,10 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
             c = categories[col.name]
             col.vocabulary = sorted(c.counts)
             col.categories, col.missing = len(c.distinct), c.missing
-    pre.transformer = fitted_transformer(pre, numbers, categories, n_train, standardize)
+            if onehot_max is not None:  # counts capped at MIN_FREQUENCY decide rare or not as the full ones do
+                counts = np.minimum([c.counts[v] for v in col.vocabulary], MIN_FREQUENCY)
+                _choose_encoding(col, np.repeat(np.arange(len(col.vocabulary)), counts), onehot_max)
+    pre.transformer = fitted_transformer(pre, numbers, categories, n_train, standardize, numeric, seed)
     pre._count_inputs()
     pre.inputs = pre._input_names()
     pre.target = target
@@ -757,4 +777,5 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
                          y_std=pre.y_std, warnings=list(roles.warnings), preprocessing=pre)
     data.source, data.splits = source, rows_out
     data.columns_table = format_columns(pre.columns, target, task_, y_stats.missing)
+    data.layout = pre.layout
     return data
