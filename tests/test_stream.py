@@ -81,6 +81,7 @@ def test_streamed_inputs_equal_the_in_memory_ones(tmp_path, monkeypatch, fmt, op
     assert categories and np.array_equal(X_ours[:, categories], X_theirs[:, categories])  # exact: the same counts
     np.testing.assert_allclose(X_ours, X_theirs, rtol=1e-5, atol=1e-5)  # medians exact here: n < SKETCH_SIZE
 
+    assert len(data.X_train) == len(train_rows) and data.in_dim == len(mem.inputs)
     # the train batches, unshuffled, are the in-memory inputs of the train rows in file order
     batches = list(data.X_train.batches(64))
     X_stream = np.concatenate([xb.numpy() for xb, _ in batches])

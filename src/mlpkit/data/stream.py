@@ -748,8 +748,8 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
             col.vocabulary = sorted(c.counts)
             col.categories, col.missing = len(c.distinct), c.missing
             if onehot_max is not None:  # counts capped at MIN_FREQUENCY decide rare or not as the full ones do
-                counts = np.minimum([c.counts[v] for v in col.vocabulary], MIN_FREQUENCY)
-                _choose_encoding(col, np.repeat(np.arange(len(col.vocabulary)), counts), onehot_max)
+                capped = np.minimum([c.counts[v] for v in col.vocabulary], MIN_FREQUENCY)
+                _choose_encoding(col, np.repeat(np.arange(len(col.vocabulary)), capped), onehot_max)
     pre.transformer = fitted_transformer(pre, numbers, categories, n_train, standardize, numeric, seed)
     pre._count_inputs()
     pre.inputs = pre._input_names()
