@@ -109,9 +109,10 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv")
     _check_train_has_every_class("csv", y, parts[0], task, classes)
     order = np.concatenate(parts)
-    pre, X = Preprocessing.fit_table(df.iloc[order], len(parts[0]), roles.columns, standardize, numeric, onehot_max,
+    used = df[[c.name for c in roles.used]]  # only the columns it reads are put in split order
+    pre, X = Preprocessing.fit_table(used.iloc[order], len(parts[0]), roles.columns, standardize, numeric, onehot_max,
                                      seed)
-    del df
+    del df, used
     notes.append(f"data.path={path}: {len(source_rows)} rows; target column {target!r}")
     notes += roles.notes
     for name, (n, examples) in pre.out_of_range(source).items():  # every row, as `missing` counts
