@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import messy_table, read_metrics, refusal, train
+from conftest import finish, messy_table, popen_train, read_metrics, refusal, train
 
 SEED = 7
 
@@ -137,6 +137,7 @@ def test_split_is_a_deterministic_function_of_row_and_seed():
     assert abs(np.mean(a == 1) - 0.2) < 0.005 and abs(np.mean(a == 2) - 0.1) < 0.005
 
 
+@pytest.mark.slow
 def test_train_streams_and_predict_applies_the_run(tmp_path, cli):
     csv = messy_table(tmp_path / "t.csv", n=500, seed=1, task="binary")
     table = _parquet(csv, tmp_path / "t.parquet", row_group_size=64)
@@ -188,3 +189,29 @@ def test_a_table_too_large_for_memory_is_streamed(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "available_memory", lambda device: 1000)  # bytes
     assert build.stream_table(compose_config(args))
     assert not build.stream_table(compose_config([*args, "model=perceptron"]))  # cannot stream: in memory
+
+
+@pytest.mark.slow
+def test_an_interrupted_streamed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """Each epoch's order of rows follows from (seed, epoch): resume continues exactly."""
+    import signal
+    import time
+
+    table = _parquet(messy_table(tmp_path / "t.csv", n=400, seed=2, task="binary"), tmp_path / "t.parquet", 64)
+    args = ["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
+            "trainer.max_epochs=8", "trainer.batch_size=32", "early_stopping=none", f"seed={SEED}"]
+    reference = train([*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    run_dir = tmp_path / "run"
+    start = time.perf_counter()
+    proc = popen_train([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    for line in proc.stdout:
+        if line.startswith("epoch    1/8"):
+            proc.send_signal(signal.SIGINT)
+            break
+    first = finish(proc, args, tmp_path, start, 240)
+    assert first.returncode == 130 and read_metrics(run_dir)["status"] == "interrupted", first.stderr
+    resumed = train([f"resume={run_dir}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    got, want = read_metrics(run_dir), read_metrics(tmp_path / "reference")
+    assert got["history"]["train_loss"] == want["history"]["train_loss"] and got["test"] == want["test"]
