@@ -308,6 +308,9 @@ def _check_trainer(cfg: Any) -> None:
     _check_ranges(cfg, "trainer")
     check_class_weight(cfg.trainer.class_weight)
     check_device_name(cfg.trainer.device)
+    from mlpkit.training.strategy import STRATEGIES  # torch: imported here, where a run needs it anyway
+
+    STRATEGIES[cfg.trainer.strategy]
     check_number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
 
 
