@@ -16,12 +16,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import pytest
 
-from conftest import (PYTHON, TRAIN_PY, Run, finish, only_run_dir, process_env, read_metrics, refusal, run_dirs,
-                      scaled, train)
+from conftest import (PYTHON, TRAIN_PY, Run, finish, job_dirs, only_run_dir, process_env, read_metrics, refusal,
+                      run_dirs, scaled, train)
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def wait_for_epoch(proc: subprocess.Popen, run_dir: Path, limit: float = 180) ->
 
 
 def stopped_job(signal_to: str, tmp_path: Path) -> Run:
-    """A 2-rank LONG job, stopped in its first epochs: `torchrun` gets SIGTERM, or `rank1` SIGKILL."""
+    """A 2-rank LONG job, stopped in its first epochs: `torchrun` gets SIGTERM, or `rank<N>` SIGKILL."""
     run_dir = tmp_path / "run"
     args = [*LONG, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
@@ -134,21 +134,28 @@ def stopped_job(signal_to: str, tmp_path: Path) -> Run:
     if signal_to == "torchrun":
         os.kill(proc.pid, signal.SIGTERM)
     else:
-        os.kill(rank_pids(proc.pid)[1], signal.SIGKILL)
+        os.kill(rank_pids(proc.pid)[int(signal_to[4:])], signal.SIGKILL)
     return finish(proc, args, tmp_path, start, timeout=120, program="torchrun -n 2 train.py")
 
 
-def test_killed_rank_ends_the_job_and_the_run_resumes_in_one_process(tmp_path):
-    """kill -9 of rank 1: rank 0 stops with one line naming rank 1, the run is interrupted, and it
-    resumes in one process (ddp without a launcher) to the same numbers as an uninterrupted run."""
-    job = stopped_job("rank1", tmp_path)
+@pytest.mark.parametrize("killed", [1, 0])
+def test_killed_rank_ends_the_job_and_the_run_resumes_in_one_process(killed, tmp_path):
+    """kill -9 of a rank: the other stops with one line naming it (rank 0 also records `interrupted`;
+    without rank 0 the run keeps its last.pt), and the run resumes in one process (ddp without a launcher)."""
+    job = stopped_job(f"rank{killed}", tmp_path)
     assert job.returncode != 0 and "[test] killed" not in job.stderr, job.describe()  # ended, no hang
     run_dir = tmp_path / "run"
-    m = read_metrics(run_dir)
-    assert m["status"] == "interrupted"
-    lines = [line for line in job.stdout.splitlines() if "of the job ended" in line]
-    assert len(lines) == 1 and "rank 1 (pid" in lines[0] and "resume=<run_dir>" in lines[0], job.describe()
-    done = m["epochs_run"]
+    lines = [line for line in job.output.splitlines() if "of the job ended" in line]
+    assert len(lines) == 1 and f"rank {killed} (pid" in lines[0] and "resume=<run_dir>" in lines[0], job.describe()
+    if killed:
+        m = read_metrics(run_dir)
+        assert m["status"] == "interrupted" and m["message"] in lines[0]
+        done = m["epochs_run"]
+    else:
+        assert lines[0].startswith("mlpkit: rank 1: ") and not (run_dir / "metrics.json").exists()
+        from mlpkit.training.checkpoint import load_checkpoint
+
+        done = int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"])
     resumed = train([f"resume={run_dir}", f"trainer.max_epochs={done + 1}"], tmp_path)
     assert resumed.returncode == 0, resumed.describe()
     assert "without torchrun or srun: training in one process" in resumed.stdout
@@ -240,3 +247,18 @@ def test_slurm_two_tasks_train_one_run(slurm, tmp_path):
     assert m["slurm_job_id"] == out.stdout.strip().split(";")[0]
     assert same_history(read_metrics(only_run_dir(tmp_path / "one")), m) <= TOLERANCE
     assert files_of(run) == files_of(only_run_dir(tmp_path / "one"))
+
+
+def test_submitit_tasks_per_node_train_one_run(slurm, tmp_path):
+    """A sweep job of 2 SLURM tasks (hydra.launcher.tasks_per_node=2) trains one run as 2 ranks."""
+    env = {**slurm, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    sweep = train(["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10",
+                   "hydra.launcher.tasks_per_node=2", *MANUAL, "trainer.strategy=ddp"], tmp_path, env=env, timeout=300)
+    assert sweep.returncode == 0, sweep.describe()
+    [job] = job_dirs(tmp_path)
+    logs = "".join(p.read_text() for p in job.parent.glob(".submitit/*/*_log.out"))
+    assert "ddp: 2 processes (slurm, gloo)" in logs, logs[-3000:]
+    one = train(MANUAL, tmp_path / "one")
+    assert one.returncode == 0, one.describe()
+    assert same_history(read_metrics(only_run_dir(tmp_path / "one")), read_metrics(job)) <= TOLERANCE
+    assert len(list(job.glob("events.out.tfevents*"))) == 1

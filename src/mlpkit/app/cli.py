@@ -821,6 +821,8 @@ def run(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from mlpkit.training.launch import detect
+
     hc = HydraConfig.get()
     quiet_file_logs()
     try:
@@ -835,6 +837,8 @@ def run(cfg: Any) -> float:
                   file=sys.stderr, flush=True)
             return float("inf")
         GUARD.discard(refused=True)
+        if cfg.trainer.strategy == "ddp" and detect().rank > 0:
+            raise SystemExit(2)  # rank 0 says it, once for the job
         exit_with(err)
     except KeyboardInterrupt:
         GUARD.discard()
@@ -900,7 +904,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
                          result, logger)
     elif getattr(strategy, "lost", False):  # rank 0 is gone: this rank says why it stops
-        print(f"mlpkit: rank {strategy.rank}: {result.message}", file=sys.stderr, flush=True)
+        print(f"mlpkit: {result.message}", file=sys.stderr, flush=True)
     if result.status == RunStatus.INTERRUPTED or trainer.stop_signal is not None:
         raise SystemExit(130)
     if result.status == RunStatus.DIVERGED:

@@ -393,16 +393,15 @@ class Trainer:
             state.batch = b
             loss, out = self.train_step(xb, yb)
             if running:
-                if not len(yb):  # a process's part of a last batch smaller than the job
-                    pass
-                elif weighted:  # class weights: batches pooled by their weight, not their rows
-                    wb = task.batch_weight(yb, self.weight)
-                    loss_sum += loss.detach() * wb
-                    weight_sum += wb
-                else:
-                    loss_sum.add_(loss.detach(), alpha=len(yb))
-                if kept is not None and len(yb):
-                    task.keep(kept[part], out)
+                if len(yb):  # (a process's part of a last batch smaller than the job can be empty)
+                    if weighted:  # class weights: batches pooled by their weight, not their rows
+                        wb = task.batch_weight(yb, self.weight)
+                        loss_sum += loss.detach() * wb
+                        weight_sum += wb
+                    else:
+                        loss_sum.add_(loss.detach(), alpha=len(yb))
+                    if kept is not None:
+                        task.keep(kept[part], out)
                 logged = state.step % self.log_every == 0 or state.step == 1
                 # the only host sync of a step (the whole batch's loss)
                 state.step_loss = float(strategy.batch_loss(loss.detach())) if logged else None
