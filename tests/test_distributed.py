@@ -255,7 +255,7 @@ def test_submitit_tasks_per_node_train_one_run(slurm, tmp_path):
     sweep = train(["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=10",
                    "hydra.launcher.tasks_per_node=2", *MANUAL, "trainer.strategy=ddp"], tmp_path, env=env, timeout=300)
     assert sweep.returncode == 0, sweep.describe()
-    [job] = job_dirs(tmp_path)
+    [job] = [j for j in job_dirs(tmp_path) if not j.name.startswith(".")]  # (.submitit/ holds the task logs)
     logs = "".join(p.read_text() for p in job.parent.glob(".submitit/*/*_log.out"))
     assert "ddp: 2 processes (slurm, gloo)" in logs, logs[-3000:]
     one = train(MANUAL, tmp_path / "one")
