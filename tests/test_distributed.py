@@ -194,6 +194,7 @@ def test_refusals(tmp_path):
         bn.describe()
     assert run_dirs(tmp_path) == []
     assert refusal(["trainer.strategy=dpp"]).startswith("trainer.strategy='dpp' is not known; choose one of: auto, ddp")
+    assert "learns by a rule of its own" in refusal(["model=perceptron", "trainer.strategy=ddp"])
 
 
 # ---------------------------------------------------------------------------

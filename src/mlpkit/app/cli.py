@@ -610,11 +610,13 @@ def job_launch(job: Any, launch: Any) -> Any:
 
 def tell_ranks(launch: Any, answer: dict) -> None:
     """Rank 0: the run directory (or the exit status) to the other ranks of a ddp job."""
+    if not launch.distributed or launch.rank > 0:
+        return
     import torch.distributed as dist
 
-    if launch.distributed and launch.rank == 0 and dist.is_initialized():  # (a refusal before it: each rank ends)
-        from mlpkit.training.launch import broadcast_object
+    from mlpkit.training.launch import broadcast_object
 
+    if dist.is_initialized():  # (a refusal before the process group: every rank ends on its own)
         broadcast_object(answer, launch)
 
 

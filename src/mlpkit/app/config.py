@@ -311,6 +311,10 @@ def _check_trainer(cfg: Any) -> None:
     from mlpkit.training.strategy import STRATEGIES  # torch: imported here, where a run needs it anyway
 
     STRATEGIES[cfg.trainer.strategy]
+    family = registries()["model"][cfg.model.name]
+    if cfg.trainer.strategy == "ddp" and family.step_rule is not None:
+        raise ConfigError(f"trainer.strategy=ddp averages gradients over processes, but model={cfg.model.name} "
+                          f"({family.what}) learns by a rule of its own; use trainer.strategy=auto")
     check_number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
 
 

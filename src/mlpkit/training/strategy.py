@@ -4,7 +4,8 @@ The loop never asks for a rank. It asks the strategy for this process's `root_de
 once the model, data and batch size are set, takes each batch's rows from `batch_rows`, calls
 `reduce_gradients` after each backward pass (before the on_after_backward hooks, clipping and the
 optimizer step), `batch_loss` for a logged step's loss, `sum` for the epoch's totals, `agree` after
-each step's and each epoch's callbacks (every process then stops, or none), and `barrier` once the
+each step's and each epoch's callbacks (every process then stops, or none; `stop_signal` is the signal
+the SignalHandler acts on), and `barrier` once the
 run's files are written (after on_train_end, before the test pass); callbacks that write files
 (ModelCheckpoint, TensorBoard, EpochTime's scalar, Progress's log lines) write only where `is_writer`.
 `Strategy` itself is one process: every call returns what it was given.
@@ -89,14 +90,23 @@ class Strategy:
         """The positions of the epoch's order this process trained on (as batch_rows gave them)."""
         return slice(None)
 
-    def agree(self, trainer: "Trainer", state: "TrainState") -> None:
-        """Make a stop decision (status, signal) taken on any process every process's."""
+    def stop_signal(self, trainer: "Trainer") -> Optional[int]:
+        """The signal that stops the run once every process knows of it (here: as soon as it came)."""
+        return trainer.stop_signal
+
+    def agree(self, trainer: "Trainer", state: "TrainState", step: bool = False) -> None:
+        """Make a stop decision (a status, a signal) taken on any process every process's: after each
+        epoch's callbacks, and after each step's (`step`)."""
 
     def barrier(self) -> None:
         """Wait until every process got here."""
 
 
 # when processes stopped for different reasons, the later one here wins (a signal over a divergence)
+# Within an epoch they agree every SIGNAL_EVERY steps (a collective costs as much as a small step); only a
+# signal can differ there (a logged step's loss is the whole batch's), and stop_signal() gives one only
+# once every rank knows it.
+SIGNAL_EVERY = 8
 _STOPS = (RunStatus.RUNNING, RunStatus.PRUNED, RunStatus.EARLY_STOPPED, RunStatus.DIVERGED, RunStatus.INTERRUPTED)
 
 
@@ -114,6 +124,7 @@ class DDPStrategy(Strategy):
         self.share: Any = 1.0  # this rank's share of the current batch's loss weight
         self.rows = 0  # rows of the current batch on this rank
         self.positions: List[slice] = []
+        self.signal: Optional[int] = None  # a signal every rank knows of (agree)
 
     def root_device(self, device: torch.device) -> torch.device:
         if device.type == "cuda" and self.world_size > 1:
@@ -220,8 +231,11 @@ class DDPStrategy(Strategy):
             return slice(None)
         return torch.cat([torch.arange(p.start, p.stop, device=self.y.device) for p in self.positions])
 
-    def agree(self, trainer: "Trainer", state: "TrainState") -> None:
-        if self.world_size == 1 or self.lost:
+    def stop_signal(self, trainer: "Trainer") -> Optional[int]:
+        return trainer.stop_signal if self.world_size == 1 else self.signal
+
+    def agree(self, trainer: "Trainer", state: "TrainState", step: bool = False) -> None:
+        if self.world_size == 1 or self.lost or (step and state.step % SIGNAL_EVERY):
             return
         import torch.distributed as dist
 
@@ -229,8 +243,9 @@ class DDPStrategy(Strategy):
         mine = torch.tensor([_STOPS.index(state.status) if state.status in _STOPS else 0, trainer.stop_signal or 0])
         self._collective(dist.all_reduce, mine, dist.ReduceOp.MAX)
         code, signum = int(mine[0]), int(mine[1])
-        if signum and trainer.stop_signal is None:
-            trainer.stop_signal = signum
+        if signum and self.signal is None:
+            self.signal = signum  # the SignalHandler stops every rank at the next step
+            trainer.stop_signal = trainer.stop_signal or signum
         if code > (_STOPS.index(state.status) if state.status in _STOPS else 0):
             what = f" ({signal.Signals(signum).name})" if _STOPS[code] == RunStatus.INTERRUPTED and signum else ""
             state.stop(_STOPS[code], f"{_STOPS[code]}{what} on another process of the job in epoch "

@@ -407,7 +407,7 @@ class Trainer:
                 state.step_loss = float(strategy.batch_loss(loss.detach())) if logged else None
             for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
                 hook(self, state, loss)
-            strategy.agree(self, state)
+            strategy.agree(self, state, step=True)
             if state.aborted:
                 return
         scalars = {}
