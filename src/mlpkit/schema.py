@@ -133,6 +133,7 @@ class TrainerConfig:
     progress: bool = True  # progress bar on a terminal
     manual_backprop: bool = True  # chain-rule backward for plain MLPs (relu/tanh/sigmoid/identity); else autograd
     class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency of the train split
+    strategy: str = "auto"  # auto (one process) | ddp (data parallel under torchrun or srun; batch_size is global)
 
 
 @dataclass

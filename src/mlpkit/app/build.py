@@ -189,8 +189,15 @@ def build_pruner(p: Any, run_dir: Path, job_num: Optional[int]) -> Any:
     return MedianPruner(run_dir.parent, run_dir=run_dir, **settings)  # the sweep dir holds its jobs
 
 
+def build_strategy(cfg: Any) -> Any:
+    """The Strategy of `trainer.strategy` (ddp: this process's place in its torchrun or SLURM job)."""
+    from mlpkit.training.strategy import STRATEGIES
+
+    return STRATEGIES[cfg.trainer.strategy]()
+
+
 def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, pruner: Any,
-                  handle_signals: bool) -> Any:
+                  handle_signals: bool, strategy: Any = None) -> Any:
     """The Trainer of `cfg.optimizer`, `cfg.scheduler`, `cfg.regularization` and `cfg.trainer`, with the
     model family's step rule, and the callbacks of `cfg.trainer` and `best` as the family has them."""
     from mlpkit.training.callbacks import Progress, Pruning, adjust
@@ -209,7 +216,7 @@ def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, 
         clip_grad_value=t.clip_grad_value, device=str(device), seed=cfg.seed, class_weight=t.class_weight,
         log_every_n_steps=t.log_every_n_steps, manual_backprop=t.manual_backprop,
         step_rule=fam.step_rule(cfg) if fam.step_rule is not None else None, callbacks=callbacks,
-        run_dir=run_dir, logger=logger, log=log.info, handle_signals=handle_signals)
+        strategy=strategy, run_dir=run_dir, logger=logger, log=log.info, handle_signals=handle_signals)
     trainer.callbacks = adjust(trainer.callbacks, fam.callbacks)
     return trainer
 

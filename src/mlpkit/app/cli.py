@@ -341,7 +341,8 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
 # What a resumed run may change; every other setting must stay as the run was trained.
 RESUME_MAY_CHANGE = ("resume", "trainer.max_epochs", "trainer.progress", "trainer.device", "trainer.num_threads",
                      "trainer.deterministic", "trainer.log_every_n_steps", "trainer.histogram_every_n_epochs",
-                     "trainer.boundary_every_n_epochs", "early_stopping.patience")
+                     "trainer.boundary_every_n_epochs", "early_stopping.patience",
+                     "trainer.strategy")  # the number of processes too: last.pt holds nothing per rank
 
 
 def _flat(node: Any, prefix: str = "") -> dict:
@@ -553,11 +554,18 @@ def install_signal_handlers() -> None:
 
 def check_run(config: Any) -> None:
     """Hydra's on_run_start (before the run directory exists): every check that needs no data. A bad
-    value ends the program with one line; nothing is created."""
+    value ends the program with one line; nothing is created. In a job of several processes (ddp)
+    rank 0 alone creates and claims the run directory and hands it to the others (follow_rank0)."""
     from omegaconf.errors import OmegaConfBaseException
 
+    from mlpkit.training.launch import detect
+
+    launch = detect()
     try:
         job = checked_job_config(config, task_overrides(config))
+        launch = job_launch(job, launch)
+        if launch.rank > 0:
+            return follow_rank0(config, launch)
         try:
             run_dir = config.hydra.run.dir  # our resolver creates it; an explicit one is created here
         except OmegaConfBaseException as err:  # the resolver's ConfigError, wrapped
@@ -567,9 +575,79 @@ def check_run(config: Any) -> None:
         if job.resume:
             GUARD.remember(Path(job.resume))
             check_resume(job, Path(job.resume))
+        tell_ranks(launch, {"run_dir": str(run_dir)})
     except ConfigError as err:
         GUARD.discard()
+        if launch.rank > 0:  # rank 0 says it, once for the job
+            raise SystemExit(2)
+        tell_ranks(launch, {"exit": 2})
         exit_with(err)
+    except SystemExit as done:  # a resume of a finished run: nothing to do on any rank
+        tell_ranks(launch, {"exit": done.code})
+        raise
+
+
+def job_launch(job: Any, launch: Any) -> Any:
+    """This process's place in a ddp job (`launch`), or one process (trainer.strategy=auto); ConfigError
+    for a process that torchrun or srun started as one of several under trainer.strategy=auto (each
+    would train a run of its own)."""
+    from mlpkit.training.launch import Launch, init_process_group
+    from mlpkit.training.strategy import check_sync_batch_norm
+    from mlpkit.training.trainer import resolve_device
+
+    if job.trainer.strategy != "ddp":
+        if launch.distributed:
+            raise ConfigError(f"this is rank {launch.rank} of {launch.world_size} processes started by "
+                              f"{launch.launcher}, but trainer.strategy={job.trainer.strategy} trains each as a "
+                              "run of its own; add trainer.strategy=ddp to train one run on all of them")
+        return Launch()
+    if launch.distributed:  # the process group before the run directory: rank 0 hands it on through it
+        device = resolve_device(job.trainer.device).type
+        check_sync_batch_norm(job.norm.name == "batch", device)
+        init_process_group(launch, device)
+    return launch
+
+
+def tell_ranks(launch: Any, answer: dict) -> None:
+    """Rank 0: the run directory (or the exit status) to the other ranks of a ddp job."""
+    if not launch.distributed or launch.rank > 0:
+        return
+    import torch.distributed as dist
+
+    from mlpkit.training.launch import broadcast_object
+
+    if dist.is_initialized():  # (a refusal before the process group: every rank ends on its own)
+        broadcast_object(answer, launch)
+
+
+def follow_rank0(config: Any, launch: Any) -> None:
+    """A rank > 0: rank 0's run directory, and nothing written there by this process (no .hydra/, no
+    log file; only warnings on the console). LHT issue 393: Hydra would otherwise make one per rank."""
+    from omegaconf import open_dict, read_write
+
+    from mlpkit.training.launch import broadcast_object
+
+    answer = broadcast_object(None, launch)
+    if "exit" in answer:
+        raise SystemExit(answer["exit"])
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.run.dir = answer["run_dir"]
+        config.hydra.output_subdir = None
+        logging_cfg = config.hydra.job_logging
+        logging_cfg.handlers.pop("file", None)
+        logging_cfg.root.handlers = [h for h in logging_cfg.root.handlers if h != "file"]
+        logging_cfg.root.level = "WARNING"
+
+
+def quiet_rank(strategy: Any) -> None:
+    """A process that does not write the run (ddp rank > 0, also as a submitit task): no log file, warnings only."""
+    if strategy.is_writer:
+        return
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+    log.setLevel(logging.WARNING)
 
 
 def task_overrides(config: Any) -> List[str]:
@@ -745,6 +823,8 @@ def run(cfg: Any) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from mlpkit.training.launch import detect
+
     hc = HydraConfig.get()
     quiet_file_logs()
     try:
@@ -759,6 +839,8 @@ def run(cfg: Any) -> float:
                   file=sys.stderr, flush=True)
             return float("inf")
         GUARD.discard(refused=True)
+        if cfg.trainer.strategy == "ddp" and detect().rank > 0:
+            raise SystemExit(2)  # rank 0 says it, once for the job
         exit_with(err)
     except KeyboardInterrupt:
         GUARD.discard()
@@ -780,7 +862,10 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     start, run_dir = time.perf_counter(), Path(run_dir)
     if VALIDATED != [OmegaConf.to_container(cfg, resolve=True)]:  # a job of a sweep, or a caller of its own
         validate(cfg)
-    source = record_data_source(cfg, run_dir) if not cfg.resume else None  # before the file is read
+    strategy = build.build_strategy(cfg)
+    quiet_rank(strategy)
+    writer = strategy.is_writer  # only rank 0 of a ddp job writes into the run directory
+    source = record_data_source(cfg, run_dir) if not cfg.resume and writer else None  # before the file is read
     device = build.build_device(cfg.trainer)
     resume_from = run_dir / "checkpoints" / "last.pt" if cfg.resume else None
     if resume_from is not None and not resume_from.is_file():
@@ -796,12 +881,13 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     best = build.build_best_epoch(cfg)
     pruner = build.build_pruner(cfg.pruning, run_dir, job_num)
     purge = int(load_checkpoint(resume_from)["global_step"]) + 1 if resume_from is not None else None
-    logger = TensorBoardLogger(run_dir, purge_step=purge)
+    logger = TensorBoardLogger(run_dir, purge_step=purge) if writer else None
     trainer = build.build_trainer(cfg, device, run_dir, logger, best, pruner,
-                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal)
+                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal, strategy=strategy)
     # the task's name as a plain str: a Task object would not load with weights_only=True
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task.name, "classes": data.classes}
-    build.save_run_data(run_dir, data, cfg.model.name, kwargs)
+    if writer:
+        build.save_run_data(run_dir, data, cfg.model.name, kwargs)
     if source is not None:
         from mlpkit.files import write_json
 
@@ -816,8 +902,11 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         result.status = RunStatus.INTERRUPTED
         result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
                           f"{result.epochs_run}; continue with resume=<run_dir>")
-    build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
-                     result, logger)
+    if writer:
+        build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
+                         result, logger)
+    elif getattr(strategy, "lost", False):  # rank 0 is gone: this rank says why it stops
+        print(f"mlpkit: {result.message}", file=sys.stderr, flush=True)
     if result.status == RunStatus.INTERRUPTED or trainer.stop_signal is not None:
         raise SystemExit(130)
     if result.status == RunStatus.DIVERGED:
@@ -841,7 +930,14 @@ class ValidateSweep(HydraCallback):
         from omegaconf.errors import OmegaConfBaseException
 
         from mlpkit.app.config import check_overrides
+        from mlpkit.training.launch import detect
 
+        launch = detect()
+        if launch.distributed:
+            exit_with(ConfigError(f"a sweep (-m) cannot run as {launch.world_size} processes of {launch.launcher}: "
+                                  "each would launch the whole sweep; start the sweep once and give its jobs "
+                                  "trainer.strategy=ddp with hydra/launcher=submitit_slurm "
+                                  "hydra.launcher.tasks_per_node=N"))
         loader = GlobalHydra.instance().config_loader()
         overrides = task_overrides(config)
         try:

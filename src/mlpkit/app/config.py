@@ -316,6 +316,13 @@ def _check_trainer(cfg: Any) -> None:
     _check_ranges(cfg, "trainer")
     check_class_weight(cfg.trainer.class_weight)
     check_device_name(cfg.trainer.device)
+    from mlpkit.training.strategy import STRATEGIES  # torch: imported here, where a run needs it anyway
+
+    STRATEGIES[cfg.trainer.strategy]
+    family = registries()["model"][cfg.model.name]
+    if cfg.trainer.strategy == "ddp" and family.step_rule is not None:
+        raise ConfigError(f"trainer.strategy=ddp averages gradients over processes, but model={cfg.model.name} "
+                          f"({family.what}) learns by a rule of its own; use trainer.strategy=auto")
     check_number("seed", cfg.seed, low=0, high=2**32 - 1, optional=False)
 
 

@@ -79,6 +79,10 @@ def check_stream(cfg: Any) -> None:
     if t.class_weight == "balanced":
         raise ConfigError("trainer.class_weight=balanced is not available with data.stream=true (the class "
                           "weights need the train labels before the first step); use data.stream=false")
+    if t.strategy != "auto":
+        raise ConfigError(f"data.stream=true trains in one process; trainer.strategy={t.strategy} would need every "
+                          "rank to take the same number of steps from its own row groups, which is not built: "
+                          "use data.stream=false (each rank holds the table) or trainer.strategy=auto")
 
 
 def too_large_for_memory(path: str, free: Optional[int]) -> Optional[str]:

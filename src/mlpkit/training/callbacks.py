@@ -305,8 +305,9 @@ class SignalHandler(Callback):
         self.previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def on_step_end(self, trainer: "Trainer", state: TrainState, loss: torch.Tensor) -> None:
-        if trainer.stop_signal is not None:
-            state.stop(RunStatus.INTERRUPTED, f"interrupted by {signal.Signals(trainer.stop_signal).name} in epoch "
+        signum = trainer.strategy.stop_signal(trainer)  # on several processes: once all of them know it
+        if signum is not None:
+            state.stop(RunStatus.INTERRUPTED, f"interrupted by {signal.Signals(signum).name} in epoch "
                                       f"{state.epoch + 1}; last.pt holds epoch {state.epoch}; continue with "
                                       "resume=<run_dir>")
 

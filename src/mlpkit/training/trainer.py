@@ -31,7 +31,7 @@ from mlpkit.schema import SchedulerConfig, TrainConfig
 from mlpkit.schema import TrainerConfig as _T
 from mlpkit.training.state import FitResult, TrainState
 from mlpkit.status import RunStatus
-from mlpkit.training.strategy import Strategy
+from mlpkit.training.strategy import ProcessLost, Strategy
 from mlpkit.tasks import Task, get_task
 
 __all__ = ["Trainer", "StepRule", "GradientDescent", "default_callbacks", "EarlyStopping", "FitResult", "TrainState",
@@ -226,7 +226,8 @@ class Trainer:
         class_weight: "balanced" weights each class's loss by n / (k * n_class) of the train split
             (a weighted mean over the batch, as torch's CrossEntropyLoss takes it); None: all alike.
         step_rule: what a step does to the weights (default: GradientDescent with the settings above).
-        strategy: what differs on several processes (default: one process, mlpkit.training.strategy.Strategy).
+        strategy: what differs on several processes (default: one process, mlpkit.training.strategy.Strategy;
+            DDPStrategy() under torchrun or srun).
         callbacks: mlpkit.Callback objects. One named as a built-in replaces it (`EarlyStopping(...)`
             replaces the BestEpoch, `TensorBoard(histogram_every=0)` the default TensorBoard, see
             default_callbacks()); the others hear each hook after the built-in callbacks that judge an
@@ -339,16 +340,11 @@ class Trainer:
                     raise ValueError("resume_from needs the 'checkpoint' callback (mlpkit.training.checkpoint.ModelCheckpoint)")
                 checkpoint.resume(self, state, resume_from)
             self._notify("on_fit_start")
-            while state.running and state.epoch < self.max_epochs:
-                state.epoch_start = time.perf_counter()
-                self.train_epoch(state)
-                if not state.aborted:
-                    self._notify("on_train_epoch_end")
-                if state.aborted:
-                    break
-                state.epoch += 1
-                self.validate(state)
-                self._notify("on_epoch_end")
+            try:
+                self._epochs(state)
+            except ProcessLost as err:  # another process of the job is gone: this one stops, resumable
+                state.stop(RunStatus.INTERRUPTED, f"{err}; last.pt holds epoch {state.epoch}; continue with "
+                           "resume=<run_dir>")
             if state.running:
                 state.status = RunStatus.COMPLETED
             self._notify("on_train_end")
@@ -362,6 +358,21 @@ class Trainer:
         self._notify("on_fit_end")
         extra = {**self.step_rule.extra(self), **state.extra}
         return FitResult.from_state(state, self.best, test=test, extra=extra, seconds=time.perf_counter() - start)
+
+    def _epochs(self, state: TrainState) -> None:
+        """Train and validate epoch after epoch until the last one or a stop (agreed by every process)."""
+        while state.running and state.epoch < self.max_epochs:
+            state.epoch_start = time.perf_counter()
+            self.train_epoch(state)
+            if not state.aborted:
+                self._notify("on_train_epoch_end")
+            self.strategy.agree(self, state)
+            if state.aborted:
+                break
+            state.epoch += 1
+            self.validate(state)
+            self._notify("on_epoch_end")
+            self.strategy.agree(self, state)
 
     def _notify(self, hook: str, *args: Any) -> None:
         for fn in self._hooks[hook]:
@@ -384,54 +395,63 @@ class Trainer:
         kept = task.prediction_buffer(self.n_seen, dev) if running and not streamed else None
         # each batch gathers its rows (no shuffled copy of the data set)
         perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n and not streamed else None
-        step_hooks = self._hooks["on_step_end"]
-        for b, (xb, yb) in enumerate(self._train_batches(X, y, perm)):
+        step_hooks, strategy = self._hooks["on_step_end"], self.strategy
+        for b, (part, xb, yb) in enumerate(self._train_batches(X, y, perm)):
             if self.input_noise > 0:
                 xb = xb + self.input_noise * torch.randn_like(xb)
             state.batch = b
             loss, out = self.train_step(xb, yb)
             if running:
-                if weighted:  # class weights: batches pooled by their weight, not their rows
-                    wb = task.batch_weight(yb, self.weight)
-                    loss_sum += loss.detach() * wb
-                    weight_sum += wb
-                else:
-                    loss_sum.add_(loss.detach(), alpha=len(yb))
-                if kept is not None:
-                    task.keep(kept[b * bs:b * bs + len(yb)], out)
-                elif streamed and task.classification:
-                    correct += task.correct(out.detach(), yb)
+                if len(yb):  # (a process's part of a last batch smaller than the job can be empty)
+                    if weighted:  # class weights: batches pooled by their weight, not their rows
+                        wb = task.batch_weight(yb, self.weight)
+                        loss_sum += loss.detach() * wb
+                        weight_sum += wb
+                    else:
+                        loss_sum.add_(loss.detach(), alpha=len(yb))
+                    if kept is not None:
+                        task.keep(kept[part], out)
+                    elif streamed and task.classification:
+                        correct += task.correct(out.detach(), yb)
                 logged = state.step % self.log_every == 0 or state.step == 1
-                state.step_loss = float(loss.detach()) if logged else None  # the only host sync of a step
+                # the only host sync of a step (the whole batch's loss)
+                state.step_loss = float(strategy.batch_loss(loss.detach())) if logged else None
             for hook in step_hooks:  # all of them: a signal's `interrupted` wins over `diverged`, as it did
                 hook(self, state, loss)
+            strategy.agree(self, state, step=True)
             if state.aborted:
                 return
         scalars = {}
         if running:
+            loss_sum, weight_sum = strategy.sum(loss_sum, weight_sum)
             total = weight_sum.clamp(min=1e-12) if weighted else self.n_seen
             scalars["loss/train"] = float(loss_sum / total)
         if kept is not None:
             seen = y[:self.n_seen] if perm is None else y.index_select(0, perm[:self.n_seen])
-            correct = task.correct(kept, seen)
+            own = strategy.own_positions()
+            correct, = strategy.sum(task.correct(kept[own], seen[own]))
             scalars["accuracy/train"] = float(correct) / self.n_seen
         elif streamed and running and task.classification:
             scalars["accuracy/train"] = float(correct) / self.n_seen
         state.scalars = self.step_rule.train_scalars(self, scalars)
 
     def _train_batches(self, X: Any, y: Any, perm: Optional[torch.Tensor]
-                       ) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's batches: the rows of `perm` in turn (all rows at once without one), or a streamed
-        split's own, in an order drawn from the seed and the epoch (mlpkit.data.stream)."""
+                       ) -> Iterable[Tuple[Any, torch.Tensor, torch.Tensor]]:
+        """The epoch's batches as (this process's positions in the epoch's order, inputs, targets): this
+        process's part (mlpkit.training.strategy) of the rows of `perm` in turn (all rows at once without
+        one), or a streamed split's own batches, in an order drawn from the seed and the epoch
+        (mlpkit.data.stream; positions None)."""
         if not torch.is_tensor(X):
-            yield from X.batches(self.bs, epoch=self.state.epoch, steps=self.steps_per_epoch)
+            for xb, yb in X.batches(self.bs, epoch=self.state.epoch, steps=self.steps_per_epoch):
+                yield None, xb, yb
             return
+        n, bs = len(X), self.bs
         for b in range(self.steps_per_epoch):
-            if perm is None:
-                yield X, y
+            part, rows = self.strategy.batch_rows(perm, b * bs, min(n, (b + 1) * bs))
+            if isinstance(rows, slice):
+                yield part, X[rows], y[rows]
             else:
-                rows = perm[b * self.bs:(b + 1) * self.bs]
-                yield X.index_select(0, rows), y.index_select(0, rows)
+                yield part, X.index_select(0, rows), y.index_select(0, rows)
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple:
         """One step of the step rule. Returns (the batch's mean loss without penalties, the model's
@@ -466,13 +486,13 @@ class Trainer:
         strategy, the shuffling RNG and the batch size."""
         if self.step_rule.device is not None:
             self.device = torch.device(self.step_rule.device)
+        self.device = self.strategy.root_device(self.device)
         self.model, self.data, self.task = model.to(self.device), data, get_task(data.task)
         check_needs_classes(self.task, data.name, class_weight=self.class_weight)
         data.to(self.device)
         if self.class_weight == "balanced":  # a regression task was refused above
             self.weight = self.task.balanced_weights(data.y_train)
         self.step_rule.setup(self)
-        self.strategy.setup(self)
         self.shuffle = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         n = len(data.X_train)
         batch_size = self.step_rule.rows_per_step or self.batch_size
@@ -488,3 +508,4 @@ class Trainer:
                 self.log("norm=batch: the last batch of each epoch would hold 1 row; that row is skipped "
                          "(a different one each epoch, as the rows are shuffled)")
         self.n_seen = min(n, self.steps_per_epoch * self.bs)  # rows per epoch that are trained on
+        self.strategy.setup(self)
