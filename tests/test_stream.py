@@ -168,6 +168,7 @@ def test_train_streams_and_predict_applies_the_run(tmp_path, cli):
     (["data=csv", "data.path={csv}", "model=perceptron"], "model=perceptron"),
     (["data=csv", "data.path={csv}", "trainer.batch_size=0"], "trainer.batch_size"),
     (["data=csv", "data.path={csv}", "trainer.class_weight=balanced"], "class_weight=balanced"),
+    (["data=csv", "data.path={csv}", "trainer.strategy=ddp"], "trainer.strategy=ddp"),
 ])
 def test_what_streaming_cannot_do_is_refused(tmp_path, extra, said):
     csv = messy_table(tmp_path / "t.csv", n=60, task="binary")
