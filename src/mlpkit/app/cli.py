@@ -798,7 +798,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     purge = int(load_checkpoint(resume_from)["global_step"]) + 1 if resume_from is not None else None
     logger = TensorBoardLogger(run_dir, purge_step=purge)
     trainer = build.build_trainer(cfg, device, run_dir, logger, best, pruner,
-                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal)
+                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal, task=data.task)
     # the task's name as a plain str: a Task object would not load with weights_only=True
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task.name, "classes": data.classes}
     build.save_run_data(run_dir, data, cfg.model.name, kwargs)
