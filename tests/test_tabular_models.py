@@ -328,3 +328,27 @@ def test_clamp_output_clips_predict_py_to_the_train_range(tmp_path, cli):
     assert outs["free"][0] > high or outs["free"][1] < low  # the raw prediction leaves the range...
     assert np.all(outs["clamped"] >= low - 1e-4) and np.all(outs["clamped"] <= high + 1e-4)  # ...clipped
     assert outs["clamped"].max() == pytest.approx(high, rel=1e-4) or outs["clamped"].min() == pytest.approx(low, rel=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# The recipe: data=csv picks it, the command line and experiments win over it, built-in sets keep theirs
+
+
+def test_data_csv_uses_the_tabular_recipe_and_every_override_wins():
+    csv = ["data=csv", "data.path=t.csv"]
+    cfg = compose_config(csv)
+    assert cfg.embedding.name == "periodic" and cfg.optimizer.name == "adamw" and cfg.model.clamp_output
+    assert cfg.regularization.label_smoothing == 0.1 and cfg.scheduler.name == "cosine_warmup"
+    plain = compose_config(["data=digits"])
+    none = compose_config([*csv, "recipe=none"])
+    for key in ("model", "embedding", "optimizer", "scheduler", "regularization", "trainer", "early_stopping"):
+        assert none[key] == plain[key], key  # recipe=none: a table gets today's defaults
+    mine = compose_config([*csv, "embedding=none", "optimizer.weight_decay=0.1", "trainer.max_epochs=7",
+                           "activation=tanh", "arch=hidden_2"])
+    assert (mine.embedding.name, mine.optimizer.weight_decay, mine.trainer.max_epochs) == ("none", 0.1, 7)
+    assert mine.activation.name == "tanh" and list(mine.model.hidden) == [2]  # an arch preset wins too
+    assert compose_config(["data=iris"]).embedding.name == "none"  # a built-in set keeps today's defaults
+    ablated = compose_config([*csv, "experiment=tabular_tricks", "ablation=no_recipe"])
+    for key in ("model", "embedding", "optimizer", "scheduler", "regularization", "early_stopping"):
+        assert ablated[key] == plain[key], key  # the ablation's baseline is today's defaults
+    assert compose_config([*csv, "ablation=no_embedding"]).embedding.name == "none"
