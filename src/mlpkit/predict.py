@@ -46,6 +46,7 @@ MAX_CLASSES = 1_000_000
 MAX_PIECES = 64  # maxout pieces
 COLUMN_KINDS = ("numeric", "category", "boolean", "dropped")
 COLUMN_CODES = ("text", "number", "boolean", "date")
+COLUMN_ENCODINGS = ("onehot", "code")
 
 
 # ---------------------------------------------------------------------------
@@ -264,6 +265,15 @@ def _checked_column(f: _JsonFile, i: int, raw: Any, names: set):
             raise f.bad(f"{where}.vocabulary", "is empty; a category column has its values here")
     else:
         vocabulary = None
+    encoding = f.choice("encoding", COLUMN_ENCODINGS, "onehot", obj=raw, field=f"{where}.encoding")
+    rare = raw.get("rare", [])
+    if encoding == "code" and vocabulary is None:
+        raise f.bad(f"{where}.encoding", f"is 'code' for a {col_kind} column; only a category column has codes")
+    if not isinstance(rare, list) or (rare and encoding != "code") or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in rare) or \
+            rare != sorted(set(rare)) or (rare and not 0 <= rare[0] <= rare[-1] < len(vocabulary)):
+        raise f.bad(f"{where}.rare", f"is {_show(rare)}; it must be a sorted list of distinct indices into the "
+                                     "column's 'vocabulary' (a code column's rare categories)")
     for key in ("missing", "inputs", "out_of_range"):
         f.integer(key, 0, 2 ** 62, 0, obj=raw, field=f"{where}.{key}")
     if "scale" in raw:  # numbers are divided by it: a power of two > 0
@@ -274,7 +284,8 @@ def _checked_column(f: _JsonFile, i: int, raw: Any, names: set):
         f.integer("categories", 0, 2 ** 62, obj=raw, field=f"{where}.categories")
     if not isinstance(raw.get("reason", ""), str):
         raise f.bad(f"{where}.reason", "must be a string")
-    checked = dict(raw, name=name, kind=col_kind, codes=codes, date_format=date_format, vocabulary=vocabulary)
+    checked = dict(raw, name=name, kind=col_kind, codes=codes, date_format=date_format, vocabulary=vocabulary,
+                   encoding=encoding, rare=rare)
     return Column(**checked)  # every field of the JSON checked above, the fields mlpkit adds too
 
 
@@ -287,14 +298,14 @@ def _check_transformer(pre, f: _JsonFile, skops: Path) -> None:
         expect = {}
         if pre.numeric:
             expect["numeric"] = pre.numeric
-        if pre.categorical:
-            expect["category"] = [c.name for c in pre.categorical]
+        if pre.onehot:
+            expect["category"] = [c.name for c in pre.onehot]
         if parts != expect:
             read = ", ".join(c for cols in parts.values() for c in map(str, cols))
             raise ConfigError(f"{other}: it reads the columns {read or '(none)'}, the JSON's 'columns' name "
                               f"{', '.join(c for cols in expect.values() for c in cols)} (another run's file?)")
-        if pre.categorical:
-            for i, col in enumerate(pre.categorical):
+        if pre.onehot:
+            for i, col in enumerate(pre.onehot):
                 codes = [int(c) for c in pre.encoder.categories_[i]]
                 if codes and (min(codes) < -1 or max(codes) >= len(col.vocabulary)):
                     raise ConfigError(f"{other}: the column {col.name!r} has {max(codes) + 1} categories in "
@@ -909,7 +920,8 @@ def _report_counts(stats: Dict[str, Any], report) -> None:
     if stats["unseen"]:
         detail = ", ".join(f"{c}: {n}" for c, n in stats["unseen"].items())
         report(f"categories never seen in training ({detail} rows) were encoded as the rare-category input "
-               "where the column has one, else as no category")
+               "where the column has one, else as no category (a column that is one code input: as the code its "
+               "rare categories share)")
 
 
 # ---------------------------------------------------------------------------

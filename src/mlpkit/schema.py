@@ -27,6 +27,8 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     standardize: bool = True  # features (and regression targets) with train-split statistics
+    numeric: str = "standard"  # csv: how numeric columns are scaled: standard | robust | quantile
+    onehot_max: Optional[int] = None  # csv: a category with more one-hot inputs is one code input; null = all one-hot
 
 
 @dataclass

@@ -74,7 +74,8 @@ def build_data(cfg: Any) -> Any:
     data = load_dataset(d.name, seed=cfg.seed, n_samples=d.n_samples, noise=d.noise, n_features=d.n_features,
                         n_classes=d.n_classes, path=d.path, target=d.target, task=d.task, drop=list(d.drop),
                         categorical=list(d.categorical), val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, standardize=d.standardize)
+                        test_fraction=d.test_fraction, standardize=d.standardize, numeric=d.numeric,
+                        onehot_max=d.onehot_max)
     check_task(cfg, data.task)
     return data
 

@@ -214,11 +214,12 @@ def _check_option(cfg: Any, group: str, skip: tuple = ("name",)) -> None:
     registry = registries()[group]
     registry[node.name]
     given = _set_params(node, skip)
-    if group == "data":  # the split keys every set takes; an empty list or task=auto is no setting
+    if group == "data":  # the split keys every set takes; an empty list or a default (task=auto) is no setting
         from mlpkit.data.sources import COMMON
+        from mlpkit.schema import DataConfig
 
         given = {k: v for k, v in given.items() if k not in COMMON and not _unset(v)
-                 and not (k == "task" and v == "auto")}
+                 and v != getattr(DataConfig, k, None)}
     if group == "activation":
         check_activation_params(node.name, given)
     elif group != "model":  # model=mlp's hidden is no setting of an option; model.lr is checked below
@@ -230,13 +231,16 @@ def _check_data(cfg: Any) -> None:
     try:
         _check_option(cfg, "data")
     except ConfigError as err:  # data.path=... with a bundled or generated set: the user meant their table
-        table = ("path", "target", "drop", "categorical")
+        table = ("path", "target", "drop", "categorical", "numeric", "onehot_max")
         if d.name != "csv" and any(not _unset(d.get(k)) for k in table if k in d):
             raise ConfigError(f"{err}; for your own table add data=csv (data=csv data.path=<file> "
                               "data.target=<column>)") from None
         raise
     check_choice("data.task", d.task, ("auto", *TASKS))
     _check_ranges(cfg, "data")
+    from mlpkit.data.preprocess import check_numeric
+
+    check_numeric(d.numeric, d.standardize, d.onehot_max)
     if d.val_fraction + d.test_fraction >= 1:
         raise ConfigError(
             f"data.val_fraction + data.test_fraction = {d.val_fraction + d.test_fraction:g} "

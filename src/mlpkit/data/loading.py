@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mlpkit.data.dataset import Dataset
-from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing
+from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing, check_numeric
 from mlpkit.data.sources import DATASETS, Opts
 from mlpkit.data.split import column_mean_std, min_split_rows, permute_rows, split_rows
 from mlpkit.checks import check_range
@@ -26,16 +26,20 @@ def load_dataset(name: str = _D.name, *, seed: int = TrainConfig.seed, n_samples
                  n_classes: Optional[int] = None, path: Optional[str] = None, target: Optional[str] = None,
                  task: str = _D.task, drop: Sequence[str] = (), categorical: Sequence[str] = (),
                  val_fraction: float = _D.val_fraction, test_fraction: float = _D.test_fraction,
-                 standardize: bool = _D.standardize) -> Dataset:
+                 standardize: bool = _D.standardize, numeric: str = _D.numeric,
+                 onehot_max: Optional[int] = _D.onehot_max) -> Dataset:
     """Build, split and preprocess a data set by name, e.g. load_dataset("moons", noise=0.3) or
-    load_dataset("csv", path="penguins.csv", target="species", drop=["rownames"])."""
+    load_dataset("csv", path="penguins.csv", target="species", drop=["rownames"], numeric="robust")."""
     source = DATASETS[name]
     check_choice("data.task", task, ("auto", *TASKS))
     for key, value in (("n_samples", n_samples), ("noise", noise), ("n_features", n_features),
-                       ("n_classes", n_classes), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+                       ("n_classes", n_classes), ("val_fraction", val_fraction), ("test_fraction", test_fraction),
+                       ("onehot_max", onehot_max)):
         check_range("data", key, value)
+    check_numeric(numeric, standardize, onehot_max, source.is_table)
     if source.is_table:
-        return _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize)
+        return _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize,
+                           numeric, onehot_max)
     try:
         raw_X, y, known_task, notes = source.build(Opts(n_samples, noise, n_features, n_classes), seed)
     except ValueError as err:
@@ -73,7 +77,8 @@ def load_dataset(name: str = _D.name, *, seed: int = TrainConfig.seed, n_samples
     return _assemble(name, task, X, y, parts, classes, notes, [], pre, standardize)
 
 
-def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize) -> Dataset:
+def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_fraction, standardize, numeric,
+                onehot_max) -> Dataset:
     """A user's file: columns get roles, rows with a missing target go, the ColumnTransformer is
     fitted on the train rows and applied to all of them in train | val | test order."""
     from mlpkit.data.table import assign_roles, format_columns, read_table, suggest
@@ -104,7 +109,8 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv")
     _check_train_has_every_class("csv", y, parts[0], task, classes)
     order = np.concatenate(parts)
-    pre, X = Preprocessing.fit_table(df.iloc[order], len(parts[0]), roles.columns, standardize)
+    pre, X = Preprocessing.fit_table(df.iloc[order], len(parts[0]), roles.columns, standardize, numeric, onehot_max,
+                                     seed)
     del df
     notes.append(f"data.path={path}: {len(source_rows)} rows; target column {target!r}")
     notes += roles.notes
@@ -121,6 +127,7 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     data = _assemble("csv", task, X, y[order], parts, classes, notes, roles.warnings, pre,
                      standardize, source_rows)
     data.columns_table = format_columns(pre.columns, target, task, n_missing_target)
+    data.layout = pre.layout
     return data
 
 

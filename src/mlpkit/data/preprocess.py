@@ -7,10 +7,12 @@ Two kinds, both saved in the run directory and loaded back without unpickling ar
 - `table` (a user's file): a scikit-learn ColumnTransformer. Numeric columns, in float64 and
   divided first by a power of two near the train values' typical size (Column.scale; inf and
   values OUT_OF_RANGE times that size are missing, and counted): median imputation, a missing-indicator for columns that had missing values in training, then
-  standardisation. Categories (text, booleans, data.categorical): missing as a category of its
-  own, then one-hot encoding in which categories seen fewer than MIN_FREQUENCY times are grouped
-  into one "infrequent" input and categories never seen in training go there too (or to no
-  input when none was rare). The encoder sees each category as its index in the column's
+  scaling by data.numeric (NUMERIC: standard | robust | quantile). Categories (text, booleans,
+  data.categorical): missing as a category of its own, then one-hot encoding in which categories
+  seen fewer than MIN_FREQUENCY times are grouped into one "infrequent" input and categories never
+  seen in training go there too (or to no input when none was rare); with data.onehot_max, a column
+  with more one-hot inputs than that becomes one input holding its code instead (codes go last in a
+  row: `Preprocessing.layout`). The encoder sees each category as its index in the column's
   sorted train vocabulary (pandas.Categorical codes; -1 for a value never seen): scikit-learn
   encodes integers in C but strings one Python object at a time, 10x slower on large tables. The fitted transformer is saved with skops (`preprocessing.skops`),
   whose loader refuses any type outside an explicit list, so a crafted file runs no code;
@@ -26,9 +28,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mlpkit.data.dataset import InputLayout
 from mlpkit.data.split import empty_array
 from mlpkit.data.table import Column, canonical_categories, to_days
 from mlpkit.errors import ConfigError
+from mlpkit.registry import check_choice
 
 FORMAT = "mlpkit-preprocessing-1"
 JSON_NAME = "preprocessing.json"
@@ -40,6 +44,15 @@ BLOCK_ROWS = 65_536  # rows transformed at a time: bounds the temporaries
 # power of two; 1 without standardisation) is out of range: treated as missing and counted, as inf is.
 # It keeps every input a float32 can hold, while a column of 1e300s is scaled down, not lost.
 OUT_OF_RANGE = 1e30
+# data.numeric: how numeric columns are scaled, fitted on the train split
+#   standard  after imputation, (x - mean) / std, missing-value indicators included (StandardScaler)
+#   robust    RealMLP-TD's: (x - median) / IQR, then the smooth clip x / sqrt(1 + (x / 3)^2) (data.scaling)
+#   quantile  to a standard normal through the train quantiles (scikit-learn's QuantileTransformer)
+# robust and quantile scale the numbers before imputation (a missing value becomes the median of the
+# scaled train values: 0 for robust), so the missing-value indicators stay 0/1.
+NUMERIC = ("standard", "robust", "quantile")
+QUANTILES = 1000  # at most; never more than the train rows
+QUANTILE_SUBSAMPLE = 100_000  # train rows the quantiles are estimated from (drawn with the run's seed)
 
 # Every type a saved ColumnTransformer is made of beyond what skops trusts by default. Loading
 # refuses a file that holds anything else.
@@ -49,12 +62,45 @@ TRUSTED_TYPES = [
     "sklearn.impute._base.SimpleImputer",
     "sklearn.impute._base.MissingIndicator",
     "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._data.QuantileTransformer",
+    "mlpkit.data.scaling.RobustScale",
+    "mlpkit.data.scaling.SmoothClip",
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "numpy.dtype",
     "numpy.float32",
     "numpy.float64",
     "builtins.float",
 ]
+
+
+def check_numeric(numeric: str, standardize: bool, onehot_max: Optional[int] = None, table: bool = True) -> None:
+    """data.numeric is known and has something to do; data.onehot_max is a table's (ConfigError otherwise)."""
+    check_choice("data.numeric", numeric, NUMERIC)
+    if not table and (numeric != NUMERIC[0] or onehot_max is not None):
+        key = f"data.numeric={numeric}" if numeric != NUMERIC[0] else f"data.onehot_max={onehot_max}"
+        raise ConfigError(f"{key} applies to your own table (data=csv); a built-in data set is standardised "
+                          "(data.standardize) and has no categories")
+    if numeric != NUMERIC[0] and not standardize:
+        raise ConfigError(f"data.numeric={numeric} scales the numeric columns, but data.standardize=false asks "
+                          "for no scaling; drop one of the two")
+
+
+def _numeric_steps(numeric: str, standardize: bool, n_train: int, seed: int) -> list:
+    """The numeric columns' pipeline: median imputation with missing-value indicators, and the scaling."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import QuantileTransformer, StandardScaler
+
+    from mlpkit.data.scaling import RobustScale, SmoothClip
+
+    imputer = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+    if not standardize:
+        return [imputer]
+    if numeric == "robust":
+        return [RobustScale(), SmoothClip(), imputer]
+    if numeric == "quantile":
+        return [QuantileTransformer(n_quantiles=max(1, min(QUANTILES, n_train)), output_distribution="normal",
+                                    subsample=QUANTILE_SUBSAMPLE, random_state=seed), imputer]
+    return [imputer, StandardScaler()]
 
 
 class Preprocessing:
@@ -90,17 +136,36 @@ class Preprocessing:
     def categorical(self) -> List[Column]:
         return [c for c in self.columns if c.kind in ("category", "boolean")]
 
+    @property
+    def onehot(self) -> List[Column]:
+        """The category columns the one-hot encoder reads."""
+        return [c for c in self.categorical if c.encoding != "code"]
+
+    @property
+    def coded(self) -> List[Column]:
+        """The category columns that are one input holding their code (the last inputs of a row)."""
+        return [c for c in self.categorical if c.encoding == "code"]
+
+    @property
+    def layout(self) -> InputLayout:
+        """Where the numbers and the category codes sit in a row of inputs."""
+        if self.kind == "array":
+            return InputLayout()
+        return InputLayout(numeric=len(self.numeric), categories=tuple(_cardinality(c) for c in self.coded))
+
     # -- fitting ----------------------------------------------------------------
 
     @classmethod
-    def fit_table(cls, frame, n_train: int, columns: Sequence[Column],
-                  standardize: bool = True) -> Tuple["Preprocessing", np.ndarray]:
+    def fit_table(cls, frame, n_train: int, columns: Sequence[Column], standardize: bool = True,
+                  numeric: str = NUMERIC[0], onehot_max: Optional[int] = None,
+                  seed: int = 0) -> Tuple["Preprocessing", np.ndarray]:
         """Fit the ColumnTransformer on the first `n_train` rows of the table (a DataFrame whose rows
-        are in train | val | test order); returns it and the model inputs of every row (float32)."""
+        are in train | val | test order); returns it and the model inputs of every row (float32).
+        `numeric`: one of NUMERIC; `onehot_max`: a category column with more one-hot inputs than this
+        becomes one code input (None: every category one-hot); `seed`: the quantiles' subsample."""
         from sklearn.compose import ColumnTransformer
-        from sklearn.impute import SimpleImputer
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+        from sklearn.preprocessing import OneHotEncoder
 
         pre = cls("table", columns=columns)
         train = frame.iloc[:n_train]
@@ -110,16 +175,16 @@ class Preprocessing:
         for col in pre.categorical:  # the train split's values, sorted: a value's code is its index
             uniques = _distinct(train[col.name])
             col.vocabulary = sorted({str(v) for v in canonical_categories(uniques, col.codes).fillna(MISSING)})
+            if onehot_max is not None:
+                _choose_encoding(col, pre.codes(train[col.name], col), onehot_max)
         parts = []
         if pre.numeric:
-            steps = [SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)]
-            if standardize:
-                steps.append(StandardScaler())
-            parts.append(("numeric", make_pipeline(*steps), pre.numeric))
-        if pre.categorical:
+            parts.append(("numeric", make_pipeline(*_numeric_steps(numeric, standardize, n_train, seed)),
+                          pre.numeric))
+        if pre.onehot:
             parts.append(("category", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_FREQUENCY,
                                                     dtype=np.float32),
-                          [c.name for c in pre.categorical]))
+                          [c.name for c in pre.onehot]))
         # sparse output: fitting transforms the whole train split, and one-hot columns are mostly 0;
         # transform() makes dense float32 rows a block at a time
         pre.transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=1.0,
@@ -130,46 +195,51 @@ class Preprocessing:
         pre._count_inputs()
         pre.inputs = pre._input_names()
         X = empty_array((len(frame), len(pre.inputs)), np.float32)
+        dense = X[:, :len(pre.inputs) - len(pre.coded)]
         for start in range(0, n_train, BLOCK_ROWS):  # dense a block at a time
             stop = min(n_train, start + BLOCK_ROWS)
-            _dense(fitted[start:stop], X[start:stop])
+            _dense(fitted[start:stop], dense[start:stop])
         del fitted
+        pre._write_codes(train, X[:n_train])
         pre.transform(frame.iloc[n_train:], out=X[n_train:])
         return pre, X
 
     def _input_names(self) -> List[str]:
-        """Names of the model inputs: `col`, `missingindicator_col`, `col_<category>`, `col_infrequent`."""
+        """Names of the model inputs: `col`, `missingindicator_col`, `col_<category>`, `col_infrequent`, and
+        last `col` for a category column that is one code input."""
         names = [str(n) for n in self.transformer.named_transformers_["numeric"].get_feature_names_out(self.numeric)] \
             if self.numeric else []
-        if self.categorical:
+        if self.onehot:
             enc = self.encoder
-            for i, col in enumerate(self.categorical):
+            for i, col in enumerate(self.onehot):
                 rare = enc.infrequent_categories_[i] if enc.infrequent_categories_ is not None else None
                 rare = set() if rare is None else {int(c) for c in rare}
                 names += [f"{col.name}_{col.vocabulary[int(c)]}" for c in enc.categories_[i] if int(c) not in rare]
                 if rare:
                     names.append(f"{col.name}_infrequent")
-        return names
+        return names + [col.name for col in self.coded]
 
     def _count_inputs(self) -> None:
         counts: Dict[str, int] = {}
         if self.numeric:
-            imputer = self.transformer.named_transformers_["numeric"].steps[0][1]
+            imputer = self.transformer.named_transformers_["numeric"].named_steps["simpleimputer"]
             flagged = set()
             if imputer.indicator_ is not None:
                 flagged = {self.numeric[i] for i in imputer.indicator_.features_}
             counts.update({name: 1 + (name in flagged) for name in self.numeric})
-        if self.categorical:
+        if self.onehot:
             enc = self.encoder
-            for i, col in enumerate(self.categorical):
+            for i, col in enumerate(self.onehot):
                 rare = enc.infrequent_categories_[i] if enc.infrequent_categories_ is not None else None
                 n_rare = 0 if rare is None else len(rare)
                 counts[col.name] = len(enc.categories_[i]) - n_rare + (1 if n_rare else 0)
+        counts.update({col.name: 1 for col in self.coded})
         for col in self.columns:
             col.inputs = counts.get(col.name, 0)
 
     @property
     def encoder(self):
+        """The fitted OneHotEncoder of the `onehot` columns."""
         return self.transformer.named_transformers_["category"]
 
     # -- applying ---------------------------------------------------------------
@@ -184,9 +254,9 @@ class Preprocessing:
         for col in self.columns:
             if col.kind == "numeric":
                 out[col.name] = self.scaled(df[col.name], col, first_line)[0]
-        for col in self.categorical:
+        for col in self.onehot:
             out[col.name] = self.codes(df[col.name], col)
-        return pd.DataFrame(out, index=None)
+        return pd.DataFrame(out, index=pd.RangeIndex(len(df)))  # the rows' count also without a column
 
     @staticmethod
     def numbers(s, col: Column, first_line: int = 2) -> np.ndarray:
@@ -250,12 +320,20 @@ class Preprocessing:
             return ((X - self.mean) / self.std).astype(np.float32)
         if out is None:
             out = empty_array((len(df), len(self.inputs)), np.float32)
+        dense = out[:, :out.shape[1] - len(self.coded)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown categories: counted by unseen(), not warned per call
             for start in range(0, len(df), BLOCK_ROWS):
                 block = df.iloc[start:start + BLOCK_ROWS]
-                _dense(self.transformer.transform(self.frame(block, first_line + start)), out[start:start + len(block)])
+                _dense(self.transformer.transform(self.frame(block, first_line + start)), dense[start:start + len(block)])
+        self._write_codes(df, out)
         return out
+
+    def _write_codes(self, df, out: np.ndarray) -> None:
+        """The code inputs (the last len(coded) columns of `out`) of the rows of `df`."""
+        first = out.shape[1] - len(self.coded)
+        for j, col in enumerate(self.coded):
+            out[:, first + j] = _code_lookup(col)[self.codes(df[col.name], col)]  # index -1 (unseen): the last
 
     def unseen(self, df) -> Dict[str, int]:
         """Per category column, how many rows hold a category never seen in training."""
@@ -340,6 +418,32 @@ def load_transformer(path: Path):
     return obj
 
 
+def _choose_encoding(col: Column, codes: np.ndarray, onehot_max: int) -> None:
+    """Make `col` one code input when its one-hot encoding (categories seen at least MIN_FREQUENCY times
+    in the train rows `codes`, plus one input for the rarer ones) would have more than `onehot_max` inputs."""
+    counts = np.bincount(codes, minlength=len(col.vocabulary))
+    rare = np.flatnonzero(counts < MIN_FREQUENCY)
+    if len(col.vocabulary) - len(rare) + (len(rare) > 0) > onehot_max:
+        col.encoding, col.rare = "code", [int(i) for i in rare]
+
+
+def _cardinality(col: Column) -> int:
+    """A code column's codes: one per category seen at least MIN_FREQUENCY times, and one shared by the
+    rarer ones and by values never seen in training."""
+    return len(col.vocabulary) - len(col.rare) + 1
+
+
+def _code_lookup(col: Column) -> np.ndarray:
+    """A code column's code (float32) of each vocabulary index, and last, for index -1 (never seen), the
+    shared code: the categories that are not rare are numbered in vocabulary (sorted) order."""
+    shared = _cardinality(col) - 1
+    own = np.ones(len(col.vocabulary), bool)
+    own[col.rare] = False
+    lookup = np.full(len(col.vocabulary) + 1, shared, np.float32)
+    lookup[:-1][own] = np.arange(shared, dtype=np.float32)
+    return lookup
+
+
 def _scale_of(v: np.ndarray) -> float:
     """The power of two nearest above the median size of a column's finite non-zero values (1 for none)."""
     import math
@@ -365,7 +469,9 @@ def _distinct(values):
 
 def _dense(part, out: np.ndarray) -> None:
     """Write a (sparse or dense) float32 block of inputs into `out`, a block of the float32 result."""
-    if hasattr(part, "toarray"):
+    if hasattr(part, "toarray") and out.flags.c_contiguous:
         part.astype(np.float32, copy=False).toarray(out=out)
+    elif hasattr(part, "toarray"):  # rows of X whose last inputs are category codes
+        out[:] = part.astype(np.float32, copy=False).toarray()
     else:
         out[:] = part

@@ -265,6 +265,6 @@ _SOURCES = {
     "wine": Source(_bundled("load_wine", MULTICLASS), task=MULTICLASS, rows=178, columns=13),
     "breast_cancer": Source(_bundled("load_breast_cancer", BINARY), task=BINARY, rows=569, columns=30),
     "diabetes": Source(_bundled("load_diabetes", REGRESSION), task=REGRESSION, rows=442, columns=10),
-    "csv": Source(None, ("path", "target", "task", "drop", "categorical"), columns=1),
+    "csv": Source(None, ("path", "target", "task", "drop", "categorical", "numeric", "onehot_max"), columns=1),
 }
 DATASETS: Registry[Source] = Registry("data", _SOURCES, {name: s.settings for name, s in _SOURCES.items()})

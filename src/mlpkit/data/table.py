@@ -360,6 +360,8 @@ class Column:
     vocabulary: Optional[List[str]] = None  # a category's values in the train split, sorted (index = code)
     scale: float = 1.0  # a numeric column is divided by this power of two first (its train values' size)
     out_of_range: int = 0  # values infinite or too large for the column's scale: counted in `missing`
+    encoding: str = "onehot"  # a category's inputs: onehot | code (one input holding its code; data.onehot_max)
+    rare: List[int] = field(default_factory=list)  # code: vocabulary indices sharing the last code with unseen values
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -596,6 +598,8 @@ def format_columns(columns: Sequence[Column], target: str, task: str, n_target_m
             kind = "category (numeric codes)"
         if c.codes == "date":
             kind = "numeric (date, days)"
+        if c.encoding == "code":
+            kind += ", one code input"
         rows.append((c.name, kind, str(c.missing), "-" if c.categories is None else str(c.categories),
                      str(c.inputs)))
     rows.append((target, f"target ({task})", str(n_target_missing), "-", "-"))
