@@ -163,15 +163,17 @@ def test_label_smoothing_is_torchs():
     torch.testing.assert_close(TASKS["binary"].loss(w, 0.2)(zb, yb), (w[yb.long()] * terms).sum() / w[yb.long()].sum())
 
 
-def test_label_smoothing_trains_by_autograd_and_is_refused_for_regression():
+def test_label_smoothing_trains_by_autograd_and_is_refused_for_regression(tmp_path):
     result = Trainer(max_epochs=2, label_smoothing=0.1).fit(MLP(6, [8], 1, seed=0), _toy())
     assert result.extra["backprop"] == "autograd"  # the chain rule's output gradient is the plain loss's
     assert "label_smoothing" in refusal(["data=diabetes", "regularization.label_smoothing=0.1"])
     assert "label_smoothing" in refusal(["data=digits", "regularization.label_smoothing=1.0"])
     assert refusal(["data=digits", "regularization.label_smoothing=0.1"]) == ""
     assert "clamp_output" in refusal(["data=iris", "model.clamp_output=true"])
-    # from the preset they apply where the task takes them
-    assert refusal(["data=diabetes", "recipe=tabular"]) == "" and refusal(["data=iris", "recipe=tabular"]) == ""
+    # from the preset (data=csv's recipe) they apply where the task takes them
+    for task in ("regression", "binary"):
+        table = _table(tmp_path / f"{task}.csv", task=task)
+        assert refusal(["data=csv", f"data.path={table}", "data.target=y", f"data.task={task}"]) == ""
 
 
 # ---------------------------------------------------------------------------
@@ -221,10 +223,12 @@ def test_tabm_trains_on_the_mean_of_its_members_losses():
 
 
 def _table(path: Path, n: int = 240, task: str = "binary") -> Path:
+    """x1 uniform in [0, 1], x2 normal, c a category of six values; y from x1 (and c)."""
     rng = np.random.default_rng(0)
-    x1, x2 = rng.uniform(0, 1, n), rng.normal(size=n)
-    y = x1 + 0.1 * x2 if task == "regression" else np.where(x1 + 0.3 * x2 > 0.5, "yes", "no")
-    lines = ["x1,x2,y", *(f"{a:.6f},{b:.6f},{c if isinstance(c, str) else f'{c:.6f}'}" for a, b, c in zip(x1, x2, y))]
+    x1, x2, c = rng.uniform(0, 1, n), rng.normal(size=n), rng.choice(list("abcdef"), n)
+    y = x1 + 0.1 * x2 if task == "regression" else np.where(x1 + 0.3 * x2 + 0.3 * (c < "c") > 0.5, "yes", "no")
+    lines = ["x1,x2,c,y", *(f"{a:.6f},{b:.6f},{k},{v if isinstance(v, str) else f'{v:.6f}'}"
+                            for a, b, k, v in zip(x1, x2, c, y))]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -244,6 +248,7 @@ KINDS = {
     "tabm": ["model=tabm", "model.k=3", "model.hidden=[16,16]"],
     "tabm_ple": ["model=tabm", "model.k=2", "model.hidden=[8]", "embedding=piecewise_linear", "embedding.bins=4"],
     "recipe": [],  # data=csv's own: recipe=tabular
+    "categories": ["data.onehot_max=2", "model.category_dim=3"],  # c: one code input, embedded
 }
 
 
@@ -267,6 +272,8 @@ def test_a_run_of_each_kind_predicts_loads_and_exports(kind, kind_runs, cli, tmp
     proc = cli(run_dir, table, "-o", tmp_path / "p.csv")
     assert proc.returncode == 0, proc.stderr
     run = mlpkit.load_run(run_dir)
+    if kind == "categories":  # the category is one code input, last in the row, embedded
+        assert run.model.encoder is not None and len(run.model.encoder.categories) == 1
     got = pd.read_csv(tmp_path / "p.csv")
     X = torch.from_numpy(run.preprocessing.transform(pd.read_csv(table)))
     with torch.no_grad():
@@ -287,6 +294,7 @@ CRAFTED = {  # kind -> (field, bad value)
                          ("embedding_params", {"dim": 10 ** 6})],
     "periodic": [("layout", {"numeric": 1, "categories": [True]}), ("category_dim", -2)],
     "tabm": [("k", 0), ("task", "regression"), ("k", 10 ** 6)],
+    "categories": [("layout", {"numeric": 2, "categories": [6, 6, 6]}), ("layout", "wide")],
 }
 
 
@@ -318,7 +326,7 @@ def test_clamp_output_clips_predict_py_to_the_train_range(tmp_path, cli):
     clamped = _train([*base, "model.clamp_output=true"], tmp_path / "clamped")
     y = pd.read_csv(table)["y"]
     far = tmp_path / "far.csv"
-    far.write_text("x1,x2\n50,0\n-50,0\n0.5,0\n")  # far outside the train rows: a linear trend leaves the range
+    far.write_text("x1,x2,c\n50,0,a\n-50,0,b\n0.5,0,c\n")  # far outside the train rows: a linear trend leaves the range
     outs = {}
     for name, run_dir in (("free", free), ("clamped", clamped)):
         assert cli(run_dir, far, "-o", tmp_path / f"{name}.csv").returncode == 0

@@ -362,6 +362,10 @@ def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
         if "pieces" in params:
             pieces = f.integer("pieces", 2, MAX_PIECES, obj=params, field="kwargs.activation_params.pieces")
         check_encoder_kwargs(f.bad, kwargs, n_in)
+        layout = getattr(pre, "layout", None)
+        if "layout" in kwargs and layout is not None and kwargs["layout"] != layout.to_json():
+            raise f.bad("kwargs.layout", f"is {_show(kwargs['layout'])}, but preprocessing.json makes "
+                                         f"{_show(layout.to_json())}")
     k = 1
     if name == "tabm":
         f.choice("task", (pre.task,), obj=kwargs, field="kwargs.task")
