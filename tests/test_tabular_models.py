@@ -360,3 +360,21 @@ def test_data_csv_uses_the_tabular_recipe_and_every_override_wins():
     for key in ("model", "embedding", "optimizer", "scheduler", "regularization", "early_stopping"):
         assert ablated[key] == plain[key], key  # the ablation's baseline is today's defaults
     assert compose_config([*csv, "ablation=no_embedding"]).embedding.name == "none"
+
+
+@pytest.mark.parametrize("kind", ["tabm", "piecewise_linear"])
+def test_a_resumed_run_of_each_kind_continues_as_if_never_stopped(kind, tmp_path):
+    def make():
+        if kind == "tabm":
+            return TabM(6, [8], 1, "binary", k=3, embedding="periodic", layout=LAYOUT.to_json(), seed=0)
+        bins = quantile_bins(_toy().X_train[:, :3].numpy(), 4)
+        return MLP(6, [8], 1, embedding="piecewise_linear", bins=bins, layout=LAYOUT.to_json(), seed=0)
+
+    settings = dict(scheduler="cosine_warmup", label_smoothing=0.1, seed=0)
+    whole = Trainer(max_epochs=4, scheduler_params={"warmup_epochs": 1}, run_dir=tmp_path / "whole",
+                    **settings).fit(make(), _toy())
+    Trainer(max_epochs=2, scheduler_params={"warmup_epochs": 1, "t_max": 4}, run_dir=tmp_path / "cut",
+            **settings).fit(make(), _toy())
+    resumed = Trainer(max_epochs=4, scheduler_params={"warmup_epochs": 1}, run_dir=tmp_path / "cut",
+                      **settings).fit(make(), _toy(), resume_from=tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert resumed.history["val_loss"] == whole.history["val_loss"] and resumed.history["lr"] == whole.history["lr"]
