@@ -28,6 +28,8 @@ REFERENCES = {
     "silu": ({}, F.silu),
     "identity": ({}, lambda x: x),
     "step": ({}, lambda x: (x > 0).to(x.dtype)),
+    "mish": ({}, F.mish),
+    "selu": ({}, F.selu),
 }
 
 

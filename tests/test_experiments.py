@@ -71,7 +71,7 @@ def pick(runs: List[Run], **match) -> List[Run]:
 
 def test_every_experiment_is_tested():
     tested = {"xor", "vanishing_gradient", "initializers", "normalization", "overfitting", "optimizers",
-              "batch_size"}
+              "batch_size", "tabular_tricks"}
     assert set(EXPERIMENTS) == tested
 
 
@@ -174,3 +174,50 @@ def test_batch_size(tmp_path_factory):
     # in the same 10 epochs, one update per epoch gets least far
     assert full.history["train_loss"][-1] > mini.history["train_loss"][-1]
     assert full.history["train_loss"][-1] > single.history["train_loss"][-1]
+
+
+def test_tabular_tricks(tmp_path_factory):
+    """Each job of the ablation turns exactly its trick off (or, no_recipe, goes back to the plain
+    defaults); its numbers on a real table are in the README."""
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("tabular_tricks")
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.4f},{b:.4f},{c},{'yes' if a + 0.2 * (c < 'e') > 0.6 else 'no'}"
+            for a, b, c in zip(rng.uniform(0, 1, 200), rng.normal(size=200), rng.choice(list("abcdefghijk"), 200))]
+    (root / "t.csv").write_text("x1,x2,c,y\n" + "\n".join(rows) + "\n")
+    run = train(["-m", "experiment=tabular_tricks", "data=csv", f"data.path={root / 't.csv'}", "data.target=y",
+                 "trainer.max_epochs=2", "model.hidden=[8]", "trainer.progress=false"], root, timeout=900)
+    assert run.returncode == 0, run.describe()
+    runs = [Run(p.parent) for p in root.rglob("metrics.json")]
+    assert len(runs) == 20 and all(r["status"] in ("completed", "early_stopped") for r in runs)
+
+    def config(ablation):
+        job = pick(runs, ablation=ablation, seed="0")[0]
+        return pd_flat(yaml.safe_load((job.dir / ".hydra" / "config.yaml").read_text()))
+
+    full = config("none")
+    assert (full["embedding.name"], full["data.numeric"], full["data.onehot_max"]) == ("periodic", "robust", 8)
+    changed = {"no_embedding": {"embedding.name": "none", "embedding.dim": None, "embedding.frequencies": None,
+                                "embedding.sigma": None, "embedding.lite": None},
+               "no_category_embedding": {"data.onehot_max": None}, "no_robust": {"data.numeric": "standard"},
+               "no_label_smoothing": {"regularization.label_smoothing": 0.0},
+               "no_dropout": {"regularization.dropout": 0.0}, "no_weight_decay": {"optimizer.weight_decay": 0.0},
+               "no_schedule": {"scheduler.name": "none", "scheduler.eta_min": None, "scheduler.warmup_epochs": None},
+               "no_clamp": {"model.clamp_output": False}}
+    for ablation, want in changed.items():
+        got = config(ablation)
+        assert {k: v for k, v in got.items() if full.get(k) != v} == want, ablation
+    plain = config("no_recipe")
+    assert plain["embedding.name"] == "none" and plain["optimizer.name"] == "adam"
+
+
+def pd_flat(node, prefix=""):
+    """A nested dict as {dotted key: value}."""
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(pd_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -37,7 +37,7 @@ def test_every_family_has_a_config_and_builds_its_model_from_its_entry(name):
     data = load_dataset("moons", n_samples=80, seed=0)
     kwargs = family.model_kwargs(cfg, data)
     json.dumps(kwargs)  # model.json holds them
-    model = MODELS[name](**kwargs)  # what predict.py rebuilds
+    model = MODELS[name](**kwargs).eval()  # what predict.py rebuilds, as it uses it
     assert isinstance(model, family.make) and model(data.X_val).shape == (len(data.X_val), data.out_dim)
     assert family.head(cfg, "cpu") and family.what
 
@@ -47,13 +47,15 @@ def test_a_setting_of_a_group_the_family_does_not_use_is_refused(name):
     family = FAMILIES[name]
     for group in family.unused_groups:
         key = {"optimizer": "optimizer.lr=0.1", "scheduler": "scheduler.gamma=0.5", "activation": "activation.alpha=1",
-               "init": "init.std=0.1", "norm": "norm.name=batch", "regularization": "regularization.l2=0.1"}[group]
+               "init": "init.std=0.1", "norm": "norm.name=batch", "regularization": "regularization.l2=0.1",
+               "embedding": "embedding.dim=4"}[group]
         assert key.split("=")[0] in refusal([f"model={name}", key]), (name, key)
+    value = {"lr": "0.5", "k": "4", "category_dim": "8", "clamp_output": "false"}  # one good value of each
     for setting in family.settings:
-        assert refusal([f"model={name}", f"model.{setting}=0.5"]) == ""
+        assert refusal([f"model={name}", f"model.{setting}={value[setting]}"]) == ""
     others = {s for n in FAMILIES for s in FAMILIES[n].settings} - set(family.settings)
     for setting in others:
-        assert f"model.{setting} is a setting of" in refusal([f"model={name}", f"model.{setting}=0.5"])
+        assert f"model.{setting} is a setting of" in refusal([f"model={name}", f"model.{setting}={value[setting]}"])
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -144,7 +144,14 @@ def _check_plateau(lrs):  # a flat val loss: halved after `patience` (5) epochs 
     assert lrs[-1] < 0.5
 
 
-SCHED_EXPECTED = {"none": _check_none, "step": _check_step, "cosine": _check_cosine, "plateau": _check_plateau}
+def _check_cosine_warmup(lrs):
+    # 20 epochs, warmup_epochs=5: lr (e+1)/6 for the first five epochs, then half a cosine from 1 to 0 over 15
+    expected = [(e + 1) / 6 if e < 5 else 0.5 * (1 + math.cos(math.pi * (e - 5) / 15)) for e in range(1, 21)]
+    assert lrs == pytest.approx(expected)
+
+
+SCHED_EXPECTED = {"none": _check_none, "step": _check_step, "cosine": _check_cosine, "plateau": _check_plateau,
+                  "cosine_warmup": _check_cosine_warmup}
 
 
 @pytest.mark.parametrize("name", SCHED_NAMES)
@@ -162,6 +169,8 @@ def test_scheduler_settings_are_honoured():
     assert lrs == pytest.approx([1.0, 0.1, 0.1, 0.01, 0.01, 0.001])
     lrs = _lrs("cosine", 10, t_max=4, eta_min=0.2)
     assert lrs[3] == pytest.approx(0.2)
+    lrs = _lrs("cosine_warmup", 10, t_max=6, eta_min=0.2, warmup_epochs=2)
+    assert lrs[:2] == pytest.approx([2 / 3, 1.0]) and lrs[5:] == pytest.approx([0.2] * 5)
     assert make_scheduler(make_optimizer([torch.zeros(1, requires_grad=True)], "sgd", 1.0), "none") is None
     with pytest.raises(ConfigError, match="gamma"):
         make_scheduler(make_optimizer([torch.zeros(1, requires_grad=True)], "sgd", 1.0), "cosine", gamma=0.5)

@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 # name -> module; imported on first use so `import mlpkit` stays fast.
 _EXPORTS = {
     "MLP": "mlpkit.models.mlp",
+    "TabM": "mlpkit.models.tabm",
+    "InputLayout": "mlpkit.data.dataset",
     "Maxout": "mlpkit.models.activations",
     "Step": "mlpkit.models.activations",
     "make_activation": "mlpkit.models.activations",

@@ -49,11 +49,14 @@ RANGES: Dict[str, Dict[str, dict]] = {
                   "alpha": FRACTION, "lr_decay": dict(low=0), "initial_accumulator_value": dict(low=0)},
     "scheduler": {"step_size": dict(low=1), "gamma": dict(low=0, high=1, low_open=True),
                   "factor": dict(low=0, high=1, low_open=True, high_open=True), "patience": dict(low=0),
-                  "t_max": dict(low=1), "eta_min": dict(low=0), "min_lr": dict(low=0)},
+                  "t_max": dict(low=1), "eta_min": dict(low=0), "min_lr": dict(low=0), "warmup_epochs": dict(low=0)},
+    "embedding": {"dim": dict(low=1, high=1024), "frequencies": dict(low=1, high=1024), "sigma": POSITIVE,
+                  "bins": dict(low=2, high=1024)},
     "early_stopping": {"patience": dict(low=0, **REQUIRED)},  # min_delta: its range depends on the monitor
     "pruning": {"warmup_epochs": dict(low=0), "min_completed": dict(low=1)},
     "regularization": {"l1": dict(low=0, **REQUIRED), "l2": dict(low=0, **REQUIRED),
-                       "dropout": dict(**FRACTION, **REQUIRED), "input_noise": dict(low=0, **REQUIRED)},
+                       "dropout": dict(**FRACTION, **REQUIRED), "input_noise": dict(low=0, **REQUIRED),
+                       "label_smoothing": dict(**FRACTION, **REQUIRED)},
     "trainer": {"max_epochs": dict(low=1, **REQUIRED), "batch_size": dict(low=0, **REQUIRED),
                 "clip_grad_norm": POSITIVE, "clip_grad_value": POSITIVE, "log_every_n_steps": dict(low=1, **REQUIRED),
                 "histogram_every_n_epochs": dict(low=0), "boundary_every_n_epochs": dict(low=0),
@@ -88,11 +91,19 @@ def check_device_name(device: str) -> None:
 
 
 def check_needs_classes(task: Any, data_name: str, *, class_weight: Optional[str] = "none", model: Optional[str] = None,
-                        families: Optional[Mapping[str, Any]] = None, monitor: str = "val_loss") -> None:
-    """What needs classes (balanced class weights, a family that only classifies, an accuracy monitor)
-    refused for a regression `task` (a mlpkit.tasks.Task; None: not known yet)."""
+                        families: Optional[Mapping[str, Any]] = None, monitor: str = "val_loss",
+                        label_smoothing: float = 0.0, clamp_output: bool = False) -> None:
+    """What needs classes (balanced class weights, a family that only classifies, an accuracy monitor, label
+    smoothing) refused for a regression `task` (a mlpkit.tasks.Task; None: not known yet), and what needs a
+    regression target (clamping the outputs) refused for a classification one."""
+    if task is not None and task.classification and clamp_output:
+        raise ConfigError(f"model.clamp_output=true clips regression predictions, but data={data_name} is a "
+                          f"{task} classification task; leave model.clamp_output=false")
     if task is None or task.classification:
         return
+    if label_smoothing:
+        raise ConfigError(f"regularization.label_smoothing={label_smoothing} smooths class labels, but "
+                          f"data={data_name} has a regression target; leave it at 0")
     if class_weight == "balanced":
         raise ConfigError(f"trainer.class_weight=balanced weights classes, but data={data_name} has a regression "
                           "target; use trainer.class_weight=none")

@@ -322,18 +322,20 @@ def _check_transformer(pre, f: _JsonFile, skops: Path) -> None:
                               f"{len(pre.inputs)} (first difference at input {first})")
 
 
-def _linear_weights(kwargs: dict, pieces: int) -> int:
-    """How many weights the linear layers of an MLP of these (checked) widths hold."""
+def _linear_weights(kwargs: dict, pieces: int, k: int = 1) -> int:
+    """How many weights the linear layers of an MLP of these (checked) widths hold (at least; TabM: k heads)."""
     total, width_in = 0, kwargs["in_dim"]
     for width in kwargs.get("hidden", []):
         total += width_in * width * pieces
         width_in = width
-    return total + width_in * kwargs["out_dim"]
+    return total + width_in * kwargs["out_dim"] * k
 
 
 def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
     """The network model.json describes, after checking it against the preprocessing and the size of the
     checkpoint's tensors (so a crafted width never allocates more than the checkpoint holds)."""
+    from mlpkit.models.embeddings import check_kwargs as check_encoder_kwargs
+    from mlpkit.models.embeddings import encoder_size
     from mlpkit.models.mlp import MODELS
     from mlpkit.tasks import get_task
 
@@ -350,7 +352,7 @@ def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
         raise f.bad("kwargs.out_dim", f"is {n_out}, but a {pre.task} run with {len(pre.classes)} classes has "
                                       f"{want_out} output{'s' if want_out > 1 else ''}")
     pieces = 1
-    if name == "mlp":
+    if name in ("mlp", "tabm"):
         hidden = f.get("hidden", ..., kwargs, "kwargs.hidden")
         if not isinstance(hidden, list) or len(hidden) > 1000 or not all(
                 isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 2 ** 31 for w in hidden):
@@ -359,10 +361,19 @@ def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
             if "activation_params" in kwargs else {}
         if "pieces" in params:
             pieces = f.integer("pieces", 2, MAX_PIECES, obj=params, field="kwargs.activation_params.pieces")
+        check_encoder_kwargs(f.bad, kwargs, n_in)
+        layout = getattr(pre, "layout", None)
+        if "layout" in kwargs and layout is not None and kwargs["layout"] != layout.to_json():
+            raise f.bad("kwargs.layout", f"is {_show(kwargs['layout'])}, but preprocessing.json makes "
+                                         f"{_show(layout.to_json())}")
+    k = 1
+    if name == "tabm":
+        f.choice("task", (pre.task,), obj=kwargs, field="kwargs.task")
+        k = f.integer("k", 1, 1024, obj=kwargs, field="kwargs.k")
     held = sum(int(t.numel()) for t in weights.values() if hasattr(t, "numel"))
-    needed = _linear_weights(kwargs, pieces)
+    needed = _linear_weights(kwargs, pieces, k) + encoder_size(kwargs, n_in)
     if needed > held:
-        field = "kwargs.hidden" if name == "mlp" and kwargs.get("hidden") else "kwargs"
+        field = "kwargs.hidden" if name != "perceptron" and kwargs.get("hidden") else "kwargs"
         raise f.bad(field, f"describes a network of {needed} weights, but {ckpt_path} holds {held} values")
     try:
         return MODELS[name](**kwargs)

@@ -34,9 +34,24 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"  # mlp | perceptron
+    name: str = "mlp"  # mlp | perceptron | tabm
     hidden: List[int] = field(default_factory=lambda: [256, 128])  # [] = no hidden layer
     lr: Optional[float] = None  # perceptron: step size of the learning rule (mlp: use optimizer.lr)
+    category_dim: Optional[int] = None  # mlp, tabm: width of each embedded category's vectors (null = 16)
+    clamp_output: Optional[bool] = None  # mlp, tabm: regression predictions clipped to the train targets' range
+    # (null = false)
+    k: Optional[int] = None  # tabm: ensemble members (BatchEnsemble)
+
+
+@dataclass
+class EmbeddingConfig:
+    # Numeric feature embeddings (mlp, tabm); null keys: the option does not take them.
+    name: str = "none"  # none | periodic | piecewise_linear
+    dim: Optional[int] = None  # periodic, piecewise_linear: embedding width per feature
+    frequencies: Optional[int] = None  # periodic: frequencies per feature
+    sigma: Optional[float] = None  # periodic: std of the initial frequencies
+    lite: Optional[bool] = None  # periodic, piecewise_linear: one linear layer shared by all features
+    bins: Optional[int] = None  # piecewise_linear: quantile bins per feature (fewer where values repeat)
 
 
 @dataclass
@@ -82,10 +97,11 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "none"  # none | step | cosine | plateau
+    name: str = "none"  # none | step | cosine | cosine_warmup | plateau
     step_size: Optional[int] = None  # step: epochs between decays
     gamma: Optional[float] = None  # step: decay factor
-    t_max: Optional[int] = None  # cosine: period in epochs (null = trainer.max_epochs)
+    t_max: Optional[int] = None  # cosine, cosine_warmup: period in epochs (null = trainer.max_epochs)
+    warmup_epochs: Optional[int] = None  # cosine_warmup: epochs of linear warm-up from 0 to optimizer.lr
     eta_min: Optional[float] = None  # cosine: final lr
     factor: Optional[float] = None  # plateau: decay factor
     patience: Optional[int] = None  # plateau: epochs without improvement of val loss
@@ -116,6 +132,7 @@ class RegularizationConfig:
     l2: float = 0.0
     dropout: float = 0.0
     input_noise: float = 0.0
+    label_smoothing: float = 0.0  # classification: targets (1 - e) one-hot + e / classes
 
 
 @dataclass
@@ -140,6 +157,7 @@ class TrainerConfig:
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
     init: InitConfig = field(default_factory=InitConfig)
     norm: NormConfig = field(default_factory=NormConfig)
@@ -160,6 +178,11 @@ class TrainConfig:
 OPTION_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "model": {
         "perceptron": {"hidden": [], "lr": 1.0},
+        "tabm": {"hidden": [256, 256, 256], "k": 32},
+    },
+    "embedding": {  # rtdl-num-embeddings' defaults (Gorishniy et al. 2022)
+        "periodic": {"dim": 24, "frequencies": 48, "sigma": 0.01, "lite": False},
+        "piecewise_linear": {"dim": 16, "bins": 48, "lite": False},
     },
     "activation": {
         "leaky_relu": {"negative_slope": 0.01},
@@ -184,6 +207,7 @@ OPTION_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     "scheduler": {
         "step": {"step_size": 10, "gamma": 0.5},
         "cosine": {"eta_min": 0.0},
+        "cosine_warmup": {"eta_min": 0.0, "warmup_epochs": 5},
         "plateau": {"factor": 0.5, "patience": 5, "min_lr": 0.0},
     },
     "early_stopping": {
@@ -194,7 +218,7 @@ OPTION_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
 }
 
-_GROUPS = {"model": ModelConfig, "activation": ActivationConfig, "init": InitConfig, "optimizer": OptimizerConfig,
+_GROUPS = {"model": ModelConfig, "embedding": EmbeddingConfig, "activation": ActivationConfig, "init": InitConfig, "optimizer": OptimizerConfig,
            "scheduler": SchedulerConfig, "early_stopping": EarlyStoppingConfig, "pruning": PruningConfig}
 
 

@@ -62,8 +62,9 @@ class Task(str):
 
     # -- the loss and its gradient ---------------------------------------------------
 
-    def loss(self, weight: Any = None) -> Callable[[Any, Any], Any]:
-        """The batch loss (a mean; with class weights w, sum w_i l_i / sum w_i)."""
+    def loss(self, weight: Any = None, label_smoothing: float = 0.0) -> Callable[[Any, Any], Any]:
+        """The batch loss (a mean; with class weights w, sum w_i l_i / sum w_i); `label_smoothing` e
+        (classification) trains on targets (1 - e) one-hot + e / classes instead of the labels."""
         raise NotImplementedError
 
     def output_grad(self, out: Any, y: Any, weight: Any = None) -> Tuple[Any, Any]:
@@ -87,6 +88,11 @@ class Task(str):
 
     def n_classes_of(self, labels: Any) -> int:
         return int(labels.max()) + 1
+
+    def mean_of_members(self, out: Any) -> Any:
+        """(N, k, out) outputs of k ensemble members -> (N, out) outputs of their average prediction:
+        classification, the logits of the members' mean probability; regression, the mean value."""
+        return out.mean(1)
 
     # -- accuracy during training --------------------------------------------------------
 
@@ -130,16 +136,28 @@ class Binary(Task):
     def n_classes_of(self, labels: Any) -> int:
         return 2
 
-    def loss(self, weight: Any = None) -> Callable[[Any, Any], Any]:
+    def loss(self, weight: Any = None, label_smoothing: float = 0.0) -> Callable[[Any, Any], Any]:
         from torch import nn
 
-        if weight is None:
+        if weight is None and not label_smoothing:
             return nn.BCEWithLogitsLoss()
+        e = float(label_smoothing)
 
-        def weighted_bce(out: Any, y: Any) -> Any:
+        def bce(out: Any, y: Any) -> Any:
+            target = y * (1 - e) + e / 2 if e else y  # two classes: the smoothed one-hot's second entry
+            terms = nn.functional.binary_cross_entropy_with_logits(out, target, reduction="none")
+            if weight is None:
+                return terms.mean()
             wi = weight[y.long()]
-            return (wi * nn.functional.binary_cross_entropy_with_logits(out, y, reduction="none")).sum() / wi.sum()
-        return weighted_bce
+            return (wi * terms).sum() / wi.sum()
+        return bce
+
+    def mean_of_members(self, out: Any) -> Any:
+        import torch
+
+        # logit(mean sigmoid(z)) = log mean sigmoid(z) - log mean sigmoid(-z), each a logsumexp (no overflow)
+        sig = torch.nn.functional.logsigmoid
+        return torch.logsumexp(sig(out), 1) - torch.logsumexp(sig(-out), 1)
 
     def output_grad(self, out: Any, y: Any, weight: Any = None) -> Tuple[Any, Any]:
         import torch
@@ -185,10 +203,18 @@ class Multiclass(Task):
 
         return torch.as_tensor(y, dtype=torch.long)
 
-    def loss(self, weight: Any = None) -> Callable[[Any, Any], Any]:
+    def loss(self, weight: Any = None, label_smoothing: float = 0.0) -> Callable[[Any, Any], Any]:
         from torch import nn
 
-        return nn.CrossEntropyLoss(weight=weight)
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=float(label_smoothing))
+
+    def mean_of_members(self, out: Any) -> Any:
+        import math
+
+        import torch
+
+        # log of the mean softmax: softmax of it gives the mean probability back
+        return torch.logsumexp(torch.log_softmax(out, -1), 1) - math.log(out.shape[1])
 
     def output_grad(self, out: Any, y: Any, weight: Any = None) -> Tuple[Any, Any]:
         import torch
@@ -240,9 +266,11 @@ class Regression(Task):
     def standardizes_target(self) -> bool:
         return True
 
-    def loss(self, weight: Any = None) -> Callable[[Any, Any], Any]:
+    def loss(self, weight: Any = None, label_smoothing: float = 0.0) -> Callable[[Any, Any], Any]:
         from torch import nn
 
+        if label_smoothing:
+            raise ValueError("label smoothing needs classes; a regression target has none")
         return nn.MSELoss()
 
     def output_grad(self, out: Any, y: Any, weight: Any = None) -> Tuple[Any, Any]:

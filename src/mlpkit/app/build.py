@@ -197,9 +197,10 @@ def build_strategy(cfg: Any) -> Any:
 
 
 def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, pruner: Any,
-                  handle_signals: bool, strategy: Any = None) -> Any:
+                  handle_signals: bool, strategy: Any = None, task: Any = None) -> Any:
     """The Trainer of `cfg.optimizer`, `cfg.scheduler`, `cfg.regularization` and `cfg.trainer`, with the
-    model family's step rule, and the callbacks of `cfg.trainer` and `best` as the family has them."""
+    model family's step rule, and the callbacks of `cfg.trainer` and `best` as the family has them.
+    `task`: the data's; label smoothing applies to classification only (a preset's is left out otherwise)."""
     from mlpkit.training.callbacks import Progress, Pruning, adjust
     from mlpkit.training.tblog import TensorBoard
     from mlpkit.training.trainer import Trainer
@@ -212,7 +213,9 @@ def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, 
     trainer = Trainer(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, optimizer_params=opt_params,
         scheduler=cfg.scheduler.name, scheduler_params=sched_params, max_epochs=t.max_epochs,
-        batch_size=t.batch_size, l1=r.l1, l2=r.l2, input_noise=r.input_noise, clip_grad_norm=t.clip_grad_norm,
+        batch_size=t.batch_size, l1=r.l1, l2=r.l2, input_noise=r.input_noise,
+        label_smoothing=r.label_smoothing if task is None or task.classification else 0.0,
+        clip_grad_norm=t.clip_grad_norm,
         clip_grad_value=t.clip_grad_value, device=str(device), seed=cfg.seed, class_weight=t.class_weight,
         log_every_n_steps=t.log_every_n_steps, manual_backprop=t.manual_backprop,
         step_rule=fam.step_rule(cfg) if fam.step_rule is not None else None, callbacks=callbacks,

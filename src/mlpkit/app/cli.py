@@ -883,7 +883,8 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     purge = int(load_checkpoint(resume_from)["global_step"]) + 1 if resume_from is not None else None
     logger = TensorBoardLogger(run_dir, purge_step=purge) if writer else None
     trainer = build.build_trainer(cfg, device, run_dir, logger, best, pruner,
-                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal, strategy=strategy)
+                                  handle_signals=signal.getsignal(signal.SIGINT) is not on_signal, strategy=strategy,
+                                  task=data.task)
     # the task's name as a plain str: a Task object would not load with weights_only=True
     trainer.extra_state = {"model_kwargs": kwargs, "task": data.task.name, "classes": data.classes}
     if writer:

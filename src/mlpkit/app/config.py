@@ -76,7 +76,9 @@ VOID_SETTINGS = {
 
 def check_option_settings(cfg: Any, overrides: List[str]) -> None:
     """A setting given on the command line that the chosen option does not use is an error
-    (`early_stopping=none early_stopping.patience=5`, optimizer settings with `model=perceptron`)."""
+    (`early_stopping=none early_stopping.patience=5`, optimizer settings with `model=perceptron`,
+    label smoothing for a regression target)."""
+    check_task(cfg, data_task(cfg.data), override_keys(overrides))
     keys = [o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o and not o.startswith("~")]
     family = registries()["model"][cfg.model.name]
     void = {**VOID_SETTINGS, ("model", family.name): (family.unused_groups,
@@ -196,10 +198,11 @@ def registries() -> Dict[str, Any]:
     from mlpkit.models.mlp import NORMS
     from mlpkit.training.optim import OPTIMIZERS, SCHEDULERS
     from mlpkit.training.pruning import PRUNERS
+    from mlpkit.models.embeddings import EMBEDDINGS
     from mlpkit.registry import Registry
 
     pruning = Registry("pruning", dict.fromkeys(PRUNERS), PRUNERS)
-    return {"data": DATASETS, "model": FAMILIES, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
+    return {"data": DATASETS, "model": FAMILIES, "embedding": EMBEDDINGS, "activation": ACTIVATIONS, "init": INITIALIZERS, "norm": NORMS,
             "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "pruning": pruning}
 
 
@@ -329,13 +332,13 @@ def _check_trainer(cfg: Any) -> None:
 def validate(cfg: Any) -> None:
     """Raise ConfigError naming the first bad value of a composed config: group by group, its option,
     the settings that option takes, their ranges, then what depends on another group."""
-    for key in ("data", "model", "activation", "init", "norm", "optimizer", "scheduler", "early_stopping",
+    for key in ("data", "model", "embedding", "activation", "init", "norm", "optimizer", "scheduler", "early_stopping",
                 "regularization", "trainer", "seed"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(f"{key} is missing from the config; mlpkit needs it (do not remove it with ~{key})")
     _check_data(cfg)
     _check_model(cfg)
-    for group in ("activation", "init"):
+    for group in ("embedding", "activation", "init"):
         _check_option(cfg, group)
         _check_ranges(cfg, group)
     _check_option(cfg, "norm")
@@ -346,15 +349,37 @@ def validate(cfg: Any) -> None:
     _check_ranges(cfg, "pruning")
     _check_ranges(cfg, "regularization")
     _check_trainer(cfg)
-    check_task(cfg, data_task(cfg.data))
+    check_task(cfg, data_task(cfg.data), set())
     check_memory(cfg)
 
 
-def check_task(cfg: Any, task: Optional[Task]) -> None:
-    """What needs classes (class weights, the perceptron, an accuracy monitor) refused for a regression
-    task: `task` as the config tells it (validate) or as the loaded data do (a csv with task=auto)."""
+def check_task(cfg: Any, task: Optional[Task], given: Optional[set] = None) -> None:
+    """What needs classes (class weights, the perceptron, an accuracy monitor, label smoothing) refused for a
+    regression task, and clamped outputs for a classification one: `task` as the config tells it (validate)
+    or as the loaded data do (a csv with task=auto). Label smoothing and clamping are refused where the
+    command line sets them (`given`: its keys; None: the running Hydra job's); from a preset
+    (recipe=tabular) they apply where the task takes them."""
+    given = command_line_keys() if given is None else given
+    smoothing = cfg.regularization.get("label_smoothing", 0.0)
     check_needs_classes(task, cfg.data.name, class_weight=getattr(cfg.trainer, "class_weight", "none"),
-                        model=cfg.model.name, families=registries()["model"], monitor=cfg.early_stopping.monitor)
+                        model=cfg.model.name, families=registries()["model"], monitor=cfg.early_stopping.monitor,
+                        label_smoothing=smoothing if "regularization.label_smoothing" in given else 0.0,
+                        clamp_output=bool(cfg.model.get("clamp_output")) and "model.clamp_output" in given)
+
+
+def override_keys(overrides: List[str]) -> set:
+    """The keys a list of overrides sets (`a.b=1` -> a.b)."""
+    return {str(o).split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def command_line_keys() -> set:
+    """The keys the running Hydra job's command line sets (none outside a Hydra job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return override_keys(list(HydraConfig.get().overrides.task))
+    except (ImportError, ValueError):
+        return set()
 
 
 def _gigabytes(n: float) -> str:

@@ -72,6 +72,8 @@ _SPECS: Dict[str, ActivationSpec] = {
     "gelu": ActivationSpec(nn.GELU, family="rectifier", gain_name="relu"),
     "silu": ActivationSpec(nn.SiLU, family="rectifier", gain_name="relu"),
     "identity": ActivationSpec(nn.Identity),
+    "mish": ActivationSpec(nn.Mish, family="rectifier", gain_name="relu"),  # x tanh(softplus(x)): RealMLP's
+    "selu": ActivationSpec(nn.SELU, gain_name="selu"),  # self-normalising with lecun_normal init
 }
 
 

@@ -66,7 +66,9 @@ class ManualBackprop:
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
-        """True for an MLP made only of Linear layers and one covered activation kind."""
+        """True for an MLP made only of Linear layers and one covered activation kind (no input encoder)."""
+        if getattr(model, "autograd_only", False):
+            return False
         seq = getattr(model, "net", None)
         if not isinstance(seq, nn.Sequential) or not len(seq):
             return False

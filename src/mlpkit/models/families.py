@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from mlpkit.registry import Registry
 
 # family name -> the module whose FAMILY describes it
-MODULES = {"mlp": "mlpkit.models.mlp", "perceptron": "mlpkit.models.perceptron"}
+MODULES = {"mlp": "mlpkit.models.mlp", "perceptron": "mlpkit.models.perceptron", "tabm": "mlpkit.models.tabm"}
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ FAMILY = Family(
     settings=("lr",),
     ranges={"lr": dict(low=0, low_open=True)},
     hidden_layers=False,
-    unused_groups=("optimizer", "scheduler", "activation", "init", "norm", "regularization"),
+    unused_groups=("optimizer", "scheduler", "activation", "init", "norm", "regularization", "embedding"),
     step_rule=lambda cfg: PerceptronRule(cfg.model.lr),
     # an epoch takes microseconds: no progress lines, checkpoints once at the end, the decision boundary
     # only at the end; never pruned (it ends when it converges)

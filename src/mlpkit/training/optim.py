@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional
 
@@ -75,10 +76,31 @@ class SchedulerSpec:
     keys: Dict[str, str] = field(default_factory=dict)  # config key -> torch argument
 
 
+class CosineWarmup(optim.lr_scheduler.LambdaLR):
+    """Linear warm-up from lr/(warmup+1) to lr over `warmup_epochs`, then cosine down to `eta_min` at `T_max`
+    (epochs), flat after it: the schedule RealMLP and most tabular deep-learning recipes use."""
+
+    def __init__(self, optimizer: optim.Optimizer, T_max: int, eta_min: float = 0.0, warmup_epochs: int = 0):
+        self.T_max, self.eta_min, self.warmup_epochs = int(T_max), float(eta_min), int(warmup_epochs)
+        base = [g["lr"] for g in optimizer.param_groups]
+        super().__init__(optimizer, [lambda e, b=b: self.factor(e, b) for b in base])
+
+    def factor(self, epoch: int, base_lr: float) -> float:
+        """The multiple of the base lr after `epoch` scheduler steps."""
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        span = max(1, self.T_max - self.warmup_epochs)
+        t = min(1.0, (epoch - self.warmup_epochs) / span)
+        low = self.eta_min / base_lr if base_lr > 0 else 0.0
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 _SCHEDULERS: Dict[str, SchedulerSpec] = {
     "none": SchedulerSpec(None),
     "step": SchedulerSpec(optim.lr_scheduler.StepLR, {"step_size": "step_size", "gamma": "gamma"}),
     "cosine": SchedulerSpec(optim.lr_scheduler.CosineAnnealingLR, {"t_max": "T_max", "eta_min": "eta_min"}),
+    "cosine_warmup": SchedulerSpec(CosineWarmup, {"t_max": "T_max", "eta_min": "eta_min",
+                                                  "warmup_epochs": "warmup_epochs"}),
     "plateau": SchedulerSpec(optim.lr_scheduler.ReduceLROnPlateau,
                              {"factor": "factor", "patience": "patience", "min_lr": "min_lr"}),
 }
@@ -94,6 +116,6 @@ def make_scheduler(optimizer: optim.Optimizer, name: str = SchedulerConfig.name,
     if spec.cls is None:
         return None
     merged = {**option_defaults("scheduler", name), **settings}
-    if name == "cosine":
+    if name in ("cosine", "cosine_warmup"):
         merged.setdefault("t_max", max(1, max_epochs))
     return spec.cls(optimizer, **{spec.keys[k]: v for k, v in merged.items()})

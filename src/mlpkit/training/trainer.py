@@ -125,18 +125,22 @@ class StepRule:
 class GradientDescent(StepRule):
     """The task's loss, gradients by the chain rule (mlpkit.models.backprop, plain MLPs) or autograd, the L1/L2
     penalties, the strategy's gradient reduction, clipping and the optimizer's step, with the trainer's
-    optimizer, scheduler, penalties and clipping."""
+    optimizer, scheduler, penalties and clipping.
+
+    A model whose train-mode output is (N, k, out) holds k ensemble members (mlpkit.models.tabm): its loss is
+    the mean of the members' losses, and its outputs for the epoch's accuracy the task's mean of members."""
 
     def setup(self, trainer: "Trainer") -> None:
         from mlpkit.models.backprop import maybe_manual
 
         t, model = trainer, trainer.model
-        self.loss_fn = t.task.loss(t.weight)
+        self.loss_fn = t.task.loss(t.weight, t.label_smoothing)
+        manual = t.manual_backprop and not t.label_smoothing  # the chain rule's output gradient is the plain loss's
         if isinstance(t.optimizer_spec, torch.optim.Optimizer):
             t.optimizer = t.optimizer_spec  # it holds the model's parameters: keep them as they are
-            self.manual = maybe_manual(model, t.task, t.manual_backprop, flat=False, weight=t.weight)
+            self.manual = maybe_manual(model, t.task, manual, flat=False, weight=t.weight)
         else:
-            self.manual = maybe_manual(model, t.task, t.manual_backprop, weight=t.weight)
+            self.manual = maybe_manual(model, t.task, manual, weight=t.weight)
             params = [self.manual.flat] if self.manual is not None else model.parameters()
             t.optimizer = make_optimizer(params, t.optimizer_spec, t.lr, **t.optimizer_params)
         t.scheduler = make_scheduler(t.optimizer, t.scheduler_name, max_epochs=t.max_epochs, **t.scheduler_params)
@@ -154,7 +158,7 @@ class GradientDescent(StepRule):
                 torch._foreach_add_([w.grad for w in weights], weights, alpha=2 * t.l2)
         else:
             out = t.model(xb)
-            loss = self.loss_fn(out, yb)
+            loss, out = self.batch_loss(t.task, out, yb)
             total = loss
             if t.l1 > 0:
                 total = total + t.l1 * sum(w.abs().sum() for w in weights)
@@ -170,10 +174,19 @@ class GradientDescent(StepRule):
         t.optimizer.step()
         return loss, out
 
+    def batch_loss(self, task: Task, out: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(the batch's training loss, the outputs to count right answers on) of the model's outputs."""
+        if out.dim() == 3:  # (N, k, out): k members, each trained on the batch; their mean loss
+            k = out.shape[1]
+            loss = self.loss_fn(out.flatten(0, 1), y.repeat_interleave(k, 0))
+            return loss, task.mean_of_members(out.detach())
+        return self.loss_fn(out, y), out
+
     @torch.no_grad()
     def evaluate(self, trainer: "Trainer", model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
                  chunk: int = 65536) -> Dict[str, torch.Tensor]:
-        """Mean loss (class-weighted as in training) and share of right answers, in eval mode."""
+        """Mean loss (class-weighted as in training, without label smoothing: the val loss stays the task's
+        own measure) and share of right answers, in eval mode."""
         was_training = model.training
         model.eval()
         loss_fn = task.loss(trainer.weight)
@@ -225,6 +238,8 @@ class Trainer:
         input_noise: std of Gaussian noise added to each training batch's inputs.
         class_weight: "balanced" weights each class's loss by n / (k * n_class) of the train split
             (a weighted mean over the batch, as torch's CrossEntropyLoss takes it); None: all alike.
+        label_smoothing: e in [0, 1): classification trains on targets (1 - e) one-hot + e / classes
+            (torch's cross_entropy label_smoothing; binary: y (1 - e) + e / 2). Val and test losses are unsmoothed.
         step_rule: what a step does to the weights (default: GradientDescent with the settings above).
         strategy: what differs on several processes (default: one process, mlpkit.training.strategy.Strategy;
             DDPStrategy() under torchrun or srun).
@@ -243,7 +258,8 @@ class Trainer:
                  optimizer_params: Optional[dict] = None, scheduler: str = SchedulerConfig.name,
                  scheduler_params: Optional[dict] = None, max_epochs: int = _T.max_epochs,
                  batch_size: int = _T.batch_size, l1: float = _R.l1, l2: float = _R.l2,
-                 input_noise: float = _R.input_noise, clip_grad_norm: Optional[float] = _T.clip_grad_norm,
+                 input_noise: float = _R.input_noise, label_smoothing: float = _R.label_smoothing,
+                 clip_grad_norm: Optional[float] = _T.clip_grad_norm,
                  clip_grad_value: Optional[float] = _T.clip_grad_value, class_weight: Optional[str] = _T.class_weight,
                  manual_backprop: bool = _T.manual_backprop, device: str = _T.device, seed: int = TrainConfig.seed,
                  log_every_n_steps: int = _T.log_every_n_steps, step_rule: Optional[StepRule] = None,
@@ -255,11 +271,13 @@ class Trainer:
         self.scheduler_name, self.scheduler_params = scheduler, dict(scheduler_params or {})
         self.max_epochs, self.batch_size = max_epochs, batch_size
         self.l1, self.l2, self.input_noise = l1, l2, input_noise
+        self.label_smoothing = float(label_smoothing)
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         check_class_weight(class_weight)
         for group, key, value in (("trainer", "max_epochs", max_epochs), ("trainer", "batch_size", batch_size),
                                   ("regularization", "l1", l1), ("regularization", "l2", l2),
                                   ("regularization", "input_noise", input_noise),
+                                  ("regularization", "label_smoothing", label_smoothing),
                                   ("trainer", "clip_grad_norm", clip_grad_norm),
                                   ("trainer", "clip_grad_value", clip_grad_value),
                                   ("trainer", "log_every_n_steps", log_every_n_steps)):
@@ -488,7 +506,8 @@ class Trainer:
             self.device = torch.device(self.step_rule.device)
         self.device = self.strategy.root_device(self.device)
         self.model, self.data, self.task = model.to(self.device), data, get_task(data.task)
-        check_needs_classes(self.task, data.name, class_weight=self.class_weight)
+        check_needs_classes(self.task, data.name, class_weight=self.class_weight,
+                            label_smoothing=self.label_smoothing)
         data.to(self.device)
         if self.class_weight == "balanced":  # a regression task was refused above
             self.weight = self.task.balanced_weights(data.y_train)
