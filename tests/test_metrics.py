@@ -1,5 +1,6 @@
 """mlpkit.metrics (numpy) against scikit-learn's functions, on random, tied and uneven cases; and a
-default 1-epoch `python train.py` that never imports scikit-learn, scipy, matplotlib, pandas, fsspec or boto3."""
+default 1-epoch `python train.py` that never imports scikit-learn, scipy, matplotlib, pandas, fsspec, boto3,
+numpy.ma or the sweep plugins."""
 
 import json
 import os
@@ -151,5 +152,10 @@ def test_a_default_run_imports_none_of_the_heavy_modules_it_does_not_need(tmp_pa
     heavy = {"sklearn", "scipy", "matplotlib", "pandas", "fsspec", "boto3", "botocore"} & {m.split(".")[0]
                                                                                           for m in loaded}
     assert not heavy, f"a default run imported {sorted(heavy)}"
+    from mlpkit.app.plugin_scan import DEFERRED
+
+    plugins = sorted(m for m in loaded if m.startswith("hydra_plugins.") and m.split(".")[1] in DEFERRED)
+    assert not plugins, f"a default run imported the sweep plugins' {plugins}"
+    assert "numpy.ma" not in loaded  # np.unique's masked-array check (mlpkit.metrics.distinct)
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "completed" and len(m["test"]["confusion_matrix"]) == 10

@@ -76,3 +76,51 @@ def test_a_config_that_sets_the_mode_is_left_to_hydra(get_mode, tmp_path, monkey
 def test_no_config_of_mlpkit_sets_the_mode(monkeypatch):
     monkeypatch.setattr(config, "CONFIG_DIR", CONFIGS)
     assert cli.mode_is_unset(["train.py", "trainer.max_epochs=1"], ["trainer.max_epochs=1"])
+
+
+PLUGIN_PROBE = """
+import json, sys
+if sys.argv[1] == "lazy":
+    from mlpkit.app.plugin_scan import install_lazy_plugin_scan
+    install_lazy_plugin_scan()
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from mlpkit.app import cli, config
+from mlpkit.app.plugin_scan import DEFERRED
+
+config.CONFIG_DIR = sys.argv[2]
+Plugins.instance()
+out = {"imported_at_scan": sorted(m for m in sys.modules if m.split(".")[1:2] and m.split(".")[1] in DEFERRED)}
+for group in ("hydra/launcher", "hydra/sweeper", "hydra/sweeper/sampler"):
+    out[group] = cli.hydra_group_options(group)
+out["launchers"] = sorted(c.__name__ for c in Plugins.instance().discover(Launcher))
+out["sweepers"] = sorted(c.__name__ for c in Plugins.instance().discover(Sweeper))
+config.register_schema()
+cli.register_resolvers()
+with initialize_config_dir(config_dir=sys.argv[2], version_base="1.3"):
+    for overrides in (["hydra/launcher=ray_cluster"], ["hparams_search=optuna"], ["hydra/launcher=joblib"]):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        out[" ".join(overrides)] = [cfg.hydra.launcher._target_, cfg.hydra.sweeper._target_]
+print(json.dumps(out))
+"""
+
+
+def test_the_sweep_plugins_are_scanned_only_when_asked_for_and_then_as_hydra_scans_them(tmp_path):
+    """train.py's plugin scan imports no module of the launcher and sweeper packages, and afterwards their
+    configs, listings and classes are what Hydra's own scan (a fresh process without the patch) gives."""
+    import json
+
+    from support import run_python
+
+    script = tmp_path / "probe.py"
+    script.write_text(PLUGIN_PROBE)
+    got = {mode: run_python(script, [mode, str(CONFIGS)], tmp_path, timeout=120) for mode in ("lazy", "hydra")}
+    for res in got.values():
+        assert res.returncode == 0, res.describe()
+    lazy, hydra = (json.loads(got[mode].stdout.strip().splitlines()[-1]) for mode in ("lazy", "hydra"))
+    assert lazy.pop("imported_at_scan") == []
+    assert hydra.pop("imported_at_scan")  # the reference did import them: the probe can tell
+    assert "joblib" in hydra["hydra/launcher"] and "JoblibLauncher" in hydra["launchers"]
+    assert lazy == hydra

@@ -789,8 +789,13 @@ def mode_is_unset(argv: List[str], overrides: List[str]) -> bool:
 def install_single_compose() -> None:
     """Before a run Hydra composes the whole config once more (Hydra.get_mode) only to read `hydra.mode`,
     a quarter of a second of CPU. When mode_is_unset, that compose can only answer None (as it also does
-    when the config fails, which the run's own compose then reports), so answer None without it."""
+    when the config fails, which the run's own compose then reports), so answer None without it.
+    Also leaves the sweep plugins out of Hydra's plugin scan until they are needed (plugin_scan)."""
     import hydra._internal.hydra as hydra_impl
+
+    from mlpkit.app.plugin_scan import install_lazy_plugin_scan
+
+    install_lazy_plugin_scan()
 
     original = hydra_impl.Hydra.get_mode
     if getattr(original, "_mlpkit", False):

@@ -14,6 +14,7 @@ from mlpkit.data.sources import DATASETS, Opts
 from mlpkit.data.split import column_mean_std, min_split_rows, permute_rows, split_rows
 from mlpkit.checks import check_range
 from mlpkit.errors import ConfigError
+from mlpkit.metrics import distinct
 from mlpkit.registry import check_choice
 from mlpkit.schema import DataConfig as _D
 from mlpkit.schema import TrainConfig
@@ -229,18 +230,18 @@ def _infer_task(y: np.ndarray) -> Task:
     except (TypeError, ValueError):
         import pandas as pd
 
-        return classification_task(len(np.unique(np.asarray(pd.unique(y), dtype=object).astype(str))))
+        return classification_task(len(distinct(np.asarray(pd.unique(y), dtype=object).astype(str))))
     if not np.all(np.isfinite(values)):
         raise ConfigError("the target has non-finite values")
-    distinct = np.unique(values)
-    if np.all(values == np.round(values)) and len(distinct) <= max(2, min(20, len(values) // 5)):
-        return classification_task(len(distinct))
+    n_distinct = len(distinct(values))
+    if np.all(values == np.round(values)) and n_distinct <= max(2, min(20, len(values) // 5)):
+        return classification_task(n_distinct)
     return REGRESSION
 
 
 def _check_train_has_every_class(name: str, y: np.ndarray, train: np.ndarray, task: str, classes) -> None:
     if get_task(task).classification:
-        missing = sorted(set(range(len(classes))) - set(np.unique(y[train]).tolist()))
+        missing = sorted(set(range(len(classes))) - set(distinct(y[train]).tolist()))
         if missing:
             raise ConfigError(f"data={name}: the train split has no row of class {classes[missing[0]]!r}; "
                               "add rows of that class or lower data.val_fraction/data.test_fraction")

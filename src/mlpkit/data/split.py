@@ -10,6 +10,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from mlpkit.errors import ConfigError
+from mlpkit.metrics import distinct
 from mlpkit.tasks import get_task
 
 
@@ -106,7 +107,7 @@ def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> 
     need = int(n_draws - floored.sum())
     if need > 0:
         remainder = continuous - floored
-        for value in np.sort(np.unique(remainder))[::-1]:
+        for value in distinct(remainder)[::-1]:
             (tied,) = np.where(remainder == value)
             take = min(len(tied), need)
             floored[rng.choice(tied, size=take, replace=False)] += 1

@@ -44,19 +44,33 @@ def _reason(err: BaseException) -> str:
 def _summary_writer() -> Any:
     """torch's SummaryWriter. TensorBoard's file layer imports boto3 and fsspec when they are installed,
     for s3:// and other remote log directories: 0.3-1 s of a run's start-up. A run directory is a local
-    path, so they are kept out of that one import; importing them later works as usual."""
+    path, so they are kept out of that one import; importing them later works as usual. So is the
+    `__init__` of `tensorboard.summary`, which imports every plugin's summary ops (TensorFlow's stub and
+    absl's flags, ~15 ms) where torch's writer needs only its `writer` subpackage: the package is entered
+    as a bare shell for that import, and a later `import tensorboard.summary` runs its `__init__` as usual."""
     import importlib
+    import os
     import sys
+    import types
 
     if "torch.utils.tensorboard" not in sys.modules:
         kept_out = [m for m in ("boto3", "botocore", "fsspec") if m not in sys.modules]
         sys.modules.update(dict.fromkeys(kept_out))  # None: `import fsspec` raises ImportError
+        shell = None
+        if "tensorboard.summary" not in sys.modules:
+            import tensorboard
+
+            shell = types.ModuleType("tensorboard.summary")
+            shell.__path__ = [os.path.join(os.path.dirname(tensorboard.__file__), "summary")]
+            sys.modules["tensorboard.summary"] = shell
         try:
             importlib.import_module("torch.utils.tensorboard")
         finally:
             for m in kept_out:
                 if m in sys.modules and sys.modules[m] is None:
                     del sys.modules[m]
+            if shell is not None and sys.modules.get("tensorboard.summary") is shell:
+                del sys.modules["tensorboard.summary"]
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter
