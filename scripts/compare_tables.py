@@ -1,7 +1,11 @@
-"""mlpkit against scikit-learn's Pipeline + MLP on a user's own tables, on the same rows.
+"""mlpkit against scikit-learn's Pipeline + MLP, gradient-boosted trees and RealMLP-TD on a user's own
+tables, on the same rows.
 
     python scripts/compare_tables.py penguins.csv:species Chile.csv:vote:"Unnamed: 0" --seeds 0 1 2
     python scripts/compare_tables.py --manifest tables.json --seeds 0 1 2 --out docs/tables_vs_sklearn.md
+    python scripts/compare_tables.py --manifest tables.json --results docs/tables_vs_peers.json   # + raw results
+    python scripts/compare_tables.py --manifest tables.json --reuse-peers docs/tables_vs_peers.json \
+        --stored-peers-only --results new.json        # only mlpkit trained again, the peers as stored
 
 A table is `path:target[:drop1,drop2]` (the path may not hold `:`), or an entry of a JSON
 manifest: a list of {"path", "target", "drop" (list, optional), "name" (optional), "source"
@@ -25,8 +29,26 @@ For each table and seed:
 3. `python predict.py <run_dir> <the same file> -o <tmp>.csv` is run too (`--no-predict` skips
    it); its predictions on the test rows are scored and must give mlpkit's test accuracy / RMSE.
 
-Failures (train.py refusing or crashing, predict.py failing, a mismatch) are printed with the
-exact command and the end of its output, and the table goes on.
+4. The peers (`--peers`, default all; `--threads` each, default 2), on the same feature columns
+   (numbers as float with NaN, categories as pandas categories of the fit rows' values; a date
+   column as days since 1970, as mlpkit reads it), fitted with their defaults:
+   `mlp` (step 2), `hgb` (HistGradientBoosting, categorical_features given), `lightgbm`
+   (LGBMClassifier/Regressor, pandas category dtype), `catboost` (cat_features given, missing
+   categories as their own "__missing__" category, verbose off) fitted on the train + val rows (no
+   early stopping on our val rows; HistGradientBoosting's own default early stopping holds out 10%
+   of them above 10,000 rows), and `realmlp` (pytabkit's RealMLP_TD_Classifier/Regressor) fitted
+   on the train rows with the val rows as its validation set (it keeps its best epoch on them, as
+   mlpkit does; numeric NaN, which it refuses, imputed by the train median plus a 0/1 indicator).
+   lightgbm, catboost and pytabkit come with `pip install -e ".[bench]"`; mlpkit never imports them.
+   Each one's `fit` seconds are recorded.
+
+`--results FILE` merges each table/seed's raw results (mlpkit's test metrics, each peer's, the
+rows' sha256 and the feature columns) into a JSON file; `--reuse-peers FILE` takes the peers from
+such a file where they were fitted on the same rows (same seed and splits.npz) and fits only the
+missing ones (`--stored-peers-only`: none), so that the mlpkit column can be redone alone.
+
+Failures (train.py refusing or crashing, predict.py failing, a mismatch, a peer failing) are printed
+with the exact command and the end of its output, and the table goes on.
 """
 
 from __future__ import annotations
