@@ -513,6 +513,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--keep-runs", help="keep the run directories under this folder")
     ap.add_argument("--reuse", action="store_true",
                     help="with --keep-runs: use a finished run found there instead of training it again")
+    ap.add_argument("--no-train", action="store_true",
+                    help="with --keep-runs: train nothing, take the finished runs found there and skip the "
+                         "tables/seeds that have none (with --stored-peers-only: a report from stored results)")
     ap.add_argument("--peers", nargs="*", choices=list(PEERS), default=list(PEERS),
                     help="the other systems, on the run's rows (default: all; lightgbm, catboost and realmlp need "
                          "pip install -e \".[bench]\")")
@@ -546,7 +549,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         per_seed = []
         for seed in args.seeds:
             run_dir = runs_root / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')}_seed{seed}"
-            res = train_mlpkit(table, seed, run_dir, args.timeout, args.reuse, args.mlpkit_overrides)
+            if args.no_train and not (run_dir / "metrics.json").is_file():
+                print(f"[{name} seed {seed}] no finished run in {runs_root}: skipped (--no-train)", file=sys.stderr)
+                continue
+            res = train_mlpkit(table, seed, run_dir, args.timeout, args.reuse or args.no_train, args.mlpkit_overrides)
             if res["rc"] != 0:
                 failures.append(f"**{name}**, seed {seed}: `{res['command']}` exited {res['rc']}:\n"
                                 f"```\n{tail(res['output'], 25)}\n```")
@@ -601,12 +607,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                                        "epochs": m.get("epochs_run"), "status": m.get("status"),
                                        "overrides": args.mlpkit_overrides, "commit": git_commit()},
                             "peers": peers})
+            if args.results:  # after each table and seed: a long panel stopped midway keeps what it measured
+                merge_results(Path(args.results), records[-1:])
             print(f"[{name} seed {seed}] {task}: " + ", ".join(log), file=sys.stderr, flush=True)
         if per_seed:
             info = describe(df, table["target"], per_seed[0]["used"])
             rows.append((name, table, info, per_seed))
-    if args.results:
-        merge_results(Path(args.results), records)
     md = report(rows, failures, args)
     print(md)
     if args.out:
@@ -652,10 +658,13 @@ def versions() -> str:
 
 
 def report(rows, failures, args) -> str:
-    lines = [f"Seeds {', '.join(map(str, args.seeds))}; scikit-learn fitted on the run's "
-             f"{'train rows' if args.sk_rows == 'train' else 'train + val rows'}"
-             f"{'; regression targets standardised for scikit-learn (TransformedTargetRegressor)' if args.sk_scale_y else ''}"
-             "; means over the seeds that ran."
+    sk = "mlp" in args.peers
+    lines = [f"Seeds {', '.join(map(str, args.seeds))}"
+             + (f"; scikit-learn fitted on the run's {'train rows' if args.sk_rows == 'train' else 'train + val rows'}"
+                if sk else "")
+             + ("; regression targets standardised for scikit-learn (TransformedTargetRegressor)"
+                if sk and args.sk_scale_y else "")
+             + "; means over the seeds that ran."
              + (f" mlpkit with {' '.join(args.mlpkit_overrides)}." if args.mlpkit_overrides else ""),
              ""]
     sk_rows = [(n, t, i, [s for s in ps if s["sklearn"]]) for n, t, i, ps in rows]
