@@ -811,16 +811,31 @@ def goal_lines(rows) -> List[str]:
     return [f"- mlpkit at or above {words[g]}: {a} of {n} tables" for g, (a, n) in counts.items() if n]
 
 
+def common_seeds(rows, systems: List[str]):
+    """Each table's seeds on which every system that ran on it has a result: the means compare
+    systems on the same seeds (a peer fitted on fewer seeds takes the others out for everyone)."""
+    out = []
+    for name, table, info, per_seed in rows:
+        ran = [m for m in systems if any(system_values([s], m, "fit_seconds") for s in per_seed)]
+        kept = [s for s in per_seed if all(system_values([s], m, "fit_seconds") for m in ran)]
+        if kept:
+            out.append((name, table, info, kept))
+    return out
+
+
 def peers_report(rows, systems: List[str]) -> List[str]:
+    rows = common_seeds(rows, systems)
     lines = ["The trees are fitted on the run's train + val rows with their defaults (categories given natively; "
              "HistGradientBoosting's own early stopping holds out 10% of them above 10,000 rows); RealMLP-TD on the "
              "train rows with the val rows as its validation set (best epoch kept), as mlpkit. Threads bounded "
              "(--threads). Accuracy: higher is better; RMSE: lower is better; best of each row in bold.", ""]
     lines += goal_lines(rows) + [""]
     lines += metric_table(rows, systems, {"clf": "accuracy", "reg": "rmse"}, {"clf": True, "reg": False},
-                          "Test accuracy / RMSE (mean over seeds):")
+                          "Test accuracy / RMSE (mean over the table's common seeds):")
+    lines += ["", "Seeds per table (those on which every system shown for it has a result): "
+              + "; ".join(f"{name} {','.join(str(s['seed']) for s in per_seed)}" for name, _, _, per_seed in rows)]
     lines += [""] + metric_table(rows, systems, {"clf": "roc_auc", "reg": "r2"}, {"clf": True, "reg": True},
-                                 "Test ROC AUC / R² (mean over seeds):")
+                                 "Test ROC AUC / R² (mean over the table's common seeds):")
     head = "| data set | rows fit (trees) | " + " | ".join(label(s) for s in systems) + " |"
     lines += ["", "Training seconds (mean over seeds; mlpkit: the whole `train.py` command; the others: `fit`):", "",
               head, "|---|---:|" + "---:|" * len(systems)]
