@@ -82,15 +82,10 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
                 onehot_max) -> Dataset:
     """A user's file: columns get roles, rows with a missing target go, the ColumnTransformer is
     fitted on the train rows and applied to all of them in train | val | test order."""
-    from mlpkit.data.table import assign_roles, format_columns, read_table, suggest
+    from mlpkit.data.table import assign_roles, format_columns, read_table, target_column
 
     df, notes = read_table(path)
-    names = [str(c) for c in df.columns]
-    target = names[-1] if target is None else str(target)
-    if target not in names:
-        close = suggest(target, names)
-        hint = f" (did you mean {close!r}?)" if close is not None else ""
-        raise ConfigError(f"data.target={target!r} is not a column of {path}{hint}; columns: {', '.join(names)}")
+    target = target_column(df.columns, target, path)
     _check_enough_rows(path, len(df), "data rows", val_fraction, test_fraction)
     roles = assign_roles(df, target, drop, categorical)
     y_col = df[target]

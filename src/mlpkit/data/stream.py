@@ -657,18 +657,13 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     (the arguments are load_dataset's)."""
     from mlpkit.data.loading import _check_enough_rows
     from mlpkit.data.preprocess import MIN_FREQUENCY, OUT_OF_RANGE, Preprocessing, _choose_encoding, check_numeric
-    from mlpkit.data.table import assign_roles, check_file, format_columns, suggest
+    from mlpkit.data.table import assign_roles, check_file, format_columns, target_column
 
     check_numeric(numeric, standardize, onehot_max)
 
     path = check_file(path)
     head, notes = read_head(path)
-    names = [str(c) for c in head.columns]
-    target = names[-1] if target is None else str(target)
-    if target not in names:
-        close = suggest(target, names)
-        hint = f" (did you mean {close!r}?)" if close is not None else ""
-        raise ConfigError(f"data.target={target!r} is not a column of {path}{hint}; columns: {', '.join(names)}")
+    target = target_column(head.columns, target, path)
     roles = assign_roles(head, target, drop, categorical)
     y_kind = head[target].dtype.kind
     del head

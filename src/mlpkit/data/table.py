@@ -386,6 +386,18 @@ class Roles:
         return [c for c in self.columns if c.kind != "dropped"]
 
 
+def target_column(columns: Sequence[Any], target: Optional[str], path: Any) -> str:
+    """data.target's column of a table with these columns (None: the last), or a ConfigError naming the
+    columns, with the closest name."""
+    names = [str(c) for c in columns]
+    target = names[-1] if target is None else str(target)
+    if target not in names:
+        close = suggest(target, names)
+        hint = f" (did you mean {close!r}?)" if close is not None else ""
+        raise ConfigError(f"data.target={target!r} is not a column of {path}{hint}; columns: {', '.join(names)}")
+    return target
+
+
 def suggest(name: str, names: Sequence[str]) -> Optional[str]:
     """The column a mistyped `name` most likely means: the same name in other case or without
     surrounding spaces first, else the closest by difflib (case ignored); None when none is close."""
