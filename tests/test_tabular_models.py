@@ -378,3 +378,8 @@ def test_a_resumed_run_of_each_kind_continues_as_if_never_stopped(kind, tmp_path
     resumed = Trainer(max_epochs=4, scheduler_params={"warmup_epochs": 1}, run_dir=tmp_path / "cut",
                       **settings).fit(make(), _toy(), resume_from=tmp_path / "cut" / "checkpoints" / "last.pt")
     assert resumed.history["val_loss"] == whole.history["val_loss"] and resumed.history["lr"] == whole.history["lr"]
+
+
+def test_the_tabular_recipe_on_a_built_in_data_set_is_refused_naming_the_recipe():
+    message = refusal(["recipe=tabular"])
+    assert "recipe=tabular" in message and "recipe=none" in message and "\n" not in message

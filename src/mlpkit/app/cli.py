@@ -688,7 +688,7 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from mlpkit.app.config import check_option_settings, check_overrides
+    from mlpkit.app.config import check_option_settings, check_overrides, check_recipe
     from mlpkit.training.trainer import resolve_device
 
     check_overrides(overrides)
@@ -697,6 +697,8 @@ def checked_job_config(config: Any, overrides: List[str]) -> Any:
         OmegaConf.to_container(job, resolve=True)
     except OmegaConfBaseException as err:
         raise _interpolation_error(getattr(err, "full_key", None) or "a value", err) from None
+    choices = config.hydra.runtime.get("choices", {}) if "hydra" in config else {}
+    check_recipe(job, choices.get("recipe"))
     validate(job)
     check_option_settings(job, overrides)
     resolve_device(job.trainer.device)

@@ -353,6 +353,15 @@ def validate(cfg: Any) -> None:
     check_memory(cfg)
 
 
+def check_recipe(cfg: Any, recipe: Optional[str]) -> None:
+    """A recipe made for tables (it sets data.numeric or data.onehot_max) refused, naming it, on a built-in data
+    set (which would otherwise refuse the data.* key the recipe set, not saying where it came from)."""
+    table_only = cfg.data.get("numeric", "standard") != "standard" or cfg.data.get("onehot_max") is not None
+    if recipe not in (None, "none") and cfg.data.name != "csv" and table_only:
+        raise ConfigError(f"recipe={recipe} is made for your own table (data=csv data.path=<file>): it sets "
+                          f"data.numeric and data.onehot_max, which data={cfg.data.name} does not take; use recipe=none")
+
+
 def check_task(cfg: Any, task: Optional[Task], given: Optional[set] = None) -> None:
     """What needs classes (class weights, the perceptron, an accuracy monitor, label smoothing) refused for a
     regression task, and clamped outputs for a classification one: `task` as the config tells it (validate)
