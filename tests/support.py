@@ -376,7 +376,7 @@ def refusal(args: Sequence[str], run_dir: Optional[Path] = None) -> str:
         args = rewrite_resume_argv(["train.py", *args])[1:]
         check_command_line(args)
         jobs = sweep_jobs(args) if "-m" in args else [list(args)]
-        configs = [checked_job_config(compose_config(job), job) for job in jobs]
+        configs = [checked_job_config(compose_config(job, with_hydra=True), job) for job in jobs]
         if run_dir is not None and len(configs) == 1 and "-m" not in args:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             train_from_config(configs[0], Path(run_dir))
