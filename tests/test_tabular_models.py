@@ -383,3 +383,13 @@ def test_a_resumed_run_of_each_kind_continues_as_if_never_stopped(kind, tmp_path
 def test_the_tabular_recipe_on_a_built_in_data_set_is_refused_naming_the_recipe():
     message = refusal(["recipe=tabular"])
     assert "recipe=tabular" in message and "recipe=none" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("args, said", [
+    (["model=tabm", "norm=batch"], "norm=batch does not apply to model=tabm"),
+    (["data=and", "model=perceptron", "optimizer=sgd"], "optimizer=sgd does not apply to model=perceptron"),
+])
+def test_a_group_choice_the_model_family_ignores_is_refused(args, said):
+    message = refusal(args)
+    assert said in message and "\n" not in message
+    assert refusal(["model=tabm", "norm=none"]) == ""

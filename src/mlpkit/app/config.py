@@ -83,6 +83,11 @@ def check_option_settings(cfg: Any, overrides: List[str]) -> None:
     family = registries()["model"][cfg.model.name]
     void = {**VOID_SETTINGS, ("model", family.name): (family.unused_groups,
                                                       tuple(f"model.{k}" for k in family.settings))}
+    for group in family.unused_groups:  # `model=tabm norm=batch`: a choice the family would ignore
+        default = getattr(getattr(TrainConfig(), group, None), "name", None)
+        if group in keys and default is not None and cfg[group].name != default:
+            raise ConfigError(f"{group}={cfg[group].name} does not apply to model={family.name} ({family.what}), "
+                              f"which ignores the {group} group; drop {group}={cfg[group].name}")
     for (choice, option), (groups, takes) in void.items():
         if cfg[choice].name != option:
             continue
