@@ -5,6 +5,7 @@ run, and what it cannot do is refused with one line."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -160,6 +161,31 @@ def test_train_streams_and_predict_applies_the_run(tmp_path, cli):
     said = float(out.stdout.split("accuracy ")[1].split(",")[0] if "accuracy " in out.stdout
                  else out.stderr.split("accuracy ")[1].split(",")[0])
     assert said == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)
+
+
+@pytest.mark.parametrize("embedding", ["periodic", "piecewise_linear"])
+def test_the_tabular_recipe_streams_a_regression_with_its_clamp_and_bins(tmp_path, cli, embedding):
+    """data=csv's recipe on a streamed regression: clamped outputs from the pass's exact target range,
+    piecewise-linear bin edges from a sample of the train rows; predict.py stays in that range."""
+    import pandas as pd
+
+    csv = messy_table(tmp_path / "t.csv", n=400, seed=2, task="regression")
+    table = _parquet(csv, tmp_path / "t.parquet", row_group_size=64)
+    run = train(["data=csv", f"data.path={table}", "data.target=price", "data.stream=true", f"embedding={embedding}",
+                 "model.hidden=[8]", "trainer.max_epochs=2", f"seed={SEED}", f"hydra.run.dir={tmp_path / 'run'}"],
+                tmp_path)
+    assert run.returncode == 0, run.stderr
+    kwargs = json.loads((tmp_path / "run" / "model.json").read_text())["kwargs"]
+    price = pd.read_parquet(table)["price"].to_numpy()
+    train_rows = np.load(tmp_path / "run" / "splits.npz")["train"]
+    pre = json.loads((tmp_path / "run" / "preprocessing.json").read_text())
+    low, high = [v * pre["y_std"] + pre["y_mean"] for v in kwargs["clamp"]]
+    assert low == pytest.approx(np.nanmin(price[train_rows])) and high == pytest.approx(np.nanmax(price[train_rows]))
+    assert ("bins" in kwargs) == (embedding == "piecewise_linear")
+    out = cli(tmp_path / "run", table, "-o", tmp_path / "p.csv")
+    assert out.returncode == 0, out.stderr
+    predicted = pd.read_csv(tmp_path / "p.csv")["prediction"]
+    assert predicted.min() >= low - 1e-3 * abs(low) and predicted.max() <= high + 1e-3 * abs(high)
 
 
 @pytest.mark.parametrize("extra, said", [

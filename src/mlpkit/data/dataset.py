@@ -68,6 +68,14 @@ class Dataset:
             return self.task.out_dim(len(self.classes))
         return 1 if self.y_train.dim() == 1 else self.y_train.shape[1]
 
+    def target_range(self) -> Tuple[float, float]:
+        """The train targets' range, in the model's units (regression: standardised)."""
+        return float(self.y_train.min()), float(self.y_train.max())
+
+    def train_inputs(self, columns: int) -> np.ndarray:
+        """The first `columns` inputs of the train rows (what a model builder fits on, e.g. bin edges)."""
+        return self.X_train[:, :columns].detach().cpu().numpy()
+
     @property
     def is_classification(self) -> bool:
         return self.task.classification

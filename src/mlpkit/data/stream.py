@@ -51,6 +51,7 @@ READ_ROWS = 65_536  # rows read (and transformed) at a time
 BUFFER_BYTES = 2 ** 27  # model inputs of the train rows shuffled together (128 MiB; at least a batch)
 HEAD_ROWS = 100_000  # the first rows, whose values decide each column's role
 SKETCH_SIZE = 65_536  # values sampled per numeric column for its median and scale
+SAMPLE_ROWS = 100_000  # train rows a model builder sees (piecewise-linear bin edges: StreamDataset.train_inputs)
 SUFFIXES = (".parquet", ".csv", ".tsv")
 SPLITS = ("train", "val", "test")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -329,6 +330,7 @@ class TargetStats:
         self.n = 0
         self.mean = 0.0
         self.m2 = 0.0
+        self.low, self.high = math.inf, -math.inf  # the train values' range (a numeric target)
         self.rows = 0
         self.missing = 0
 
@@ -369,6 +371,7 @@ class TargetStats:
                 self.mean += delta * n_b / n
                 self.m2 += m2_b + delta * delta * self.n * n_b / n
                 self.n = n
+                self.low, self.high = min(self.low, float(ytr.min())), max(self.high, float(ytr.max()))
             if self.many:
                 return
         u, c = np.unique(y, return_counts=True)
@@ -539,6 +542,7 @@ class StreamSource:
         self.fractions = (val_fraction, test_fraction)
         self.counts = counts
         self.classes = pd.Index(class_values)  # the labels' raw values (floats or text), in class order
+        self.target_range = (math.nan, math.nan)  # a numeric target's train range (the fitting pass's)
 
     def rows(self, first: int, df, split: int) -> Tuple[Any, np.ndarray]:
         """(the rows of `df` in `split` that have a target value, their targets as the loss takes them:
@@ -645,6 +649,18 @@ class StreamDataset(Dataset):
 
     def write_rows(self, fh) -> None:
         self.splits.write_npz(fh)
+
+    def target_range(self) -> Tuple[float, float]:
+        """The train targets' exact range (kept by the fitting pass), in the model's units."""
+        low, high = self.source.target_range
+        return (low - self.y_mean) / self.y_std, (high - self.y_mean) / self.y_std
+
+    def train_inputs(self, columns: int, rows: int = SAMPLE_ROWS) -> np.ndarray:
+        """The first `columns` inputs of up to `rows` train rows: the first batch of epoch 0's seeded
+        shuffled order (row groups in random order, rows shuffled within the read buffer)."""
+        for xb, _ in self.X_train.batches(rows, epoch=0, steps=1):
+            return xb[:, :columns].cpu().numpy()
+        return np.zeros((0, columns), np.float32)
 
     def describe(self) -> str:
         return super().describe() + f"; streamed from {self.source.table.path} in blocks of {READ_ROWS} rows"
@@ -774,6 +790,7 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     data = StreamDataset("csv", task_, X["train"], X["train"], X["val"], X["val"], X["test"], X["test"],
                          feature_names=list(pre.inputs), classes=list(classes), notes=notes, y_mean=pre.y_mean,
                          y_std=pre.y_std, warnings=list(roles.warnings), preprocessing=pre)
+    source.target_range = (y_stats.low, y_stats.high)
     data.source, data.splits = source, rows_out
     data.columns_table = format_columns(pre.columns, target, task_, y_stats.missing)
     data.layout = pre.layout

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlpkit.data.dataset import InputLayout
 from mlpkit.registry import Registry
 from mlpkit.schema import option_defaults
 
@@ -161,10 +162,9 @@ def make_encoder(in_dim: int, layout: Optional[dict], embedding: str, embedding_
     """The encoder of these settings, or None when there is nothing to encode (every input a plain number)."""
     layout = dict(layout or {})
     categories = [int(c) for c in layout.get("categories", [])]
-    numeric = int(layout.get("numeric", -1))
-    numeric = in_dim - len(categories) if numeric < 0 else numeric
+    numeric = InputLayout(int(layout.get("numeric", -1)), tuple(categories)).numbers(in_dim)
     if embedding == "none" and not categories:
-        EMBEDDINGS[embedding]
+        EMBEDDINGS[embedding]  # an unknown name: the registry's message
         return None
     return InputEncoder(in_dim, numeric, categories, embedding=embedding, embedding_params=embedding_params,
                         bins=bins, category_dim=category_dim)
@@ -182,7 +182,7 @@ def encoder_kwargs(cfg: Any, data: Any) -> Dict[str, Any]:
     if emb.name == "piecewise_linear":
         n_num = layout.numbers(data.in_dim)
         n_bins = int(params.get("bins") or option_defaults("embedding", emb.name)["bins"])
-        X = data.X_train[:, :n_num].detach().cpu().numpy()
+        X = data.train_inputs(n_num)
         kwargs["bins"] = quantile_bins(X, min(n_bins, max(1, len(X) - 1)))
     return kwargs
 
@@ -228,8 +228,7 @@ def encoder_size(kwargs: dict, in_dim: int) -> int:
     """How many values an encoder of these (checked) model.json arguments holds, at least."""
     layout = kwargs.get("layout") or {}
     cats = layout.get("categories", [])
-    numeric = layout.get("numeric", -1)
-    n_num = in_dim - len(cats) if numeric < 0 else numeric
+    n_num = InputLayout(layout.get("numeric", -1), tuple(cats)).numbers(in_dim)
     p = {**option_defaults("embedding", kwargs.get("embedding", "none")), **(kwargs.get("embedding_params") or {})}
     size = sum(cats) * int(kwargs.get("category_dim", CATEGORY_DIM))
     if kwargs.get("embedding") == "periodic":
@@ -245,8 +244,7 @@ def clamp_kwargs(cfg: Any, data: Any) -> Dict[str, Any]:
     model.clamp_output is on for a regression run, else {}."""
     if not cfg.model.clamp_output or data.task.classification:
         return {}
-    y = data.y_train
-    return {"clamp": [float(y.min()), float(y.max())]}
+    return {"clamp": list(data.target_range())}
 
 
 
