@@ -239,3 +239,52 @@ def test_the_python_api_refuses_what_a_built_in_set_cannot_do():
         load_dataset("moons", onehot_max=2)
     with pytest.raises(ConfigError, match="data.numeric='rank' is not known"):
         load_dataset("moons", numeric="rank")
+
+
+@pytest.mark.parametrize("numeric", NUMERIC)
+@pytest.mark.parametrize("drop", [[], ["city"]], ids=["rare-categories", "none-rare"])
+def test_inputs_equal_the_column_transformers_own(tmp_path, numeric, drop):
+    """Preprocessing.transform writes the inputs itself (a block at a time, one-hot by index); they equal
+    the fitted ColumnTransformer's own transform, missing and never-seen values included (to the
+    `infrequent` input, or to none when no category was rare); a ColumnTransformer fitted whole, as
+    older runs saved it, gives the same inputs; the imputer's median is strategy="median"'s."""
+    import pandas as pd
+    from sklearn.base import clone
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    path = city_table(tmp_path / "t.csv", n=400)
+    data = load_dataset("csv", path=str(path), target="y", numeric=numeric, drop=drop, seed=2)
+    pre = data.preprocessing
+    new = pd.read_csv(path).iloc[data.rows["test"]].reset_index(drop=True)
+    new.loc[0, "color"], new.loc[1, "num"], new.loc[2, "color"] = "purple", np.nan, np.nan  # unseen, missing
+    if not drop:
+        new.loc[3, "city"] = "nowhere"
+        assert pre.encoder.infrequent_categories_[0] is not None  # the rare cities share an input
+    dense = len(pre.inputs)
+    for frame in (new, _train_frame(path, data)):
+        expected = pre.transformer.transform(pre.frame(frame))
+        expected = expected.toarray() if hasattr(expected, "toarray") else expected
+        np.testing.assert_array_equal(pre.transform(frame), expected.astype(np.float32))
+    np.testing.assert_array_equal(pre.transform(_train_frame(path, data)), data.X_train.numpy())
+    unseen_color = pre.transform(new.iloc[:1])[0, [i for i, n in enumerate(pre.inputs) if n.startswith("color_")]]
+    assert unseen_color.sum() == 0  # no color was rare: an unseen one sets no input
+
+    train = _train_frame(path, data)
+    whole = ColumnTransformer([(name, clone(pre.part(name)), cols) for name, _, cols in pre.transformer.transformers_
+                               if name != "remainder"], sparse_threshold=1.0, verbose_feature_names_out=False)
+    whole.fit(pre.frame(train))
+    old = Preprocessing.load(_saved(tmp_path / "run", pre))
+    old.transformer = whole
+    np.testing.assert_array_equal(old.transform(new), pre.transform(new))
+
+    if numeric == "standard":
+        imputer = pre.part("numeric").named_steps["simpleimputer"]
+        reference = SimpleImputer(strategy="median", keep_empty_features=True).fit(pre.numeric_matrix(train))
+        np.testing.assert_array_equal(imputer.statistics_, reference.statistics_)
+
+
+def _saved(run_dir: Path, pre: Preprocessing) -> Path:
+    run_dir.mkdir()
+    pre.save(run_dir)
+    return run_dir

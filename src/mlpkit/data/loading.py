@@ -106,6 +106,9 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     _check_train_has_every_class("csv", y, parts[0], task, classes)
     order = np.concatenate(parts)
     used = df[[c.name for c in roles.used]]  # only the columns it reads are put in split order
+    for col in roles.used:  # text put in order as codes into its distinct values: 10x faster than the strings
+        if col.kind != "numeric" and used[col.name].dtype.kind not in "iufb":
+            used[col.name] = used[col.name].astype("category")
     pre, X = Preprocessing.fit_table(used.iloc[order], len(parts[0]), roles.columns, standardize, numeric, onehot_max,
                                      seed)
     del df, used
