@@ -194,13 +194,15 @@ class GradientDescent(StepRule):
         loss = torch.zeros((), device=dev)
         weight = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
-        for xb, yb in split_batches(X, y, chunk):
+        for xb, yb in split_batches(X, y, chunk, trainer.strategy):
             out = model(xb)
             wb = task.batch_weight(yb, trainer.weight)
             loss += loss_fn(out, yb) * wb
             weight += wb
             if task.classification:
                 correct += task.correct(out, yb)
+        if trainer.strategy.reads_share(X):  # each process read its share of a streamed split
+            loss, weight, correct = trainer.strategy.sum(loss, weight, correct)
         model.train(was_training)
         n = max(1, len(X))
         return {"loss": loss / weight.clamp(min=1e-12), "accuracy": correct.float() / n}
@@ -210,12 +212,16 @@ class GradientDescent(StepRule):
                 "backprop": "manual" if self.manual is not None else "autograd"}
 
 
-def split_batches(X: Any, y: Any, chunk: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+def split_batches(X: Any, y: Any, chunk: int, strategy: Optional[Strategy] = None
+                  ) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
     """A split's (inputs, targets) in chunks of rows: slices of in-memory tensors, or the batches of a
-    split read from a file (mlpkit.data.stream.StreamSplit, whose batches carry both)."""
+    split read from a file (mlpkit.data.stream.StreamSplit, whose batches carry both); with a strategy
+    whose processes read shares of it (Strategy.reads_share), this process's share."""
     if torch.is_tensor(X):
         for i in range(0, len(X), chunk):
             yield X[i:i + chunk], y[i:i + chunk]
+    elif strategy is not None and strategy.reads_share(X):
+        yield from strategy.eval_batches(X, chunk)
     else:
         yield from X.batches(chunk)
 
@@ -328,12 +334,15 @@ class Trainer:
         was_training = model.training
         model.eval()
         outs, ys = [], []
-        for xb, yb in split_batches(data.X_test, data.y_test, 65536):
+        for xb, yb in split_batches(data.X_test, data.y_test, 65536, self.strategy):
             outs.append(model(xb))
             ys.append(yb)
         model.train(was_training)
         out = torch.cat(outs).float().cpu().numpy()
-        y = task.target_units(torch.cat(ys).cpu().numpy(), data.y_mean, data.y_std)
+        y = torch.cat(ys).cpu().numpy()
+        if self.strategy.reads_share(data.X_test):  # every process's rows, back in file order
+            out, y = (data.X_test.merge(self.strategy.gather(a)) for a in (out, y))
+        y = task.target_units(y, data.y_mean, data.y_std)
         return {"loss": float(m["loss"]), **task.metrics(y, out, data.y_mean, data.y_std)}
 
     # -- the loop --------------------------------------------------------------
@@ -414,6 +423,8 @@ class Trainer:
         # each batch gathers its rows (no shuffled copy of the data set)
         perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n and not streamed else None
         step_hooks, strategy = self._hooks["on_step_end"], self.strategy
+        if streamed:
+            strategy.epoch_rows(self, state.epoch)
         for b, (part, xb, yb) in enumerate(self._train_batches(X, y, perm)):
             if self.input_noise > 0:
                 xb = xb + self.input_noise * torch.randn_like(xb)
@@ -450,6 +461,7 @@ class Trainer:
             correct, = strategy.sum(task.correct(kept[own], seen[own]))
             scalars["accuracy/train"] = float(correct) / self.n_seen
         elif streamed and running and task.classification:
+            correct, = strategy.sum(correct)
             scalars["accuracy/train"] = float(correct) / self.n_seen
         state.scalars = self.step_rule.train_scalars(self, scalars)
 
@@ -460,7 +472,7 @@ class Trainer:
         one), or a streamed split's own batches, in an order drawn from the seed and the epoch
         (mlpkit.data.stream; positions None)."""
         if not torch.is_tensor(X):
-            for xb, yb in X.batches(self.bs, epoch=self.state.epoch, steps=self.steps_per_epoch):
+            for xb, yb in self.strategy.stream_batches(self, X, self.state.epoch):
                 yield None, xb, yb
             return
         n, bs = len(X), self.bs
