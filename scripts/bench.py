@@ -422,7 +422,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def stream_bench(workdir: Path, sizes: List[int], procs: Optional[List[int]] = None) -> Dict:
     """One streamed epoch (`data.stream=true`) on generated Parquet tables of each size, on each number of
-    processes (2+: torchrun --standalone, trainer.strategy=ddp): the peak RSS of each process (its own
+    processes (2+: torchrun --standalone, trainer.strategy=ddp; OMP_NUM_THREADS=1 unless set): the peak RSS of each process (its own
     ru_maxrss, written at exit by a wrapper around train.py; also ru_maxrss of the waited-for children,
     the largest of torchrun's agent and its ranks), rows per second, and the ratio of the peaks."""
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
@@ -434,8 +434,8 @@ def stream_bench(workdir: Path, sizes: List[int], procs: Optional[List[int]] = N
     wrapper.write_text(RSS_WRAPPER)
     out: Dict = {"sizes": {}}
     for rows in sizes:
-        # row groups of 250,000 rows, at least 8 (each process of a job reads its own)
-        path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows, row_group=min(250_000, -(-rows // 8)))
+        # row groups of 250,000 rows, at least 4 (each process of a job reads its own)
+        path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows, row_group=min(250_000, -(-rows // 4)))
         for n in procs:
             run_dir = workdir / f"stream_run_{rows}_{n}"
             rss_dir = workdir / f"rss_{rows}_{n}"
@@ -450,7 +450,9 @@ def stream_bench(workdir: Path, sizes: List[int], procs: Optional[List[int]] = N
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, capture_output=True, text=True,
                                   env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "BENCH_RSS_DIR": str(rss_dir),
-                                       **({"OMP_NUM_THREADS": "1"} if n > 1 else {})})
+                                       # one thread per process, as torchrun sets it (2 threads of
+                                       # one process on a loaded 2-core machine ran 3x slower)
+                                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
             wall = time.perf_counter() - t0
             code_, peak_kb, cpu = proc.stdout.split()[-3:]
             code_, peak_kb, cpu = int(code_), int(peak_kb), float(cpu)
