@@ -256,6 +256,39 @@ def test_ranks_read_their_own_pieces_of_each_epoch(tmp_path, monkeypatch, fmt):
     np.testing.assert_array_equal(data.X_val.merge(parts), rows(data.X_val))
 
 
+def test_the_test_split_is_read_once(tmp_path, monkeypatch):
+    """The final test pass gives the loss and the outputs for the metrics from one read of the file,
+    and its numbers are those of the kept model on every test row."""
+    import torch
+
+    from mlpkit.data import stream
+    from mlpkit.models.mlp import MLP
+    from mlpkit.training.trainer import Trainer
+
+    table = _parquet(messy_table(tmp_path / "t.csv", n=300, seed=2, task="binary"), tmp_path / "t.parquet", 64)
+    data = _stream(table, "churn")
+    reads = []
+    batches = stream.StreamSplit.batches
+
+    def counted(self, size, **kw):
+        reads.append((self.split, kw.get("epoch")))
+        return batches(self, size, **kw)
+
+    monkeypatch.setattr(stream.StreamSplit, "batches", counted)
+    torch.manual_seed(0)
+    model = MLP(data.in_dim, [8], data.out_dim)
+    result = Trainer(max_epochs=2, batch_size=32, device="cpu").fit(model, data)
+    assert reads.count(("test", None)) == 1 and reads.count(("val", None)) == 2
+    xb, yb = next(batches(data.X_test, len(data.X_test)))
+    model.eval()
+    with torch.no_grad():
+        out = model(xb)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out.reshape(-1), yb.reshape(-1).float())
+    assert result.test["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert result.test["accuracy"] == pytest.approx(float(((out.reshape(-1) > 0) == (yb.reshape(-1) > 0.5))
+                                                          .float().mean()))
+
+
 def test_a_table_too_large_for_memory_is_streamed(tmp_path, monkeypatch):
     from conftest import compose_config
 
