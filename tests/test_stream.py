@@ -250,7 +250,7 @@ def test_ranks_read_their_own_pieces_of_each_epoch(tmp_path, monkeypatch, fmt):
         assert steps == min(len(mine[0]) // 10, len(mine[1]) // 6) > 0
         assert [len(list(X.batches(k, epoch=epoch, steps=steps, rank=r, world_size=2)))
                 for r, k in enumerate((10, 6))] == [steps, steps]
-        firsts.add(tuple(X.source.table.pieces(0, 2, X._order(epoch)[1])))
+        firsts.add(tuple(X.source.table.pieces(0, 2, X.epoch_order(epoch)[1])))
     assert len(firsts) > 1  # which rank reads which piece rotates with the epoch
     parts = [rows(data.X_val, rank=r, world_size=2) for r in range(2)]
     np.testing.assert_array_equal(data.X_val.merge(parts), rows(data.X_val))

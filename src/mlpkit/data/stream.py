@@ -647,7 +647,7 @@ class StreamSplit:
         self.device = device
         return self
 
-    def _order(self, epoch: Optional[int]) -> Tuple[Optional[np.random.Generator], Optional[np.ndarray]]:
+    def epoch_order(self, epoch: Optional[int]) -> Tuple[Optional[np.random.Generator], Optional[np.ndarray]]:
         """The epoch's random generator and order of pieces (None, None without an epoch: file order).
         A Parquet file's row groups come in a random order; a text file is read in file order, and its
         blocks' order starts `epoch` blocks further each epoch, so which process reads a block rotates."""
@@ -663,7 +663,7 @@ class StreamSplit:
 
     def rows_per_rank(self, epoch: Optional[int], world_size: int) -> np.ndarray:
         """The rows of this split that each of `world_size` processes reads in `epoch` (from the pass's counts)."""
-        _, order = self._order(epoch)
+        _, order = self.epoch_order(epoch)
         counts = self.source.piece_rows[:, SPLITS.index(self.split)]
         table = self.source.table
         return np.array([counts[table.pieces(r, world_size, order)].sum() for r in range(world_size)], np.int64)
@@ -689,13 +689,13 @@ class StreamSplit:
     def batches(self, size: int, *, epoch: Optional[int] = None, steps: Optional[int] = None, rank: int = 0,
                 world_size: int = 1) -> Iterator[Tuple[Any, Any]]:
         """(inputs, targets) batches of `size` rows (the last one smaller), at most `steps` of them.
-        With `epoch`, the pieces come in the epoch's order (_order) and rows are shuffled within a buffer
+        With `epoch`, the pieces come in the epoch's order (epoch_order) and rows are shuffled within a buffer
         of BUFFER_BYTES of inputs; without, in file order. `rank`/`world_size`: that rank's share of the
         pieces (every world_size-th in the epoch's order)."""
         import torch
 
         table, pre = self.source.table, self.source.pre
-        rng, order = self._order(epoch)
+        rng, order = self.epoch_order(epoch)
         split = SPLITS.index(self.split)
         # rows gathered before batches are cut from them (in random order when shuffled): one buffer,
         # reused, that the inputs are transformed into

@@ -205,7 +205,7 @@ class DDPStrategy(Strategy):
             rows = X.rows_per_rank(e, w)
             r = int(next(r for r in range(w) if rows[r] < sizes[r]))
             raise ConfigError(f"data.stream=true under trainer.strategy=ddp: in epoch {e + 1} rank {r} reads "
-                              f"{rows[r]} train rows from its {len(X.source.table.pieces(r, w, X._order(e)[1]))} "
+                              f"{rows[r]} train rows from its {len(X.source.table.pieces(r, w, X.epoch_order(e)[1]))} "
                               f"of the table's {X.source.table.n_pieces} pieces, fewer than its {sizes[r]} rows per "
                               "step; use more row groups, fewer processes or a smaller trainer.batch_size")
         n = len(X)
