@@ -422,8 +422,8 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def stream_bench(workdir: Path, sizes: List[int], procs: Optional[List[int]] = None) -> Dict:
     """One streamed epoch (`data.stream=true`) on generated Parquet tables of each size, on each number of
-    processes (2+: torchrun --standalone, trainer.strategy=ddp; OMP_NUM_THREADS=1 unless set): the peak RSS of each process (its own
-    ru_maxrss, written at exit by a wrapper around train.py; also ru_maxrss of the waited-for children,
+    processes (2+: torchrun --standalone, trainer.strategy=ddp; OMP_NUM_THREADS=1 unless set): the peak
+    RSS of each process (its own ru_maxrss, written at exit by a wrapper around train.py; also ru_maxrss of the waited-for children,
     the largest of torchrun's agent and its ranks), rows per second, and the ratio of the peaks."""
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
             "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None; "
