@@ -410,41 +410,74 @@ def table_bench(workdir: Path, rows: int, reps: int = 3) -> Dict:
     return result
 
 
-def stream_bench(workdir: Path, sizes: List[int]) -> Dict:
-    """One streamed epoch (`data.stream=true`) on generated Parquet tables of each size, one process per
-    size: its peak RSS (ru_maxrss of the child), rows per second, and the ratio of the peaks."""
+RSS_WRAPPER = """import atexit, os, resource, runpy, sys
+def _report():
+    with open(os.path.join(os.environ["BENCH_RSS_DIR"], "rank%s" % os.environ.get("RANK", "0")), "w") as fh:
+        fh.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+atexit.register(_report)
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def stream_bench(workdir: Path, sizes: List[int], procs: Optional[List[int]] = None) -> Dict:
+    """One streamed epoch (`data.stream=true`) on generated Parquet tables of each size, on each number of
+    processes (2+: torchrun --standalone, trainer.strategy=ddp; OMP_NUM_THREADS=1 unless set): the peak
+    RSS of each process (its own ru_maxrss, written at exit by a wrapper around train.py; also ru_maxrss of the waited-for children,
+    the largest of torchrun's agent and its ranks), rows per second, and the ratio of the peaks."""
     code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
             "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None; "
             "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
             "print(p.returncode, r.ru_maxrss, r.ru_utime + r.ru_stime)")
+    procs = procs or [1]
+    wrapper = workdir / "rss_wrapper.py"
+    wrapper.write_text(RSS_WRAPPER)
     out: Dict = {"sizes": {}}
     for rows in sizes:
-        path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows)
-        run_dir = workdir / f"stream_run_{rows}"
-        args = [sys.executable, str(ROOT / "train.py"), "data=csv", f"data.path={path}", "data.target=churn",
-                "data.stream=true", "model.hidden=[32]", "trainer.batch_size=4096", "trainer.max_epochs=1",
-                "early_stopping=none", "trainer.progress=false", f"hydra.run.dir={run_dir}"]
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        wall = time.perf_counter() - t0
-        code_, peak_kb, cpu = proc.stdout.split()[-3:]
-        code_, peak_kb, cpu = int(code_), int(peak_kb), float(cpu)
-        if code_:
-            raise RuntimeError(f"the streamed run on {rows} rows failed: {proc.stderr[-2000:]}")
-        m = json.loads((run_dir / "metrics.json").read_text())
-        n_train = m.get("steps_per_epoch", 0) * 4096
-        epoch_s = m["history"]["epoch_seconds"][0]
-        out["sizes"][rows] = {"peak_rss_mb": peak_kb / 1024, "wall_s": wall, "rows_per_s": rows / wall,
-                              "cpu_s": cpu, "rows_per_cpu_s": rows / cpu, "load_average": os.getloadavg()[0],
-                              "epoch_s": epoch_s, "train_rows_per_s_in_epoch": min(n_train, rows) / epoch_s,
-                              "file_mb": path.stat().st_size / 2 ** 20, "test": m["test"]}
-        print(f"  streamed {rows:>11,} rows: peak RSS {peak_kb / 1024:7.0f} MB, {wall:6.1f} s "
-              f"({rows / wall:,.0f} rows/s over the whole run; epoch {epoch_s:.1f} s); CPU {cpu:.1f} s "
-              f"({rows / cpu:,.0f} rows per CPU second; load average {os.getloadavg()[0]:.1f})", flush=True)
+        # row groups of 250,000 rows, at least 4 (each process of a job reads its own)
+        path = write_mixed_parquet(workdir / f"stream_{rows}.parquet", rows, row_group=min(250_000, -(-rows // 4)))
+        for n in procs:
+            run_dir = workdir / f"stream_run_{rows}_{n}"
+            rss_dir = workdir / f"rss_{rows}_{n}"
+            rss_dir.mkdir()
+            launcher = [sys.executable] if n == 1 else [
+                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n)]
+            args = [*launcher, str(wrapper), str(ROOT / "train.py"), "data=csv", f"data.path={path}",
+                    "data.target=churn", "data.stream=true", "model.hidden=[32]", "trainer.batch_size=4096",
+                    "trainer.max_epochs=1", "early_stopping=none", "trainer.progress=false",
+                    f"hydra.run.dir={run_dir}", *(["trainer.strategy=ddp"] if n > 1 else [])]
+            load = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", code, *args], cwd=workdir, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "BENCH_RSS_DIR": str(rss_dir),
+                                       # one thread per process, as torchrun sets it (2 threads of
+                                       # one process on a loaded 2-core machine ran 3x slower)
+                                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+            wall = time.perf_counter() - t0
+            code_, peak_kb, cpu = proc.stdout.split()[-3:]
+            code_, peak_kb, cpu = int(code_), int(peak_kb), float(cpu)
+            if code_:
+                raise RuntimeError(f"the streamed run on {rows} rows, {n} processes failed: {proc.stderr[-2000:]}")
+            ranks = [int((rss_dir / f"rank{r}").read_text()) / 1024 for r in range(n)]
+            m = json.loads((run_dir / "metrics.json").read_text())
+            n_train = m.get("steps_per_epoch", 0) * 4096
+            epoch_s = m["history"]["epoch_seconds"][0]
+            out["sizes"].setdefault(rows, {})[n] = {
+                "peak_rss_mb": max(ranks), "peak_rss_mb_by_rank": ranks, "peak_rss_mb_children": peak_kb / 1024,
+                "wall_s": wall, "rows_per_s": rows / wall, "cpu_s": cpu, "rows_per_cpu_s": rows / cpu,
+                "load_average_before": load, "load_average_after": os.getloadavg()[0], "epoch_s": epoch_s,
+                "train_rows_in_epoch": n_train, "train_rows_per_s_in_epoch": min(n_train, rows) / epoch_s,
+                "file_mb": path.stat().st_size / 2 ** 20, "test": m["test"]}
+            print(f"  streamed {rows:>11,} rows, {n} process{'es' if n > 1 else ''}: peak RSS "
+                  f"{' / '.join(f'{r:.0f}' for r in ranks)} MB by rank (children's max {peak_kb / 1024:.0f} MB), "
+                  f"{wall:6.1f} s ({rows / wall:,.0f} rows/s over the whole run; epoch {epoch_s:.1f} s, "
+                  f"{min(n_train, rows) / epoch_s:,.0f} train rows/s); CPU {cpu:.1f} s; load average "
+                  f"{load:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
         path.unlink()
-    peaks = [r["peak_rss_mb"] for r in out["sizes"].values()]
-    out["peak_ratio"] = max(peaks) / min(peaks)
+    for n in procs:
+        peaks = [by_procs[n]["peak_rss_mb"] for by_procs in out["sizes"].values()]
+        out[f"peak_ratio_{n}"] = max(peaks) / min(peaks)
+    out["peak_ratio"] = out[f"peak_ratio_{procs[0]}"]
     return out
 
 
@@ -585,6 +618,9 @@ def main() -> int:
                              "--stream-rows rows: peak RSS and rows/s, one process per size")
     parser.add_argument("--stream-rows", nargs="+", type=int, default=[1_000_000, 10_000_000],
                         help="table sizes of --stream (default: %(default)s)")
+    parser.add_argument("--stream-procs", nargs="+", type=int, default=[1],
+                        help="numbers of processes of --stream; 2+ run torchrun --standalone with "
+                             "trainer.strategy=ddp (default: %(default)s)")
     parser.add_argument("--json", default="bench.json", help="where to write the results (default: %(default)s)")
     args = parser.parse_args()
     if args.reps is None:
@@ -612,8 +648,10 @@ def main() -> int:
                     print(f"  baseline {args.baseline_src}: {t['baseline_ratio']:.2f}x and "
                           f"{t['baseline_recipe_ratio']:.2f}x read_csv (same rounds)")
             if args.stream:
-                s = result["stream"] = stream_bench(Path(tmp), args.stream_rows)
-                print(f"streamed, one process: peak RSS largest / smallest table = {s['peak_ratio']:.2f}x")
+                s = result["stream"] = stream_bench(Path(tmp), args.stream_rows, args.stream_procs)
+                for n in args.stream_procs:
+                    print(f"streamed, {n} process{'es' if n > 1 else ''}: peak RSS largest / smallest table = "
+                          f"{s[f'peak_ratio_{n}']:.2f}x")
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
         return 0

@@ -197,6 +197,61 @@ def test_refusals(tmp_path):
     assert "learns by a rule of its own" in refusal(["model=perceptron", "trainer.strategy=ddp"])
 
 
+def test_two_ranks_stream_a_parquet_file(tmp_path, cli):
+    """data.stream=true on 2 ranks: each reads its own row groups, both take the steps both can fill (the
+    checkpoint's step count is the sum over the epochs of what the pass's counts give), one run directory
+    with what a one-process streamed run leaves, val and test numbers over every val and test row (those
+    predict.py measures on the kept model), and predict.py applies the run."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import messy_table
+    from mlpkit.data.stream import load_stream
+    from mlpkit.data.table import read_table
+    from mlpkit.training.checkpoint import load_checkpoint
+
+    df, _ = read_table(str(messy_table(tmp_path / "t.csv", n=600, seed=1, task="binary")))
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), table, row_group_size=64)  # 10 row groups
+    args = ["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
+            "trainer.max_epochs=3", "trainer.batch_size=32", "seed=7", "trainer.progress=false"]
+    one = train(args, tmp_path / "one")
+    assert one.returncode == 0, one.describe()
+    two = torchrun(2, [*args, "trainer.strategy=ddp"], tmp_path / "two")
+    assert two.returncode == 0, two.describe()
+    assert "16 + 16 by rank; data.stream=true: each process fitted the same preprocessing" in two.stdout, \
+        two.describe()
+    run, ref = only_run_dir(tmp_path / "two"), only_run_dir(tmp_path / "one")
+    assert files_of(run) == files_of(ref)
+    m1, m2 = read_metrics(ref), read_metrics(run)
+    assert m2["status"] == "completed" and m2["test"].keys() == m1["test"].keys()
+    assert m2["history"].keys() == m1["history"].keys()
+
+    data = load_stream(str(table), "churn", "auto", [], [], 7, 0.15, 0.15, True)
+    steps = [data.X_train.steps(epoch, [16, 16]) for epoch in range(3)]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == sum(steps)
+    assert min(steps) < len(data.X_train) // 32  # rows are left over (10 row groups do not split evenly)
+
+    rows = np.load(run / "splits.npz")
+    for split in ("val", "test"):
+        out = cli(run, table, "-o", tmp_path / f"{split}.csv", "--split", split)
+        assert out.returncode == 0, out.stderr
+        said = dict(part.rsplit(" ", 1) for part in (out.stdout + out.stderr).split(f"the {split} split: ")[1]
+                    .splitlines()[0].split(", "))
+        if split == "test":  # the job's test numbers are those of every test row
+            for key, value in said.items():
+                assert m2["test"][key] == pytest.approx(float(value), abs=1e-4), key
+        else:  # the kept (best) epoch's val loss is the mean loss over every val row
+            p = pd.read_csv(tmp_path / "val.csv")
+            y = df["churn"].to_numpy()[rows["val"]]
+            loss = -np.log(np.where(y == "yes", p["proba_yes"], p["proba_no"])).mean()
+            assert m2["best_val_loss"] == pytest.approx(loss, abs=1e-6)
+            assert m2["history"]["val_accuracy"][m2["best_epoch"] - 1] == pytest.approx(float(said["accuracy"]),
+                                                                                       abs=1e-4)
+
+
 # ---------------------------------------------------------------------------
 # CUDA (scripts/device_check.sh runs these where GPUs are): nccl, one GPU per rank
 

@@ -194,7 +194,6 @@ def test_the_tabular_recipe_streams_a_regression_with_its_clamp_and_bins(tmp_pat
     (["data=csv", "data.path={csv}", "model=perceptron"], "model=perceptron"),
     (["data=csv", "data.path={csv}", "trainer.batch_size=0"], "trainer.batch_size"),
     (["data=csv", "data.path={csv}", "trainer.class_weight=balanced"], "class_weight=balanced"),
-    (["data=csv", "data.path={csv}", "trainer.strategy=ddp"], "trainer.strategy=ddp"),
 ])
 def test_what_streaming_cannot_do_is_refused(tmp_path, extra, said):
     csv = messy_table(tmp_path / "t.csv", n=60, task="binary")
@@ -203,6 +202,91 @@ def test_what_streaming_cannot_do_is_refused(tmp_path, extra, said):
     args = [a.format(csv=csv, gz=gz) for a in extra] + ["data.stream=true"]
     message = refusal(args)
     assert said in message and "\n" not in message
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["data.path={one_group}"], "holds 1 row group, fewer than the job's 2 processes"),
+    (["data.path={groups}", "trainer.batch_size=1"], "trainer.batch_size=1 is smaller than the job's 2 processes"),
+])
+def test_what_streaming_on_several_processes_cannot_do_is_refused(tmp_path, monkeypatch, extra, said):
+    """As rank 0 of 2 (torchrun's variables): each process reads its own row groups and part of each batch."""
+    csv = messy_table(tmp_path / "t.csv", n=200, task="binary")
+    one_group, groups = _parquet(csv, tmp_path / "one.parquet", 200), _parquet(csv, tmp_path / "g.parquet", 50)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = ["data=csv", "data.target=churn", "data.stream=true", "trainer.strategy=ddp",
+            *[a.format(one_group=one_group, groups=groups) for a in extra]]
+    message = refusal(args)
+    assert said in message and "\n" not in message
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_ranks_read_their_own_pieces_of_each_epoch(tmp_path, monkeypatch, fmt):
+    """Rank 0 and rank 1 of 2 read disjoint rows whose union is the epoch's train split; the counts the
+    pass recorded give each rank's rows (so every rank computes the same steps); the pieces each rank
+    reads change with the epoch; the val split read in shares and merged is the one-process val split."""
+    from mlpkit.data import stream
+
+    monkeypatch.setattr(stream, "READ_ROWS", 50)  # a text file: 8 blocks
+    csv = messy_table(tmp_path / "t.csv", n=400, seed=3, task="binary")  # its id column: every row distinct
+    table = _parquet(csv, tmp_path / "t.parquet", row_group_size=37) if fmt == "parquet" else csv
+    data = _stream(table, "churn")
+    X = data.X_train
+
+    def rows(split, **kw) -> np.ndarray:
+        return np.concatenate([xb.numpy() for xb, _ in split.batches(16, **kw)])
+
+    def as_set(a: np.ndarray) -> set:
+        return {tuple(r) for r in a.round(4).tolist()}
+
+    whole = rows(X)
+    assert len(as_set(whole)) == len(X) == len(whole)
+    firsts = set()
+    for epoch in range(4):
+        mine = [rows(X, epoch=epoch, rank=r, world_size=2) for r in range(2)]
+        assert [len(m) for m in mine] == X.rows_per_rank(epoch, 2).tolist()
+        assert as_set(mine[0]).isdisjoint(as_set(mine[1])) and as_set(mine[0]) | as_set(mine[1]) == as_set(whole)
+        steps = X.steps(epoch, [10, 6])
+        assert steps == min(len(mine[0]) // 10, len(mine[1]) // 6) > 0
+        assert [len(list(X.batches(k, epoch=epoch, steps=steps, rank=r, world_size=2)))
+                for r, k in enumerate((10, 6))] == [steps, steps]
+        firsts.add(tuple(X.source.table.pieces(0, 2, X.epoch_order(epoch)[1])))
+    assert len(firsts) > 1  # which rank reads which piece rotates with the epoch
+    parts = [rows(data.X_val, rank=r, world_size=2) for r in range(2)]
+    np.testing.assert_array_equal(data.X_val.merge(parts), rows(data.X_val))
+
+
+def test_the_test_split_is_read_once(tmp_path, monkeypatch):
+    """The final test pass gives the loss and the outputs for the metrics from one read of the file,
+    and its numbers are those of the kept model on every test row."""
+    import torch
+
+    from mlpkit.data import stream
+    from mlpkit.models.mlp import MLP
+    from mlpkit.training.trainer import Trainer
+
+    table = _parquet(messy_table(tmp_path / "t.csv", n=300, seed=2, task="binary"), tmp_path / "t.parquet", 64)
+    data = _stream(table, "churn")
+    reads = []
+    batches = stream.StreamSplit.batches
+
+    def counted(self, size, **kw):
+        reads.append((self.split, kw.get("epoch")))
+        return batches(self, size, **kw)
+
+    monkeypatch.setattr(stream.StreamSplit, "batches", counted)
+    torch.manual_seed(0)
+    model = MLP(data.in_dim, [8], data.out_dim)
+    result = Trainer(max_epochs=2, batch_size=32, device="cpu").fit(model, data)
+    assert reads.count(("test", None)) == 1 and reads.count(("val", None)) == 2
+    xb, yb = next(batches(data.X_test, len(data.X_test)))
+    model.eval()
+    with torch.no_grad():
+        out = model(xb)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out.reshape(-1), yb.reshape(-1).float())
+    assert result.test["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert result.test["accuracy"] == pytest.approx(float(((out.reshape(-1) > 0) == (yb.reshape(-1) > 0.5))
+                                                          .float().mean()))
 
 
 def test_a_table_too_large_for_memory_is_streamed(tmp_path, monkeypatch):

@@ -26,8 +26,15 @@
   val and test splits are read the same way, unshuffled. What stays in memory: the fitted statistics,
   the per-column samples, one buffer of model inputs, and the test split's outputs (for its metrics).
 
-A data-parallel strategy reads a rank's share with `batches(..., rank=r, world_size=w)`: every w-th
-piece (row group, or block of a text file) from the r-th on, in the epoch's shared order.
+Several processes (trainer.strategy=ddp, mlpkit.training.strategy): each process runs the same fitting
+pass (a deterministic function of the file and the seed; the processes compare a digest of its result,
+StreamSource.digest), which also counts each piece's rows per split (StreamSource.piece_rows). Rank r
+of w reads `batches(..., rank=r, world_size=w)`: every w-th piece (row group, or block of a text file)
+from the r-th on, in the epoch's shared order; from the counts every process knows, without asking the
+others, how many rows each reads (rows_per_rank) and so the steps all of them can fill (steps). The rows
+left over in an epoch are the tails of the ranks' last buffers; they change with the epoch's order. The
+val and test splits are read the same way without an epoch (file order, rank r the pieces r, r + w, ...);
+`merge` puts the ranks' rows back in file order.
 """
 
 from __future__ import annotations
@@ -80,10 +87,36 @@ def check_stream(cfg: Any) -> None:
     if t.class_weight == "balanced":
         raise ConfigError("trainer.class_weight=balanced is not available with data.stream=true (the class "
                           "weights need the train labels before the first step); use data.stream=false")
-    if t.strategy != "auto":
-        raise ConfigError(f"data.stream=true trains in one process; trainer.strategy={t.strategy} would need every "
-                          "rank to take the same number of steps from its own row groups, which is not built: "
-                          "use data.stream=false (each rank holds the table) or trainer.strategy=auto")
+    if t.strategy == "ddp":
+        check_stream_ranks(path, t.batch_size)
+
+
+def check_stream_ranks(path: str, batch_size: int) -> None:
+    """ConfigError for a streamed run that the job's processes cannot share: a global batch smaller than
+    the job, or a Parquet file with fewer row groups than processes (each reads its own)."""
+    from mlpkit.training.launch import detect
+
+    world = detect().world_size
+    if world < 2:
+        return
+    if 0 < batch_size < world:
+        raise ConfigError(f"trainer.batch_size={batch_size} is smaller than the job's {world} processes: with "
+                          "data.stream=true every process takes a part of each global batch; use "
+                          f"trainer.batch_size >= {world}")
+    try:
+        from mlpkit.data.table import is_parquet
+
+        if not is_parquet(path):
+            return
+        import pyarrow.parquet as pq
+
+        groups = pq.ParquetFile(path).metadata.num_row_groups
+    except Exception:  # an unreadable file: the pass says what is wrong with it
+        return
+    if groups < world:
+        raise ConfigError(f"data.path={path!r} holds {groups} row group{'s' if groups != 1 else ''}, fewer than the "
+                          f"job's {world} processes: with data.stream=true each process reads its own row groups; "
+                          "write the file in smaller row groups (pyarrow: row_group_size=) or start fewer processes")
 
 
 def too_large_for_memory(path: str, free: Optional[int]) -> Optional[str]:
@@ -144,7 +177,7 @@ def split_of(rows: np.ndarray, seed: int, val_fraction: float, test_fraction: fl
 
 class TableFile:
     """A table file read in pieces: a Parquet file's row groups, or a text file's blocks of READ_ROWS rows.
-    `read(pieces)` yields (first row number, DataFrame of `columns`), READ_ROWS rows at most each."""
+    `read(pieces)` yields (piece, first row number, DataFrame of `columns`), READ_ROWS rows at most each."""
 
     def __init__(self, path: str, columns: Sequence[str], text_columns: Sequence[str] = ()):
         from mlpkit.data.table import is_parquet
@@ -175,8 +208,9 @@ class TableFile:
         order = np.arange(n) if order is None else np.asarray(order)
         return [int(p) for p in order[rank::world_size]]
 
-    def read(self, pieces: Optional[Sequence[int]] = None) -> Iterator[Tuple[int, Any]]:
-        """(first row, DataFrame) of the pieces in the given order (None: every piece, in file order)."""
+    def read(self, pieces: Optional[Sequence[int]] = None) -> Iterator[Tuple[int, int, Any]]:
+        """(piece, first row, DataFrame) of the pieces in the given order (None: every piece, in file order;
+        a text file's blocks always come in file order)."""
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -184,7 +218,7 @@ class TableFile:
             for g in range(len(self.first_rows)) if pieces is None else pieces:
                 first = self.first_rows[g]
                 for batch in pf.iter_batches(batch_size=READ_ROWS, row_groups=[g], columns=self.columns):
-                    yield first, batch.to_pandas()
+                    yield g, first, batch.to_pandas()
                     first += batch.num_rows
             return
         from mlpkit.data.table import iter_chunks
@@ -193,7 +227,7 @@ class TableFile:
         first, block = 0, 0
         for chunk in iter_chunks(self.path, self.columns, self.text_columns, READ_ROWS, key="data.path"):
             if wanted is None or block in wanted:
-                yield first, chunk.reset_index(drop=True)
+                yield block, first, chunk.reset_index(drop=True)
             first += len(chunk)
             block += 1
         if pieces is None:
@@ -543,6 +577,20 @@ class StreamSource:
         self.counts = counts
         self.classes = pd.Index(class_values)  # the labels' raw values (floats or text), in class order
         self.target_range = (math.nan, math.nan)  # a numeric target's train range (the fitting pass's)
+        self.piece_rows = np.zeros((0, 3), np.int64)  # per piece: its rows with a target in each split
+
+    def digest(self) -> str:
+        """A sha256 of the fitted preprocessing and the split's counts: equal on every process of a job
+        that read the same file (each runs the same pass)."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps([self.pre.as_dict(), self.counts, self.piece_rows.tolist(),
+                                       list(self.target_range)], sort_keys=True, default=str).encode())
+        for name, value in _fitted_arrays(self.pre.transformer):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(value).tobytes() if value.dtype != object else repr(value.tolist()).encode())
+        return h.hexdigest()
 
     def rows(self, first: int, df, split: int) -> Tuple[Any, np.ndarray]:
         """(the rows of `df` in `split` that have a target value, their targets as the loss takes them:
@@ -559,6 +607,26 @@ class StreamSource:
                 part, codes = part[codes >= 0], codes[codes >= 0]
             return part, codes
         return part, (y.to_numpy(dtype=np.float64) - self.pre.y_mean) / self.pre.y_std
+
+
+def _fitted_arrays(obj: Any, name: str = "", depth: int = 0) -> Iterator[Tuple[str, np.ndarray]]:
+    """The numpy arrays and numbers held by a fitted transformer and its steps, by attribute path."""
+    if depth > 6 or obj is None:
+        return
+    if isinstance(obj, np.ndarray):
+        yield name, obj
+    elif isinstance(obj, (int, float, np.number, bool)):
+        yield name, np.asarray(obj, dtype=np.float64)
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _fitted_arrays(item, f"{name}[{i}]", depth + 1)
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            yield from _fitted_arrays(obj[key], f"{name}[{key}]", depth + 1)
+    elif hasattr(obj, "get_params"):  # an estimator: its fitted attributes (name_) and steps
+        for key, value in sorted(vars(obj).items()):
+            if key.endswith("_") or key in ("steps", "transformers"):
+                yield from _fitted_arrays(value, f"{name}.{key}", depth + 1)
 
 
 class StreamSplit:
@@ -579,19 +647,55 @@ class StreamSplit:
         self.device = device
         return self
 
+    def epoch_order(self, epoch: Optional[int]) -> Tuple[Optional[np.random.Generator], Optional[np.ndarray]]:
+        """The epoch's random generator and order of pieces (None, None without an epoch: file order).
+        A Parquet file's row groups come in a random order; a text file is read in file order, and its
+        blocks' order starts `epoch` blocks further each epoch, so which process reads a block rotates."""
+        table = self.source.table
+        if table.n_pieces is None:
+            list(table.read())  # a text file: count its blocks once
+        if epoch is None:
+            return None, None
+        rng = np.random.default_rng([self.source.seed, epoch])
+        if table.parquet:
+            return rng, rng.permutation(table.n_pieces)
+        return rng, (np.arange(table.n_pieces) + epoch) % max(1, table.n_pieces)
+
+    def rows_per_rank(self, epoch: Optional[int], world_size: int) -> np.ndarray:
+        """The rows of this split that each of `world_size` processes reads in `epoch` (from the pass's counts)."""
+        _, order = self.epoch_order(epoch)
+        counts = self.source.piece_rows[:, SPLITS.index(self.split)]
+        table = self.source.table
+        return np.array([counts[table.pieces(r, world_size, order)].sum() for r in range(world_size)], np.int64)
+
+    def steps(self, epoch: int, sizes: Sequence[int]) -> int:
+        """The steps every process can fill in `epoch` taking sizes[rank] rows a step from its own pieces."""
+        rows = self.rows_per_rank(epoch, len(sizes))
+        return int(min(r // max(1, k) for r, k in zip(rows, sizes)))
+
+    def merge(self, parts: Sequence[np.ndarray]) -> np.ndarray:
+        """Rows read without an epoch by each process (parts[rank]) back in file order: rank r read the
+        pieces r, r + w, ... in file order, each holding the pass's count of this split's rows."""
+        world = len(parts)
+        counts = self.source.piece_rows[:, SPLITS.index(self.split)]
+        at = [0] * world
+        out = []
+        for p, k in enumerate(counts.tolist()):
+            r = p % world
+            out.append(parts[r][at[r]:at[r] + k])
+            at[r] += k
+        return np.concatenate(out) if out else np.concatenate(parts)
+
     def batches(self, size: int, *, epoch: Optional[int] = None, steps: Optional[int] = None, rank: int = 0,
                 world_size: int = 1) -> Iterator[Tuple[Any, Any]]:
         """(inputs, targets) batches of `size` rows (the last one smaller), at most `steps` of them.
-        With `epoch`, the row groups come in an order drawn from (seed, epoch) and rows are shuffled
-        within a buffer of BUFFER_BYTES of inputs; without, in file order. `rank`/`world_size`: that rank's share
-        of the pieces (every world_size-th in the epoch's order)."""
+        With `epoch`, the pieces come in the epoch's order (epoch_order) and rows are shuffled within a buffer
+        of BUFFER_BYTES of inputs; without, in file order. `rank`/`world_size`: that rank's share of the
+        pieces (every world_size-th in the epoch's order)."""
         import torch
 
         table, pre = self.source.table, self.source.pre
-        if table.n_pieces is None:
-            list(table.read())  # a text file: count its blocks once
-        rng = np.random.default_rng([self.source.seed, epoch]) if epoch is not None else None
-        order = rng.permutation(table.n_pieces) if rng is not None and table.parquet else None
+        rng, order = self.epoch_order(epoch)
         split = SPLITS.index(self.split)
         # rows gathered before batches are cut from them (in random order when shuffled): one buffer,
         # reused, that the inputs are transformed into
@@ -616,7 +720,7 @@ class StreamSplit:
             X[:len(rest)], y[:len(rest)] = X[rest], y[rest]
             return len(rest)
 
-        for first, df in table.read(table.pieces(rank, world_size, order)):
+        for _, first, df in table.read(table.pieces(rank, world_size, order)):
             part, targets = self.source.rows(first, df, split)
             k = len(part)
             if k:
@@ -691,14 +795,16 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     used = [c.name for c in pre.columns if c.kind != "dropped"]
     table = TableFile(path, [*used, target], [c.name for c in pre.categorical])
     rows_out = SplitRows()
+    piece_rows: Dict[int, np.ndarray] = {}  # piece -> its rows with a target, per split
     try:
-        for first, df in table.read():
+        for piece, first, df in table.read():
             rows = first + np.arange(len(df))
             present, y = y_stats.values(df[target], first, target)
             split = split_of(rows, seed, val_fraction, test_fraction)
             train = present & (split == 0)
             y_stats.add(y, present, train)
             rows_out.add(rows, split, present)
+            piece_rows[piece] = piece_rows.get(piece, 0) + np.bincount(split[present], minlength=3)
             for col in pre.columns:
                 if col.kind == "numeric":
                     numbers[col.name].add(Preprocessing.numbers(df[col.name], col, 2 + first), rows, train, seed)
@@ -786,6 +892,8 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     notes += roles.notes
     source = StreamSource(table, pre, task_, y_stats.classes() if classes else [], seed, val_fraction,
                           test_fraction, counts)
+    source.piece_rows = np.array([piece_rows.get(p, np.zeros(3, np.int64)) for p in range(table.n_pieces)],
+                                 dtype=np.int64).reshape(-1, 3)
     X = {s: StreamSplit(source, s) for s in SPLITS}
     data = StreamDataset("csv", task_, X["train"], X["train"], X["val"], X["val"], X["test"], X["test"],
                          feature_names=list(pre.inputs), classes=list(classes), notes=notes, y_mean=pre.y_mean,

@@ -21,7 +21,7 @@ from mlpkit.schema import option_default
 from mlpkit.training.state import TrainState
 from mlpkit.status import RunStatus
 from mlpkit.tasks import Task
-from mlpkit.training.trainer import StepRule, Trainer
+from mlpkit.training.trainer import StepRule, Trainer, model_outputs, split_batches
 
 
 class Perceptron(nn.Module):
@@ -94,6 +94,16 @@ class PerceptronRule(StepRule):
         """The 0-1 loss (share of misclassified rows) and the accuracy, 1 minus it."""
         error = float((model.predict(X) != y.reshape(-1).long()).float().mean()) if len(X) else math.nan
         return {"loss": error, "accuracy": 1 - error}
+
+    def evaluate_outputs(self, trainer: Trainer, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
+                         chunk: int = 65536) -> Tuple[Dict[str, float], Any, Any]:
+        """evaluate()'s numbers and the scores, from one pass: the class follows from the scores as
+        Perceptron.predict takes it."""
+        out, targets = model_outputs(model, split_batches(X, y, chunk))
+        scores = torch.from_numpy(out)
+        guess = (scores[:, 0] > 0).long() if scores.shape[1] == 1 else scores.argmax(1)
+        error = float((guess != y.reshape(-1).long().cpu()).float().mean()) if len(X) else math.nan
+        return {"loss": error, "accuracy": 1 - error}, out, targets
 
     def train_scalars(self, trainer: Trainer, running: Dict[str, float]) -> Dict[str, float]:
         train = self.evaluate(trainer, trainer.model, trainer.data.X_train, trainer.data.y_train, trainer.task)

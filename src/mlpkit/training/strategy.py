@@ -19,6 +19,13 @@ the global batch, as one process computes it. Both backward paths reduce one fla
 chain rule's own (mlpkit.models.backprop), autograd's gradients flattened into one bucket (the one
 bucket torch's DDP would make for a model this size, without wrapping the model). Validation and test
 run whole on every rank (exact, and every rank then takes the same early-stopping decision).
+
+A streamed table (data.stream=true, mlpkit.data.stream) is not held by any process: each reads its own
+pieces of the epoch's shared order, takes split_sizes(batch)[rank] rows a step, and every process takes
+the same number of steps, the most that all of them can fill (computed by each from the fitting pass's
+counts of rows per piece, no communication); the global batch is always whole. Its val and test splits
+are read in shares too (reads_share): the loss and accuracy sums are all_reduced, the test outputs
+gathered and put back in file order, so the numbers are those of one process reading every row.
 """
 
 from __future__ import annotations
@@ -74,6 +81,26 @@ class Strategy:
     def shard_items(self, items: Sequence[T]) -> Sequence[T]:
         """This process's share of a list of work items (a streamed table's row groups)."""
         return items
+
+    def epoch_rows(self, trainer: "Trainer", epoch: int) -> None:
+        """Before a streamed split's epoch: its trainer.steps_per_epoch and trainer.n_seen (rows trained on)."""
+
+    def stream_batches(self, trainer: "Trainer", X: Any, epoch: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+        """This process's train batches of a streamed split (mlpkit.data.stream.StreamSplit) in `epoch`."""
+        return X.batches(trainer.bs, epoch=epoch, steps=trainer.steps_per_epoch)
+
+    def reads_share(self, X: Any) -> bool:
+        """Whether this process evaluates only its share of split X (reads_share: its rows are
+        `eval_batches`' and its sums go through `sum`, its outputs through `gather`)."""
+        return False
+
+    def eval_batches(self, X: Any, chunk: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+        """A streamed split's (inputs, targets) batches that this process evaluates, in file order."""
+        return X.batches(chunk)
+
+    def gather(self, array: Any) -> List[Any]:
+        """Every process's `array` (a numpy array), in rank order."""
+        return [array]
 
     def reduce_gradients(self, parameters: Iterable[torch.Tensor]) -> None:
         """After backward: make every process's `.grad` the gradient of the global batch's mean loss."""
@@ -146,6 +173,8 @@ class DDPStrategy(Strategy):
         if self.rank:  # dropout and input noise: each rank its own draws
             torch.manual_seed(trainer.seed + self.rank)
         self.y, self.weight, self.task = trainer.data.y_train, trainer.weight, trainer.task
+        if not torch.is_tensor(trainer.data.X_train):
+            return self._setup_stream(trainer)
         n, bs = len(trainer.data.X_train), trainer.bs
         last = n - (trainer.steps_per_epoch - 1) * bs
         split = " + ".join(str(k) for k in self.split_sizes(bs))
@@ -153,6 +182,73 @@ class DDPStrategy(Strategy):
         trainer.log(f"ddp: {self.world_size} processes ({self.launch.launcher}, {backend(trainer.device.type)}); "
                     f"trainer.batch_size is the global batch: {bs} rows per step = {split} by rank{tail}; "
                     "rank 0 writes the run")
+
+    def _setup_stream(self, trainer: "Trainer") -> None:
+        """A streamed table (data.stream=true): every process ran the same fitting pass (refused when
+        their results differ: another file, or one that changed); each reads its own pieces; every
+        epoch's steps are the ones all can fill (refused when a process has no train rows)."""
+        import torch.distributed as dist
+
+        X, bs, w = trainer.data.X_train, trainer.bs, self.world_size
+        digests: List[Any] = [None] * w
+        self._collective(dist.all_gather_object, digests, X.source.digest())
+        if len(set(digests)) > 1:
+            other = next(r for r, d in enumerate(digests) if d != digests[0])
+            raise ConfigError(f"data.stream=true under trainer.strategy=ddp: rank {other} fitted another "
+                              f"preprocessing than rank 0 on data.path={X.source.table.path!r} (not the same file "
+                              "on every machine, or it changed while they read it)")
+        sizes = self.split_sizes(bs)
+        epochs = range(min(trainer.max_epochs, 1000))  # the log's range; each epoch computes its own
+        steps = [X.steps(e, sizes) for e in epochs]
+        if min(steps) == 0:
+            e = steps.index(0)
+            rows = X.rows_per_rank(e, w)
+            r = int(next(r for r in range(w) if rows[r] < sizes[r]))
+            raise ConfigError(f"data.stream=true under trainer.strategy=ddp: in epoch {e + 1} rank {r} reads "
+                              f"{rows[r]} train rows from its {len(X.source.table.pieces(r, w, X.epoch_order(e)[1]))} "
+                              f"of the table's {X.source.table.n_pieces} pieces, fewer than its {sizes[r]} rows per "
+                              "step; use more row groups, fewer processes or a smaller trainer.batch_size")
+        n = len(X)
+        used = [k * bs for k in steps]
+        rows = f"{used[0]}" if min(used) == max(used) else f"{min(used)} to {max(used)}"
+        left = (f"; the rest are left over, other rows each epoch (the pieces and each process's "
+                "last rows change with the epoch's order)") if min(used) < n else ""
+        trainer.log(f"ddp: {w} processes ({self.launch.launcher}, {backend(trainer.device.type)}); "
+                    f"trainer.batch_size is the global batch: {bs} rows per step = "
+                    f"{' + '.join(map(str, sizes))} by rank; data.stream=true: each process fitted the same "
+                    f"preprocessing and reads its own pieces (one in {w} of the epoch's order of the "
+                    f"{X.source.table.n_pieces}); every process takes the steps all can fill: "
+                    f"{steps[0] if min(steps) == max(steps) else f'{min(steps)} to {max(steps)}'} per epoch, "
+                    f"{rows} of the {n} train rows{left}; val and test read in shares and summed; "
+                    "rank 0 writes the run")
+
+    def epoch_rows(self, trainer: "Trainer", epoch: int) -> None:
+        if self.world_size > 1:
+            trainer.steps_per_epoch = trainer.data.X_train.steps(epoch, self.split_sizes(trainer.bs))
+            trainer.n_seen = max(1, trainer.steps_per_epoch * trainer.bs)
+
+    def stream_batches(self, trainer: "Trainer", X: Any, epoch: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+        if self.world_size == 1:
+            return super().stream_batches(trainer, X, epoch)
+        self.rows = self.split_sizes(trainer.bs)[self.rank]  # every step a whole global batch
+        self.share = self.rows / trainer.bs
+        return X.batches(self.rows, epoch=epoch, steps=trainer.steps_per_epoch, rank=self.rank,
+                         world_size=self.world_size)
+
+    def reads_share(self, X: Any) -> bool:
+        return self.world_size > 1 and not torch.is_tensor(X)
+
+    def eval_batches(self, X: Any, chunk: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+        return X.batches(chunk, rank=self.rank, world_size=self.world_size)
+
+    def gather(self, array: Any) -> List[Any]:
+        if self.world_size == 1:
+            return [array]
+        import torch.distributed as dist
+
+        parts: List[Any] = [None] * self.world_size
+        self._collective(dist.all_gather_object, parts, array)
+        return parts
 
     def _sync_batch_norm(self, trainer: "Trainer") -> None:
         """Batch statistics over the global batch (SyncBatchNorm, CUDA only); refused on CPU."""

@@ -99,6 +99,14 @@ class StepRule:
         """A split's mean `loss` and its `accuracy` (classification), as device tensors or floats."""
         raise NotImplementedError
 
+    def evaluate_outputs(self, trainer: "Trainer", model: nn.Module, X: Any, y: Any, task: Task,
+                         chunk: int = 65536) -> Tuple[Dict[str, Any], Any, Any]:
+        """evaluate()'s numbers with the split's outputs (float32) and targets as numpy arrays, in the
+        order this process read its rows. A rule whose evaluate() passes over the split overrides this
+        to take both from one pass (a streamed split is then read once); this default makes two."""
+        numbers = self.evaluate(trainer, model, X, y, task, chunk)
+        return (numbers, *model_outputs(model, split_batches(X, y, chunk, trainer.strategy)))
+
     def train_scalars(self, trainer: "Trainer", running: Dict[str, float]) -> Dict[str, float]:
         """The epoch's train numbers by TensorBoard tag; `running`: the means over its steps."""
         return running
@@ -182,11 +190,22 @@ class GradientDescent(StepRule):
             return loss, task.mean_of_members(out.detach())
         return self.loss_fn(out, y), out
 
-    @torch.no_grad()
     def evaluate(self, trainer: "Trainer", model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
                  chunk: int = 65536) -> Dict[str, torch.Tensor]:
         """Mean loss (class-weighted as in training, without label smoothing: the val loss stays the task's
         own measure) and share of right answers, in eval mode."""
+        return self._evaluate(trainer, model, X, y, task, chunk, None)
+
+    def evaluate_outputs(self, trainer: "Trainer", model: nn.Module, X: Any, y: Any, task: Task,
+                         chunk: int = 65536) -> Tuple[Dict[str, Any], Any, Any]:
+        kept: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        numbers = self._evaluate(trainer, model, X, y, task, chunk, kept)
+        return (numbers, *_numpy_outputs(kept))
+
+    @torch.no_grad()
+    def _evaluate(self, trainer: "Trainer", model: nn.Module, X: Any, y: Any, task: Task, chunk: int,
+                  kept: Optional[List[Tuple[torch.Tensor, torch.Tensor]]]) -> Dict[str, torch.Tensor]:
+        """evaluate(); each batch's (outputs, targets) appended to `kept` unless it is None."""
         was_training = model.training
         model.eval()
         loss_fn = task.loss(trainer.weight)
@@ -194,13 +213,17 @@ class GradientDescent(StepRule):
         loss = torch.zeros((), device=dev)
         weight = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
-        for xb, yb in split_batches(X, y, chunk):
+        for xb, yb in split_batches(X, y, chunk, trainer.strategy):
             out = model(xb)
+            if kept is not None:
+                kept.append((out, yb))
             wb = task.batch_weight(yb, trainer.weight)
             loss += loss_fn(out, yb) * wb
             weight += wb
             if task.classification:
                 correct += task.correct(out, yb)
+        if trainer.strategy.reads_share(X):  # each process read its share of a streamed split
+            loss, weight, correct = trainer.strategy.sum(loss, weight, correct)
         model.train(was_training)
         n = max(1, len(X))
         return {"loss": loss / weight.clamp(min=1e-12), "accuracy": correct.float() / n}
@@ -210,12 +233,31 @@ class GradientDescent(StepRule):
                 "backprop": "manual" if self.manual is not None else "autograd"}
 
 
-def split_batches(X: Any, y: Any, chunk: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+@torch.no_grad()
+def model_outputs(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[Any, Any]:
+    """The model's outputs (float32) and the targets of `batches`, in eval mode, as numpy arrays."""
+    was_training = model.training
+    model.eval()
+    kept = [(model(xb), yb) for xb, yb in batches]
+    model.train(was_training)
+    return _numpy_outputs(kept)
+
+
+def _numpy_outputs(kept: List[Tuple[torch.Tensor, torch.Tensor]]) -> Tuple[Any, Any]:
+    return (torch.cat([out for out, _ in kept]).float().cpu().numpy(),
+            torch.cat([yb for _, yb in kept]).cpu().numpy())
+
+
+def split_batches(X: Any, y: Any, chunk: int, strategy: Optional[Strategy] = None
+                  ) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
     """A split's (inputs, targets) in chunks of rows: slices of in-memory tensors, or the batches of a
-    split read from a file (mlpkit.data.stream.StreamSplit, whose batches carry both)."""
+    split read from a file (mlpkit.data.stream.StreamSplit, whose batches carry both); with a strategy
+    whose processes read shares of it (Strategy.reads_share), this process's share."""
     if torch.is_tensor(X):
         for i in range(0, len(X), chunk):
             yield X[i:i + chunk], y[i:i + chunk]
+    elif strategy is not None and strategy.reads_share(X):
+        yield from strategy.eval_batches(X, chunk)
     else:
         yield from X.batches(chunk)
 
@@ -324,16 +366,10 @@ class Trainer:
         """The test split's loss and mlpkit.metrics' scores (classification: accuracy, balanced
         accuracy, macro F1, ROC AUC, confusion matrix; regression: RMSE, MAE, R^2 in target units)."""
         task = get_task(data.task)
-        m = self.evaluate(model, data.X_test, data.y_test, task)
-        was_training = model.training
-        model.eval()
-        outs, ys = [], []
-        for xb, yb in split_batches(data.X_test, data.y_test, 65536):
-            outs.append(model(xb))
-            ys.append(yb)
-        model.train(was_training)
-        out = torch.cat(outs).float().cpu().numpy()
-        y = task.target_units(torch.cat(ys).cpu().numpy(), data.y_mean, data.y_std)
+        m, out, y = self.step_rule.evaluate_outputs(self, model, data.X_test, data.y_test, task)  # one pass
+        if self.strategy.reads_share(data.X_test):  # every process's rows, back in file order
+            out, y = (data.X_test.merge(self.strategy.gather(a)) for a in (out, y))
+        y = task.target_units(y, data.y_mean, data.y_std)
         return {"loss": float(m["loss"]), **task.metrics(y, out, data.y_mean, data.y_std)}
 
     # -- the loop --------------------------------------------------------------
@@ -414,6 +450,8 @@ class Trainer:
         # each batch gathers its rows (no shuffled copy of the data set)
         perm = torch.randperm(n, device=dev, generator=self.shuffle) if bs < n and not streamed else None
         step_hooks, strategy = self._hooks["on_step_end"], self.strategy
+        if streamed:
+            strategy.epoch_rows(self, state.epoch)
         for b, (part, xb, yb) in enumerate(self._train_batches(X, y, perm)):
             if self.input_noise > 0:
                 xb = xb + self.input_noise * torch.randn_like(xb)
@@ -450,6 +488,7 @@ class Trainer:
             correct, = strategy.sum(task.correct(kept[own], seen[own]))
             scalars["accuracy/train"] = float(correct) / self.n_seen
         elif streamed and running and task.classification:
+            correct, = strategy.sum(correct)
             scalars["accuracy/train"] = float(correct) / self.n_seen
         state.scalars = self.step_rule.train_scalars(self, scalars)
 
@@ -460,7 +499,7 @@ class Trainer:
         one), or a streamed split's own batches, in an order drawn from the seed and the epoch
         (mlpkit.data.stream; positions None)."""
         if not torch.is_tensor(X):
-            for xb, yb in X.batches(self.bs, epoch=self.state.epoch, steps=self.steps_per_epoch):
+            for xb, yb in self.strategy.stream_batches(self, X, self.state.epoch):
                 yield None, xb, yb
             return
         n, bs = len(X), self.bs
