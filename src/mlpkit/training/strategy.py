@@ -35,7 +35,7 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from mlpkit.training.state import TrainState
     from mlpkit.training.trainer import Trainer
 
-T = TypeVar("T")
 Rows = Union[slice, torch.Tensor]
 
 
@@ -77,10 +76,6 @@ class Strategy:
         (None: the rows in order): (those positions, the rows of the data they hold)."""
         part = slice(start, stop)
         return part, (part if perm is None else perm[part])
-
-    def shard_items(self, items: Sequence[T]) -> Sequence[T]:
-        """This process's share of a list of work items (a streamed table's row groups)."""
-        return items
 
     def epoch_rows(self, trainer: "Trainer", epoch: int) -> None:
         """Before a streamed split's epoch: its trainer.steps_per_epoch and trainer.n_seen (rows trained on)."""
@@ -280,9 +275,6 @@ class DDPStrategy(Strategy):
             self.share = self.task.batch_weight(self.y[rows], self.weight) / self.task.batch_weight(self.y[every],
                                                                                                    self.weight)
         return part, rows
-
-    def shard_items(self, items: Sequence[T]) -> Sequence[T]:
-        return items[self.rank::self.world_size]
 
     def reduce_gradients(self, parameters: Iterable[torch.Tensor]) -> None:
         if self.world_size == 1:
