@@ -42,6 +42,7 @@ def _one_torch_thread():
     import torch
 
     threads = torch.get_num_threads()
+    TORCH_THREADS[:] = [threads]  # noqa: F405  (support's: a run in-process may ask for torch's own count)
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)

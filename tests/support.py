@@ -203,7 +203,13 @@ def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional
     return run_python(TRAIN_PY, args, cwd, timeout=timeout, env=env, one_thread=one_thread)
 
 
-def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, str]] = None) -> Run:
+# torch's own CPU thread count in a fresh process (what a process started without OMP_NUM_THREADS gets);
+# conftest records it before it sets one thread for the session
+TORCH_THREADS: List[int] = []
+
+
+def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, str]] = None,
+                     one_thread: bool = True) -> Run:
     """`python train.py *args` run in this process: train.py's own `_main` (its command-line checks, Hydra's
     main with mlpkit's callbacks, launcher and sweeper, its exit statuses: 0, 2 for a refusal, 130 when
     interrupted, 1 with the traceback in stderr for an uncaught error), in `cwd`, its stdout and stderr
@@ -211,7 +217,8 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
     tests that read what a run leaves behind; what needs a process of its own (signals, kills, threads
     or pids of launcher jobs, start-up) still uses `train`. Everything the run changes in this process
     (working directory, argv, environment, signal handlers, logging, Hydra's global state, mlpkit's
-    run-directory bookkeeping, torch's threads) is put back afterwards."""
+    run-directory bookkeeping, torch's threads) is put back afterwards. `one_thread`: torch starts the run
+    with one CPU thread, as `train` gives a process (OMP_NUM_THREADS=1); else with torch's own count."""
     import contextlib
     import io
     import logging
@@ -246,7 +253,8 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
     reset_run_state()
     try:
         os.environ.clear()
-        os.environ.update(process_env(env))
+        os.environ.update(process_env(env, one_thread=one_thread))
+        torch.set_num_threads(1 if one_thread or not TORCH_THREADS else TORCH_THREADS[0])
         os.chdir(cwd)
         sys.argv = [str(TRAIN_PY), *[str(a) for a in args]]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
