@@ -298,6 +298,19 @@ def train_many(jobs: Sequence[Tuple[Sequence[str], Path]], workers: int = 3) -> 
         return list(pool.map(lambda job: train(job[0], job[1]), jobs))
 
 
+def train_mixed(jobs: Sequence[Tuple[Sequence[str], Path]], as_process: Iterable[int]) -> List[Run]:
+    """Several independent `train.py` commands, results in order: the jobs whose index is in `as_process`
+    as processes (`train`), started first and running meanwhile, the others one after another in this
+    process (`train_in_process`)."""
+    as_process = set(as_process)
+    started = {i: (time.perf_counter(), start_python(TRAIN_PY, args, cwd)) for i, (args, cwd) in enumerate(jobs)
+               if i in as_process}
+    runs = {i: train_in_process(args, cwd) for i, (args, cwd) in enumerate(jobs) if i not in as_process}
+    for i, (start, proc) in started.items():
+        runs[i] = finish(proc, jobs[i][0], jobs[i][1], start, 240)
+    return [runs[i] for i in range(len(jobs))]
+
+
 def popen_train(args: Sequence[str], cwd: Path) -> subprocess.Popen:
     """Start `python train.py *args` without waiting (for signal tests)."""
     return start_python(TRAIN_PY, args, cwd)
