@@ -241,12 +241,15 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
     start, code = time.perf_counter(), 0
     Path(cwd).mkdir(parents=True, exist_ok=True)
 
+    # mlpkit's bookkeeping of a run (the directories it made, claimed and reserved, its trainer): the run's
+    # own from empty, what this process held before given back afterwards
+    state = (cli._RESERVED, cli.CREATED, cli.HELD, cli.TRAINER, cli.VALIDATED)
+    saved_state = [type(x)(x) for x in state]
+    saved_guard = (cli.GUARD.began, cli.GUARD.saved)
+
     def reset_run_state() -> None:
-        cli.release_dirs()
-        cli._RESERVED.clear()
-        cli.CREATED.clear()
-        cli.TRAINER.clear()
-        cli.VALIDATED.clear()
+        for x in state:
+            x.clear()
         cli.GUARD.began, cli.GUARD.saved = False, None
         GlobalHydra.instance().clear()
 
@@ -278,8 +281,13 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
             for handler in lg.handlers:
                 if name not in saved_loggers or handler not in saved_loggers[name][3]:
                     handler.close()
-            lg.level, lg.disabled, lg.propagate, lg.handlers[:] = saved_loggers.get(name, (logging.NOTSET, False, True, []))
+            lg.level, lg.disabled, lg.propagate, lg.handlers[:] = saved_loggers.get(
+                name, (logging.NOTSET, False, True, []))
+        cli.release_dirs()  # what a process gives back when it exits
         reset_run_state()
+        for x, saved in zip(state, saved_state):
+            x.update(saved) if isinstance(x, dict) else x.extend(saved)
+        cli.GUARD.began, cli.GUARD.saved = saved_guard
         for s, handler in saved_signals.items():
             signal.signal(s, handler)
         os.chdir(saved_cwd)

@@ -188,7 +188,8 @@ def test_tabular_tricks(tmp_path_factory):
             for a, b, c in zip(rng.uniform(0, 1, 200), rng.normal(size=200), rng.choice(list("abcdefghijk"), 200))]
     (root / "t.csv").write_text("x1,x2,c,y\n" + "\n".join(rows) + "\n")
     run = train_in_process(["-m", "experiment=tabular_tricks", "data=csv", f"data.path={root / 't.csv'}",
-                            "data.target=y", "trainer.max_epochs=2", "model.hidden=[8]", "trainer.progress=false"], root)
+                            "data.target=y", "trainer.max_epochs=2", "model.hidden=[8]", "trainer.progress=false"],
+                           root)
     assert run.returncode == 0, run.describe()
     runs = [Run(p.parent) for p in root.rglob("metrics.json")]
     assert len(runs) == 20 and all(r["status"] in ("completed", "early_stopped") for r in runs)

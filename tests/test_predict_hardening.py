@@ -4,7 +4,8 @@ or crafted run directories, headers and --keep columns that would lose a column 
 runs, metrics on the run's own training rows (--split), and --help without torch.
 
 Two small runs are trained once for the module (a multiclass and a regression table), through train.py in
-this process (`train_in_process`); the tests call `mlpkit.predict.main` in this process, and run `python` as a process only where the process is the point.
+this process (`train_in_process`); the tests call `mlpkit.predict.main` in this process, and run `python`
+as a process only where the process is the point.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def runs(tmp_path_factory):
         messy_table(root / f"{target}.csv", n=300, task=task)
         run_dir = root / f"run_{target}"
         extra = ["data.categorical=[zip]"] if target == "species" else []
-        run = train_in_process(["data=csv", f"data.path={target}.csv", f"data.target={target}", "data.drop=[id]", *extra,
-                     "model.hidden=[16]", "trainer.max_epochs=4", "trainer.progress=false",
-                     f"hydra.run.dir={run_dir}"], root)
+        run = train_in_process(["data=csv", f"data.path={target}.csv", f"data.target={target}", "data.drop=[id]",
+                                *extra, "model.hidden=[16]", "trainer.max_epochs=4", "trainer.progress=false",
+                                f"hydra.run.dir={run_dir}"], root)
         assert run.returncode == 0, run.describe()
         out[target] = (root / f"{target}.csv", run_dir)
     return out
