@@ -1,8 +1,10 @@
 """What the tests share, imported from conftest (`from conftest import train, ...`): run `python train.py`
-as a user would, compose the config in-process, write tables, find what a run left behind, read it back.
+as a user would, as a process (`train`) or in the test's process (`train_in_process`, without the seconds
+of imports a process pays), compose the config in-process, write tables, find what a run left behind, read
+it back.
 
-Every subprocess runs with its own temporary working directory, so `outputs/` lands there and a test can
-say "no metrics.json anywhere under it". A process's time limit grows with the machine's load (`scaled`).
+Every run has its own temporary working directory, so `outputs/` lands there and a test can say "no
+metrics.json anywhere under it". A process's time limit grows with the machine's load (`scaled`).
 """
 
 from __future__ import annotations
