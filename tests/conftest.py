@@ -42,6 +42,7 @@ def _one_torch_thread():
     import torch
 
     threads = torch.get_num_threads()
+    TORCH_THREADS[:] = [threads]  # noqa: F405  (support's: a run in-process may ask for torch's own count)
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
@@ -63,6 +64,27 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.xdist_group(f"{defs[-1].baseid}::{name}"))
                 break
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        group_node_ids(items)
+
+
+def group_node_ids(items):
+    """What `--dist loadgroup` does on each worker, done here so that pytest 9 keeps it: the group's name
+    after an `@` at the end of the test's id, from which the controller learns the group. pytest-xdist
+    (3.8) writes it into `item._nodeid`, which pytest 9 no longer reads (an id is `item._id`): without
+    this, every worker that runs a test of a group makes the group's fixture again."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if not names or "@" in item.nodeid.rpartition("]")[2]:
+            continue
+        nodeid = f"{item.nodeid}@{'_'.join(names)}"
+        if isinstance(getattr(item, "_id", None), NodeId):
+            item._id = NodeId.parse(nodeid)
+        else:
+            item._nodeid = nodeid
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,8 +1,10 @@
 """What the tests share, imported from conftest (`from conftest import train, ...`): run `python train.py`
-as a user would, compose the config in-process, write tables, find what a run left behind, read it back.
+as a user would, as a process (`train`) or in the test's process (`train_in_process`, without the seconds
+of imports a process pays), compose the config in-process, write tables, find what a run left behind, read
+it back.
 
-Every subprocess runs with its own temporary working directory, so `outputs/` lands there and a test can
-say "no metrics.json anywhere under it". A process's time limit grows with the machine's load (`scaled`).
+Every run has its own temporary working directory, so `outputs/` lands there and a test can say "no
+metrics.json anywhere under it". A process's time limit grows with the machine's load (`scaled`).
 """
 
 from __future__ import annotations
@@ -203,10 +205,120 @@ def train(args: Sequence[str], cwd: Path, *, timeout: float = 240, env: Optional
     return run_python(TRAIN_PY, args, cwd, timeout=timeout, env=env, one_thread=one_thread)
 
 
+# torch's own CPU thread count in a fresh process (what a process started without OMP_NUM_THREADS gets);
+# conftest records it before it sets one thread for the session
+TORCH_THREADS: List[int] = []
+
+
+def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, str]] = None,
+                     one_thread: bool = True) -> Run:
+    """`python train.py *args` run in this process: train.py's own `_main` (its command-line checks, Hydra's
+    main with mlpkit's callbacks, launcher and sweeper, its exit statuses: 0, 2 for a refusal, 130 when
+    interrupted, 1 with the traceback in stderr for an uncaught error), in `cwd`, its stdout and stderr
+    captured, as the process would run it. Seconds cheaper than the process (no imports to pay), for the
+    tests that read what a run leaves behind; what needs a process of its own (signals, kills, threads
+    or pids of launcher jobs, start-up) still uses `train`. Everything the run changes in this process
+    (working directory, argv, environment, signal handlers, logging, Hydra's global state, mlpkit's
+    run-directory bookkeeping, torch's threads) is put back afterwards. `one_thread`: torch starts the run
+    with one CPU thread, as `train` gives a process (OMP_NUM_THREADS=1); else with torch's own count."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+    import traceback
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mlpkit.app import cli, config
+
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved_env, saved_argv, saved_cwd = dict(os.environ), list(sys.argv), os.getcwd()
+    root = logging.getLogger()
+    saved_root = (list(root.handlers), root.level)
+    saved_loggers = {name: (lg.level, lg.disabled, lg.propagate, list(lg.handlers))
+                     for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    saved_threads, saved_config_dir = torch.get_num_threads(), config.CONFIG_DIR
+    out, err = io.StringIO(), io.StringIO()
+    start, code = time.perf_counter(), 0
+    Path(cwd).mkdir(parents=True, exist_ok=True)
+
+    # mlpkit's bookkeeping of a run (the directories it made, claimed and reserved, its trainer): the run's
+    # own from empty, what this process held before given back afterwards
+    state = (cli._RESERVED, cli.CREATED, cli.HELD, cli.TRAINER, cli.VALIDATED)
+    saved_state = [type(x)(x) for x in state]
+    saved_guard = (cli.GUARD.began, cli.GUARD.saved)
+
+    def reset_run_state() -> None:
+        for x in state:
+            x.clear()
+        cli.GUARD.began, cli.GUARD.saved = False, None
+        GlobalHydra.instance().clear()
+
+    reset_run_state()
+    try:
+        os.environ.clear()
+        os.environ.update(process_env(env, one_thread=one_thread))
+        torch.set_num_threads(1 if one_thread or not TORCH_THREADS else TORCH_THREADS[0])
+        os.chdir(cwd)
+        sys.argv = [str(TRAIN_PY), *[str(a) for a in args]]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(TRAIN_PY), run_name="__main__")  # as `python train.py` runs it
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                if stop.code is not None and not isinstance(stop.code, int):
+                    print(stop.code, file=sys.stderr)
+            except BaseException:  # what the process would end with: exit 1 and the traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved_root[0]:
+                handler.close()
+        root.handlers[:], root.level = saved_root
+        for name, lg in logging.Logger.manager.loggerDict.items():
+            if not isinstance(lg, logging.Logger):
+                continue
+            for handler in lg.handlers:
+                if name not in saved_loggers or handler not in saved_loggers[name][3]:
+                    handler.close()
+            lg.level, lg.disabled, lg.propagate, lg.handlers[:] = saved_loggers.get(
+                name, (logging.NOTSET, False, True, []))
+        cli.release_dirs()  # what a process gives back when it exits
+        reset_run_state()
+        for x, saved in zip(state, saved_state):
+            x.update(saved) if isinstance(x, dict) else x.extend(saved)
+        cli.GUARD.began, cli.GUARD.saved = saved_guard
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+        config.CONFIG_DIR = saved_config_dir
+    return Run([str(a) for a in args], Path(cwd), code, out.getvalue(), err.getvalue(),
+               time.perf_counter() - start, os.getpid())
+
+
 def train_many(jobs: Sequence[Tuple[Sequence[str], Path]], workers: int = 3) -> List[Run]:
     """Run several independent `train.py` commands at once (threads waiting on processes); results in order."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: train(job[0], job[1]), jobs))
+
+
+def train_mixed(jobs: Sequence[Tuple[Sequence[str], Path]], as_process: Iterable[int]) -> List[Run]:
+    """Several independent `train.py` commands, results in order: the jobs whose index is in `as_process`
+    as processes (`train`), started first and running meanwhile, the others one after another in this
+    process (`train_in_process`)."""
+    as_process = set(as_process)
+    started = {i: (time.perf_counter(), start_python(TRAIN_PY, args, cwd)) for i, (args, cwd) in enumerate(jobs)
+               if i in as_process}
+    runs = {i: train_in_process(args, cwd) for i, (args, cwd) in enumerate(jobs) if i not in as_process}
+    for i, (start, proc) in started.items():
+        runs[i] = finish(proc, jobs[i][0], jobs[i][1], start, 240)
+    return [runs[i] for i in range(len(jobs))]
 
 
 def popen_train(args: Sequence[str], cwd: Path) -> subprocess.Popen:

@@ -1,7 +1,9 @@
 """End-to-end `python train.py` runs: what a run leaves behind (contract: "What a run leaves behind"),
 full-batch and stochastic steps, seeds, divergence, Ctrl-C and resume, devices.
 
-Each run is made once, by the module-scoped fixture (or the test) that reads it."""
+Each run is made once, by the module-scoped fixture (or the test) that reads it. The runs go through
+train.py in this process (`train_in_process`: the same Hydra main, checks and exit codes, without the
+seconds of imports); the Ctrl-C run alone is a process of its own, as only a process can be interrupted."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import pytest
 import torch
 
 from conftest import (DATE_RE, TIME_RE, Run, event_files_holding, job_dirs,
-                      job_overrides, only_run_dir, popen_train, read_events, read_metrics, run_dirs, train)
+                      job_overrides, only_run_dir, popen_train, read_events, read_metrics, run_dirs, train,
+                      train_in_process)
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -39,8 +42,8 @@ RESUME = ["data=moons", "data.n_samples=400", "model.hidden=[16,16]", "trainer.b
 RESUME_EPOCHS = 20
 
 
-def interrupt_then_resume(root: Path):
-    """Start RESUME, send SIGINT once epoch 1 is logged, then `python train.py resume=<run_dir>`."""
+def interrupt(root: Path):
+    """Start RESUME as a process and send it SIGINT once epoch 1 is logged."""
     d = root / "interrupted"
     proc = popen_train(RESUME, d)
     watchdog = threading.Timer(300, proc.kill)  # never hang the session on a stuck run
@@ -58,19 +61,21 @@ def interrupt_then_resume(root: Path):
     first = Run(list(RESUME), d, proc.returncode, "".join(head) + out, err)
     dirs = run_dirs(d)
     if len(dirs) != 1 or not (dirs[0] / "metrics.json").is_file():
-        return first, None, None, None
-    interrupted_metrics = json.loads((dirs[0] / "metrics.json").read_text())
-    # as a user types it: the path relative to where they run, `=`, `,` and brackets included
-    resumed = train([f"resume={dirs[0].relative_to(d)}"], d)
-    return first, interrupted_metrics, resumed, dirs[0]
+        return first, None, None
+    return first, json.loads((dirs[0] / "metrics.json").read_text()), dirs[0]
+
+
+def resume_run(first: Run, run_dir: Path) -> Run:
+    """`python train.py resume=<run_dir>` as a user types it: the path relative to where they run, `=`, `,`
+    and brackets included."""
+    return train_in_process([f"resume={run_dir.relative_to(first.cwd)}"], first.cwd)
 
 
 _JOBS = {
-    "resume": lambda root: interrupt_then_resume(root / "resume"),
-    "reference": lambda root: train(RESUME, root / "reference"),
-    "single": lambda root: train(SINGLE, root / "single"),
-    "steps": lambda root: train(STEPS, root / "steps"),
-    "diverge": lambda root: train(DIVERGE, root / "diverge"),
+    "reference": lambda root: train_in_process(RESUME, root / "reference"),
+    "single": lambda root: train_in_process(SINGLE, root / "single"),
+    "steps": lambda root: train_in_process(STEPS, root / "steps"),
+    "diverge": lambda root: train_in_process(DIVERGE, root / "diverge"),
 }
 
 
@@ -274,10 +279,12 @@ def test_divergence_is_recorded_and_does_not_stop_the_sweep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resume(tmp_path_factory):
-    with ThreadPoolExecutor(2) as pool:  # the reference run alongside the interrupted one
-        reference = pool.submit(result, "reference", tmp_path_factory)
-        first, interrupted, resumed, run_dir = result("resume", tmp_path_factory)
-        return first, interrupted, resumed, run_dir, reference.result()
+    with ThreadPoolExecutor(1) as pool:  # the interrupted process runs while the reference trains here
+        interrupted_run = pool.submit(interrupt, tmp_path_factory.mktemp("resume"))
+        reference = result("reference", tmp_path_factory)
+        first, interrupted, run_dir = interrupted_run.result()
+    resumed = resume_run(first, run_dir) if run_dir is not None else None
+    return first, interrupted, resumed, run_dir, reference
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 `python train.py -m experiment=<name>`, and its claim is checked with numbers from the
 runs' own metrics.json files.
 
-These are the slowest runs of the suite (10-25 s each on 2 cores); each test runs its own sweep.
+These are the slowest runs of the suite (10-25 s each on 2 cores); each test runs its own sweep, through
+train.py in this process (`train_in_process`: the same Hydra multirun, without a process's imports).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Dict, List
 import pytest
 import yaml
 
-from conftest import train
+from conftest import train_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -48,8 +49,8 @@ class Run:
 
 def _run_experiment(root: Path, name: str):
     # the environment as a user has it: the experiments' numbers depend on torch's own thread count
-    return train(["-m", f"experiment={name}", "trainer.progress=false"], root / f"exp_{name}", timeout=900,
-                 one_thread=False)
+    return train_in_process(["-m", f"experiment={name}", "trainer.progress=false"], root / f"exp_{name}",
+                            one_thread=False)
 
 
 def sweep(name: str, tmp_path_factory) -> List[Run]:
@@ -186,8 +187,9 @@ def test_tabular_tricks(tmp_path_factory):
     rows = [f"{a:.4f},{b:.4f},{c},{'yes' if a + 0.2 * (c < 'e') > 0.6 else 'no'}"
             for a, b, c in zip(rng.uniform(0, 1, 200), rng.normal(size=200), rng.choice(list("abcdefghijk"), 200))]
     (root / "t.csv").write_text("x1,x2,c,y\n" + "\n".join(rows) + "\n")
-    run = train(["-m", "experiment=tabular_tricks", "data=csv", f"data.path={root / 't.csv'}", "data.target=y",
-                 "trainer.max_epochs=2", "model.hidden=[8]", "trainer.progress=false"], root, timeout=900)
+    run = train_in_process(["-m", "experiment=tabular_tricks", "data=csv", f"data.path={root / 't.csv'}",
+                            "data.target=y", "trainer.max_epochs=2", "model.hidden=[8]", "trainer.progress=false"],
+                           root)
     assert run.returncode == 0, run.describe()
     runs = [Run(p.parent) for p in root.rglob("metrics.json")]
     assert len(runs) == 20 and all(r["status"] in ("completed", "early_stopped") for r in runs)

@@ -1,8 +1,9 @@
-"""One real 1-epoch training run through `python train.py` for every option of every config group.
+"""One real 1-epoch training run through train.py for every option of every config group.
 
 The options of a group run as one Hydra multirun (`-m group=a,b,c ...`: one process, many jobs), made
 once by the first test that reads it; each (group, option) is then checked as its own test, on the
-sweep's xdist worker (`xdist_group`)."""
+sweep's xdist worker (`xdist_group`). The sweeps run train.py in the test's process (`train_in_process`:
+the same Hydra multirun, without a process's seconds of imports); test_sweeps runs sweeps as processes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from mlpkit.data import DATASETS
 
 from conftest import (DATE_RE, GROUPS, TIME_RE, TINY, Run, good_csv, group_options,
-                      job_dirs, job_overrides, read_events, read_metrics, sweep_dirs, train)
+                      job_dirs, job_overrides, read_events, read_metrics, sweep_dirs, train_in_process)
 
 REGRESSION = {name for name, source in DATASETS.items() if source.task == "regression"}
 TWO_D = {name for name, source in DATASETS.items() if not source.is_table and source.columns == 2}  # 2-D inputs
@@ -51,7 +52,7 @@ def _run_sweep(root: Path, groups: Tuple[str, ...]) -> Tuple[Run, Path]:
     d = root / "groups" / "+".join(groups)
     d.mkdir(parents=True)
     csv_path = str(good_csv(d / "data.csv"))
-    return train(_sweep_args(groups, csv_path), d), d
+    return train_in_process(_sweep_args(groups, csv_path), d), d
 
 
 def _sweep_key(group: str, option: str = "") -> Tuple[str, ...]:

@@ -23,7 +23,7 @@ from mlpkit.app.cli import check_command_line, checked_job_config, rewrite_resum
 from mlpkit.app.config import config_groups, schema_keys
 from mlpkit.errors import ConfigError
 
-from conftest import compose_config, good_csv, popen_train, read_metrics, refusal, train_many
+from conftest import compose_config, good_csv, popen_train, read_metrics, refusal, train_mixed
 
 TINY = ["data=classification", "data.n_samples=60", "data.n_features=4", "model.hidden=[4]", "trainer.max_epochs=2",
         "trainer.progress=false"]
@@ -406,11 +406,12 @@ def test_resume_attacks_and_refusals_leave_the_run_directory_as_it_was(tmp_path,
     torch.save(state, odd / "checkpoints" / "last.pt")
     (odd / "metrics.json").write_text('{"status": "interrupted"}')
     before = {d: _digest(d) for d in (run_dir, evil, odd)}
-    # two at a time, never two on one directory: a run directory is locked by the run that resumes it
-    runs = train_many([([f"resume={evil}"], tmp_path),
-                       ([f"resume={run_dir}", "model.hidden=[16]"], tmp_path)], workers=2)  # does not fit
-    runs += train_many([([f"resume={run_dir}"], tmp_path),  # finished: exit 0, nothing changes
-                        ([f"resume={odd}"], tmp_path)], workers=2)
+    # never two on one directory (a run directory is locked by the run that resumes it): the foreign
+    # overrides as a process (no code of theirs runs in it), meanwhile the others one after another here
+    runs = train_mixed([([f"resume={evil}"], tmp_path),
+                        ([f"resume={run_dir}", "model.hidden=[16]"], tmp_path),  # does not fit
+                        ([f"resume={run_dir}"], tmp_path),  # finished: exit 0, nothing changes
+                        ([f"resume={odd}"], tmp_path)], as_process=[0])
     _one_line_exit_2(runs[0])
     assert f"line {original.count(chr(10)) + 1}" in runs[0].stderr and "not an mlpkit override" in runs[0].stderr
     assert victim.read_text() == "keep me" and not (tmp_path / "PWNED").exists()
@@ -450,7 +451,9 @@ def _refused_cases(root: Path) -> dict:
 def test_refused_runs_leave_nothing_and_print_one_line(tmp_path):
     root = tmp_path / "hardening"
     cases = _refused_cases(root)
-    runs = dict(zip(cases, train_many([(args, root / name) for name, (args, _) in cases.items()])))
+    # the run-directory refusal as a process (test_errors runs the other stages as processes), the rest here
+    jobs = [(args, root / name) for name, (args, _) in cases.items()]
+    runs = dict(zip(cases, train_mixed(jobs, as_process=[list(cases).index("run-dir")])))
     for name, (args, needle) in cases.items():
         run = runs[name]
         if needle is None:

@@ -1,6 +1,7 @@
 """From a messy file to predictions, as a user does it: `python train.py data=csv ...` then
-`python predict.py RUN_DIR new.csv`, both as subprocesses; the predictions scored by scikit-learn
-against what the run wrote in metrics.json."""
+`python predict.py RUN_DIR new.csv`; the predictions scored by scikit-learn against what the run wrote in
+metrics.json. The runs go through train.py in this process (`train_in_process`) and most predictions through
+predict.py's main in this process (`cli`); a prediction and a refusal run predict.py as a process."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from concurrent.futures import ThreadPoolExecutor
+from conftest import REPO, messy_table, run_python, train_in_process
 
-from conftest import REPO, messy_table, run_python, train
-
-pytestmark = pytest.mark.slow  # trains three runs through train.py, at once (the fixture `runs`)
+pytestmark = pytest.mark.slow  # trains three runs through train.py (the fixture `runs`)
 PREDICT_PY = REPO / "predict.py"
 RUNS = {  # name -> (task, extra overrides)
     "species": ("multiclass", ["data.drop=[id]", "data.categorical=[zip]"]),
@@ -34,19 +33,18 @@ def _train_run(root: Path, target: str):
     root.mkdir(parents=True, exist_ok=True)
     path = messy_table(root / f"{target}.csv", n=400, task=task)
     run_dir = root / f"run_{target}"
-    run = train(["data=csv", f"data.path={path}", f"data.target={target}", *extra, "trainer.max_epochs=10",
+    run = train_in_process(["data=csv", f"data.path={path}", f"data.target={target}", *extra, "trainer.max_epochs=10",
                  "trainer.progress=false", f"hydra.run.dir={run_dir}"], root)
     return path, run_dir, run
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One trained run per task, all three at once: target -> (the table, the run directory)."""
+    """One trained run per task: target -> (the table, the run directory)."""
     root = tmp_path_factory.mktemp("predict")
     out = {}
-    with ThreadPoolExecutor(len(RUNS)) as pool:
-        trained = list(pool.map(lambda target: _train_run(root, target), RUNS))
-    for target, (path, run_dir, run) in zip(RUNS, trained):
+    for target in RUNS:
+        path, run_dir, run = _train_run(root, target)
         assert run.returncode == 0, run.describe()
         out[target] = (path, run_dir)
     return out
@@ -206,7 +204,7 @@ def test_parquet_input(runs, tmp_path, cli):
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "c.csv").read_text()
 
 
-def test_onnx_export_matches_torch(runs, tmp_path):
+def test_onnx_export_matches_torch(runs, tmp_path, cli):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     import pandas as pd
@@ -215,7 +213,7 @@ def test_onnx_export_matches_torch(runs, tmp_path):
     import mlpkit
 
     path, run_dir = runs["species"]
-    proc = predict([run_dir, "--export", tmp_path / "model.onnx"], tmp_path, timeout=240)
+    proc = cli(run_dir, "--export", tmp_path / "model.onnx")
     assert proc.returncode == 0, proc.stderr
     spec = json.loads((tmp_path / "model.onnx.json").read_text())
     run = mlpkit.load_run(run_dir)

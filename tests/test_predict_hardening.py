@@ -3,8 +3,9 @@ file, a file of the run), outputs that cannot be written, target columns the run
 or crafted run directories, headers and --keep columns that would lose a column silently, diverged
 runs, metrics on the run's own training rows (--split), and --help without torch.
 
-Two small runs are trained once for the module (a multiclass and a regression table); the tests call
-`mlpkit.predict.main` in this process, and run `python` as a process only where the process is the point.
+Two small runs are trained once for the module (a multiclass and a regression table), through train.py in
+this process (`train_in_process`); the tests call `mlpkit.predict.main` in this process, and run `python`
+as a process only where the process is the point.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PYTHON, REPO, messy_table, run_python, train
+from conftest import PYTHON, REPO, messy_table, run_python, train_in_process
 
 pytestmark = pytest.mark.slow  # trains two runs through train.py
 PREDICT_PY = REPO / "predict.py"
@@ -36,9 +37,9 @@ def runs(tmp_path_factory):
         messy_table(root / f"{target}.csv", n=300, task=task)
         run_dir = root / f"run_{target}"
         extra = ["data.categorical=[zip]"] if target == "species" else []
-        run = train(["data=csv", f"data.path={target}.csv", f"data.target={target}", "data.drop=[id]", *extra,
-                     "model.hidden=[16]", "trainer.max_epochs=4", "trainer.progress=false",
-                     f"hydra.run.dir={run_dir}"], root)
+        run = train_in_process(["data=csv", f"data.path={target}.csv", f"data.target={target}", "data.drop=[id]",
+                                *extra, "model.hidden=[16]", "trainer.max_epochs=4", "trainer.progress=false",
+                                f"hydra.run.dir={run_dir}"], root)
         assert run.returncode == 0, run.describe()
         out[target] = (root / f"{target}.csv", run_dir)
     return out

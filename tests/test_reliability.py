@@ -23,7 +23,7 @@ from mlpkit.models.initializers import INITIALIZERS
 from mlpkit.models.mlp import NORMS
 from mlpkit.training.optim import OPTIMIZERS, SCHEDULERS
 
-from conftest import compose_config, finished_run, process_env, train_many
+from conftest import compose_config, finished_run, process_env, train_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 STATUSES = {"completed", "early_stopped", "diverged"}
@@ -219,13 +219,13 @@ DAMAGES = ["truncated", "foreign_pickle", "not_torch"]
 @pytest.fixture(scope="module")
 def damaged_resumes(tmp_path_factory):
     """`python train.py resume=<run_dir>` on three copies of one finished run, each with a damaged last.pt
-    (run at once): damage -> (the process, its working directory)."""
+    (through train.py in this process, `train_in_process`): damage -> the Run."""
     import shutil
 
     root = tmp_path_factory.mktemp("damaged")
     original = finished_run(root / "original", ["data=moons", "data.n_samples=100", "model.hidden=[4]",
                                                 "trainer.max_epochs=2", "trainer.progress=false"])
-    jobs = []
+    runs = {}
     for damage in DAMAGES:
         run_dir = shutil.copytree(original, root / damage / "run")
         last = run_dir / "checkpoints" / "last.pt"
@@ -236,8 +236,8 @@ def damaged_resumes(tmp_path_factory):
                 torch.save({"format": "mlpkit-checkpoint-1", "model": _Evil()}, fh)
         else:
             last.write_bytes(pickle.dumps({"epoch": 1}))
-        jobs.append(([f"resume={run_dir}"], root / damage))
-    return dict(zip(DAMAGES, train_many(jobs, workers=3)))
+        runs[damage] = train_in_process([f"resume={run_dir}"], root / damage)
+    return runs
 
 
 @pytest.mark.slow

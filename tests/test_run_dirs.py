@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY, compose_config, finished_run, good_csv, popen_train, read_metrics, refusal, train
+from conftest import TINY, compose_config, finished_run, good_csv, popen_train, read_metrics, refusal, train_in_process
 from mlpkit.app.cli import check_resume, check_run, claim_dir, release_dirs, run_name, train_from_config
 from mlpkit.errors import ConfigError
 
@@ -104,7 +104,7 @@ def test_two_runs_on_one_directory(tmp_path):
         while first.poll() is None and not (run_dir / "checkpoints" / "last.pt").exists():
             time.sleep(0.2)
         assert first.poll() is None, first.communicate()
-        second = train([*TINY, "seed=2", f"hydra.run.dir={run_dir}"], tmp_path / "b")
+        second = train_in_process([*TINY, "seed=2", f"hydra.run.dir={run_dir}"], tmp_path / "b")
         still_running = first.poll() is None
     finally:
         first.send_signal(signal.SIGINT)
@@ -265,12 +265,12 @@ def test_a_resolver_value_names_the_run_directory_by_its_value(monkeypatch):
 
 def test_chdir_reads_a_relative_data_path_from_where_the_run_started(tmp_path):
     good_csv(tmp_path / "t.csv")
-    ok = train(["hydra.job.chdir=true", "data=csv", "data.path=t.csv", "data.target=label", "model.hidden=[4]",
-                "trainer.max_epochs=1", "trainer.progress=false"], tmp_path)
+    ok = train_in_process(["hydra.job.chdir=true", "data=csv", "data.path=t.csv", "data.target=label",
+                           "model.hidden=[4]", "trainer.max_epochs=1", "trainer.progress=false"], tmp_path)
     assert ok.returncode == 0, ok.describe()
     (tmp_path / "one.csv").write_text("a,label\n" + "".join(f"{i},x\n" for i in range(30)))  # one class
-    bad = train(["hydra.job.chdir=true", "data=csv", "data.path=one.csv", "data.target=label",
-                 "trainer.max_epochs=1", "trainer.progress=false"], tmp_path)
+    bad = train_in_process(["hydra.job.chdir=true", "data=csv", "data.path=one.csv", "data.target=label",
+                            "trainer.max_epochs=1", "trainer.progress=false"], tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.describe()
     assert len(list((tmp_path / "outputs" / "runs").rglob("metrics.json"))) == 1  # the good run's only
     assert len([d for d in (tmp_path / "outputs" / "runs").glob("*/*")]) == 1, bad.describe()
@@ -281,13 +281,13 @@ def test_a_sweep_into_a_used_sweep_directory_is_refused_before_it_writes(tmp_pat
     (used / "0_seed=0").mkdir(parents=True)
     (used / "0_seed=0" / "metrics.json").write_text("{}")
     before = _snapshot(used)
-    run = train(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={used}"], tmp_path / "cwd")
+    run = train_in_process(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={used}"], tmp_path / "cwd")
     assert run.returncode == 2, run.describe()
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mlpkit: error: hydra.sweep.dir={used}: the directory is "
                                                    "not empty"), run.describe()
     assert _snapshot(used) == before and sorted(p.name for p in used.iterdir()) == ["0_seed=0"]
-    same = train(["-m", *TINY, "seed=0,1", "hydra.sweep.subdir=job"], tmp_path / "same")
+    same = train_in_process(["-m", *TINY, "seed=0,1", "hydra.sweep.subdir=job"], tmp_path / "same")
     lines = same.stderr.strip().splitlines()
     assert same.returncode == 2 and len(lines) == 1, same.describe()
     assert "hydra.sweep.subdir=job gives every job of the sweep the same directory" in lines[0]
@@ -295,7 +295,7 @@ def test_a_sweep_into_a_used_sweep_directory_is_refused_before_it_writes(tmp_pat
 
 
 def test_what_only_hydra_refuses_is_one_line_too(tmp_path):
-    run = train([*TINY, "hydra.job.chdir=maybe"], tmp_path)
+    run = train_in_process([*TINY, "hydra.job.chdir=maybe"], tmp_path)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1, run.describe()
     assert lines[0].startswith("mlpkit: error: ") and "hydra.job.chdir" in lines[0], run.describe()

@@ -7,8 +7,11 @@ server's HTTP API over a finished sweep; a bad value in one job of a sweep; `pru
 a joblib and an Optuna sweep; what a sweep prints (one model summary, no escape codes) and the
 message when a sweep plugin is not installed.
 
-Every sweep is a real subprocess, run by the test that reads it, or, when several tests read it (the grid,
-the seeded Optuna search), by a module-scoped fixture, once, on the xdist worker of those tests.
+A sweep is run by the test that reads it, or, when several tests read it (the grid, the seeded Optuna
+search), by a module-scoped fixture, once, on the xdist worker of those tests. The grid, the first Optuna
+search and the launchers' sweeps are real processes; the sweeps that check what their jobs recorded
+(divergence, pruning, the seeded search's second run) go through train.py in this process
+(`train_in_process`: the same Hydra multirun, without a process's seconds of imports).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import pytest
 import yaml
 
-from conftest import REPO, Run, compose_config, process_env, refusal, run_python, train
+from conftest import REPO, Run, compose_config, process_env, refusal, run_python, train, train_in_process
 
 COMPARE_PY = REPO / "scripts" / "compare.py"
 
@@ -84,6 +87,7 @@ class Sweep:
     args: List[str]
     timeout: float = 240
     probe: bool = False  # record each job's torch threads (see ThreadProbe)
+    in_process: bool = False  # through train.py in the test's process (train_in_process), not as a process
 
 
 SWEEPS: Dict[str, Sweep] = {
@@ -91,7 +95,8 @@ SWEEPS: Dict[str, Sweep] = {
     "grid": Sweep(["-m", "optimizer=sgd,adam", "activation=relu,tanh", *TINY, "trainer.log_every_n_steps=1"]),
     # 2: the same seeded Optuna search twice.
     "optuna_a": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST, "seed=0"]),
-    "optuna_b": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST, "seed=0"]),
+    "optuna_b": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *FAST, "seed=0"],
+                      in_process=True),
     # 3, 4: the parallel launchers.
     "joblib": Sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer=sgd,adam", *FAST],
                     probe=True),
@@ -100,23 +105,25 @@ SWEEPS: Dict[str, Sweep] = {
     # 5: lr=5 diverges. With seed=0 the val loss becomes inf after epoch 2; with seed=5 the weights
     # blow up in epoch 2 as well, and logging their histogram must not crash the job. A diverged
     # job records status diverged and does not stop the sweep.
-    "diverge_grid": Sweep(["-m", *TINY_REGRESSION, "optimizer=sgd", "optimizer.lr=0.01,5", "seed=0,5"]),
+    "diverge_grid": Sweep(["-m", *TINY_REGRESSION, "optimizer=sgd", "optimizer.lr=0.01,5", "seed=0,5"],
+                          in_process=True),
     # 5: an Optuna search over lr in {0.01, 5}. Seed 1 asks lr=5, 0.01, 5 (random start-up trials
     # of the seeded TPE sampler): the lr=0.01 trial completes and at least one lr=5 trial diverges
     # (its objective is not a number Optuna can rank). The search space is given
     # as a plain sweep override: the form `hydra.sweeper.params.optimizer.lr=choice(...)` is refused
     # by Hydra ("Sweeping over Hydra's configuration is not supported").
     "diverge_optuna": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=choice(0.01,5)",
-                             *TINY_REGRESSION, "optimizer=sgd", "seed=1"]),
+                             *TINY_REGRESSION, "optimizer=sgd", "seed=1"], in_process=True),
     # 9: pruning=median. lr=1e-5 barely moves, so job 2 trails the two finished jobs from epoch 2 on.
-    "prune_grid": Sweep(["-m", "optimizer.lr=0.05,0.03,0.00001", *FAST, *PRUNE, "pruning.min_completed=2"]),
+    "prune_grid": Sweep(["-m", "optimizer.lr=0.05,0.03,0.00001", *FAST, *PRUNE, "pruning.min_completed=2"],
+                        in_process=True),
     # Two joblib workers: job 2 starts when job 0 or 1 has finished, so one finished job is there to judge it.
     # Jobs 0 and 1 are the same run: whichever ends first, the other ties with it and is not pruned.
     "prune_joblib": Sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.05,0.05,0.00001",
                            *FAST, *PRUNE, "pruning.min_completed=1"]),
     # Seed 1 asks lr=1e-5, 0.05, 1e-5 (as diverge_optuna): trial 2 is judged against two finished ones.
     "prune_optuna": Sweep(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=choice(0.05,0.00001)",
-                           *TINY_REGRESSION, *PRUNE, "pruning.min_completed=2", "seed=1"]),
+                           *TINY_REGRESSION, *PRUNE, "pruning.min_completed=2", "seed=1"], in_process=True),
 }
 
 def _run_sweep(base: Path, name: str) -> Run:
@@ -130,6 +137,8 @@ def _run_sweep(base: Path, name: str) -> Run:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd / "probe"), os.environ.get("PYTHONPATH")]))
         args += [f"+hydra.callbacks.thread_probe._target_={PROBE_MODULE}.ThreadProbe",
                  f"+hydra.callbacks.thread_probe.out_dir={cwd / 'threads'}"]
+    if spec.in_process:
+        return train_in_process(args, cwd)
     # a probed sweep checks the threads torch picks itself: no OMP_NUM_THREADS from the test
     return train(args, cwd, timeout=spec.timeout, env=env, one_thread=not spec.probe)
 
