@@ -720,3 +720,28 @@ def test_missing_sweep_plugin_stops_the_process_in_one_line(tmp_path):
     assert res.returncode == 2, res.describe()
     assert res.stderr.strip() == _missing_plugin_message(override, plugin), res.describe()
     assert not (tmp_path / "work" / "outputs").exists()
+
+
+def test_a_grid_sweep_composes_each_job_config_once(tmp_path, monkeypatch):
+    """mlpkit's check of every job, the sweeper's check and the launch share one composition per job
+    (cli.install_sweep_config_cache): 1 + 3 compositions for 3 jobs, not 1 + 9; each job still gets its own
+    config, equal to a fresh composition of its overrides."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    composed: List[List[str]] = []
+    original = ConfigLoaderImpl.load_configuration
+
+    def counted(self, *args, **kwargs):
+        composed.append(list(kwargs.get("overrides", [])))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counted)
+    sweep = tmp_path / "sweep"
+    run = train_in_process(["-m", *TINY, "activation=relu,tanh,sigmoid", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert run.returncode == 0, run.describe()
+    assert len(composed) == 4, composed
+    for job, activation in enumerate(("relu", "tanh", "sigmoid")):
+        (run_dir,) = sweep.glob(f"{job}_activation={activation},*")  # its own directory, named by its overrides
+        model = json.loads((run_dir / "model.json").read_text())["kwargs"]
+        fresh = compose_config([*TINY, f"activation={activation}"])
+        assert model["activation"] == activation == fresh.activation.name and model["hidden"] == [8]

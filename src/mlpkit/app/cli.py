@@ -792,12 +792,14 @@ def install_single_compose() -> None:
     """Before a run Hydra composes the whole config once more (Hydra.get_mode) only to read `hydra.mode`,
     a quarter of a second of CPU. When mode_is_unset, that compose can only answer None (as it also does
     when the config fails, which the run's own compose then reports), so answer None without it.
-    Also leaves the sweep plugins out of Hydra's plugin scan until they are needed (plugin_scan)."""
+    Also leaves the sweep plugins out of Hydra's plugin scan until they are needed (plugin_scan), and
+    composes a grid sweep's job configs once each (install_sweep_config_cache)."""
     import hydra._internal.hydra as hydra_impl
 
     from mlpkit.app.plugin_scan import install_lazy_plugin_scan
 
     install_lazy_plugin_scan()
+    install_sweep_config_cache()
 
     original = hydra_impl.Hydra.get_mode
     if getattr(original, "_mlpkit", False):
@@ -810,6 +812,48 @@ def install_single_compose() -> None:
 
     get_mode._mlpkit = True  # type: ignore[attr-defined]
     hydra_impl.Hydra.get_mode = get_mode  # type: ignore[method-assign]
+
+
+SWEEP_CONFIG_USES = 2  # after mlpkit's check, a grid sweep's job config is composed by the sweeper's check and the launch
+
+
+def install_sweep_config_cache() -> None:
+    """A grid sweep composes each job's config three times: mlpkit's check of every job before the first
+    (ValidateSweep), the sweeper's own check (Sweeper.validate_batch_is_legal) and the launch, half a
+    second of CPU each. The composition depends only on the sweep's master config and the job's
+    overrides, so the first one is kept and the next SWEEP_CONFIG_USES asks get a deep copy of it (with
+    the master's resolver cache, as Hydra's own load_sweep_config gives); then it is dropped, so a
+    sweeper of many trials (Optuna) holds none. Another master config, or other Hydra overrides in it,
+    compose anew."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from omegaconf import OmegaConf
+
+    original = ConfigLoaderImpl.load_sweep_config
+    if getattr(original, "_mlpkit", False):
+        return
+
+    def load_sweep_config(self: Any, master_config: Any, sweep_overrides: List[str]) -> Any:
+        cache = self.__dict__.setdefault("_mlpkit_sweep_configs", {})
+        # what Hydra composes from: the master's Hydra overrides (a launcher may add to them, as the Ray
+        # cluster launcher adds the absolute sweep directory) and the job's own
+        hydra_overrides = tuple(OmegaConf.to_container(master_config.hydra.overrides.hydra))
+        key = (id(master_config), str(master_config.hydra.job.config_name), hydra_overrides, tuple(sweep_overrides))
+        kept = cache.get(key)
+        if kept is None or kept[0] is not master_config:
+            composed = original(self, master_config=master_config, sweep_overrides=sweep_overrides)
+            cache[key] = [master_config, copy.deepcopy(composed), SWEEP_CONFIG_USES]
+            return composed
+        kept[2] -= 1
+        if kept[2] <= 0:
+            del cache[key]
+        composed = copy.deepcopy(kept[1])
+        OmegaConf.copy_cache(from_config=master_config, to_config=composed)
+        return composed
+
+    load_sweep_config._mlpkit = True  # type: ignore[attr-defined]
+    ConfigLoaderImpl.load_sweep_config = load_sweep_config  # type: ignore[method-assign]
 
 
 def check_sweep_plugins(argv: List[str]) -> None:
