@@ -486,16 +486,14 @@ def fitted_transformer(pre, numbers: Dict[str, NumberStats], categories: Dict[st
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
 
-    from mlpkit.data.preprocess import MIN_FREQUENCY, _numeric_steps
+    from mlpkit.data.preprocess import _numeric_steps, onehot_encoder
 
     parts = []
     if pre.numeric:
         parts.append(("numeric", make_pipeline(*_numeric_steps(numeric, standardize, n_train, seed)), pre.numeric))
     if pre.onehot:
-        parts.append(("category", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_FREQUENCY,
-                                                dtype=np.float32), [c.name for c in pre.onehot]))
+        parts.append(("category", onehot_encoder(), [c.name for c in pre.onehot]))
     transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=1.0, verbose_feature_names_out=False)
     rows = max(2, *(len(c.vocabulary) for c in pre.onehot), 2)
     stand_in = {}

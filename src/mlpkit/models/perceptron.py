@@ -41,8 +41,12 @@ class Perceptron(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Class index per row: step(w.x + b) for one unit, argmax over units otherwise."""
-        scores = self.linear(x)
-        return (scores[:, 0] > 0).long() if self.out_dim == 1 else scores.argmax(1)
+        return self.classes(self.linear(x))
+
+    @staticmethod
+    def classes(scores: torch.Tensor) -> torch.Tensor:
+        """Class index per row of a perceptron's scores (N, units): step for one unit, argmax otherwise."""
+        return (scores[:, 0] > 0).long() if scores.shape[1] == 1 else scores.argmax(1)
 
 
 class PerceptronRule(StepRule):
@@ -92,18 +96,14 @@ class PerceptronRule(StepRule):
     def evaluate(self, trainer: Trainer, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
                  chunk: int = 65536) -> Dict[str, float]:
         """The 0-1 loss (share of misclassified rows) and the accuracy, 1 minus it."""
-        error = float((model.predict(X) != y.reshape(-1).long()).float().mean()) if len(X) else math.nan
-        return {"loss": error, "accuracy": 1 - error}
+        return _zero_one(model.predict(X), y)
 
     def evaluate_outputs(self, trainer: Trainer, model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: Task,
                          chunk: int = 65536) -> Tuple[Dict[str, float], Any, Any]:
         """evaluate()'s numbers and the scores, from one pass: the class follows from the scores as
         Perceptron.predict takes it."""
         out, targets = model_outputs(model, split_batches(X, y, chunk))
-        scores = torch.from_numpy(out)
-        guess = (scores[:, 0] > 0).long() if scores.shape[1] == 1 else scores.argmax(1)
-        error = float((guess != y.reshape(-1).long().cpu()).float().mean()) if len(X) else math.nan
-        return {"loss": error, "accuracy": 1 - error}, out, targets
+        return _zero_one(Perceptron.classes(torch.from_numpy(out)), y.cpu()), out, targets
 
     def train_scalars(self, trainer: Trainer, running: Dict[str, float]) -> Dict[str, float]:
         train = self.evaluate(trainer, trainer.model, trainer.data.X_train, trainer.data.y_train, trainer.task)
@@ -169,3 +169,9 @@ FAMILY = Family(
     resumes=False,  # its runs are short: start again
     classifies_only=True,
 )
+
+
+def _zero_one(guess: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
+    """The 0-1 loss (share of rows whose guessed class is not `y`'s) and the accuracy, 1 minus it."""
+    error = float((guess != y.reshape(-1).long()).float().mean()) if len(y) else math.nan
+    return {"loss": error, "accuracy": 1 - error}
