@@ -200,8 +200,9 @@ def test_refusals(tmp_path):
 def test_two_ranks_stream_a_parquet_file(tmp_path, cli):
     """data.stream=true on 2 ranks: each reads its own row groups, both take the steps both can fill (the
     checkpoint's step count is the sum over the epochs of what the pass's counts give), one run directory
-    with what a one-process streamed run leaves, val and test numbers over every val and test row (those
-    predict.py measures on the kept model), and predict.py applies the run."""
+    with what a one-process streamed run leaves; the run resumes on 3 ranks (their own steps counted the
+    same way); val and test numbers over every val and test row (those predict.py measures on the kept
+    model), and predict.py applies the run."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -233,6 +234,15 @@ def test_two_ranks_stream_a_parquet_file(tmp_path, cli):
     steps = [data.X_train.steps(epoch, [16, 16]) for epoch in range(3)]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == sum(steps)
     assert min(steps) < len(data.X_train) // 32  # rows are left over (10 row groups do not split evenly)
+
+    # resumed on 3 processes: each reads one in 3 of the pieces, and takes the steps all 3 can fill
+    more = torchrun(3, [f"resume={run}", "trainer.max_epochs=5"], tmp_path / "three")
+    assert more.returncode == 0, more.describe()
+    assert "32 rows per step = 11 + 11 + 10 by rank" in more.stdout and "at epoch 3" in more.stdout, more.describe()
+    m2 = read_metrics(run)  # predict.py below applies the resumed run's kept model
+    assert m2["status"] == "completed" and len(m2["history"]["val_loss"]) == 5
+    steps += [data.X_train.steps(epoch, [11, 11, 10]) for epoch in (3, 4)]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["global_step"] == sum(steps)
 
     rows = np.load(run / "splits.npz")
     for split in ("val", "test"):
