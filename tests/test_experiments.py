@@ -199,9 +199,9 @@ def test_tabular_tricks(tmp_path_factory):
         return pd_flat(yaml.safe_load((job.dir / ".hydra" / "config.yaml").read_text()))
 
     full = config("none")
-    assert (full["embedding.name"], full["data.numeric"], full["data.onehot_max"]) == ("periodic", "robust", 8)
-    changed = {"no_embedding": {"embedding.name": "none", "embedding.dim": None, "embedding.frequencies": None,
-                                "embedding.sigma": None, "embedding.lite": None},
+    assert (full["embedding.name"], full["data.numeric"], full["data.onehot_max"]) == ("piecewise_linear", "robust", 8)
+    changed = {"no_embedding": {"embedding.name": "none", "embedding.dim": None, "embedding.bins": None,
+                                "embedding.lite": None},
                "no_category_embedding": {"data.onehot_max": None}, "no_robust": {"data.numeric": "standard"},
                "no_label_smoothing": {"regularization.label_smoothing": 0.0},
                "no_dropout": {"regularization.dropout": 0.0}, "no_weight_decay": {"optimizer.weight_decay": 0.0},

@@ -345,7 +345,8 @@ def test_clamp_output_clips_predict_py_to_the_train_range(tmp_path, cli):
 def test_data_csv_uses_the_tabular_recipe_and_every_override_wins():
     csv = ["data=csv", "data.path=t.csv"]
     cfg = compose_config(csv)
-    assert cfg.embedding.name == "periodic" and cfg.optimizer.name == "adamw" and cfg.model.clamp_output
+    assert cfg.embedding.name == "piecewise_linear" and cfg.optimizer.name == "adamw" and cfg.model.clamp_output
+    assert cfg.early_stopping.patience == cfg.trainer.max_epochs == 50  # the schedule runs to its end
     assert cfg.regularization.label_smoothing == 0.1 and cfg.scheduler.name == "cosine_warmup"
     plain = compose_config(["data=digits"])
     none = compose_config([*csv, "recipe=none"])
@@ -354,6 +355,7 @@ def test_data_csv_uses_the_tabular_recipe_and_every_override_wins():
     mine = compose_config([*csv, "embedding=none", "optimizer.weight_decay=0.1", "trainer.max_epochs=7",
                            "activation=tanh", "arch=hidden_2"])
     assert (mine.embedding.name, mine.optimizer.weight_decay, mine.trainer.max_epochs) == ("none", 0.1, 7)
+    assert mine.early_stopping.patience == 7  # follows max_epochs
     assert mine.activation.name == "tanh" and list(mine.model.hidden) == [2]  # an arch preset wins too
     assert compose_config(["data=iris"]).embedding.name == "none"  # a built-in set keeps today's defaults
     ablated = compose_config([*csv, "experiment=tabular_tricks", "ablation=no_recipe"])
