@@ -189,13 +189,13 @@ class Preprocessing:
         for col in pre.columns:  # numbers are divided by a power of two near their typical size first
             if col.kind == "numeric":
                 col.scale = _scale_of(pre.numbers(train[col.name], col)) if standardize else 1.0
-        codes = {}
+        codes = {}  # every row's vocabulary indices, computed once: for the fit (train rows) and the inputs
         for col in pre.categorical:  # the train split's values, sorted: a value's code is its index
             uniques = _distinct(train[col.name])
             col.vocabulary = sorted({str(v) for v in canonical_categories(uniques, col.codes).fillna(MISSING)})
-            codes[col.name] = pre.codes(train[col.name], col)
+            codes[col.name] = pre.codes(frame[col.name], col)
             if onehot_max is not None:
-                _choose_encoding(col, codes[col.name], onehot_max)
+                _choose_encoding(col, codes[col.name][:n_train], onehot_max)
         # Each part is fitted on the train rows alone, then frozen; the ColumnTransformer around them
         # is fitted on two rows, which only sets its shape. ColumnTransformer.fit would transform every
         # train row and stack the parts as a sparse matrix, which the inputs never use.
@@ -206,7 +206,7 @@ class Preprocessing:
                 pipe = make_pipeline(*_numeric_steps(numeric, standardize, n_train, seed))
                 parts.append(("numeric", FrozenEstimator(pipe.fit(pre.numeric_frame(train))), pre.numeric))
             if pre.onehot:
-                enc = onehot_encoder().fit(pd.DataFrame({c.name: codes[c.name] for c in pre.onehot}))
+                enc = onehot_encoder().fit(pd.DataFrame({c.name: codes[c.name][:n_train] for c in pre.onehot}))
                 parts.append(("category", FrozenEstimator(enc), [c.name for c in pre.onehot]))
             pre.transformer = ColumnTransformer(parts, remainder="drop", sparse_threshold=1.0,
                                                 verbose_feature_names_out=False)
@@ -214,7 +214,7 @@ class Preprocessing:
         pre._count_inputs()
         pre.inputs = pre._input_names()
         X = empty_array((len(frame), len(pre.inputs)), np.float32)
-        pre.transform(frame, out=X)
+        pre.transform(frame, out=X, codes=codes)
         return pre, X
 
     def _input_names(self) -> List[str]:
@@ -346,11 +346,15 @@ class Preprocessing:
         lookup = np.append(index.get_indexer(canon), index.get_indexer([MISSING]))  # raw -1 -> last entry
         return lookup[raw].astype(np.int64)
 
-    def transform(self, df, first_line: int = 2, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """Model inputs (N, len(inputs)) float32 for the rows of a DataFrame (table) or array."""
+    def transform(self, df, first_line: int = 2, out: Optional[np.ndarray] = None,
+                  codes: Optional[Dict[str, np.ndarray]] = None) -> np.ndarray:
+        """Model inputs (N, len(inputs)) float32 for the rows of a DataFrame (table) or array. `codes`: every
+        category column's `codes` of these rows, where the caller has them already (fit_table)."""
         if self.kind == "array":
             X = np.asarray(df, dtype=np.float32)
             return ((X - self.mean) / self.std).astype(np.float32)
+        if codes is None:  # each category column's vocabulary indices, once for every row
+            codes = {col.name: self.codes(df[col.name], col) for col in self.categorical}
         if out is None:
             out = empty_array((len(df), len(self.inputs)), np.float32)
         if out.shape != (len(df), len(self.inputs)):
@@ -368,10 +372,10 @@ class Preprocessing:
                 if self.onehot:
                     rows[:, widths[0]:widths[0] + widths[1]] = 0
                     for col, inputs in zip(self.onehot, onehots):
-                        where = inputs[self.codes(block[col.name], col)]  # index -1 (never seen): the last entry
+                        where = inputs[codes[col.name][start:start + len(block)]]  # -1 (never seen): the last entry
                         hit = np.flatnonzero(where >= 0)
                         rows[hit, where[hit]] = 1
-        self._write_codes(df, out)
+        self._write_codes(codes, out)
         return out
 
     def _part_widths(self) -> Tuple[int, int]:
@@ -400,11 +404,11 @@ class Preprocessing:
             found.append(inputs)
         return found
 
-    def _write_codes(self, df, out: np.ndarray) -> None:
-        """The code inputs (the last len(coded) columns of `out`) of the rows of `df`."""
+    def _write_codes(self, codes: Dict[str, np.ndarray], out: np.ndarray) -> None:
+        """The code inputs (the last len(coded) columns of `out`) of rows whose vocabulary indices are `codes`."""
         first = out.shape[1] - len(self.coded)
         for j, col in enumerate(self.coded):
-            out[:, first + j] = _code_lookup(col)[self.codes(df[col.name], col)]  # index -1 (unseen): the last
+            out[:, first + j] = _code_lookup(col)[codes[col.name]]  # index -1 (unseen): the last
 
     def unseen(self, df) -> Dict[str, int]:
         """Per category column, how many rows hold a category never seen in training."""
