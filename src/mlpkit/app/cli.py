@@ -846,9 +846,11 @@ def install_sweep_config_cache() -> None:
             cache[key] = [master_config, copy.deepcopy(composed), SWEEP_CONFIG_USES]
             return composed
         kept[2] -= 1
-        if kept[2] <= 0:
+        if kept[2] <= 0:  # its last ask: the kept copy itself, which nothing else holds
             del cache[key]
-        composed = copy.deepcopy(kept[1])
+            composed = kept[1]
+        else:
+            composed = copy.deepcopy(kept[1])
         OmegaConf.copy_cache(from_config=master_config, to_config=composed)
         return composed
 
