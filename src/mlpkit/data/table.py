@@ -459,8 +459,13 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             finite = np.isfinite(present.to_numpy())
             n_inf = int(len(present) - finite.sum())
             present = present[finite] if n_inf else present
-        distinct = present.unique()  # once: the checks below read the distinct values, not every row
-        n_distinct = len(distinct)
+        if s.dtype.kind in "iuf" and name not in categorical:
+            # a number column needs only "one value or more": its min and max, no hashing of every row
+            distinct = None
+            n_distinct = 0 if len(present) == 0 else 1 if present.min() == present.max() else 2
+        else:
+            distinct = present.unique()  # once: the checks below read the distinct values, not every row
+            n_distinct = len(distinct)
         if name in drop:
             col.kind, col.reason = "dropped", "data.drop"
         elif len(present) == 0:
