@@ -323,6 +323,26 @@ def test_resume_refuses_fewer_epochs_than_the_run_trained(tmp_path):
     check_resume(_resume_config(run, "trainer.max_epochs=3"), run)  # the test pass it missed: goes on
 
 
+def test_resume_of_a_run_that_spent_its_max_steps_says_so_and_changes_nothing(tmp_path, capsys):
+    run = finished_run(tmp_path / "run", [*TINY[:-2], "trainer.max_epochs=10", "trainer.max_steps=5",
+                                          "trainer.progress=false", "early_stopping=none"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    steps = metrics["steps_per_epoch"]
+    budget = -(-5 // steps)  # the epoch in which step 5 falls is the last
+    assert 1 < budget < 10 and metrics["epochs_run"] == budget and metrics["max_steps_epochs"] == budget
+    assert len(metrics["history"]["val_loss"]) == budget and metrics["status"] == "completed"
+    before = _snapshot(run)
+    for more in ("trainer.max_epochs=10", "trainer.max_epochs=50"):  # more epochs: the budget still ends it
+        with pytest.raises(SystemExit) as exit_:
+            check_resume(_resume_config(run, more), run)
+        assert exit_.value.code == 0
+        assert (f"already finished (status completed after {budget} epochs); nothing to do, nothing changed "
+                f"(trainer.max_steps=5 ends it after {budget} epochs)") in capsys.readouterr().out
+    assert _snapshot(run) == before
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    check_resume(_resume_config(run), run)  # an interrupted one goes on (to its budget)
+
+
 def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_line(tmp_path, capsys):
     import logging
 

@@ -346,7 +346,8 @@ def test_data_csv_uses_the_tabular_recipe_and_every_override_wins():
     csv = ["data=csv", "data.path=t.csv"]
     cfg = compose_config(csv)
     assert cfg.embedding.name == "piecewise_linear" and cfg.optimizer.name == "adamw" and cfg.model.clamp_output
-    assert cfg.early_stopping.patience == cfg.trainer.max_epochs == 50  # the schedule runs to its end
+    assert cfg.early_stopping.patience == cfg.trainer.max_epochs == 100  # the schedule runs to its end
+    assert cfg.trainer.max_steps == 3000  # larger tables: fewer epochs
     assert cfg.regularization.label_smoothing == 0.1 and cfg.scheduler.name == "cosine_warmup"
     plain = compose_config(["data=digits"])
     none = compose_config([*csv, "recipe=none"])

@@ -115,6 +115,34 @@ def test_steps_per_epoch_follow_batch_size(moons, batch_size, expected):
     assert logger.steps() == list(range(1, 2 * expected + 1))
 
 
+@pytest.mark.parametrize("batch_size, max_steps, max_epochs, expected", [
+    (16, 25, 50, None),   # the budget ends it: the epoch in which step 25 falls is the last
+    (16, 10_000, 4, 4),   # max_epochs first
+    (0, 3, 50, 3),        # full batch: one step an epoch
+    (10_000, 1, 50, 1),
+])
+def test_max_steps_ends_the_run_with_the_epoch_that_reaches_it(moons, batch_size, max_steps, max_epochs, expected):
+    steps = 1 if batch_size in (0, 10_000) else math.ceil(len(moons.X_train) / batch_size)
+    expected = expected or math.ceil(max_steps / steps)
+    kwargs = dict(optimizer="adam", lr=1e-2, batch_size=batch_size, device="cpu", seed=1, scheduler="cosine",
+                  log_every_n_steps=1)
+    logger, lines = RecordingLogger(), []
+    budget = Trainer(max_epochs=max_epochs, max_steps=max_steps, logger=logger, log=lines.append,
+                     callbacks=[TensorBoard(histogram_every=0, boundary_every=0)], **kwargs)
+    result = budget.fit(_model(moons), _fresh(moons))
+    assert result.epochs_run == expected and budget.max_epochs == expected and budget.epochs_asked == max_epochs
+    assert logger.steps() == list(range(1, expected * steps + 1))
+    assert result.extra["max_steps_epochs"] == math.ceil(max_steps / steps)
+    said = [line for line in lines if line.startswith("trainer.max_steps=")]
+    assert said == ([f"trainer.max_steps={max_steps}: {steps} steps an epoch, so {expected} epochs "
+                     f"(trainer.max_epochs={max_epochs})"] if expected < max_epochs else [])
+    # the same run as one asked for that many epochs: the cosine spans the run's epochs, not max_epochs
+    plain = Trainer(max_epochs=expected, **kwargs).fit(_model(moons), _fresh(moons))
+    for key in ("train_loss", "val_loss", "lr"):
+        assert result.history[key] == plain.history[key], key
+    assert "max_steps_epochs" not in plain.extra
+
+
 def test_same_seed_same_history_different_seed_different(moons):
     def fit(seed):
         torch.manual_seed(seed)

@@ -57,7 +57,7 @@ RANGES: Dict[str, Dict[str, dict]] = {
     "regularization": {"l1": dict(low=0, **REQUIRED), "l2": dict(low=0, **REQUIRED),
                        "dropout": dict(**FRACTION, **REQUIRED), "input_noise": dict(low=0, **REQUIRED),
                        "label_smoothing": dict(**FRACTION, **REQUIRED)},
-    "trainer": {"max_epochs": dict(low=1, **REQUIRED), "batch_size": dict(low=0, **REQUIRED),
+    "trainer": {"max_epochs": dict(low=1, **REQUIRED), "max_steps": dict(low=1), "batch_size": dict(low=0, **REQUIRED),
                 "clip_grad_norm": POSITIVE, "clip_grad_value": POSITIVE, "log_every_n_steps": dict(low=1, **REQUIRED),
                 "histogram_every_n_epochs": dict(low=0), "boundary_every_n_epochs": dict(low=0),
                 "num_threads": dict(low=1, high=os.cpu_count() or 1)},

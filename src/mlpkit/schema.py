@@ -138,6 +138,8 @@ class RegularizationConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 60
+    max_steps: Optional[int] = None  # a budget of optimizer steps: the run ends with the epoch that reaches it
+    # (at max_epochs at the latest; the schedule and every per-epoch cadence follow the shorter run)
     batch_size: int = 64  # 0 = full batch, 1 = stochastic
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     clip_grad_norm: Optional[float] = None

@@ -213,6 +213,7 @@ def build_trainer(cfg: Any, device: Any, run_dir: Path, logger: Any, best: Any, 
     trainer = Trainer(
         optimizer=cfg.optimizer.name, lr=cfg.optimizer.lr, optimizer_params=opt_params,
         scheduler=cfg.scheduler.name, scheduler_params=sched_params, max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
         batch_size=t.batch_size, l1=r.l1, l2=r.l2, input_noise=r.input_noise,
         label_smoothing=r.label_smoothing if task is None or task.classification else 0.0,
         clip_grad_norm=t.clip_grad_norm,

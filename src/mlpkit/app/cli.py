@@ -386,12 +386,16 @@ def check_resume(cfg: Any, run_dir: Path) -> None:
     if not (status and status.ended) and done > cfg.trainer.max_epochs:
         raise ConfigError(f"resume={run_dir}: trainer.max_epochs={cfg.trainer.max_epochs} is below the {done} "
                           f"epochs the run has trained; allowed: trainer.max_epochs >= {done}")
-    more = status == RunStatus.COMPLETED and done < cfg.trainer.max_epochs
+    budget = metrics.get("max_steps_epochs") if cfg.trainer.max_steps is not None else None
+    limit = cfg.trainer.max_epochs if not isinstance(budget, int) else min(cfg.trainer.max_epochs, budget)
+    more = status == RunStatus.COMPLETED and done < limit
     if status and status.ended and not more:
+        hint = ""
+        if status == RunStatus.COMPLETED:
+            hint = (f" (trainer.max_steps={cfg.trainer.max_steps} ends it after {budget} epochs)"
+                    if limit == budget and budget <= done else " (raise trainer.max_epochs to train it further)")
         print(f"mlpkit: resume={run_dir}: the run already finished (status {status} after "
-              f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed"
-              + (" (raise trainer.max_epochs to train it further)" if status == RunStatus.COMPLETED else ""),
-              flush=True)
+              f"{metrics.get('epochs_run')} epochs); nothing to do, nothing changed{hint}", flush=True)
         raise SystemExit(0)
 
 

@@ -299,6 +299,7 @@ class Trainer:
     def __init__(self, *, optimizer: str | torch.optim.Optimizer = _O.name, lr: Optional[float] = None,
                  optimizer_params: Optional[dict] = None, scheduler: str = SchedulerConfig.name,
                  scheduler_params: Optional[dict] = None, max_epochs: int = _T.max_epochs,
+                 max_steps: Optional[int] = _T.max_steps,
                  batch_size: int = _T.batch_size, l1: float = _R.l1, l2: float = _R.l2,
                  input_noise: float = _R.input_noise, label_smoothing: float = _R.label_smoothing,
                  clip_grad_norm: Optional[float] = _T.clip_grad_norm,
@@ -312,11 +313,13 @@ class Trainer:
         self.optimizer_params = dict(optimizer_params or {})
         self.scheduler_name, self.scheduler_params = scheduler, dict(scheduler_params or {})
         self.max_epochs, self.batch_size = max_epochs, batch_size
+        self.epochs_asked, self.max_steps = max_epochs, max_steps  # max_epochs: the run's own, set by fit()
         self.l1, self.l2, self.input_noise = l1, l2, input_noise
         self.label_smoothing = float(label_smoothing)
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         check_class_weight(class_weight)
-        for group, key, value in (("trainer", "max_epochs", max_epochs), ("trainer", "batch_size", batch_size),
+        for group, key, value in (("trainer", "max_epochs", max_epochs), ("trainer", "max_steps", max_steps),
+                                  ("trainer", "batch_size", batch_size),
                                   ("regularization", "l1", l1), ("regularization", "l2", l2),
                                   ("regularization", "input_noise", input_noise),
                                   ("regularization", "label_smoothing", label_smoothing),
@@ -411,6 +414,8 @@ class Trainer:
             test = self.test_metrics(model, data)  # of the weights kept (the best epoch's, where restored)
         self._notify("on_fit_end")
         extra = {**self.step_rule.extra(self), **state.extra}
+        if self.max_steps is not None:  # what resume= reads: the epochs the step budget allows
+            extra["max_steps_epochs"] = math.ceil(self.max_steps / max(1, self.planned_steps))
         return FitResult.from_state(state, self.best, test=test, extra=extra, seconds=time.perf_counter() - start)
 
     def _epochs(self, state: TrainState) -> None:
@@ -538,6 +543,13 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------
 
+    def run_epochs(self, steps_per_epoch: int) -> int:
+        """The run's epochs: max_epochs, or fewer where max_steps is reached first (the epoch in which
+        step max_steps falls is the last)."""
+        if self.max_steps is None:
+            return self.epochs_asked
+        return max(1, min(self.epochs_asked, math.ceil(self.max_steps / max(1, steps_per_epoch))))
+
     def _setup(self, model: nn.Module, data: Dataset) -> None:
         """Model and data on the device; class weights, the step rule (optimizer, scheduler), the
         strategy, the shuffling RNG and the batch size."""
@@ -550,12 +562,17 @@ class Trainer:
         data.to(self.device)
         if self.class_weight == "balanced":  # a regression task was refused above
             self.weight = self.task.balanced_weights(data.y_train)
-        self.step_rule.setup(self)
-        self.shuffle = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         n = len(data.X_train)
         batch_size = self.step_rule.rows_per_step or self.batch_size
         self.bs = n if batch_size in (0, None) or batch_size >= n else batch_size
         self.steps_per_epoch = math.ceil(n / self.bs)
+        self.planned_steps = self.steps_per_epoch  # what max_steps counts in (a streamed epoch's vary a little)
+        self.max_epochs = self.run_epochs(self.steps_per_epoch)
+        if self.max_epochs < self.epochs_asked:
+            self.log(f"trainer.max_steps={self.max_steps}: {self.steps_per_epoch} steps an epoch, so "
+                     f"{self.max_epochs} epochs (trainer.max_epochs={self.epochs_asked})")
+        self.step_rule.setup(self)  # the scheduler spans the run's epochs
+        self.shuffle = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             # batch statistics need 2+ rows: refuse batches of 1, skip a last batch of 1 row
             if self.bs == 1:
