@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from conftest import compose_config, refusal
 from mlpkit.data.dataset import Dataset, InputLayout
 from mlpkit.models.backprop import maybe_manual
-from mlpkit.models.embeddings import EMBEDDINGS, PiecewiseLinear, quantile_bins
+from mlpkit.models.embeddings import EMBEDDINGS, PiecewiseLinear, quantile_bins, tree_bins
 from mlpkit.models.mlp import MLP
 from mlpkit.models.tabm import TabM
 from mlpkit.tasks import TASKS
@@ -73,6 +73,29 @@ def test_quantile_bins_are_rtdl_compute_bins():
         ref = torch.quantile(torch.as_tensor(X[:, j]), torch.linspace(0, 1, 9, dtype=torch.float64)).unique()
         np.testing.assert_allclose(bins[j], ref.numpy())
     assert quantile_bins(np.ones((10, 1)), 4) == [[1.0, 2.0]]  # a constant column: one bin
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_tree_bins_are_rtdl_compute_bins_with_tree_kwargs(regression):
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(2000, 3))
+    X[:, 2] = np.round(X[:, 2] * 3)  # 7 distinct values
+    y = (X[:, 0] > 0.37).astype(float) if not regression else np.sin(3 * X[:, 0]) + X[:, 1] ** 2
+    bins = tree_bins(X, y, 8, regression=regression)
+    make = DecisionTreeRegressor if regression else DecisionTreeClassifier
+    for j in range(3):  # rtdl: [min, max] + the split thresholds of the feature's own tree, .unique()
+        tree = make(max_leaf_nodes=8, min_samples_leaf=64, min_impurity_decrease=1e-4).fit(
+            X[:, j:j + 1], y if regression else y.astype(int)).tree_
+        split = tree.children_left != tree.children_right
+        ref = np.unique([X[:, j].min(), X[:, j].max(), *tree.threshold[split]])
+        np.testing.assert_allclose(bins[j], ref)
+        counts = np.histogram(X[:, j], bins=bins[j])[0]
+        assert len(bins[j]) <= 9 and counts.min() >= 64  # at most 8 bins, every leaf 64 rows or more
+    if not regression:  # the class boundary is an edge, and the pure sides are split no further
+        assert len(bins[0]) == 3 and abs(bins[0][1] - 0.37) < 0.01
+    assert tree_bins(np.ones((100, 1)), np.arange(100) % 2, 4, regression=False) == [[1.0, 2.0]]  # constant
 
 
 def test_piecewise_linear_encoding_by_hand():
@@ -245,6 +268,8 @@ def _train(args, run_dir: Path) -> Path:
 KINDS = {
     "periodic": ["embedding=periodic", "embedding.dim=4", "embedding.frequencies=4"],
     "piecewise_linear": ["embedding=piecewise_linear", "embedding.bins=6", "embedding.dim=4"],
+    "piecewise_linear_tree": ["embedding=piecewise_linear", "embedding.bins=6", "embedding.binning=tree",
+                              "embedding.dim=4"],
     "tabm": ["model=tabm", "model.k=3", "model.hidden=[16,16]"],
     "tabm_ple": ["model=tabm", "model.k=2", "model.hidden=[8]", "embedding=piecewise_linear", "embedding.bins=4"],
     "recipe": [],  # data=csv's own: recipe=tabular
@@ -292,6 +317,7 @@ def test_a_run_of_each_kind_predicts_loads_and_exports(kind, kind_runs, cli, tmp
 CRAFTED = {  # kind -> (field, bad value)
     "piecewise_linear": [("bins", [[0.0, 0.0]]), ("bins", "many"), ("embedding", "fourier"),
                          ("embedding_params", {"dim": 10 ** 6})],
+    "piecewise_linear_tree": [("embedding_params", {"binning": "forest"})],
     "periodic": [("layout", {"numeric": 1, "categories": [True]}), ("category_dim", -2)],
     "tabm": [("k", 0), ("task", "regression"), ("k", 10 ** 6)],
     "categories": [("layout", {"numeric": 2, "categories": [6, 6, 6]}), ("layout", "wide")],
@@ -381,6 +407,14 @@ def test_a_resumed_run_of_each_kind_continues_as_if_never_stopped(kind, tmp_path
     resumed = Trainer(max_epochs=4, scheduler_params={"warmup_epochs": 1}, run_dir=tmp_path / "cut",
                       **settings).fit(make(), _toy(), resume_from=tmp_path / "cut" / "checkpoints" / "last.pt")
     assert resumed.history["val_loss"] == whole.history["val_loss"] and resumed.history["lr"] == whole.history["lr"]
+
+
+def test_binning_is_a_setting_of_piecewise_linear_alone_with_a_known_value():
+    assert refusal(["embedding=piecewise_linear", "embedding.binning=trees"]) == (
+        "embedding.binning='trees' is not known; choose one of: quantile, tree (did you mean tree?)")
+    assert "embedding.binning is not a setting of embedding=periodic" in refusal(
+        ["embedding=periodic", "embedding.binning=tree"])
+    assert refusal(["embedding=piecewise_linear", "embedding.binning=tree"]) == ""
 
 
 def test_the_tabular_recipe_on_a_built_in_data_set_is_refused_naming_the_recipe():

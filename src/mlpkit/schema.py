@@ -43,6 +43,9 @@ class ModelConfig:
     k: Optional[int] = None  # tabm: ensemble members (BatchEnsemble)
 
 
+BINNINGS = ("quantile", "tree")  # embedding.binning of piecewise_linear
+
+
 @dataclass
 class EmbeddingConfig:
     # Numeric feature embeddings (mlp, tabm); null keys: the option does not take them.
@@ -51,7 +54,9 @@ class EmbeddingConfig:
     frequencies: Optional[int] = None  # periodic: frequencies per feature
     sigma: Optional[float] = None  # periodic: std of the initial frequencies
     lite: Optional[bool] = None  # periodic, piecewise_linear: one linear layer shared by all features
-    bins: Optional[int] = None  # piecewise_linear: quantile bins per feature (fewer where values repeat)
+    bins: Optional[int] = None  # piecewise_linear: bins per feature (at most; fewer where values repeat)
+    binning: Optional[str] = None  # piecewise_linear: quantile (train-split quantiles) | tree (a decision tree's
+    # splits of each input on the target, rtdl-num-embeddings' tree-based bins)
 
 
 @dataclass
@@ -184,7 +189,7 @@ OPTION_DEFAULTS: Dict[str, Dict[str, Dict[str, Any]]] = {
     },
     "embedding": {  # rtdl-num-embeddings' defaults (Gorishniy et al. 2022)
         "periodic": {"dim": 24, "frequencies": 48, "sigma": 0.01, "lite": False},
-        "piecewise_linear": {"dim": 16, "bins": 48, "lite": False},
+        "piecewise_linear": {"dim": 16, "bins": 48, "lite": False, "binning": "quantile"},
     },
     "activation": {
         "leaky_relu": {"negative_slope": 0.01},

@@ -20,7 +20,7 @@ from mlpkit.checks import (RANGES, check_class_weight, check_device_name, check_
                            check_widths)
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice, not_known
-from mlpkit.schema import OPTION_DEFAULTS, TrainConfig
+from mlpkit.schema import BINNINGS, OPTION_DEFAULTS, TrainConfig
 from mlpkit.tasks import TASKS, Task
 
 
@@ -346,6 +346,8 @@ def validate(cfg: Any) -> None:
     for group in ("embedding", "activation", "init"):
         _check_option(cfg, group)
         _check_ranges(cfg, group)
+    if cfg.embedding.get("binning") is not None:
+        check_choice("embedding.binning", cfg.embedding.binning, BINNINGS)
     _check_option(cfg, "norm")
     _check_optimizer(cfg)
     _check_scheduler(cfg)

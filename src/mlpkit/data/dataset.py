@@ -76,6 +76,10 @@ class Dataset:
         """The first `columns` inputs of the train rows (what a model builder fits on, e.g. bin edges)."""
         return self.X_train[:, :columns].detach().cpu().numpy()
 
+    def train_sample(self, columns: int) -> Tuple[np.ndarray, np.ndarray]:
+        """train_inputs with the same rows' targets (tree-based bin edges fit on both)."""
+        return self.train_inputs(columns), self.y_train.detach().cpu().numpy()
+
     @property
     def is_classification(self) -> bool:
         return self.task.classification

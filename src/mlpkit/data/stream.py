@@ -760,9 +760,13 @@ class StreamDataset(Dataset):
     def train_inputs(self, columns: int, rows: int = SAMPLE_ROWS) -> np.ndarray:
         """The first `columns` inputs of up to `rows` train rows: the first batch of epoch 0's seeded
         shuffled order (row groups in random order, rows shuffled within the read buffer)."""
-        for xb, _ in self.X_train.batches(rows, epoch=0, steps=1):
-            return xb[:, :columns].cpu().numpy()
-        return np.zeros((0, columns), np.float32)
+        return self.train_sample(columns, rows)[0]
+
+    def train_sample(self, columns: int, rows: int = SAMPLE_ROWS) -> Tuple[np.ndarray, np.ndarray]:
+        """train_inputs with the same rows' targets."""
+        for xb, yb in self.X_train.batches(rows, epoch=0, steps=1):
+            return xb[:, :columns].cpu().numpy(), yb.cpu().numpy()
+        return np.zeros((0, columns), np.float32), np.zeros(0, np.float32)
 
     def describe(self) -> str:
         return super().describe() + f"; streamed from {self.source.table.path} in blocks of {READ_ROWS} rows"

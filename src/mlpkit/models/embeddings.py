@@ -28,7 +28,7 @@ from torch import nn
 
 from mlpkit.data.dataset import InputLayout
 from mlpkit.registry import Registry
-from mlpkit.schema import option_defaults
+from mlpkit.schema import BINNINGS, option_defaults
 
 
 CATEGORY_DIM = 16  # model.category_dim when unset
@@ -107,7 +107,8 @@ class PiecewiseLinear(nn.Module):
 # embedding name -> its module class (None: numbers go in as they are); the settings each takes
 EMBEDDINGS: Registry[Optional[type]] = Registry("embedding", {
     "none": None, "periodic": Periodic, "piecewise_linear": PiecewiseLinear,
-}, settings={"periodic": ("dim", "frequencies", "sigma", "lite"), "piecewise_linear": ("dim", "bins", "lite")})
+}, settings={"periodic": ("dim", "frequencies", "sigma", "lite"),
+             "piecewise_linear": ("dim", "bins", "lite", "binning")})
 
 
 def quantile_bins(X: Any, n_bins: int) -> List[List[float]]:
@@ -119,6 +120,34 @@ def quantile_bins(X: Any, n_bins: int) -> List[List[float]]:
     for col in q:
         edges = np.unique(col)
         out.append([float(v) for v in (edges if len(edges) >= 2 else [edges[0], edges[0] + 1.0])])
+    return out
+
+
+TREE_LEAF_ROWS, TREE_MIN_GAIN = 64, 1e-4  # rtdl-num-embeddings' example for tree-based bins (Section 3.2.2)
+
+
+def tree_bins(X: Any, y: Any, n_bins: int, regression: bool) -> List[List[float]]:
+    """Per column of X (rows, n): the split thresholds of a decision tree of at most n_bins leaves that
+    predicts y from that column alone (DecisionTreeRegressor on a regression target, DecisionTreeClassifier
+    on class indices; leaves of 64+ rows, gains of 1e-4+), with the column's min and max; repeated edges
+    dropped (rtdl-num-embeddings' compute_bins with tree_kwargs); a constant column gets [v, v + 1]."""
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y).reshape(len(X), -1)[:, 0] if len(X) else np.zeros(0)
+    make = DecisionTreeRegressor if regression else DecisionTreeClassifier
+    target = y.astype(np.float64) if regression else y.astype(np.int64)
+    out = []
+    for col in X.T:
+        lo, hi = (float(col.min()), float(col.max())) if len(col) else (0.0, 0.0)
+        edges = [lo, hi]
+        if hi > lo and n_bins >= 2:
+            tree = make(max_leaf_nodes=n_bins, min_samples_leaf=TREE_LEAF_ROWS, min_impurity_decrease=TREE_MIN_GAIN,
+                        random_state=0).fit(col.reshape(-1, 1), target).tree_
+            split = tree.children_left != tree.children_right
+            edges += [float(t) for t in tree.threshold[split]]
+        edges = sorted(set(edges))
+        out.append(edges if len(edges) >= 2 else [edges[0], edges[0] + 1.0])
     return out
 
 
@@ -134,6 +163,7 @@ class InputEncoder(nn.Module):
         EMBEDDINGS.check_settings(embedding, params)
         params = {**option_defaults("embedding", embedding), **params}
         params.pop("bins", None)  # the count; the edges come in `bins`
+        params.pop("binning", None)  # how the edges were found
         self.n_num = numeric
         self.n_cat = len(categories)
         self.n_dense = in_dim - numeric - self.n_cat
@@ -182,8 +212,12 @@ def encoder_kwargs(cfg: Any, data: Any) -> Dict[str, Any]:
     if emb.name == "piecewise_linear":
         n_num = layout.numbers(data.in_dim)
         n_bins = int(params.get("bins") or option_defaults("embedding", emb.name)["bins"])
-        X = data.train_inputs(n_num)
-        kwargs["bins"] = quantile_bins(X, min(n_bins, max(1, len(X) - 1)))
+        if params.get("binning", "quantile") == "tree":
+            X, y = data.train_sample(n_num)
+            kwargs["bins"] = tree_bins(X, y, n_bins, regression=not data.task.classification)
+        else:
+            X = data.train_inputs(n_num)
+            kwargs["bins"] = quantile_bins(X, min(n_bins, max(1, len(X) - 1)))
     return kwargs
 
 
@@ -206,6 +240,9 @@ def check_kwargs(bad: Any, kwargs: dict, in_dim: int) -> None:
         value = (kwargs.get("embedding_params") or {}).get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
             raise bad(f"kwargs.embedding_params.{key}", f"must be an integer from 1 to {limit}")
+    binning = (kwargs.get("embedding_params") or {}).get("binning")
+    if binning is not None and binning not in BINNINGS:
+        raise bad("kwargs.embedding_params.binning", f"must be one of {', '.join(BINNINGS)}")
     cdim = kwargs.get("category_dim", CATEGORY_DIM)
     if isinstance(cdim, bool) or not isinstance(cdim, int) or not 1 <= cdim <= 1024:
         raise bad("kwargs.category_dim", "must be an integer from 1 to 1024")
