@@ -201,7 +201,7 @@ def test_tabular_tricks(tmp_path_factory):
     full = config("none")
     assert (full["embedding.name"], full["data.numeric"], full["data.onehot_max"]) == ("piecewise_linear", "robust", 8)
     changed = {"no_embedding": {"embedding.name": "none", "embedding.dim": None, "embedding.bins": None,
-                                "embedding.lite": None},
+                                "embedding.lite": None, "embedding.binning": None},
                "no_category_embedding": {"data.onehot_max": None}, "no_robust": {"data.numeric": "standard"},
                "no_label_smoothing": {"regularization.label_smoothing": 0.0},
                "no_dropout": {"regularization.dropout": 0.0}, "no_weight_decay": {"optimizer.weight_decay": 0.0},
