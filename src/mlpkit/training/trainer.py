@@ -414,8 +414,8 @@ class Trainer:
             test = self.test_metrics(model, data)  # of the weights kept (the best epoch's, where restored)
         self._notify("on_fit_end")
         extra = {**self.step_rule.extra(self), **state.extra}
-        if self.max_steps is not None:  # what resume= reads: the epochs the step budget allows
-            extra["max_steps_epochs"] = math.ceil(self.max_steps / max(1, self.planned_steps))
+        if self.max_steps_epochs is not None:  # what resume= reads: the epochs the step budget allows
+            extra["max_steps_epochs"] = self.max_steps_epochs
         return FitResult.from_state(state, self.best, test=test, extra=extra, seconds=time.perf_counter() - start)
 
     def _epochs(self, state: TrainState) -> None:
@@ -543,13 +543,6 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------
 
-    def run_epochs(self, steps_per_epoch: int) -> int:
-        """The run's epochs: max_epochs, or fewer where max_steps is reached first (the epoch in which
-        step max_steps falls is the last)."""
-        if self.max_steps is None:
-            return self.epochs_asked
-        return max(1, min(self.epochs_asked, math.ceil(self.max_steps / max(1, steps_per_epoch))))
-
     def _setup(self, model: nn.Module, data: Dataset) -> None:
         """Model and data on the device; class weights, the step rule (optimizer, scheduler), the
         strategy, the shuffling RNG and the batch size."""
@@ -566,8 +559,10 @@ class Trainer:
         batch_size = self.step_rule.rows_per_step or self.batch_size
         self.bs = n if batch_size in (0, None) or batch_size >= n else batch_size
         self.steps_per_epoch = math.ceil(n / self.bs)
-        self.planned_steps = self.steps_per_epoch  # what max_steps counts in (a streamed epoch's vary a little)
-        self.max_epochs = self.run_epochs(self.steps_per_epoch)
+        # the run's epochs: max_epochs, or fewer where max_steps is reached first (the epoch in which step
+        # max_steps falls is the last; counted in this nominal steps per epoch, as a streamed epoch's vary a little)
+        self.max_steps_epochs = None if self.max_steps is None else math.ceil(self.max_steps / self.steps_per_epoch)
+        self.max_epochs = min(self.epochs_asked, self.max_steps_epochs or self.epochs_asked)
         if self.max_epochs < self.epochs_asked:
             self.log(f"trainer.max_steps={self.max_steps}: {self.steps_per_epoch} steps an epoch, so "
                      f"{self.max_epochs} epochs (trainer.max_epochs={self.epochs_asked})")
