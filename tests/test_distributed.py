@@ -21,7 +21,7 @@ from typing import List, Sequence
 import pytest
 
 from conftest import (PYTHON, TRAIN_PY, Run, finish, job_dirs, only_run_dir, process_env, read_metrics, refusal,
-                      run_dirs, scaled, train)
+                      run_dirs, scaled, train, train_in_process)
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def files_of(run_dir: Path) -> List[str]:
 @pytest.mark.parametrize("args", [MANUAL, AUTOGRAD], ids=["manual_backprop", "autograd_class_weights"])
 def test_two_ranks_train_as_one_process(args, tmp_path):
     """2 gloo ranks with a global batch of 2b == one process with batch 2b, epoch by epoch."""
-    one = train(args, tmp_path / "one")
+    one = train_in_process(args, tmp_path / "one")
     assert one.returncode == 0, one.describe()
     two = torchrun(2, [*args, "trainer.strategy=ddp"], tmp_path / "two")
     assert two.returncode == 0, two.describe()
@@ -156,7 +156,7 @@ def test_killed_rank_ends_the_job_and_the_run_resumes_in_one_process(killed, tmp
         from mlpkit.training.checkpoint import load_checkpoint
 
         done = int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"])
-    resumed = train([f"resume={run_dir}", f"trainer.max_epochs={done + 1}"], tmp_path)
+    resumed = train_in_process([f"resume={run_dir}", f"trainer.max_epochs={done + 1}"], tmp_path)
     assert resumed.returncode == 0, resumed.describe()
     assert "without torchrun or srun: training in one process" in resumed.stdout
     assert read_metrics(run_dir)["status"] == "completed"
@@ -176,8 +176,8 @@ def test_sigterm_to_torchrun_leaves_a_run_that_resumes_on_three_ranks(tmp_path):
     assert resumed.returncode == 0, resumed.describe()
     assert "3 processes" in resumed.stdout and "6 + 5 + 5 by rank" in resumed.stdout, resumed.describe()
     assert len(list(run_dir.glob("events.out.tfevents*"))) == 2  # the first job's and the resumed one's
-    one = train([a for a in LONG if not a.startswith(("trainer.max_epochs", "trainer.strategy"))]
-                + [f"trainer.max_epochs={epochs}"], tmp_path / "one")
+    one = train_in_process([a for a in LONG if not a.startswith(("trainer.max_epochs", "trainer.strategy"))]
+                           + [f"trainer.max_epochs={epochs}"], tmp_path / "one")
     assert one.returncode == 0, one.describe()
     assert same_history(read_metrics(only_run_dir(tmp_path / "one")), read_metrics(run_dir)) <= TOLERANCE
 
@@ -218,7 +218,7 @@ def test_two_ranks_stream_a_parquet_file(tmp_path, cli):
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), table, row_group_size=64)  # 10 row groups
     args = ["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
             "trainer.max_epochs=3", "trainer.batch_size=32", "seed=7", "trainer.progress=false"]
-    one = train(args, tmp_path / "one")
+    one = train_in_process(args, tmp_path / "one")
     assert one.returncode == 0, one.describe()
     two = torchrun(2, [*args, "trainer.strategy=ddp"], tmp_path / "two")
     assert two.returncode == 0, two.describe()
@@ -277,7 +277,7 @@ def test_nccl_ranks_train_as_one_gpu(tmp_path):
     """2 nccl ranks on 2 GPUs == one GPU (cuBLAS sums in another order: 1e-5), and norm=batch runs as
     SyncBatchNorm."""
     args = [*MANUAL, "trainer.device=cuda"]
-    one = train(args, tmp_path / "one")
+    one = train_in_process(args, tmp_path / "one")
     two = torchrun(2, [*args, "trainer.strategy=ddp"], tmp_path / "two")
     assert one.returncode == 0 and two.returncode == 0, one.describe() + two.describe()
     assert "(torchrun, cpu:gloo,cuda:nccl)" in two.stdout
@@ -307,7 +307,7 @@ def test_slurm_two_tasks_train_one_run(slurm, tmp_path):
     print(f"\nsbatch job {out.stdout.strip()}:\n{log[-1500:]}")
     assert "ddp: 2 processes (slurm, gloo)" in log
     run = only_run_dir(tmp_path)
-    one = train(MANUAL, tmp_path / "one")
+    one = train_in_process(MANUAL, tmp_path / "one")
     assert one.returncode == 0, one.describe()
     m = read_metrics(run)
     assert m["slurm_job_id"] == out.stdout.strip().split(";")[0]
@@ -324,7 +324,7 @@ def test_submitit_tasks_per_node_train_one_run(slurm, tmp_path):
     [job] = [j for j in job_dirs(tmp_path) if not j.name.startswith(".")]  # (.submitit/ holds the task logs)
     logs = "".join(p.read_text() for p in job.parent.glob(".submitit/*/*_log.out"))
     assert "ddp: 2 processes (slurm, gloo)" in logs, logs[-3000:]
-    one = train(MANUAL, tmp_path / "one")
+    one = train_in_process(MANUAL, tmp_path / "one")
     assert one.returncode == 0, one.describe()
     assert same_history(read_metrics(only_run_dir(tmp_path / "one")), read_metrics(job)) <= TOLERANCE
     assert len(list(job.glob("events.out.tfevents*"))) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import finish, messy_table, popen_train, read_metrics, refusal, train
+from conftest import finish, messy_table, popen_train, read_metrics, refusal, train_in_process
 
 SEED = 7
 
@@ -142,7 +142,7 @@ def test_split_is_a_deterministic_function_of_row_and_seed():
 def test_train_streams_and_predict_applies_the_run(tmp_path, cli):
     csv = messy_table(tmp_path / "t.csv", n=500, seed=1, task="binary")
     table = _parquet(csv, tmp_path / "t.parquet", row_group_size=64)
-    run = train(["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
+    run = train_in_process(["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
                  "trainer.max_epochs=2", "trainer.batch_size=32", f"seed={SEED}", f"hydra.run.dir={tmp_path / 'run'}"],
                 tmp_path)
     assert run.returncode == 0, run.stderr
@@ -171,7 +171,7 @@ def test_the_tabular_recipe_streams_a_regression_with_its_clamp_and_bins(tmp_pat
 
     csv = messy_table(tmp_path / "t.csv", n=400, seed=2, task="regression")
     table = _parquet(csv, tmp_path / "t.parquet", row_group_size=64)
-    run = train(["data=csv", f"data.path={table}", "data.target=price", "data.stream=true", f"embedding={embedding}",
+    run = train_in_process(["data=csv", f"data.path={table}", "data.target=price", "data.stream=true", f"embedding={embedding}",
                  "model.hidden=[8]", "trainer.max_epochs=2", f"seed={SEED}", f"hydra.run.dir={tmp_path / 'run'}"],
                 tmp_path)
     assert run.returncode == 0, run.stderr
@@ -311,7 +311,7 @@ def test_an_interrupted_streamed_run_resumes_to_the_uninterrupted_result(tmp_pat
     table = _parquet(messy_table(tmp_path / "t.csv", n=400, seed=2, task="binary"), tmp_path / "t.parquet", 64)
     args = ["data=csv", f"data.path={table}", "data.target=churn", "data.stream=true", "model.hidden=[8]",
             "trainer.max_epochs=8", "trainer.batch_size=32", "early_stopping=none", f"seed={SEED}"]
-    reference = train([*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
+    reference = train_in_process([*args, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path)
     assert reference.returncode == 0, reference.stderr
     run_dir = tmp_path / "run"
     start = time.perf_counter()
@@ -322,7 +322,7 @@ def test_an_interrupted_streamed_run_resumes_to_the_uninterrupted_result(tmp_pat
             break
     first = finish(proc, args, tmp_path, start, 240)
     assert first.returncode == 130 and read_metrics(run_dir)["status"] == "interrupted", first.stderr
-    resumed = train([f"resume={run_dir}"], tmp_path)
+    resumed = train_in_process([f"resume={run_dir}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     got, want = read_metrics(run_dir), read_metrics(tmp_path / "reference")
     assert got["history"]["train_loss"] == want["history"]["train_loss"] and got["test"] == want["test"]
