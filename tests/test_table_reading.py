@@ -438,3 +438,13 @@ def test_train_py_refuses_these_tables_with_one_line(tmp_path):
     one = write_csv(tmp_path / "one.csv", ["x", "z", "survived"], [[1, 2, 0]])
     said = refusal(["data=csv", f"data.path={one}", "data.target=survived"], tmp_path / "run1")
     assert "has 1 data row: too few for train/val/test splits, which need at least 3 rows" in said
+
+
+@pytest.mark.parametrize("header", ["[x],{z},label", "[x, unit],z,label", "{x},z,label"])
+def test_a_header_that_opens_with_a_bracket_is_a_table_not_json(tmp_path, header):
+    """JSON is refused (tests/test_errors.py); a header whose first name starts with [ or { is still a header."""
+    x, z, label = _features(40)
+    path = tmp_path / "t.csv"
+    path.write_text(header + "\n" + "".join(f'"{a:.4f}",{c:.4f},{"ab"[k]}\n' for a, c, k in zip(x, z, label)))
+    df, _ = read_table(str(path))
+    assert len(df) == 40 and len(df.columns) == (4 if header.startswith("[x, unit]") else 3)

@@ -13,6 +13,7 @@ import codecs
 import csv
 import difflib
 import errno
+import json
 import os
 import re
 import stat
@@ -116,6 +117,9 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
         raise ConfigError(f"{key}={path!r} holds only blank lines; it needs a header row and data rows")
     text = "".join(lines[skip:])
     lower = path.lower()
+    if _is_json(text, lower):
+        raise ConfigError(f"{key}={path!r} holds JSON, not a table of delimited text; mlpkit reads .csv, .tsv "
+                          "and .parquet files: save it as one (pandas: pd.read_json(path).to_csv(...))")
     if lower.endswith((".tsv", ".tsv.gz", ".tab")):
         return TextFormat("\t", encoding, skip=skip)
     try:
@@ -129,6 +133,21 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     if widths.get(sep, 0) <= 1 and max(widths.values()) > 1:
         sep = max(widths, key=widths.get)
     return TextFormat(sep, encoding, skip=skip)
+
+
+def _is_json(text: str, lower: str) -> bool:
+    """A JSON document or JSON lines (the first line an object or array, or a lone bracket that opens one),
+    where a table's header was expected."""
+    first = text.lstrip().split("\n", 1)[0].strip()
+    if not first.startswith(("{", "[")):
+        return False
+    if lower.endswith((".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz")) or first in ("{", "["):
+        return True
+    try:
+        json.loads(first)
+    except ValueError:
+        return first.startswith("[{") or first.startswith('{"')  # one long line cut off by the 64 KB read
+    return True
 
 
 def _read_options(fmt: TextFormat) -> Dict[str, Any]:
