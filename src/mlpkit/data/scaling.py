@@ -43,7 +43,11 @@ class SmoothClip(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         X = np.asarray(X, np.float64)
-        return X / np.sqrt(1.0 + (X / self.limit) ** 2)
+        t = np.divide(X, self.limit)  # the formula's steps in one temporary, each as numpy would compute it
+        np.multiply(t, t, out=t)
+        np.add(t, 1.0, out=t)
+        np.sqrt(t, out=t)
+        return np.divide(X, t, out=t)
 
 
 def median(values: np.ndarray) -> float:

@@ -81,13 +81,15 @@ def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: O
     if stratify is None:
         perm = rng.permutation(n)
         return idx[perm[n_test:]], idx[perm[:n_test]]
-    _, y_index, counts = np.unique(stratify, return_inverse=True, return_counts=True)
+    y_index, counts = _class_index(stratify)
     if counts.min() < 2:
         raise ValueError(f"its smallest class has {counts.min()} row, and a stratified split needs 2 per class")
     if n_train < len(counts) or n_test < len(counts):
         raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows cannot give each of "
                          f"{len(counts)} classes a row on both sides")
-    by_class = np.split(np.argsort(y_index, kind="stable"), np.cumsum(counts)[:-1])
+    # a stable sort of small integers is a radix sort in numpy: the same order, in one pass
+    small = y_index.astype(np.int16) if len(counts) <= np.iinfo(np.int16).max else y_index
+    by_class = np.split(np.argsort(small, kind="stable"), np.cumsum(counts)[:-1])
     n_i = _apportion(counts, n_train, rng)
     t_i = _apportion(counts - n_i, n_test, rng)
     train: List[np.ndarray] = []
@@ -98,6 +100,21 @@ def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: O
         test.append(rows[n_i[i]:n_i[i] + t_i[i]])
     # arrays joined, not a list of a million Python ints: the same rows, the same draws
     return idx[rng.permutation(np.concatenate(train))], idx[rng.permutation(np.concatenate(test))]
+
+
+def _class_index(stratify: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """np.unique(stratify, return_inverse=True, return_counts=True)[1:]: each row's class index (classes
+    in sorted order) and the classes' counts; by counting for the class codes of a classification
+    target (small non-negative integers), in one pass instead of a sort of every row."""
+    s = np.asarray(stratify)
+    if s.dtype.kind in "iu" and len(s) and s.min() >= 0 and s.max() < 1 << 20:
+        counts = np.bincount(s)
+        present = np.flatnonzero(counts)
+        index = np.zeros(len(counts), np.intp)
+        index[present] = np.arange(len(present))
+        return index[s], counts[present]
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    return inverse.reshape(-1), counts
 
 
 def _apportion(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
