@@ -13,7 +13,7 @@ import pytest
 from mlpkit import ConfigError, load_dataset
 from mlpkit.data.preprocess import Preprocessing
 
-from conftest import messy_table
+from conftest import messy_table, train_in_process
 
 # inputs per column of conftest.messy_table with defaults: what the ColumnTransformer makes of it
 EXPECTED_INPUTS = {"id": 1, "island": 4, "sex": 3, "bill length": 2, "mass": 1, "zip": 1, "member": 2}
@@ -233,6 +233,31 @@ def test_a_date_column_is_a_number_of_days(tmp_path):
     got = data.X_train.numpy()[:, data.preprocessing.inputs.index("laid")]
     median = expected.median()
     np.testing.assert_allclose(got, expected.fillna(median).to_numpy(), rtol=1e-6)
+    # said, and counted as missing (as the streamed path counts it)
+    assert "column 'laid': 1 value is not a date in the format %Y-%m-%d (e.g. '2008-02-30'): treated as missing" \
+        in data.notes
+    assert col.missing == 1
+
+
+def test_predict_says_how_many_values_of_a_date_column_are_not_dates(tmp_path, cli):
+    """A file whose dates are written another way than in training: every such value is missing, and
+    predict.py says so with examples, as training does, instead of predicting from medians in silence."""
+    import pandas as pd
+
+    days = pd.date_range("2007-11-09", periods=60, freq="3D")
+    rows = [f"{d:%Y-%m-%d},{i % 7},{'ab'[i % 2]}" for i, d in enumerate(days)]
+    (tmp_path / "d.csv").write_text("laid,size,label\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    trained = train_in_process(["data=csv", f"data.path={tmp_path / 'd.csv'}", "data.target=label",
+                                "trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path)
+    assert trained.returncode == 0, trained.describe()
+    other = [f"{d:%d/%m/%Y},{i % 7},{'ab'[i % 2]}" for i, d in enumerate(days[:5])] + ["2008-01-02,3,a"]
+    (tmp_path / "new.csv").write_text("laid,size,label\n" + "\n".join(other) + "\n")
+    out = cli(run, tmp_path / "new.csv", "-o", tmp_path / "p.csv")
+    assert out.returncode == 0, out.stderr
+    assert ("column 'laid': 5 values are not dates in the format %Y-%m-%d of the training file (e.g. "
+            "'09/11/2007', '12/11/2007', '15/11/2007'): treated as missing, as in training") in out.stdout + out.stderr
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 6
 
 
 def test_the_row_number_warning_gives_an_override_the_shell_takes(tmp_path):

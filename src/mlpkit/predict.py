@@ -582,7 +582,7 @@ class Run:
         text = [c.name for c in self.preprocessing.categorical] + list(keep)
         if has_target and self.task.classification:
             text.append(self.target)
-        stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0, "out_of_range": 0}
+        stats: Dict[str, Any] = {"rows": 0, "unseen": {}, "missing": 0, "out_of_range": 0, "not_dates": {}}
         truth: List[np.ndarray] = []
         scores: List[np.ndarray] = []
         seen = 0
@@ -647,6 +647,11 @@ class Run:
         stats["out_of_range"] += sum(n for n, _ in self.preprocessing.out_of_range(chunk).values())
         for col, n in self.preprocessing.unseen(chunk).items():
             stats["unseen"][col] = stats["unseen"].get(col, 0) + n
+        for col, (n, examples) in self.preprocessing.not_dates(chunk).items():
+            fmt = next(c.date_format for c in self.preprocessing.columns if c.name == col)
+            seen = stats["not_dates"].setdefault(col, [0, [], fmt])
+            seen[0] += n
+            seen[1] += [e for e in examples if e not in seen[1]][:3 - len(seen[1])]
 
     def output_columns(self) -> List[str]:
         """The columns predict writes after the --keep ones."""
@@ -921,6 +926,12 @@ def _report_counts(stats: Dict[str, Any], report) -> None:
     if stats.get("out_of_range"):
         report(f"{stats['out_of_range']} infinite or out-of-range values in numeric columns were treated as "
                "missing, as in training")
+    if stats.get("not_dates"):
+        from mlpkit.data.preprocess import not_dates_text
+
+        for name, (n, examples, fmt) in stats["not_dates"].items():
+            report(f"column {name!r}: {not_dates_text(n, examples, fmt, ' of the training file')}: treated as "
+                   "missing, as in training")
     if stats["unseen"]:
         detail = ", ".join(f"{c}: {n}" for c, n in stats["unseen"].items())
         report(f"categories never seen in training ({detail} rows) were encoded as the rare-category input "

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mlpkit.data.dataset import Dataset
-from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing, check_numeric
+from mlpkit.data.preprocess import OUT_OF_RANGE, Preprocessing, check_numeric, not_dates_text
 from mlpkit.data.sources import DATASETS, Opts
 from mlpkit.data.split import column_mean_std, min_split_rows, permute_rows, split_rows
 from mlpkit.checks import check_range
@@ -121,6 +121,10 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
                      f"({', '.join(examples)}{', ...' if n > len(examples) else ''}) treated as missing "
                      + (f"(out of range: over {OUT_OF_RANGE:g} times the column's typical size)" if standardize
                         else f"(out of range with data.standardize=false: beyond {OUT_OF_RANGE:g})"))
+    for name, (n, examples) in pre.not_dates(source).items():  # missing, as the streamed path counts them
+        col = next(c for c in pre.columns if c.name == name)
+        col.missing += n
+        notes.append(f"column {name!r}: {not_dates_text(n, examples, col.date_format)}: treated as missing")
     del source
     pre.target = target
     pre.target_codes = {"b": "boolean", "i": "number", "u": "number", "f": "number"}.get(y_col.dtype.kind, "text")

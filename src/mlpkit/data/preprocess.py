@@ -331,6 +331,20 @@ class Preprocessing:
                     found[col.name] = (n, examples)
         return found
 
+    def not_dates(self, df) -> Dict[str, Tuple[int, List[str]]]:
+        """Per date column of `df`: how many of its values are not dates in the column's format (treated
+        as missing), and up to three of them as written."""
+        import pandas as pd
+
+        found = {}
+        for col in self.columns:
+            if col.kind == "numeric" and col.codes == "date" and col.name in df:
+                s = df[col.name]
+                bad = np.isnan(to_days(s, col.date_format)) & s.notna().to_numpy()
+                if bad.any():
+                    found[col.name] = (int(bad.sum()), [str(v) for v in pd.unique(s[bad])[:3]])
+        return found
+
     @staticmethod
     def codes(values, col: Column) -> np.ndarray:
         """A category column's values as indices into its train vocabulary; -1 for one never seen.
@@ -517,6 +531,12 @@ def _code_lookup(col: Column) -> np.ndarray:
     lookup = np.full(len(col.vocabulary) + 1, shared, np.float32)
     lookup[:-1][own] = np.arange(shared, dtype=np.float32)
     return lookup
+
+
+def not_dates_text(n: int, examples: Sequence[str], fmt: Optional[str], where: str = "") -> str:
+    """`3 values are not dates in the format %Y-%m-%d (e.g. 'soon', 'n/a')`; `where` follows the format."""
+    verb = "values are not dates" if n > 1 else "value is not a date"
+    return f"{n} {verb} in the format {fmt}{where} (e.g. {', '.join(repr(e) for e in examples)})"
 
 
 def _scale_of(v: np.ndarray) -> float:
