@@ -167,8 +167,9 @@ def check_command_line(args: List[str]) -> None:
             if key in groups:
                 raise ConfigError(not_known(key, value, groups[key])) from None
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot read the override {arg!r} ({reason}); values with spaces or other "
-                              "characters need quotes, e.g. 'key=\"a b\"'") from None
+            example = f'{key}="{value}"' if not {'"', "'"} & set(value) else "key=\"a b\""
+            raise ConfigError(f"cannot read the override {arg!r} ({reason}); a value with spaces or other "
+                              f"characters needs quotes for Hydra, inside quotes for the shell: '{example}'") from None
     check_overrides(overrides)
     check_hydra_choices(overrides)
 
@@ -218,6 +219,10 @@ def check_sweep_value(o: Any, arg: str, multirun: bool) -> None:
         values = ",".join(str(v) for v in listed)
         raise ConfigError(f"{arg}: {key} is a list; write it in brackets: {key}=[{values}] (to sweep over "
                           f"lists: -m '{key}=[{values}],[{listed[0]}]')")
+    raw = arg.split("=", 1)[1]
+    if isinstance(value, ChoiceSweep) and "," in raw and os.path.exists(os.path.expanduser(raw)):
+        raise ConfigError(f"{arg}: Hydra reads a comma as a list of values (a sweep), but {raw} is one file; "
+                          f"quote the value for Hydra, inside quotes for the shell: '{key}=\"{raw}\"'")
     if not multirun and not key.startswith("hydra"):
         raise ConfigError(f"{arg} is a sweep (several values); add -m before the overrides to run one job per "
                           f"value, e.g. python train.py -m {arg}" + (f", or write a list in brackets: {key}=[...]"
