@@ -6,6 +6,7 @@ predict.py's main in this process (`cli`); a prediction and a refusal run predic
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +176,11 @@ def test_bad_inputs_get_one_line_and_leave_nothing(runs, tmp_path, cli):
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     assert "not a finished" in _error(cli(unfinished, path))
+    sweep = tmp_path / "sweep"  # a sweep's folder: its jobs are the runs
+    for job in ("0_seed=1", "1_seed=2"):
+        shutil.copytree(run_dir, sweep / job)
+    msg = _error(cli(sweep, path))
+    assert "holds 2 runs (0_seed=1, 1_seed=2), not one run" in msg and f"predict.py {sweep / '0_seed=1'}" in msg
     assert not (tmp_path / "o.csv").exists() and not list(tmp_path.glob(".predictions.*"))
 
 

@@ -388,6 +388,20 @@ def _same_json(a: Any, b: Any) -> bool:
         return False
 
 
+def _not_a_run(path: Path, said) -> str:
+    """What to say of a directory without metrics.json: a sweep's (or any folder of runs) names its runs."""
+    try:
+        runs = sorted(p.parent.name for p in path.glob("*/metrics.json"))
+    except OSError:
+        runs = []
+    if runs:
+        shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+        return (f"{said} holds {len(runs)} run{'s' if len(runs) > 1 else ''} ({shown}), not one run: give one "
+                f"of them, e.g. python predict.py {path / runs[0]} ...")
+    return (f"{said} is not a finished mlpkit run (no metrics.json); train it to the end, or continue it with "
+            "python train.py resume=<run_dir>")
+
+
 class Run:
     """A finished run, ready to predict: its preprocessing and its kept model, on the CPU.
 
@@ -400,9 +414,7 @@ class Run:
         if not self.run_dir.is_dir():
             raise ConfigError(f"{run_dir}: no such run directory")
         self.warnings: List[str] = []
-        metrics = _JsonFile(self.run_dir / "metrics.json",
-                            f"{run_dir} is not a finished mlpkit run (no metrics.json); train it to the end, "
-                            "or continue it with python train.py resume=<run_dir>")
+        metrics = _JsonFile(self.run_dir / "metrics.json", _not_a_run(self.run_dir, run_dir))
         self.status = RunStatus(metrics.choice("status", tuple(RunStatus.endings())))
         if not self.status.has_model:
             raise ConfigError(f"{run_dir} is not a finished run (status {self.status!r}); continue it with "
