@@ -366,3 +366,15 @@ def test_a_log_file_on_a_full_disk_is_one_line_not_a_traceback_per_line(tmp_path
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Logging error" not in err, err
     assert err.count(f"mlpkit: warning: cannot write the log file {tmp_path / 'train.log'} (the disk is full)") == 1
+
+
+def test_resume_of_a_sweeps_folder_names_its_runs(tmp_path):
+    """resume= a sweep's folder (its jobs are the runs): one line naming them and the command for one."""
+    for job in ("0_seed=1", "1_seed=2"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    message = refusal([f"resume={tmp_path}"])
+    assert message == (f"resume={tmp_path} holds 2 runs (0_seed=1, 1_seed=2), not one run: resume each of them, "
+                       f"e.g. python train.py resume={tmp_path / '0_seed=1'}")
+    assert refusal([f"resume={tmp_path / '0_seed=1' / '.hydra'}"]).endswith("not an mlpkit run directory (no "
+                                                                           ".hydra/overrides.yaml)")

@@ -8,7 +8,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional, Tuple
 
 
 def current_umask() -> int:
@@ -66,3 +66,16 @@ def write_json(path: str | Path, data: Dict[str, Any]) -> None:
     """Write `data` as indented strict JSON, atomically."""
     text = json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def runs_inside(folder: Path, marker: str) -> Tuple[str, Optional[Path]]:
+    """(`holds 2 runs (0_seed=1, 1_seed=2), not one run`, the first run's path) for a folder whose subfolders
+    are runs (each holding `marker`, e.g. metrics.json), as a sweep's folder is; ("", None) for any other."""
+    try:
+        runs = sorted(Path(folder, p.relative_to(folder).parts[0]) for p in Path(folder).glob(f"*/{marker}"))
+    except (OSError, ValueError):
+        runs = []
+    if not runs:
+        return "", None
+    names = ", ".join(r.name for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+    return f"holds {len(runs)} run{'s' if len(runs) > 1 else ''} ({names}), not one run", runs[0]

@@ -390,14 +390,11 @@ def _same_json(a: Any, b: Any) -> bool:
 
 def _not_a_run(path: Path, said) -> str:
     """What to say of a directory without metrics.json: a sweep's (or any folder of runs) names its runs."""
-    try:
-        runs = sorted(p.parent.name for p in path.glob("*/metrics.json"))
-    except OSError:
-        runs = []
-    if runs:
-        shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
-        return (f"{said} holds {len(runs)} run{'s' if len(runs) > 1 else ''} ({shown}), not one run: give one "
-                f"of them, e.g. python predict.py {path / runs[0]} ...")
+    from mlpkit.files import runs_inside
+
+    inside, first = runs_inside(path, "metrics.json")
+    if inside:
+        return f"{said} {inside}: give one of them, e.g. python predict.py {first} ..."
     return (f"{said} is not a finished mlpkit run (no metrics.json); train it to the end, or continue it with "
             "python train.py resume=<run_dir>")
 

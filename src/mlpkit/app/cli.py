@@ -333,6 +333,11 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
     if not path.is_dir():
         raise ConfigError(f"resume={run_dir}: no such run directory")
     if not (path / ".hydra" / "overrides.yaml").is_file():
+        from mlpkit.files import runs_inside
+
+        inside, first = runs_inside(path, ".hydra/overrides.yaml")
+        if inside:  # a sweep's folder: each job resumes on its own
+            raise ConfigError(f"resume={run_dir} {inside}: resume each of them, e.g. python train.py resume={first}")
         raise ConfigError(f"resume={run_dir}: not an mlpkit run directory (no .hydra/overrides.yaml)")
     if not (path / "checkpoints" / "last.pt").is_file():
         raise ConfigError(f"resume={run_dir}: the run has no checkpoints/last.pt to continue from")
