@@ -239,6 +239,45 @@ def test_a_date_column_is_a_number_of_days(tmp_path):
     assert col.missing == 1
 
 
+def test_a_column_of_timestamps_is_a_number_of_days_as_text_dates_are(tmp_path, cli):
+    """Parquet timestamps (naive, and with a time zone: counted in UTC) become days since 1970 as text
+    dates do; the run applies to the same rows written as CSV (ISO 8601 text) with the same predictions."""
+    import pandas as pd
+
+    n = 80
+    when = pd.date_range("2019-12-30 22:00", periods=n, freq="17h")
+    frame = pd.DataFrame({"at": when, "at_tz": when.tz_localize("Europe/Paris"), "size": np.arange(n) % 7,
+                          "label": ["ab"[i % 2] for i in range(n)]})
+    frame.loc[3, "at"] = pd.NaT
+    frame.to_parquet(tmp_path / "t.parquet")
+    data = load_dataset("csv", path=str(tmp_path / "t.parquet"), target="label", standardize=False)
+    roles = _roles(data)
+    for name in ("at", "at_tz"):
+        assert (roles[name].kind, roles[name].codes, roles[name].date_format) == ("numeric", "date", "ISO8601")
+        assert f"column {name!r} holds dates and times: used as a number, days since 1970-01-01 (UTC)" in data.notes
+    rows = data.rows["train"]
+    inputs = data.preprocessing.inputs
+    days = ((when - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy()
+    got = data.X_train.numpy()
+    utc = days - 1 / 24  # 30 Dec to 26 Feb: Paris is one hour ahead of UTC
+    np.testing.assert_allclose(got[:, inputs.index("at_tz")], utc[rows], rtol=1e-6)
+    present = rows != 3
+    np.testing.assert_allclose(got[present, inputs.index("at")], days[rows][present], rtol=1e-6)
+    assert roles["at"].missing == 1
+
+    run = tmp_path / "run"
+    trained = train_in_process(["data=csv", f"data.path={tmp_path / 't.parquet'}", "data.target=label",
+                                "trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path)
+    assert trained.returncode == 0, trained.describe()
+    frame.to_csv(tmp_path / "t.csv", index=False)  # 2019-12-30 22:00:00 and 2019-12-30 22:00:00+01:00
+    for name in ("t.parquet", "t.csv"):
+        out = cli(run, tmp_path / name, "-o", tmp_path / f"{name}.out.csv")
+        assert out.returncode == 0, out.stderr
+        assert "not dates" not in out.stdout + out.stderr
+    a, b = pd.read_csv(tmp_path / "t.parquet.out.csv"), pd.read_csv(tmp_path / "t.csv.out.csv")
+    np.testing.assert_allclose(a["proba_a"], b["proba_a"], rtol=1e-6)
+
+
 def test_predict_says_how_many_values_of_a_date_column_are_not_dates(tmp_path, cli):
     """A file whose dates are written another way than in training: every such value is missing, and
     predict.py says so with examples, as training does, instead of predicting from medians in silence."""

@@ -162,9 +162,14 @@ def _show(value: Any) -> str:
 
 
 def _valid_date_format(fmt: Any) -> bool:
-    """A strftime format that reads back what it writes (what the training file's dates were read with)."""
+    """A strftime format that reads back what it writes (what the training file's dates were read with), or
+    ISO_DATES (a column of timestamps)."""
     from datetime import datetime
 
+    from mlpkit.data.table import ISO_DATES
+
+    if fmt == ISO_DATES:
+        return True
     if not isinstance(fmt, str) or not 0 < len(fmt) <= 64 or "%" not in fmt:
         return False
     try:

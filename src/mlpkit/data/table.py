@@ -506,9 +506,13 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
                 roles.warnings.append(
                     f"column {name!r} counts the rows in file order ({present.iloc[0]:g}, {present.iloc[1]:g}, "
                     f"...): if it is a row number or an id, leave it out with {drop_override(name)}")
-        elif s.dtype.kind in "mM":
-            col.kind, col.reason = "dropped", "dates and times are not used"
-            roles.notes.append(f"column {name!r} is left out: it holds dates or times")
+        elif s.dtype.kind == "M":  # a column of timestamps (a Parquet timestamp or date): as text dates are
+            col.codes, col.date_format = "date", ISO_DATES
+            roles.notes.append(f"column {name!r} holds dates and times: used as a number, days since "
+                               "1970-01-01 (UTC)")
+        elif s.dtype.kind == "m":
+            col.kind, col.reason = "dropped", "durations are not used"
+            roles.notes.append(f"column {name!r} is left out: it holds durations")
         elif name not in categorical and (fmt := _date_format(distinct)) is not None:
             col.codes, col.date_format = "date", fmt
             roles.notes.append(f"column {name!r} holds dates ({fmt}): used as a number, days since 1970-01-01")
@@ -553,6 +557,9 @@ def _is_boolean(s, distinct) -> bool:
 _DATE_LIKE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
 
 
+ISO_DATES = "ISO8601"  # pandas' name for any ISO 8601 date or time: the format of a column of timestamps
+
+
 def _date_format(distinct) -> Optional[str]:
     """The format of a text column whose values are dates (2007-11-11, 11/11/2007 ...; at least 95% of
     its distinct values, given in order of appearance), else None."""
@@ -574,11 +581,17 @@ def _date_format(distinct) -> Optional[str]:
 
 
 def to_days(s, fmt: str) -> np.ndarray:
-    """A date column as float days since 1970-01-01 (NaN where missing or not a date in `fmt`)."""
+    """A date column as float days since 1970-01-01 (NaN where missing or not a date in `fmt`); times with
+    an offset, and timestamps with a time zone, count in UTC. A column of timestamps is read as it is; a
+    column of text by `fmt` (strftime codes, or ISO_DATES: any ISO 8601 date or time, as a file written
+    from a column of timestamps holds)."""
     import pandas as pd
 
-    parsed = pd.to_datetime(s.astype(str).str.strip().where(s.notna()), format=fmt, errors="coerce")
-    days = (parsed - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    if s.dtype.kind == "M":
+        parsed = pd.to_datetime(s, utc=True)
+    else:
+        parsed = pd.to_datetime(s.astype(str).str.strip().where(s.notna()), format=fmt, errors="coerce", utc=True)
+    days = (parsed.dt.tz_localize(None) - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
     return days.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
