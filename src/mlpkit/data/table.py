@@ -587,12 +587,18 @@ def to_days(s, fmt: str) -> np.ndarray:
     from a column of timestamps holds)."""
     import pandas as pd
 
+    def days(parsed) -> np.ndarray:
+        since = (parsed.dt.tz_localize(None) - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+        return since.to_numpy(dtype=np.float64, na_value=np.nan)
+
     if s.dtype.kind == "M":
-        parsed = pd.to_datetime(s, utc=True)
-    else:
-        parsed = pd.to_datetime(s.astype(str).str.strip().where(s.notna()), format=fmt, errors="coerce", utc=True)
-    days = (parsed.dt.tz_localize(None) - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
-    return days.to_numpy(dtype=np.float64, na_value=np.nan)
+        return days(pd.to_datetime(s, utc=True))
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)  # a table repeats its dates: each parsed once
+    text = pd.Series(uniques, dtype=object).astype(str).str.strip()
+    out = np.full(len(codes), np.nan)
+    present = codes >= 0
+    out[present] = days(pd.to_datetime(text, format=fmt, errors="coerce", utc=True))[codes[present]]
+    return out
 
 
 def _counts_rows(present) -> bool:
