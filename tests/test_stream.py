@@ -326,3 +326,18 @@ def test_an_interrupted_streamed_run_resumes_to_the_uninterrupted_result(tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     got, want = read_metrics(run_dir), read_metrics(tmp_path / "reference")
     assert got["history"]["train_loss"] == want["history"]["train_loss"] and got["test"] == want["test"]
+
+
+@pytest.mark.parametrize("stream", ["false", "true"])
+def test_a_constant_target_is_said_to_hold_one_value_on_both_paths(tmp_path, stream):
+    """A target with one value and no data.task: what the column holds, not what the inferred task needs."""
+    import pandas as pd
+
+    table = tmp_path / "t.parquet"
+    pd.DataFrame({"x": np.arange(40) * 0.5, "y": 5.0}).to_parquet(table)
+    args = ["data=csv", f"data.path={table}", "data.target=y", f"data.stream={stream}"]
+    assert refusal(args, run_dir=tmp_path / "run") == (
+        "data=csv: the target has only one class: it holds '5' in every row with a value, so there is nothing to "
+        "learn (classification needs two classes or more, and a regression a target that varies)")
+    assert refusal([*args, "data.task=binary"], run_dir=tmp_path / "run2") == (
+        "data=csv: the target has only one class ('5'); classification needs at least two")

@@ -194,6 +194,7 @@ def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
 
 def _target(name: str, y: np.ndarray, task: Optional[str]):
     """(task, y as class indices or floats, class labels) from the target's raw values."""
+    inferred = not task
     task = get_task(task or _infer_task(y))
     classes: List[str] = []
     if not task.classification:
@@ -218,11 +219,20 @@ def _target(name: str, y: np.ndarray, task: Optional[str]):
         labels, y = np.unique(y, return_inverse=True)
     classes = [str(c) for c in labels]
     if len(classes) < 2:
-        raise ConfigError(f"data={name}: the target has only one class ({classes[0]!r}); "
-                          "classification needs at least two")
+        raise ConfigError(one_class(name, classes[0], inferred))
     if task == BINARY and len(classes) != 2:
         raise ConfigError(f"data.task=binary but the target has {len(classes)} classes; use data.task=multiclass")
     return classification_task(len(classes)), y, classes
+
+
+def one_class(name: str, label: str, inferred: bool) -> str:
+    """The refusal of a classification target with one class; where no data.task was asked for, it says
+    what the column holds rather than what the inferred task needs."""
+    if inferred:
+        return (f"data={name}: the target has only one class: it holds {label!r} in every row with a value, so "
+                "there is nothing to learn (classification needs two classes or more, and a regression a target "
+                "that varies)")
+    return f"data={name}: the target has only one class ({label!r}); classification needs at least two"
 
 
 def _infer_task(y: np.ndarray) -> Task:

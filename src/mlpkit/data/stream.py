@@ -836,8 +836,9 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
         raw = y_stats.classes()
         classes = [_label_text(v) for v in raw]
         if len(classes) < 2:
-            raise ConfigError(f"data=csv: the target has only one class ({classes[0]!r}); classification needs "
-                              "at least two")
+            from mlpkit.data.loading import one_class
+
+            raise ConfigError(one_class("csv", classes[0], task == "auto"))
         if task_.name == "binary" and len(classes) != 2:
             raise ConfigError(f"data.task=binary but the target has {len(classes)} classes; use data.task=multiclass")
         from mlpkit.tasks import classification_task
