@@ -159,3 +159,10 @@ def test_a_default_run_imports_none_of_the_heavy_modules_it_does_not_need(tmp_pa
     assert "numpy.ma" not in loaded  # np.unique's masked-array check (mlpkit.metrics.distinct)
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["status"] == "completed" and len(m["test"]["confusion_matrix"]) == 10
+
+
+def test_printed_metrics_keep_four_significant_digits_below_a_thousandth():
+    from mlpkit.metrics import format_metrics
+
+    line = format_metrics({"loss": 1.05761, "rmse": 1.2273e-06, "mae": 0.0, "r2": 0.91234, "accuracy": float("nan")})
+    assert line == "loss 1.0576, rmse 1.227e-06, mae 0.0000, r2 0.9123"

@@ -142,6 +142,10 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> Dict[str, Opti
 
 
 def format_metrics(metrics: Dict[str, Any], keys: Sequence[str] = SCALARS) -> str:
-    """'accuracy 0.9741, f1_macro 0.9739, ...' for the scalar metrics that have a value."""
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys
+    """'accuracy 0.9741, f1_macro 0.9739, ...' for the scalar metrics that have a value; a value below 0.001
+    with 4 significant digits (an RMSE of a target in small units: 2.5e-07, not 0.0000)."""
+    def number(v: float) -> str:
+        return f"{v:.4g}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
+
+    return ", ".join(f"{k} {number(metrics[k])}" for k in keys
                      if isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k]))
