@@ -341,3 +341,35 @@ def test_a_constant_target_is_said_to_hold_one_value_on_both_paths(tmp_path, str
         "learn (classification needs two classes or more, and a regression a target that varies)")
     assert refusal([*args, "data.task=binary"], run_dir=tmp_path / "run2") == (
         "data=csv: the target has only one class ('5'); classification needs at least two")
+
+
+def test_streamed_dates_and_timestamps_equal_the_in_memory_ones(tmp_path, monkeypatch):
+    """A text date column (with a value that is not a date) and a column of timestamps with a time zone, read
+    in 50-row batches of row groups: the same columns, missing counts and inputs as the in-memory path."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlpkit.data import stream
+
+    monkeypatch.setattr(stream, "READ_ROWS", 50)
+    n = 300
+    rng = np.random.default_rng(4)
+    when = pd.date_range("2015-03-01 06:00", periods=n, freq="29h")
+    df = pd.DataFrame({"opened": when.strftime("%d/%m/%Y").to_numpy(dtype=object),
+                       "seen": when.tz_localize("America/New_York", nonexistent="shift_forward"),
+                       "x": rng.normal(size=n), "churn": np.where(rng.random(n) < 0.5, "yes", "no")})
+    df.loc[7, "opened"] = "soon"
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), table, row_group_size=37)
+    data = _stream(table, "churn")
+    train_rows = _train_rows(data, n)
+    mem, frame = _in_memory(table, "churn", train_rows)
+    pre = data.preprocessing
+    assert pre.inputs == mem.inputs and "opened" in pre.inputs and "seen" in pre.inputs
+    for ours, theirs in zip(pre.columns, mem.columns):
+        assert (ours.name, ours.kind, ours.codes, ours.date_format, ours.scale) == \
+            (theirs.name, theirs.kind, theirs.codes, theirs.date_format, theirs.scale)
+    assert [c.date_format for c in pre.columns[:2]] == ["%d/%m/%Y", "ISO8601"]
+    assert pre.columns[0].missing == 1  # 'soon', counted as the in-memory load counts it
+    np.testing.assert_allclose(pre.transform(frame), mem.transform(frame), rtol=1e-5, atol=1e-5)

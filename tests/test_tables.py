@@ -304,3 +304,19 @@ def test_the_row_number_warning_gives_an_override_the_shell_takes(tmp_path):
     path.write_text("Unnamed: 0,x,label\n" + "".join(f"{i},{i % 5},{'ab'[i % 2]}\n" for i in range(1, 41)))
     data = load_dataset("csv", path=str(path), target="label")
     assert any("""'data.drop=["Unnamed: 0"]'""" in w for w in data.warnings), data.warnings
+
+
+@pytest.mark.parametrize("values, fmt", [
+    (["01/03/2015", "13/03/2015", "25/12/2020"], "%d/%m/%Y"),  # a day over 12: day first
+    (["03/01/2015", "03/13/2015"], "%m/%d/%Y"),
+    (["01/02/2003", "02/03/2004"], "%m/%d/%Y"),  # both orders read every value: month first, as pandas
+    (["1.2.2003", "25.12.2003"], "%d.%m.%Y"),
+    (["2007-11-11 10:00", "2007-11-12 11:30"], "%Y-%m-%d %H:%M"),
+    (["2007-11-11", "soon"], None),  # under 95% dates: not a date column
+])
+def test_the_date_format_is_the_order_of_day_and_month_that_reads_the_values(values, fmt):
+    import pandas as pd
+
+    from mlpkit.data.table import _date_format
+
+    assert _date_format(pd.Series(values * 20)) == fmt

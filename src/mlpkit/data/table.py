@@ -561,8 +561,9 @@ ISO_DATES = "ISO8601"  # pandas' name for any ISO 8601 date or time: the format 
 
 
 def _date_format(distinct) -> Optional[str]:
-    """The format of a text column whose values are dates (2007-11-11, 11/11/2007 ...; at least 95% of
-    its distinct values, given in order of appearance), else None."""
+    """The format of a text column whose values are dates (2007-11-11, 11/11/2007, 25/12/2007 ...; at least
+    95% of its distinct values, given in order of appearance), else None. Day and month: the order that
+    reads more of the values, month first where both read all of them (as pandas guesses)."""
     import warnings
 
     import pandas as pd
@@ -571,13 +572,17 @@ def _date_format(distinct) -> Optional[str]:
     values = pd.Series(distinct[:2000]).astype(str).str.strip()
     if not len(values) or values.str.match(_DATE_LIKE).mean() < 0.95:
         return None
-    fmt = guess_datetime_format(values.iloc[0])
-    if fmt is None:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        parsed = pd.to_datetime(values, format=fmt, errors="coerce")
-    return fmt if parsed.notna().mean() >= 0.95 else None  # the odd impossible date becomes missing
+    best: Optional[Tuple[str, float]] = None
+    for dayfirst in (False, True):  # 03/01/2015: month first unless a day over 12 says otherwise (25/12/2020)
+        fmt = guess_datetime_format(values.iloc[0], dayfirst=dayfirst)
+        if fmt is None or (best is not None and fmt == best[0]):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            share = float(pd.to_datetime(values, format=fmt, errors="coerce").notna().mean())
+        if best is None or share > best[1]:
+            best = (fmt, share)
+    return best[0] if best is not None and best[1] >= 0.95 else None  # the odd impossible date becomes missing
 
 
 def to_days(s, fmt: str) -> np.ndarray:
