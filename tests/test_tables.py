@@ -320,3 +320,44 @@ def test_the_date_format_is_the_order_of_day_and_month_that_reads_the_values(val
     from mlpkit.data.table import _date_format
 
     assert _date_format(pd.Series(values * 20)) == fmt
+
+
+def test_numbers_written_with_separators_and_signs_are_numbers(tmp_path, cli):
+    """'$5,251', '1,234.50', '52.5%': numbers (not identifiers or categories), with a note; predict.py reads
+    them as training did, and the same rows written as plain numbers predict the same."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    n = 120
+    v = rng.normal(5000, 2000, n)
+    label = np.where(v + rng.normal(0, 500, n) > 5000, "hi", "lo")
+    written = pd.DataFrame({"amount": [f"{x:,.2f}" for x in v], "price": [f"${x:,.0f}" for x in v],
+                            "share": [f"{x / 100:.1f}%" for x in v], "label": label})
+    written.loc[5, "amount"] = None
+    written.to_csv(tmp_path / "w.csv", index=False)
+    data = load_dataset("csv", path=str(tmp_path / "w.csv"), target="label", standardize=False)
+    roles = _roles(data)
+    assert [roles[c].kind for c in ("amount", "price", "share")] == ["numeric"] * 3
+    assert any(n.startswith("column 'price' holds numbers written with a currency sign") for n in data.notes)
+    rows = data.rows["train"]
+    got = data.X_train.numpy()
+    plain = pd.DataFrame({"amount": np.round(v, 2), "price": np.round(v), "share": np.round(v / 100, 1)})
+    for name in ("price", "share"):
+        np.testing.assert_allclose(got[:, data.preprocessing.inputs.index(name)] * roles[name].scale,
+                                   plain[name].to_numpy()[rows], rtol=1e-6)
+
+    run = tmp_path / "run"
+    trained = train_in_process(["data=csv", f"data.path={tmp_path / 'w.csv'}", "data.target=label",
+                                "trainer.max_epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    assert trained.returncode == 0, trained.describe()
+    plain.loc[5, "amount"] = np.nan
+    plain.assign(label=label).to_csv(tmp_path / "plain.csv", index=False)
+    for name in ("w.csv", "plain.csv"):
+        out = cli(run, tmp_path / name, "-o", tmp_path / f"{name}.out.csv")
+        assert out.returncode == 0, out.stderr
+    a, b = pd.read_csv(tmp_path / "w.csv.out.csv"), pd.read_csv(tmp_path / "plain.csv.out.csv")
+    np.testing.assert_allclose(a["proba_hi"], b["proba_hi"], rtol=1e-6)
+    written.loc[9, "price"] = "about $5,000"  # still text: one line naming it
+    written.to_csv(tmp_path / "bad.csv", index=False)
+    out = cli(run, tmp_path / "bad.csv", "-o", tmp_path / "bad.out.csv")
+    assert out.returncode == 2 and "column 'price' holds the text 'about $5,000' at line 11" in out.stderr

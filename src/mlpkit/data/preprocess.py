@@ -37,7 +37,7 @@ import numpy as np
 
 from mlpkit.data.dataset import InputLayout
 from mlpkit.data.split import empty_array
-from mlpkit.data.table import Column, canonical_categories, to_days
+from mlpkit.data.table import Column, canonical_categories, formatted_numbers, to_days
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
 
@@ -298,6 +298,11 @@ class Preprocessing:
         if s.dtype.kind not in "iufb":
             values = pd.to_numeric(s, errors="coerce")
             bad = values.isna() & s.notna()
+            if bad.any():  # '$5,251', '1,234.5', '52.5%': numbers written with separators or signs
+                values = np.array(values.to_numpy(dtype=np.float64, na_value=np.nan))
+                values[bad.to_numpy()] = formatted_numbers(s[bad])
+                values = pd.Series(values, index=s.index)
+                bad = values.isna() & s.notna()
             if bad.any():
                 pos = int(np.flatnonzero(bad.to_numpy())[0])
                 raise ConfigError(f"column {col.name!r} holds the text {str(s.iloc[pos])!r} at line "

@@ -516,6 +516,10 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
         elif name not in categorical and (fmt := _date_format(distinct)) is not None:
             col.codes, col.date_format = "date", fmt
             roles.notes.append(f"column {name!r} holds dates ({fmt}): used as a number, days since 1970-01-01")
+        elif name not in categorical and _formatted_number_column(distinct):
+            shown = ", ".join(repr(str(v).strip()) for v in distinct[:2])
+            roles.notes.append(f"column {name!r} holds numbers written with a currency sign, thousands "
+                               f"separators or a percent sign ({shown}, ...): read as the numbers without them")
         elif n_distinct == len(present) and name not in categorical and len(present) > 2:
             col.kind, col.reason = "dropped", "identifier (every value distinct)"
             roles.notes.append(f"column {name!r} is left out: it holds text with a different value in "
@@ -555,6 +559,38 @@ def _is_boolean(s, distinct) -> bool:
 
 
 _DATE_LIKE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
+
+
+# '$5,251', '1,234.50', '-€3.5', '52.5%', '12 %': a number with thousands separators (commas every three
+# digits), a currency sign before it or a percent sign after it
+_FORMATTED_NUMBER = re.compile(r"^[-+]?[$€£¥]?\s?[-+]?(?=\.?\d)(\d{1,3}(,\d{3})+|\d*)(\.\d+)?\s?%?$")
+_NUMBER_SIGNS = re.compile(r"[$€£¥,%\s]")
+
+
+def formatted_numbers(values) -> np.ndarray:
+    """Numbers written with thousands separators, a currency or a percent sign ('$5,251', '1,234.5',
+    '52.5%') as floats (5251, 1234.5, 52.5); NaN for any other value. Each distinct value parsed once."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    text = pd.Series(uniques, dtype=object).astype(str).str.strip()
+    parsed = pd.to_numeric(text.str.replace(_NUMBER_SIGNS, "", regex=True).where(text.str.match(_FORMATTED_NUMBER)),
+                           errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    out = np.full(len(codes), np.nan)
+    out[codes >= 0] = parsed[codes[codes >= 0]]
+    return out
+
+
+def _formatted_number_column(distinct) -> bool:
+    """A text column whose every distinct value is a number, some of them with separators or signs."""
+    import pandas as pd
+
+    values = pd.Series(distinct, dtype=object).astype(str).str.strip()
+    head = values[:2000]
+    if not len(values) or not head.str.match(_FORMATTED_NUMBER).all() or \
+            not values.str.contains(r"[$€£¥,%]").any():
+        return False
+    return bool(values.str.match(_FORMATTED_NUMBER).all())
 
 
 ISO_DATES = "ISO8601"  # pandas' name for any ISO 8601 date or time: the format of a column of timestamps
