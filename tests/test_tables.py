@@ -361,3 +361,14 @@ def test_numbers_written_with_separators_and_signs_are_numbers(tmp_path, cli):
     written.to_csv(tmp_path / "bad.csv", index=False)
     out = cli(run, tmp_path / "bad.csv", "-o", tmp_path / "bad.out.csv")
     assert out.returncode == 2 and "column 'price' holds the text 'about $5,000' at line 11" in out.stderr
+
+
+def test_numbers_with_signs_and_one_other_text_are_a_category_with_the_warning():
+    import pandas as pd
+
+    from mlpkit.data.table import assign_roles
+
+    df = pd.DataFrame({"price": [f"${(i % 10 + 1) * 1000:,}" for i in range(39)] + ["n/d"], "label": ["a", "b"] * 20})
+    roles = assign_roles(df, "label")
+    assert roles.columns[0].kind == "category"
+    assert any("column 'price' holds numbers but also text such as 'n/d'" in w for w in roles.warnings)

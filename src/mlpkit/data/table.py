@@ -656,6 +656,7 @@ def _mostly_numbers(distinct) -> Optional[str]:
 
     values = pd.Series(distinct).astype(str).str.strip()  # distinct values: cheap on large tables
     numbers = pd.to_numeric(values, errors="coerce")
+    numbers = numbers.fillna(pd.Series(formatted_numbers(values), index=values.index))  # '$5,251' counts
     share = float(numbers.notna().mean())
     if 0.9 <= share < 1.0:
         return str(values[numbers.isna()].iloc[0])
