@@ -372,3 +372,25 @@ def test_numbers_with_signs_and_one_other_text_are_a_category_with_the_warning()
     roles = assign_roles(df, "label")
     assert roles.columns[0].kind == "category"
     assert any("column 'price' holds numbers but also text such as 'n/d'" in w for w in roles.warnings)
+
+
+def test_a_wide_tables_column_table_shows_the_columns_worth_reading_and_counts_the_rest():
+    import pandas as pd
+
+    from mlpkit.data.table import TABLE_ROWS, assign_roles, format_columns
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(50, 100)), columns=[f"f{i}" for i in range(100)])
+    df.loc[::5, "f70"] = np.nan
+    df["f3"] = 1.0
+    df["colour"] = rng.choice(["red", "blue"], 50)
+    df["label"] = rng.choice(["a", "b"], 50)
+    columns = assign_roles(df, "label").columns
+    lines = format_columns(columns, "label", "binary").splitlines()
+    # the constant f3, f70 with missing values and the category first, then plain numbers: 40, in file order
+    assert [line.split()[0] for line in lines[2:2 + TABLE_ROWS]] == [f"f{i}" for i in range(38)] + ["f70", "colour"]
+    assert lines[2 + TABLE_ROWS] == ("... 61 more columns (61 numeric; every column: preprocessing.json in the run "
+                                     "directory)")
+    assert lines[3 + TABLE_ROWS].startswith("label ") and "target (binary)" in lines[3 + TABLE_ROWS]
+    assert lines[-1].startswith("100 of 101 feature columns used; ")  # (inputs: counted once fitted)
+    assert len(format_columns(columns[:TABLE_ROWS], "label", "binary").splitlines()) == TABLE_ROWS + 5  # all

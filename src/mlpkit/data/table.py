@@ -17,6 +17,7 @@ import json
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -688,10 +689,20 @@ def canonical_categories(s, codes: str):
     return out.where(present)
 
 
+TABLE_ROWS = 40  # the column table shows at most this many feature columns, the plain numeric ones left out first
+
+
 def format_columns(columns: Sequence[Column], target: str, task: str, n_target_missing: int = 0) -> str:
-    """The column table the log shows at start."""
+    """The column table the log shows at start. A wide table shows every column that is not a plain number
+    (a category, a date, one left out, one with missing values) first, up to TABLE_ROWS in all, in file
+    order, and counts the rest by kind."""
+    shown = list(columns)
+    if len(columns) > TABLE_ROWS:
+        plain = [c.kind == "numeric" and c.codes != "date" and not c.missing for c in columns]
+        order = sorted(range(len(columns)), key=lambda i: plain[i])[:TABLE_ROWS]  # stable: file order within
+        shown = [columns[i] for i in sorted(order)]
     rows = [("column", "kind", "missing", "categories", "inputs")]
-    for c in columns:
+    for c in shown:
         kind = f"left out: {c.reason}" if c.kind == "dropped" else c.kind
         if c.kind == "category" and c.codes == "number":
             kind = "category (numeric codes)"
@@ -709,6 +720,12 @@ def format_columns(columns: Sequence[Column], target: str, task: str, n_target_m
                      f"{r[4]:>{widths[4]}}")
         if j == 0:
             lines.append("-" * len(lines[0]))
+    if len(shown) < len(columns):
+        kept = {id(c) for c in shown}
+        rest = Counter("left out" if c.kind == "dropped" else c.kind for c in columns if id(c) not in kept)
+        kinds = ", ".join(f"{n:,} {k}" for k, n in rest.items())
+        lines.insert(len(lines) - 1, f"... {len(columns) - len(shown):,} more columns ({kinds}; every column: "
+                                     "preprocessing.json in the run directory)")
     total = sum(c.inputs for c in columns)
     used = sum(1 for c in columns if c.kind != "dropped")
     lines.append("-" * len(lines[0]))
