@@ -448,3 +448,21 @@ def test_a_header_that_opens_with_a_bracket_is_a_table_not_json(tmp_path, header
     path.write_text(header + "\n" + "".join(f'"{a:.4f}",{c:.4f},{"ab"[k]}\n' for a, c, k in zip(x, z, label)))
     df, _ = read_table(str(path))
     assert len(df) == 40 and len(df.columns) == (4 if header.startswith("[x, unit]") else 3)
+
+
+def test_semicolon_files_read_decimal_commas_with_thousands_dots(tmp_path):
+    """1.234,56 and 3,5 in a `;` column: numbers, in training and in predict's chunks alike. 2.000 without a
+    decimal comma is what pandas reads in a chunk with no decimal comma (2.0), so a column holding it is
+    not converted (it stays text, as before), never read as 2000 in one chunk and 2.0 in another."""
+    path = tmp_path / "euro.csv"
+    rows = ["1.234,56;1.5;2.000;a", "2,0;2.5;3,5;b", "3,5;3.5;1;a", "12.345.678,9;4.5;2;b", "-4,25;5.5;7;a",
+            "7;6.5;8;b"] * 5
+    path.write_text("amount;ratio;mixed;label\n" + "\n".join(rows) + "\n")
+    df, notes = read_table(str(path))
+    assert df["amount"].tolist()[:6] == [1234.56, 2.0, 3.5, 12345678.9, -4.25, 7.0]
+    assert df["ratio"].tolist()[:2] == [1.5, 2.5]
+    assert df["mixed"].tolist()[:2] == ["2.000", "3,5"]  # not converted: 2.000 is ambiguous
+    assert any(n.startswith("decimal commas (3,14; with thousands dots 1.234,56) read as numbers in: amount")
+               for n in notes)
+    chunks = list(iter_chunks(str(path), ["amount"], chunk_rows=4))
+    assert [v for c in chunks for v in c["amount"].tolist()] == df["amount"].tolist()

@@ -264,11 +264,15 @@ def _sep_name(sep: str) -> str:
     return {"\t": "tabs", ";": "semicolons", "|": "vertical bars"}.get(sep, repr(sep))
 
 
-_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
+_DECIMAL_COMMA = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+|\d*),\d+$")
+# 3,14 / 1.234,56 / 7; not 1.234 alone, which pandas reads as a decimal point wherever a chunk of the file
+# holds no decimal comma: thousands dots only beside a decimal comma, so every chunk reads a value alike
+_COMMA_NUMBER = re.compile(r"^[+-]?(\d{1,3}(\.\d{3})+,\d+|\d*(,\d+)?)$")
 
 
 def _decimal_commas(df, notes: List[str]):
-    """`;`-separated files often write decimals with a comma (3,14): such text columns become numbers."""
+    """`;`-separated files often write decimals with a comma (3,14), and thousands with dots beside it
+    (1.234,56): a text column of such numbers, one of them at least with a decimal comma, becomes numbers."""
     import pandas as pd
 
     converted = []
@@ -277,13 +281,12 @@ def _decimal_commas(df, notes: List[str]):
         if s.dtype.kind in "biufcM":
             continue
         values = s.dropna().astype(str).str.strip()
-        if len(values) and values.str.match(_DECIMAL_COMMA).any() and \
-                values.str.match(r"^[+-]?\d*(,\d+)?$").all():
-            df[name] = pd.to_numeric(s.astype(str).str.strip().str.replace(",", ".", regex=False)
-                                     .where(s.notna()), errors="coerce")
+        if len(values) and values.str.match(_DECIMAL_COMMA).any() and values.str.match(_COMMA_NUMBER).all():
+            text = s.astype(str).str.strip().str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+            df[name] = pd.to_numeric(text.where(s.notna()), errors="coerce")
             converted.append(str(name))
     if converted:
-        notes.append(f"decimal commas read as numbers in: {', '.join(converted)}")
+        notes.append(f"decimal commas (3,14; with thousands dots 1.234,56) read as numbers in: {', '.join(converted)}")
     return df
 
 
