@@ -343,14 +343,11 @@ class Preprocessing:
 
         found = {}
         for col in self.columns:
-            s = df[col.name] if col.kind == "numeric" and col.codes == "date" and col.name in df else None
-            if s is None or s.dtype.kind == "M":  # timestamps: each present value is a date
-                continue
-            codes, uniques = pd.factorize(s, use_na_sentinel=True)  # each distinct value parsed once
-            bad = np.isnan(to_days(pd.Series(uniques, dtype=object), col.date_format))
-            if bad.any():
-                n = int(np.bincount(codes[codes >= 0], minlength=len(uniques))[bad].sum())
-                found[col.name] = (n, [str(v) for v in np.asarray(uniques, dtype=object)[bad][:3]])
+            if col.kind == "numeric" and col.codes == "date" and col.name in df:
+                s = df[col.name]
+                bad = np.isnan(to_days(s, col.date_format)) & s.notna().to_numpy()
+                if bad.any():
+                    found[col.name] = (int(bad.sum()), [str(v) for v in pd.unique(s[bad])[:3]])
         return found
 
     @staticmethod
