@@ -47,6 +47,18 @@ def _bytes_case(content: bytes, name: str):
     return setup
 
 
+def _workbook() -> bytes:
+    """The bytes of a zip archive laid out as an .xlsx workbook."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    return buffer.getvalue()
+
+
 def _good_csv_with_target(target: str):
     def setup(d: Path) -> List[str]:
         return ["data=csv", f"data.path={good_csv(d / 'good.csv')}", f"data.target={target}"]
@@ -77,7 +89,9 @@ CASES += [
          setup=_csv_case("a,b,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(30)), "t.csv",
                          ["data.drop=[nope]"])),
     Case("csv-a-directory", BASE + ["data=csv", "data.path=."], ["data.path", "is a directory"]),
-    Case("csv-binary-file", BASE, ["bin.csv", "binary"], setup=_bytes_case(b"PK\x03\x04\x00\x00\xff", "bin.csv")),
+    Case("csv-binary-file", BASE, ["bin.csv", "binary"], setup=_bytes_case(b"\x7fELF\x02\x01\x01\x00", "bin.csv")),
+    Case("csv-excel-workbook", BASE, ["t.xlsx", "Excel workbook"],
+         setup=_bytes_case(_workbook(), "t.xlsx")),
     Case("csv-json-file", BASE, ["t.json", "holds JSON", ".csv, .tsv and .parquet"],
          setup=_csv_case('[{"a": 1, "label": 0}, {"a": 2, "label": 1}]', "t.json")),
     Case("csv-json-lines-named-csv", BASE, ["t.csv", "holds JSON"],

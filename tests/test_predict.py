@@ -170,7 +170,7 @@ def test_bad_inputs_get_one_line_and_leave_nothing(runs, tmp_path, cli):
     assert "'mass'" in msg and "'heavy'" in msg and "line 59" in msg  # data row 57 + the header + 1
     (tmp_path / "empty.csv").write_text("")
     assert "empty" in _error(cli(run_dir, tmp_path / "empty.csv", "-o", tmp_path / "o.csv"))
-    (tmp_path / "bin.csv").write_bytes(b"PK\x03\x04\x00\x00binary")
+    (tmp_path / "bin.csv").write_bytes(b"\x7fELF\x02\x01\x01\x00binary")
     assert "binary" in _error(cli(run_dir, tmp_path / "bin.csv", "-o", tmp_path / "o.csv"))
     assert "no such file" in _error(cli(run_dir, tmp_path / "absent.csv"))
     unfinished = tmp_path / "unfinished"

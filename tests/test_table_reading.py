@@ -466,3 +466,94 @@ def test_semicolon_files_read_decimal_commas_with_thousands_dots(tmp_path):
                for n in notes)
     chunks = list(iter_chunks(str(path), ["amount"], chunk_rows=4))
     assert [v for c in chunks for v in c["amount"].tolist()] == df["amount"].tolist()
+
+
+# ---------------------------------------------------------------------------
+# Compressed text files: read as they are, recognised by their first bytes
+
+
+def _compressed(path, plain_text: str, how: str):
+    """`plain_text` written to `path` compressed as `how` (gzip, bz2, xz or zip)."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    data = plain_text.encode()
+    if how == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("table.csv", data)
+    else:
+        path.write_bytes({"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[how](data))
+    return path
+
+
+@pytest.mark.parametrize("name, how", [("t.csv.gz", "gzip"), ("t.csv.bz2", "bz2"), ("t.csv.xz", "xz"),
+                                       ("t.zip", "zip"), ("t.csv", "gzip"), ("t.tsv.gz", "gzip")])
+def test_a_compressed_table_reads_as_the_plain_file(tmp_path, name, how):
+    """Training's reader, predict.py's chunks and the header: the same values as the file uncompressed, a
+    gzip file named .csv included (pandas would guess from the name); no line numbers are counted in it."""
+    import pandas as pd
+
+    plain = good_csv(tmp_path / "plain.csv")
+    text = plain.read_text()
+    if name.startswith("t.tsv"):
+        text = text.replace(",", "\t")
+    path = _compressed(tmp_path / name, text, how)
+    want, _ = read_table(str(plain))
+    got, notes = read_table(str(path))
+    pd.testing.assert_frame_equal(got, want)
+    assert header_of(str(path)) == list(want.columns)
+    chunks = pd.concat(list(iter_chunks(str(path), list(want.columns), chunk_rows=7)), ignore_index=True)
+    pd.testing.assert_frame_equal(chunks, want)
+    from mlpkit.data.table import line_of
+
+    assert line_of(got, 4) == "data row 5"
+
+
+def test_a_model_trained_on_a_gzip_table_predicts_an_xz_one_as_the_plain_file(tmp_path, capsys, monkeypatch):
+    from conftest import compose_config
+    from mlpkit.app.cli import train_from_config
+    from mlpkit.predict import main
+
+    plain = good_csv(tmp_path / "plain.csv")
+    gz = _compressed(tmp_path / "t.csv.gz", plain.read_text(), "gzip")
+    xz = _compressed(tmp_path / "new.csv.xz", plain.read_text(), "xz")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = compose_config(["data=csv", f"data.path={gz}", "model.hidden=[4]", "trainer.max_epochs=1",
+                          "trainer.progress=false", "trainer.device=cpu"])
+    train_from_config(cfg, run_dir)
+    monkeypatch.chdir(tmp_path)
+    for source, out in ((xz, "a.csv"), (plain, "b.csv")):
+        assert main([str(run_dir), str(source), "-o", out]) in (0, None)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert xz.read_bytes() == _compressed(tmp_path / "again.csv.xz", plain.read_text(), "xz").read_bytes()
+
+
+def _archive(tmp_path, members):
+    import zipfile
+
+    path = tmp_path / "t.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+    return path
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: _archive(d, {"a.csv": "x,label\n1,0\n", "b.csv": "x,label\n1,0\n"}),
+     "is a zip archive of 2 files; a zipped table must hold exactly one"),
+    (lambda d: _archive(d, {"[Content_Types].xml": "<x/>", "xl/workbook.xml": "<x/>"}),
+     "is an Excel workbook, not a table of delimited text; save it as CSV"),
+    (lambda d: (d / "t.csv.gz").write_bytes(__import__("gzip").compress(b"x,label\n1,0\n" * 10)[:20]) and
+     d / "t.csv.gz", "is a damaged gzip file (EOFError"),
+    (lambda d: (d / "t.csv").write_bytes(b"PK\x03\x04\x00\x00\xff") and d / "t.csv", "starts as a zip archive does but cannot be opened as one"),
+    (lambda d: (d / "t.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00") and d / "t.xls",
+     "it holds binary data (an Excel workbook?)"),
+])
+def test_an_archive_that_is_not_one_table_is_refused_saying_what_it_is(tmp_path, make, needle):
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        read_table(str(path))
+    assert needle in str(err.value) and "\n" not in str(err.value), err.value

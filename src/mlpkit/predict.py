@@ -924,7 +924,7 @@ def _raw_header(path: str) -> List[str]:
     try:
         return table._raw_header(path, fmt)
     except UnicodeDecodeError:
-        return table._raw_header(path, table.TextFormat(fmt.sep, "cp1252", skip=fmt.skip))
+        return table._raw_header(path, fmt.as_encoding("cp1252"))
 
 
 def _missing_message(missing: Sequence[str], where: str) -> str:

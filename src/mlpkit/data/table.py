@@ -2,7 +2,9 @@
 column its role (numeric, category, boolean, or left out and why).
 
 Reading: the delimiter of a text file is sniffed (`,` `;` tab `|`), UTF-8 with or without a BOM
-(UTF-16 with one) is read as such, any other encoding falls back to Windows-1252 with a note;
+(UTF-16 with one) is read as such, any other encoding falls back to Windows-1252 with a note; a text
+file compressed with gzip, bzip2, xz or zip (one file in the archive) is read as it is, recognised by
+its first bytes whatever its name;
 pandas' usual missing markers (empty, NA, NaN, null, None, N/A, ...) and `?` are missing values.
 pandas and pyarrow are imported here only, so the built-in data sets never pay for them.
 """
@@ -18,7 +20,7 @@ import os
 import re
 import stat
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -43,6 +45,11 @@ class TextFormat:
     encoding: str = "utf-8-sig"
     note: str = ""  # said to the user when the encoding was a fallback
     skip: int = 0  # blank lines (nothing but spaces, tabs or delimiters) before the header
+    compression: Optional[str] = None  # gzip | bz2 | xz | zip | zstd (pandas' names), None for plain text
+
+    def as_encoding(self, encoding: str, note: str = "") -> "TextFormat":
+        """The same file read in another encoding."""
+        return replace(self, encoding=encoding, note=note)
 
 
 def check_file(path: Any, key: str = "data.path") -> str:
@@ -96,15 +103,76 @@ def is_parquet(path: str) -> bool:
         return fh.read(4) == PARQUET_MAGIC
 
 
-def sniff_format(path: str, key: str = "data.path") -> TextFormat:
-    """The encoding (from a BOM, else UTF-8) and the delimiter of a text table, from its first 64 KB."""
+# The first bytes of each compression pandas reads (its names), and the module that reads it.
+COMPRESSIONS = ((b"\x1f\x8b", "gzip", "gzip"), (b"BZh", "bz2", "bz2"), (b"\xfd7zXZ\x00", "xz", "lzma"),
+                (b"PK\x03\x04", "zip", "zipfile"), (b"\x28\xb5\x2f\xfd", "zstd", "zstandard"))
+
+
+def compression_of(path: str, key: str = "data.path") -> Optional[str]:
+    """The compression of a text table from its first bytes (None: plain text); ConfigError for an archive
+    that is not one compressed table (an Excel workbook, a zip of several files) or a compression that
+    cannot be read here."""
     with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
+        magic = fh.read(6)
+    kind = next((name for start, name, _ in COMPRESSIONS if magic.startswith(start)), None)
+    if kind == "zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if not n.endswith("/")]
+        except (zipfile.BadZipFile, OSError) as err:
+            raise ConfigError(f"{key}={path!r} starts as a zip archive does but cannot be opened as one ({err}); "
+                              "give a .csv, .tsv or .parquet file, or a zip archive of one") from None
+        if any(n.startswith("xl/") or n == "[Content_Types].xml" for n in names):
+            raise ConfigError(f"{key}={path!r} is an Excel workbook, not a table of delimited text; save it as "
+                              "CSV (UTF-8) or Parquet")
+        if len(names) != 1:
+            raise ConfigError(f"{key}={path!r} is a zip archive of {len(names)} files; a zipped table must hold "
+                              "exactly one .csv or .tsv file (unzip it and give the file's path)")
+    if kind == "zstd":
+        import importlib.util
+
+        if importlib.util.find_spec("zstandard") is None:
+            raise ConfigError(f"{key}={path!r} is compressed with zstd, which needs the zstandard package here "
+                              "(pip install zstandard), or decompress it first (zstd -d)")
+    return kind
+
+
+def _head_bytes(path: str, compression: Optional[str], size: int, key: str) -> bytes:
+    """The first `size` bytes of the file's text, decompressed."""
+    if compression is None:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    try:
+        if compression == "zip":
+            import zipfile
+
+            with zipfile.ZipFile(path) as archive, archive.open(archive.namelist()[-1]) as fh:
+                return fh.read(size)
+        if compression == "zstd":
+            import zstandard
+
+            with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as fh:
+                return fh.read(size)
+        opener = {"gzip": "gzip", "bz2": "bz2", "xz": "lzma"}[compression]
+        with __import__(opener).open(path, "rb") as fh:
+            return fh.read(size)
+    except Exception as err:  # a truncated or damaged archive: EOFError, OSError, LZMAError, ...
+        raise ConfigError(f"{key}={path!r} is a damaged {compression} file ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else 'unreadable'})") from None
+
+
+def sniff_format(path: str, key: str = "data.path") -> TextFormat:
+    """The compression (from the first bytes), the encoding (from a BOM, else UTF-8) and the delimiter of
+    a text table, from its first 64 KB of text."""
+    compression = compression_of(path, key)
+    head = _head_bytes(path, compression, 1 << 16, key)
     encoding = "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
-    elif b"\x00" in head and not path.lower().endswith((".gz", ".bz2", ".zip", ".xz", ".zst")):
-        kind = " (an Excel workbook?)" if head.startswith(b"PK") else ""
+    elif b"\x00" in head:
+        kind = " (an Excel workbook?)" if head.startswith(b"\xd0\xcf\x11\xe0") else ""  # .xls: OLE2
         raise ConfigError(f"{key}={path!r} is not a readable .csv, .tsv or .parquet table: it holds binary "
                           f"data{kind}; save it as CSV (UTF-8) or Parquet")
     text = head.decode(encoding, errors="replace").lstrip("\ufeff")
@@ -121,8 +189,8 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     if _is_json(text, lower):
         raise ConfigError(f"{key}={path!r} holds JSON, not a table of delimited text; mlpkit reads .csv, .tsv "
                           "and .parquet files: save it as one (pandas: pd.read_json(path).to_csv(...))")
-    if lower.endswith((".tsv", ".tsv.gz", ".tab")):
-        return TextFormat("\t", encoding, skip=skip)
+    if re.sub(r"\.(gz|bz2|xz|zip|zst)$", "", lower).endswith((".tsv", ".tab")):
+        return TextFormat("\t", encoding, skip=skip, compression=compression)
     try:
         sep = csv.Sniffer().sniff(text, delimiters=DELIMITERS).delimiter
     except csv.Error:
@@ -133,7 +201,7 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     widths = {c: len(next(csv.reader([header], delimiter=c), [])) for c in DELIMITERS}
     if widths.get(sep, 0) <= 1 and max(widths.values()) > 1:
         sep = max(widths, key=widths.get)
-    return TextFormat(sep, encoding, skip=skip)
+    return TextFormat(sep, encoding, skip=skip, compression=compression)
 
 
 def _is_json(text: str, lower: str) -> bool:
@@ -153,7 +221,7 @@ def _is_json(text: str, lower: str) -> bool:
 
 def _read_options(fmt: TextFormat) -> Dict[str, Any]:
     return dict(sep=fmt.sep, encoding=fmt.encoding, na_values=EXTRA_MISSING, keep_default_na=True,
-                skipinitialspace=True, engine="c", skiprows=fmt.skip)
+                skipinitialspace=True, engine="c", skiprows=fmt.skip, compression=fmt.compression)
 
 
 def _read_text(path: str, fmt: TextFormat, **kwargs):
@@ -166,7 +234,7 @@ def _read_text(path: str, fmt: TextFormat, **kwargs):
         if fmt.encoding == "utf-16":
             raise
         bad = err.object[err.start:err.start + 1].hex() if hasattr(err, "object") else "?"
-        fallback = TextFormat(fmt.sep, "cp1252", skip=fmt.skip, note=f"the file is not UTF-8 (byte 0x{bad} at position "
+        fallback = fmt.as_encoding("cp1252", note=f"the file is not UTF-8 (byte 0x{bad} at position "
                               f"{err.start}); it was read as Windows-1252 (cp1252). Save it as UTF-8 if "
                               "its accented letters come out wrong")
         try:
@@ -218,7 +286,8 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
         raise ConfigError(f"{key}={path!r} has a header but no data rows")
     df.attrs["mlpkit_source"] = {"path": path, "sep": None if fmt is None else fmt.sep,
                                  "encoding": None if fmt is None else fmt.encoding,
-                                 "skip": 0 if fmt is None else fmt.skip}
+                                 "skip": 0 if fmt is None else fmt.skip,
+                                 "compression": None if fmt is None else fmt.compression}
     return df, notes
 
 
@@ -242,6 +311,8 @@ def line_of(df, row: int) -> str:
         return f"row {row + 1}"
     try:
         if os.path.getsize(source["path"]) > LINE_SCAN_BYTES:  # counting lines would take seconds
+            return f"data row {row + 1}"
+        if source.get("compression"):  # counting lines means decompressing the file again
             return f"data row {row + 1}"
         with open(source["path"], encoding=source["encoding"], newline="") as fh:
             for _ in range(source["skip"]):
@@ -343,7 +414,7 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
     try:
         raw = _raw_header(path, fmt)
     except UnicodeDecodeError:
-        raw = _raw_header(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip))
+        raw = _raw_header(path, fmt.as_encoding("cp1252"))
     _check_repeats(raw, wanted, path, key)
     text = {c: str for c in text_columns}
     done = 0  # rows yielded: a restart after a decoding error must not yield them again
@@ -354,7 +425,7 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
             yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
             done += len(chunk)
     except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252, after `done` rows
-        reader, _ = _read_text(path, TextFormat(fmt.sep, "cp1252", skip=fmt.skip), usecols=lambda c: str(c) in wanted,
+        reader, _ = _read_text(path, fmt.as_encoding("cp1252"), usecols=lambda c: str(c) in wanted,
                                dtype=text, chunksize=chunk_rows)
         for chunk in reader:
             if done >= len(chunk):
