@@ -148,8 +148,24 @@ def test_a_numeric_target_with_a_stray_word_names_it_instead_of_making_classes(t
     with pytest.raises(ConfigError, match=r"data.task=regression, but 118 of its 120"):
         load_dataset("csv", path=str(path), target="price", task="regression")
     # said to be classes: the user's call, taken (here 119 classes of one row each, too few to split)
-    with pytest.raises(ConfigError, match="cannot split 120 rows .* smallest class has 1 row"):
+    with pytest.raises(ConfigError, match=r"cannot split 120 rows .* too few rows of the classes .* and \d+ more"):
         load_dataset("csv", path=str(path), target="price", task="multiclass")
+
+
+@pytest.mark.parametrize("rare, needle", [
+    ({0: "rare"}, "too few rows of the class 'rare' (1 row) in the table"),
+    ({0: "x", 1: "y"}, "too few rows of the classes 'x' (1 row), 'y' (1 row) in the table"),
+])
+def test_a_class_too_rare_to_split_is_named(tmp_path, rare, needle):
+    """A class of one row cannot be in test and in the rest: the message names it, not the fractions."""
+    x, z, label = _features(200)
+    y = ["yes" if v else "no" for v in label]
+    for row, value in rare.items():
+        y[row] = value
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "label"], zip(x, z, y))
+    with pytest.raises(ConfigError) as err:
+        load_dataset("csv", path=str(path), target="label")
+    assert needle in str(err.value) and "smaller fractions do not change" in str(err.value), err.value
 
 
 def test_a_target_of_text_numbers_with_infinity_names_it(tmp_path):

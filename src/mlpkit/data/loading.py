@@ -56,7 +56,7 @@ def load_dataset(name: str = _D.name, *, seed: int = TrainConfig.seed, n_samples
         idx = np.arange(len(X))
         parts = (idx, idx, idx)
     else:
-        parts = split_rows(y, task, val_fraction, test_fraction, seed, name)
+        parts = split_rows(y, task, val_fraction, test_fraction, seed, name, classes)
     _check_train_has_every_class(name, y, parts[0], task, classes)
 
     # Rows in train | val | test order, so that each split is a view of X: no second copy.
@@ -102,7 +102,7 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     y_raw = _target_values(source, target, keep, task)
     task, y, classes = _target("csv", y_raw, None if task == "auto" else task)
 
-    parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv")
+    parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv", classes)
     _check_train_has_every_class("csv", y, parts[0], task, classes)
     order = np.concatenate(parts)
     used = df[[c.name for c in roles.used]]  # only the columns it reads are put in split order

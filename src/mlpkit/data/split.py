@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import mmap
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -34,11 +34,21 @@ def empty_array(shape: Tuple[int, ...], dtype=np.float32) -> np.ndarray:
     return np.frombuffer(buf, dtype).reshape(shape)
 
 
-def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int, name: str):
+class TooFewOfAClass(ValueError):
+    """A stratified split of rows in which a class has fewer than 2 rows: `codes` are those classes."""
+
+    def __init__(self, codes: np.ndarray, counts: np.ndarray):
+        self.codes, self.counts = codes, counts
+        super().__init__(f"its smallest class has {counts.min()} row, and a stratified split needs 2 per class")
+
+
+def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int, name: str,
+               classes: Optional[List[Any]] = None):
     """Row indices of train, val and test; stratified by class for classification.
 
     The same rows as two calls of scikit-learn's train_test_split(random_state=seed,
     stratify=...) pick (test first, then val from the rest), without importing it.
+    `classes`: the label of each class code, for a message naming a class with too few rows.
     """
     strat = get_task(task).stratify(y)
     what = f"{len(y)} rows into train+val and test"
@@ -47,10 +57,29 @@ def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: flo
         what = f"the {len(rest)} rows left after the test split into train and val"
         tr, va = train_test_indices(rest, val_fraction / (1 - test_fraction), seed,
                                      y[rest] if strat is not None else None)
+    except TooFewOfAClass as err:
+        values, totals = np.unique(y, return_counts=True)  # each class's rows in the whole table
+        if totals.min() < 3:  # not the fractions: the classes themselves
+            raise ConfigError(few_of_a_class(name, what, values[totals < 3], totals[totals < 3], classes)) from None
+        raise ConfigError(f"data={name}: cannot split {what}: {err}; lower data.test_fraction or "
+                          "data.val_fraction, or use more rows") from None
     except ValueError as err:
         raise ConfigError(f"data={name}: cannot split {what}: {err}; lower data.test_fraction or "
                           "data.val_fraction, or use more rows") from None
     return tr, va, te
+
+
+def few_of_a_class(name: str, what: str, codes: np.ndarray, total: np.ndarray, classes: Optional[List[Any]]) -> str:
+    """The classes of under 3 rows (`total` rows each in the table) that stop a stratified split."""
+    label = [repr(classes[int(c)]) if classes is not None and 0 <= int(c) < len(classes) else repr(c.item())
+             for c in codes]
+    named = ", ".join(f"{lab} ({n} row{'s' if n != 1 else ''})" for lab, n in zip(label[:5], total.tolist()))
+    more = f" and {len(label) - 5} more" if len(label) > 5 else ""
+    s = "es" if len(label) > 1 else ""
+    return (f"data={name}: cannot split {what}: too few rows of the class{s} {named}{more} in the table; a "
+            "stratified split needs at least 2 rows of every class at each of its steps (test, then val), which "
+            f"smaller fractions do not change: add rows of th{'ese' if s else 'is'} class{s}, or leave "
+            f"{'them' if s else 'it'} out of the file")
 
 
 def min_split_rows(val_fraction: float, test_fraction: float, most: int = 100_000) -> int:
@@ -83,7 +112,8 @@ def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: O
         return idx[perm[n_test:]], idx[perm[:n_test]]
     y_index, counts = _class_index(stratify)
     if counts.min() < 2:
-        raise ValueError(f"its smallest class has {counts.min()} row, and a stratified split needs 2 per class")
+        values = np.unique(np.asarray(stratify))  # the class of each index (only on the way to a message)
+        raise TooFewOfAClass(values[counts < 2], counts[counts < 2])
     if n_train < len(counts) or n_test < len(counts):
         raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows cannot give each of "
                          f"{len(counts)} classes a row on both sides")
