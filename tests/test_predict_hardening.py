@@ -70,6 +70,8 @@ def test_default_output_name_keeps_all_but_the_last_suffix():
     assert default_output("a.2025.csv") == "a.2025.predictions.csv"
     assert default_output("x.predictions.csv") == "x.predictions.predictions.csv"
     assert default_output("some/dir/new.parquet") == "new.predictions.csv"
+    assert default_output("new.csv.gz") == default_output("new.tsv.xz") == "new.predictions.csv"
+    assert default_output("new.gz") == "new.predictions.csv"
     assert default_output("data") == "data.predictions.csv"
 
 

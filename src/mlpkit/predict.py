@@ -959,8 +959,11 @@ def _report_counts(stats: Dict[str, Any], report) -> None:
 
 def default_output(input_path: str) -> str:
     """`<input stem>.predictions.csv` in the current directory; only the last suffix is removed
-    (a.2024.csv -> a.2024.predictions.csv)."""
+    (a.2024.csv -> a.2024.predictions.csv), with a compression's before it (new.csv.gz -> new.predictions.csv)."""
     name = os.path.basename(os.path.normpath(str(input_path)))
+    base, last = os.path.splitext(name)
+    if last.lower() in (".gz", ".bz2", ".xz", ".zst") and os.path.splitext(base)[1]:
+        name = base
     stem = os.path.splitext(name)[0] if not name.startswith(".") or name.count(".") > 1 else name
     return f"{stem or name}.predictions.csv"
 
