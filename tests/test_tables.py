@@ -128,6 +128,40 @@ def test_parquet_reads_as_the_csv_does(tmp_path):
     np.testing.assert_array_equal(a.X_train.numpy(), b.X_train.numpy())
 
 
+def test_parquet_decimals_are_numbers_and_lists_or_records_are_left_out(tmp_path):
+    """A decimal128 column is read as the same numbers written in a CSV file (not as Python Decimal objects,
+    which would make it a category), by training and by predict.py's chunks; list and struct columns,
+    which hold no one value per row, are left out with a note instead of failing on unhashable values."""
+    import decimal
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlpkit.data.table import iter_chunks
+
+    rng = np.random.default_rng(3)
+    n = 120
+    x = np.round(rng.normal(size=n), 2)
+    label = np.where(x + rng.normal(scale=0.3, size=n) > 0, "yes", "no")
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({
+        "price": pa.array([decimal.Decimal(f"{v:.2f}") for v in x], pa.decimal128(8, 2)),
+        "tags": pa.array([[1, 2]] * (n // 2) + [[3]] * (n - n // 2)),
+        "where": pa.array([{"a": 1, "b": float(v)} for v in x]),
+        "label": label}), path)
+    pd.DataFrame({"price": x, "label": label}).to_csv(tmp_path / "t.csv", index=False)
+    data = load_dataset("csv", path=str(path), target="label")
+    roles = _roles(data)
+    assert roles["price"].kind == "numeric"
+    assert (roles["tags"].kind, roles["where"].kind) == ("dropped", "dropped")
+    assert any("'tags' is left out: it holds lists or records" in note for note in data.notes), data.notes
+    plain = load_dataset("csv", path=str(tmp_path / "t.csv"), target="label")
+    np.testing.assert_array_equal(data.X_train.numpy(), plain.X_train.numpy())
+    chunk = next(iter_chunks(str(path), ["price"], chunk_rows=50))
+    assert chunk["price"].dtype == np.float64 and chunk["price"].tolist() == x[:50].tolist()
+
+
 def test_a_file_that_is_not_utf8_is_read_as_windows_1252_with_a_note(tmp_path):
     path = tmp_path / "latin.csv"
     rows = ["city,temp,label"] + [f"{['Zürich', 'Besançon', 'Köln'][i % 3]},{i % 11},{'ab'[i % 2]}" for i in range(60)]

@@ -214,11 +214,13 @@ class TableFile:
         if self.parquet:
             import pyarrow.parquet as pq
 
+            from mlpkit.data.table import arrow_to_pandas
+
             pf = pq.ParquetFile(self.path)
             for g in range(len(self.first_rows)) if pieces is None else pieces:
                 first = self.first_rows[g]
                 for batch in pf.iter_batches(batch_size=READ_ROWS, row_groups=[g], columns=self.columns):
-                    yield g, first, batch.to_pandas()
+                    yield g, first, arrow_to_pandas(batch)
                     first += batch.num_rows
             return
         from mlpkit.data.table import iter_chunks

@@ -98,6 +98,18 @@ def check_file(path: Any, key: str = "data.path") -> str:
     return path
 
 
+def arrow_to_pandas(data: Any):
+    """A pyarrow Table or RecordBatch as a DataFrame, decimal columns as float64: numbers, as the same values
+    written in a CSV file are (pandas would give Python Decimal objects, which are not)."""
+    import pyarrow as pa
+
+    for i, f in enumerate(data.schema):
+        if pa.types.is_decimal(f.type):
+            # through the decimal text: arrow's direct cast rounds -0.57 to -0.5700000000000001
+            data = data.set_column(i, f.name, data.column(i).cast(pa.string()).cast(pa.float64()))
+    return data.to_pandas()
+
+
 def is_parquet(path: str) -> bool:
     with open(path, "rb") as fh:
         return fh.read(4) == PARQUET_MAGIC
@@ -257,7 +269,7 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
             import pyarrow.parquet as pq
 
             raw_names = [str(c) for c in pq.ParquetFile(path).schema_arrow.names]
-            df = pd.read_parquet(path)
+            df = arrow_to_pandas(pq.read_table(path))
             df.columns = [str(c) for c in df.columns]
         else:
             df, fmt = _read_text(path, sniff_format(path, key))
@@ -408,7 +420,7 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
 
         _check_repeats(pq.ParquetFile(path).schema_arrow.names, wanted, path, key)
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
-            yield batch.to_pandas()
+            yield arrow_to_pandas(batch)
         return
     fmt = sniff_format(path, key)
     try:
@@ -553,15 +565,19 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             finite = np.isfinite(present.to_numpy())
             n_inf = int(len(present) - finite.sum())
             present = present[finite] if n_inf else present
-        if s.dtype.kind in "iuf" and name not in categorical:
+        nested = s.dtype.kind == "O" and _nested(present)
+        if s.dtype.kind in "iuf" and name not in categorical or nested:
             # a number column needs only "one value or more": its min and max, no hashing of every row
             distinct = None
-            n_distinct = 0 if len(present) == 0 else 1 if present.min() == present.max() else 2
+            n_distinct = 2 if nested else 0 if len(present) == 0 else 1 if present.min() == present.max() else 2
         else:
             distinct = present.unique()  # once: the checks below read the distinct values, not every row
             n_distinct = len(distinct)
         if name in drop:
             col.kind, col.reason = "dropped", "data.drop"
+        elif nested:
+            col.kind, col.reason = "dropped", "nested values (lists or records) are not used"
+            roles.notes.append(f"column {name!r} is left out: it holds lists or records, not one value per row")
         elif len(present) == 0:
             col.kind, col.reason = "dropped", "every value is missing" + (" or infinite" if n_inf else "")
             col.missing += n_inf
@@ -614,6 +630,11 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
                           + "; ".join(f"{c.name!r} ({c.reason})" for c in roles.columns)
                           if roles.columns else "the table holds only the target column")
     return roles
+
+
+def _nested(present) -> bool:
+    """A column of lists, arrays or records (a Parquet list, map or struct column), from its first values."""
+    return any(isinstance(v, (list, tuple, dict, set, np.ndarray)) for v in present.iloc[:100])
 
 
 def drop_override(name: str) -> str:
