@@ -573,3 +573,94 @@ def test_an_archive_that_is_not_one_table_is_refused_saying_what_it_is(tmp_path,
     with pytest.raises(ConfigError) as err:
         read_table(str(path))
     assert needle in str(err.value) and "\n" not in str(err.value), err.value
+
+
+@pytest.mark.parametrize("write", [lambda v: f"${v:,.2f}", lambda v: f"{v:,.2f}", lambda v: f"{v / 100:.2f}%"])
+def test_a_target_of_formatted_numbers_is_a_regression_on_the_numbers(tmp_path, write):
+    """'$12,345.67', '12,345.67' or '123.46%' in the target: read as the numbers (as in a feature column), so
+    the run equals one on the same numbers written plainly, and predict's target reading gives them too."""
+    import pandas as pd
+
+    from mlpkit.predict import load_run
+
+    x, z, _ = _features(200)
+    y = np.round(20000 + 5000 * x + 300 * z, 2)
+    fancy = tmp_path / "fancy.csv"
+    pd.DataFrame({"x": x, "z": z, "price": [write(v) for v in y]}).to_csv(fancy, index=False)  # quoted
+    written = pd.read_csv(fancy, dtype=str)["price"].str.replace(r"[$,%]", "", regex=True).astype(float)
+    plain = write_csv(tmp_path / "plain.csv", ["x", "z", "price"], zip(x, z, written))
+    a = load_dataset("csv", path=str(fancy), target="price")
+    b = load_dataset("csv", path=str(plain), target="price")
+    assert a.task.name == "regression"
+    for key in ("y_train", "y_val", "y_test", "X_train"):
+        np.testing.assert_array_equal(getattr(a, key).numpy(), getattr(b, key).numpy())
+    assert any("the target 'price' holds numbers written with a currency sign" in n for n in a.notes), a.notes
+
+    from conftest import compose_config
+    from mlpkit.app.cli import train_from_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    train_from_config(compose_config(["data=csv", f"data.path={fancy}", "data.target=price", "model.hidden=[4]",
+                                      "trainer.max_epochs=1", "trainer.progress=false", "trainer.device=cpu"]), run)
+    column = pd.read_csv(fancy, dtype=str)["price"]
+    column[3] = None  # a missing target stays missing
+    got = load_run(run).target_indices(column)
+    want = written.to_numpy(np.float64, copy=True)
+    want[3] = np.nan
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("labels", [["10%", "20%"], ["$5", "$10", "$20"]])
+def test_a_target_of_few_formatted_values_stays_classes(tmp_path, labels):
+    x, z, label = _features(120)
+    y = [labels[i % len(labels)] for i in range(120)]
+    path = write_csv(tmp_path / "t.csv", ["x", "z", "level"], zip(x, z, y))
+    data = load_dataset("csv", path=str(path), target="level")
+    assert data.task.classification and sorted(data.classes) == sorted(labels)
+
+
+# ---------------------------------------------------------------------------
+# Rows with a field more than the header: never a silent shift of the columns
+
+
+def test_lines_ending_in_a_delimiter_read_as_the_clean_file(tmp_path, recwarn):
+    """Every data line ends with ',' (the header does not): pandas would make the first column the index and
+    shift every other one left; the table reads as the same file without the trailing commas, in memory
+    and in predict.py's chunks, with no warning printed."""
+    import pandas as pd
+
+    x, z, label = _features(40)
+    lines = ["x,z,label"] + [f"{a:.5f},{b:.5f},{c}," for a, b, c in zip(x, z, label)]
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("\n".join(lines) + "\n")
+    clean = tmp_path / "clean.csv"
+    clean.write_text("\n".join(line.rstrip(",") for line in lines) + "\n")
+    want, _ = read_table(str(clean))
+    got, _ = read_table(str(trailing))
+    pd.testing.assert_frame_equal(got, want)
+    chunks = pd.concat(list(iter_chunks(str(trailing), ["x", "z", "label"], chunk_rows=7)), ignore_index=True)
+    pd.testing.assert_frame_equal(chunks, want)
+    assert not [w for w in recwarn if issubclass(w.category, pd.errors.ParserWarning)]
+
+
+@pytest.mark.parametrize("rows, line", [
+    (["0.5,1,$20,429.59", "0.7,2,$1,000.00"], 2),  # every row: the first decides, pandas would shift
+    (["0.5,1,20.5", "0.7,2,$1,000.00"], 3),  # a later row: pandas' own error, explained
+])
+def test_a_value_holding_the_delimiter_without_quotes_is_refused_naming_its_line(tmp_path, rows, line):
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(["x,n,price", *rows]) + "\n")
+    needle = f"line {line} has 4 fields where the header names 3 columns: a value that holds the delimiter"
+    for read in (lambda: read_table(str(path)), lambda: list(iter_chunks(str(path), ["x", "n", "price"]))):
+        try:
+            read()
+        except ConfigError as err:
+            said = str(err)
+        except Exception as err:  # predict.py's chunks: a pandas error that its _reading turns into one line
+            from mlpkit.data.table import read_error_detail
+
+            said = read_error_detail(err)
+        else:
+            raise AssertionError("read without an error")
+        assert needle in said and "needs quotes" in said, said

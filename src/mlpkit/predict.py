@@ -564,10 +564,14 @@ class Run:
         import numpy as np
         import pandas as pd
 
-        from mlpkit.data.table import canonical_categories
+        from mlpkit.data.table import canonical_categories, formatted_numbers
 
         if not self.task.classification:
-            return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            numbers = np.array(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+            text = np.isnan(numbers) & pd.notna(values).to_numpy() if hasattr(values, "to_numpy") else None
+            if text is not None and text.any():  # '$5,251', '52.5%': numbers as a training target of them was read
+                numbers[text] = formatted_numbers(np.asarray(values)[text])
+            return numbers
         labels = canonical_categories(values, self.preprocessing.target_codes)
         lookup = {c: i for i, c in enumerate(self.classes)}
         return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in labels], dtype=np.int64)
@@ -900,9 +904,11 @@ def _reading(path: str, read: Callable[[], Any]) -> Any:
     except (ConfigError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001  (pyarrow and pandas raise many types for a damaged file)
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else "unreadable"
-        raise ConfigError(f"input={path!r} is not a readable .csv, .tsv or .parquet table "
-                          f"({type(err).__name__}: {first})") from None
+        from mlpkit.data.table import _FIELDS, read_error_detail
+
+        first = read_error_detail(err) if str(err).strip() else "unreadable"
+        kind = "" if _FIELDS.search(str(err)) else f"{type(err).__name__}: "
+        raise ConfigError(f"input={path!r} is not a readable .csv, .tsv or .parquet table ({kind}{first})") from None
 
 
 def _chunks(path: str, chunks):

@@ -99,7 +99,7 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
         y_col = y_col[keep]
     _check_enough_rows(path, len(df), "rows with a target value", val_fraction, test_fraction)
     source_rows = np.flatnonzero(keep)  # row numbers in the file (0 = first data row)
-    y_raw = _target_values(source, target, keep, task)
+    y_raw = _target_values(source, target, keep, task, notes)
     task, y, classes = _target("csv", y_raw, None if task == "auto" else task)
 
     parts = split_rows(y, task, val_fraction, test_fraction, seed, "csv", classes)
@@ -144,13 +144,14 @@ def _check_enough_rows(path, n: int, what: str, val_fraction: float, test_fracti
                           f"data.test_fraction={test_fraction:g}; more for classes: 2 per class)")
 
 
-def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
-    """The target column's values of the `keep` rows: floats for a numeric column, text otherwise.
+def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str]) -> np.ndarray:
+    """The target column's values of the `keep` rows: floats for a numeric column (or one of numbers written
+    with a currency sign, thousands separators or a percent sign, said in `notes`), text otherwise.
     ConfigError for a number no model can learn (infinite, or beyond OUT_OF_RANGE), and for a column of
     numbers with a few stray text values that would otherwise silently become classes."""
     import pandas as pd
 
-    from mlpkit.data.table import line_of
+    from mlpkit.data.table import _formatted_number_column, formatted_numbers, line_of
 
     col = df[target]
     rows = np.flatnonzero(keep)
@@ -174,6 +175,14 @@ def _target_values(df, target: str, keep: np.ndarray, task: str) -> np.ndarray:
     codes, distinct = pd.factorize(stripped)
     codes = codes[raw_codes]
     parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy(np.float64)
+    if task in ("auto", REGRESSION) and np.isnan(parsed).any() and _formatted_number_column(distinct):
+        numbers = formatted_numbers(distinct)  # '$5,251' -> 5251.0, as a feature column of them is read
+        if np.isfinite(numbers).all() and np.abs(numbers).max() <= OUT_OF_RANGE and \
+                (task == REGRESSION or _infer_task(numbers[codes]) == REGRESSION):
+            shown = ", ".join(repr(v) for v in distinct[:2])
+            notes.append(f"the target {target!r} holds numbers written with a currency sign, thousands separators "
+                         f"or a percent sign ({shown}, ...): read as the numbers without them")
+            return numbers[codes]
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
     words = ~usable[codes]

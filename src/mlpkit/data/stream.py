@@ -237,7 +237,9 @@ class TableFile:
 
 
 def _read_error(path: str, err: Exception) -> ConfigError:
-    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    from mlpkit.data.table import read_error_detail
+
+    first = read_error_detail(err)
     return ConfigError(f"data.path={path!r} is not a readable .csv, .tsv or .parquet table ({first})")
 
 

@@ -15,6 +15,8 @@ import codecs
 import csv
 import difflib
 import errno
+import io
+import itertools
 import json
 import os
 import re
@@ -202,6 +204,7 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
         raise ConfigError(f"{key}={path!r} holds JSON, not a table of delimited text; mlpkit reads .csv, .tsv "
                           "and .parquet files: save it as one (pandas: pd.read_json(path).to_csv(...))")
     if re.sub(r"\.(gz|bz2|xz|zip|zst)$", "", lower).endswith((".tsv", ".tab")):
+        _check_first_row(text, "\t", skip, path, key)
         return TextFormat("\t", encoding, skip=skip, compression=compression)
     try:
         sep = csv.Sniffer().sniff(text, delimiters=DELIMITERS).delimiter
@@ -213,7 +216,36 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     widths = {c: len(next(csv.reader([header], delimiter=c), [])) for c in DELIMITERS}
     if widths.get(sep, 0) <= 1 and max(widths.values()) > 1:
         sep = max(widths, key=widths.get)
+    _check_first_row(text, sep, skip, path, key)
     return TextFormat(sep, encoding, skip=skip, compression=compression)
+
+
+_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _fields_text(line: int, saw: int, want: int, sep: Optional[str]) -> str:
+    named = f" ({_sep_name(sep)})" if sep else ""
+    return (f"line {line} has {saw} fields where the header names {want} columns: a value that holds the "
+            f"delimiter{named} needs quotes (\"1,234.50\"), or the line has a delimiter too many")
+
+
+def _check_first_row(text: str, sep: str, skip: int, path: str, key: str) -> None:
+    """ConfigError when the first data row has more fields than the header and the extra ones hold values:
+    pandas would quietly drop them (or, without index_col=False, shift every column by one). Empty extra
+    fields (each line ending in a delimiter) lose nothing and are read."""
+    rows = list(itertools.islice(csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True), 2))
+    if len(rows) == 2 and len(rows[1]) > len(rows[0]) and any(f.strip() for f in rows[1][len(rows[0]):]):
+        raise ConfigError(f"{key}={path!r}: {_fields_text(skip + 2, len(rows[1]), len(rows[0]), sep)}")
+
+
+def read_error_detail(err: BaseException, sep: Optional[str] = None) -> str:
+    """What a reader's error says, in one line; a row with a field too many explained."""
+    text = str(err).strip()
+    found = _FIELDS.search(text)
+    if found:
+        want, line, saw = (int(g) for g in found.groups())
+        return _fields_text(line, saw, want, sep)
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def _is_json(text: str, lower: str) -> bool:
@@ -233,12 +265,20 @@ def _is_json(text: str, lower: str) -> bool:
 
 def _read_options(fmt: TextFormat) -> Dict[str, Any]:
     return dict(sep=fmt.sep, encoding=fmt.encoding, na_values=EXTRA_MISSING, keep_default_na=True,
-                skipinitialspace=True, engine="c", skiprows=fmt.skip, compression=fmt.compression)
+                skipinitialspace=True, engine="c", skiprows=fmt.skip, compression=fmt.compression,
+                index_col=False)  # never the first column as an index when a data row has a field too many
 
 
 def _read_text(path: str, fmt: TextFormat, **kwargs):
     """pd.read_csv with the sniffed format; a file that is not UTF-8 is read as Windows-1252."""
+    import warnings
+
     import pandas as pd
+
+    # lines that end in a delimiter: an empty field past the header's, which index_col=False leaves out (the
+    # first data row's is checked to be empty by sniff_format; a later row with a value there is an error)
+    warnings.filterwarnings("ignore", message="Length of header or names does not match length of data",
+                            category=pd.errors.ParserWarning)
 
     try:
         return pd.read_csv(path, **_read_options(fmt), **kwargs), fmt
@@ -272,7 +312,8 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
             df = arrow_to_pandas(pq.read_table(path))
             df.columns = [str(c) for c in df.columns]
         else:
-            df, fmt = _read_text(path, sniff_format(path, key))
+            fmt = sniff_format(path, key)
+            df, fmt = _read_text(path, fmt)
             raw_names = _raw_header(path, fmt)
             if fmt.skip:
                 notes.append(f"{key}: {fmt.skip} blank line{'s' if fmt.skip > 1 else ''} before the header "
@@ -288,7 +329,7 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
     except pd.errors.EmptyDataError:
         raise ConfigError(f"{key}={path!r} holds no table (no header row)") from None
     except (pd.errors.ParserError, ValueError, OSError, UnicodeError) as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        first = read_error_detail(err, None if fmt is None else fmt.sep)
         raise ConfigError(f"{key}={path!r} is not a readable .csv, .tsv or .parquet table ({first})") from None
     except Exception as err:  # pyarrow's own errors for a damaged parquet file
         raise ConfigError(f"{key}={path!r} is not a readable table ({type(err).__name__}: "
@@ -429,21 +470,23 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
         raw = _raw_header(path, fmt.as_encoding("cp1252"))
     _check_repeats(raw, wanted, path, key)
     text = {c: str for c in text_columns}
+    # every column is parsed, the wanted ones kept: with usecols= pandas drops the fields of a row that has
+    # more than the header (an unquoted 1,000.00) in silence, where without it the row is an error
+    keep = [name for name in raw if name in wanted]
     done = 0  # rows yielded: a restart after a decoding error must not yield them again
     try:
-        reader, fmt = _read_text(path, fmt, usecols=lambda c: str(c) in wanted, dtype=text,
-                                 chunksize=chunk_rows)
+        reader, fmt = _read_text(path, fmt, dtype=text, chunksize=chunk_rows)
         for chunk in reader:
+            chunk = chunk[keep]
             yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
             done += len(chunk)
     except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252, after `done` rows
-        reader, _ = _read_text(path, fmt.as_encoding("cp1252"), usecols=lambda c: str(c) in wanted,
-                               dtype=text, chunksize=chunk_rows)
+        reader, _ = _read_text(path, fmt.as_encoding("cp1252"), dtype=text, chunksize=chunk_rows)
         for chunk in reader:
             if done >= len(chunk):
                 done -= len(chunk)
                 continue
-            chunk, done = chunk.iloc[done:], 0
+            chunk, done = chunk.iloc[done:][keep], 0
             yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
 
 
