@@ -170,6 +170,9 @@ def test_bad_inputs_get_one_line_and_leave_nothing(runs, tmp_path, cli):
     assert "'mass'" in msg and "'heavy'" in msg and "line 59" in msg  # data row 57 + the header + 1
     (tmp_path / "empty.csv").write_text("")
     assert "empty" in _error(cli(run_dir, tmp_path / "empty.csv", "-o", tmp_path / "o.csv"))
+    frame.head(0).to_csv(tmp_path / "header.csv", index=False)
+    said = cli(run_dir, tmp_path / "header.csv", "-o", "-")  # to standard output: not a CSV header, then an error
+    assert said.returncode == 2 and said.stdout == "" and "has a header but no data rows" in said.stderr
     (tmp_path / "bin.csv").write_bytes(b"\x7fELF\x02\x01\x01\x00binary")
     assert "binary" in _error(cli(run_dir, tmp_path / "bin.csv", "-o", tmp_path / "o.csv"))
     assert "no such file" in _error(cli(run_dir, tmp_path / "absent.csv"))

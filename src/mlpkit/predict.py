@@ -615,6 +615,8 @@ class Run:
                         continue
                 else:
                     seen += len(chunk)
+                    if not len(chunk):  # a header without rows: pandas' one empty chunk writes nothing
+                        continue
                 out = self.outputs(chunk, first_line)
                 frame = self._result_frame(chunk, out, keep)
                 try:
