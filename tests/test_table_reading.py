@@ -647,6 +647,7 @@ def test_lines_ending_in_a_delimiter_read_as_the_clean_file(tmp_path, recwarn):
 @pytest.mark.parametrize("rows, line", [
     (["0.5,1,$20,429.59", "0.7,2,$1,000.00"], 2),  # every row: the first decides, pandas would shift
     (["0.5,1,20.5", "0.7,2,$1,000.00"], 3),  # a later row: pandas' own error, explained
+    (["", "0.5,1,$20,429.59"], 3),  # after a blank line, which pandas skips
 ])
 def test_a_value_holding_the_delimiter_without_quotes_is_refused_naming_its_line(tmp_path, rows, line):
     path = tmp_path / "t.csv"
@@ -664,3 +665,11 @@ def test_a_value_holding_the_delimiter_without_quotes_is_refused_naming_its_line
         else:
             raise AssertionError("read without an error")
         assert needle in said and "needs quotes" in said, said
+
+
+def test_a_title_line_above_the_header_is_named(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("Sales report 2024\n\nx,n,price\n0.5,1,2\n0.7,2,3\n")
+    with pytest.raises(ConfigError, match=r"the first line \('Sales report 2024'\) has one field and line 3 has 3: "
+                                          "if the header is on a later line, delete the lines above it"):
+        read_table(str(path))

@@ -233,9 +233,20 @@ def _check_first_row(text: str, sep: str, skip: int, path: str, key: str) -> Non
     """ConfigError when the first data row has more fields than the header and the extra ones hold values:
     pandas would quietly drop them (or, without index_col=False, shift every column by one). Empty extra
     fields (each line ending in a delimiter) lose nothing and are read."""
-    rows = list(itertools.islice(csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True), 2))
-    if len(rows) == 2 and len(rows[1]) > len(rows[0]) and any(f.strip() for f in rows[1][len(rows[0]):]):
-        raise ConfigError(f"{key}={path!r}: {_fields_text(skip + 2, len(rows[1]), len(rows[0]), sep)}")
+    reader = csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
+    header = next(reader, [])
+    line = reader.line_num
+    for row in reader:
+        if any(f.strip() for f in row):  # the first data row (pandas skips blank lines)
+            if len(row) > len(header) and any(f.strip() for f in row[len(header):]):
+                here = skip + line + 1
+                if len(header) == 1:
+                    raise ConfigError(f"{key}={path!r}: the first line ({header[0][:60]!r}) has one field and line "
+                                      f"{here} has {len(row)}: if the header is on a later line, delete the lines "
+                                      "above it (a title, a note)")
+                raise ConfigError(f"{key}={path!r}: {_fields_text(here, len(row), len(header), sep)}")
+            return
+        line = reader.line_num
 
 
 def read_error_detail(err: BaseException, sep: Optional[str] = None) -> str:
