@@ -673,3 +673,22 @@ def test_a_title_line_above_the_header_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"the first line \('Sales report 2024'\) has one field and line 3 has 3: "
                                           "if the header is on a later line, delete the lines above it"):
         read_table(str(path))
+
+
+def test_classic_mac_line_ends_read_as_the_clean_file(tmp_path):
+    """Lines ended by a carriage return alone: read as pandas reads them, in memory and in chunks, and a
+    row with a field too many is still found in them."""
+    import pandas as pd
+
+    clean = good_csv(tmp_path / "clean.csv")
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(clean.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    want, _ = read_table(str(clean))
+    got, _ = read_table(str(mac))
+    pd.testing.assert_frame_equal(got, want)
+    chunks = pd.concat(list(iter_chunks(str(mac), list(want.columns), chunk_rows=9)), ignore_index=True)
+    pd.testing.assert_frame_equal(chunks, want)
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_bytes(b"x,n,price\r0.5,1,$20,429.59\r0.7,2,$1,000.00\r")
+    with pytest.raises(ConfigError, match="line 2 has 4 fields where the header names 3 columns"):
+        read_table(str(shifted))

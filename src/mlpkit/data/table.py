@@ -233,10 +233,14 @@ def _check_first_row(text: str, sep: str, skip: int, path: str, key: str) -> Non
     """ConfigError when the first data row has more fields than the header and the extra ones hold values:
     pandas would quietly drop them (or, without index_col=False, shift every column by one). Empty extra
     fields (each line ending in a delimiter) lose nothing and are read."""
-    reader = csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
-    header = next(reader, [])
+    # universal newlines: a file of classic Mac line ends (\r alone) reads as pandas reads it
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=sep, skipinitialspace=True)
+    try:
+        header = next(reader, [])
+    except csv.Error:  # a sample the csv module cannot parse: pandas' own reading says what is wrong
+        return
     line = reader.line_num
-    for row in reader:
+    for row in _rows(reader):
         if any(f.strip() for f in row):  # the first data row (pandas skips blank lines)
             if len(row) > len(header) and any(f.strip() for f in row[len(header):]):
                 here = skip + line + 1
@@ -247,6 +251,14 @@ def _check_first_row(text: str, sep: str, skip: int, path: str, key: str) -> Non
                 raise ConfigError(f"{key}={path!r}: {_fields_text(here, len(row), len(header), sep)}")
             return
         line = reader.line_num
+
+
+def _rows(reader) -> Iterator[List[str]]:
+    """The rows of a csv reader until one it cannot parse."""
+    try:
+        yield from reader
+    except csv.Error:
+        return
 
 
 def read_error_detail(err: BaseException, sep: Optional[str] = None) -> str:
