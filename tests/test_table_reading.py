@@ -307,6 +307,7 @@ def _write(content):
     (_write(b"a,b,label\n"), r"has a header but no data rows"),
     (_write(b"a,b,label\n\n\n"), r"has a header but no data rows"),
     (_write(b"\xef\xbb\xbf"), r"holds only blank lines"),
+    (lambda p: "https://example.org/data.csv", r"is a URL; mlpkit reads local files only \(nothing is downloaded\)"),
 ])
 def test_a_path_that_is_not_a_readable_table_says_what_it_is(tmp_path, make, needle):
     path = make(tmp_path)

@@ -70,6 +70,9 @@ def check_file(path: Any, key: str = "data.path") -> str:
         if err.errno == errno.ENOENT and os.path.lexists(path):
             raise ConfigError(f"{key}={path!r} is a broken symbolic link (to {os.readlink(path)!r}, which does "
                               "not exist)") from None
+        if err.errno == errno.ENOENT and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path):
+            raise ConfigError(f"{key}={path!r} is a URL; mlpkit reads local files only (nothing is downloaded): "
+                              "download it first (curl -O, or your browser) and give the file's path") from None
         if err.errno == errno.ENOENT:
             home = os.path.expanduser(path)
             hint = f" (a leading ~ is not expanded here; write {home!r})" if home != path and \
