@@ -693,3 +693,20 @@ def test_classic_mac_line_ends_read_as_the_clean_file(tmp_path):
     shifted.write_bytes(b"x,n,price\r0.5,1,$20,429.59\r0.7,2,$1,000.00\r")
     with pytest.raises(ConfigError, match="line 2 has 4 fields where the header names 3 columns"):
         read_table(str(shifted))
+
+
+@pytest.mark.parametrize("directive, sep", [("sep=;", ";"), ('"sep=,"', ","), ("sep=\t", "\t")])
+def test_excels_sep_line_names_the_delimiter_and_is_not_a_row(tmp_path, directive, sep):
+    import pandas as pd
+
+    clean = good_csv(tmp_path / "clean.csv")
+    body = clean.read_text().replace(",", sep)
+    path = tmp_path / "excel.csv"
+    path.write_text(directive + "\r\n" + body)
+    want, _ = read_table(str(clean))
+    got, notes = read_table(str(path))
+    pd.testing.assert_frame_equal(got, want)
+    assert any(f"the line 'sep={sep}' (Excel's way to name the delimiter) is not a row; the header is line 2" in n
+               for n in notes), notes
+    chunks = pd.concat(list(iter_chunks(str(path), list(want.columns), chunk_rows=11)), ignore_index=True)
+    pd.testing.assert_frame_equal(chunks, want)

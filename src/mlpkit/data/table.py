@@ -48,6 +48,7 @@ class TextFormat:
     note: str = ""  # said to the user when the encoding was a fallback
     skip: int = 0  # blank lines (nothing but spaces, tabs or delimiters) before the header
     compression: Optional[str] = None  # gzip | bz2 | xz | zip | zstd (pandas' names), None for plain text
+    sep_line: bool = False  # the first line is Excel's `sep=;`, which names the delimiter (counted in skip)
 
     def as_encoding(self, encoding: str, note: str = "") -> "TextFormat":
         """The same file read in another encoding."""
@@ -201,8 +202,14 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
         skip += 1  # blank lines (an empty spreadsheet row: only delimiters) above the header
     if skip == len(lines) and len(head) < 1 << 16:
         raise ConfigError(f"{key}={path!r} holds only blank lines; it needs a header row and data rows")
+    directive = re.fullmatch(r'"?sep=(.)"?', lines[skip].rstrip("\r\n")) if skip < len(lines) else None
+    if directive and directive.group(1) in DELIMITERS:  # Excel's first line naming the delimiter
+        skip += 1
     text = "".join(lines[skip:])
     lower = path.lower()
+    if directive and directive.group(1) in DELIMITERS:
+        _check_first_row(text, directive.group(1), skip, path, key)
+        return TextFormat(directive.group(1), encoding, skip=skip, compression=compression, sep_line=True)
     if _is_json(text, lower):
         raise ConfigError(f"{key}={path!r} holds JSON, not a table of delimited text; mlpkit reads .csv, .tsv "
                           "and .parquet files: save it as one (pandas: pd.read_json(path).to_csv(...))")
@@ -341,9 +348,13 @@ def read_table(path: str, key: str = "data.path") -> Tuple[Any, List[str]]:
             fmt = sniff_format(path, key)
             df, fmt = _read_text(path, fmt)
             raw_names = _raw_header(path, fmt)
-            if fmt.skip:
-                notes.append(f"{key}: {fmt.skip} blank line{'s' if fmt.skip > 1 else ''} before the header "
+            blank = fmt.skip - fmt.sep_line
+            if blank:
+                notes.append(f"{key}: {blank} blank line{'s' if blank > 1 else ''} before the header "
                              f"skipped; the header is line {fmt.skip + 1}")
+            if fmt.sep_line:
+                notes.append(f"{key}: the line 'sep={fmt.sep}' (Excel's way to name the delimiter) is not a row; "
+                             f"the header is line {fmt.skip + 1}")
             if fmt.note:
                 notes.append(f"{key}: {fmt.note}")
             if fmt.sep != ",":
