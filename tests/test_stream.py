@@ -373,3 +373,29 @@ def test_streamed_dates_and_timestamps_equal_the_in_memory_ones(tmp_path, monkey
     assert [c.date_format for c in pre.columns[:2]] == ["%d/%m/%Y", "ISO8601"]
     assert pre.columns[0].missing == 1  # 'soon', counted as the in-memory load counts it
     np.testing.assert_allclose(pre.transform(frame), mem.transform(frame), rtol=1e-5, atol=1e-5)
+
+
+def test_a_streamed_target_of_formatted_numbers_trains_as_the_plain_numbers(tmp_path):
+    """'$12,345.67' in the target, streamed in blocks (some of which pandas may read as numbers): the same
+    run as the file with the numbers written plainly, and a word among them named with its row."""
+    import pandas as pd
+
+    rng = np.random.default_rng(6)
+    n = 300
+    x = rng.normal(size=n)
+    price = np.round(20000 + 5000 * x + rng.normal(scale=300, size=n), 2)
+    fancy, plain = tmp_path / "fancy.csv", tmp_path / "plain.csv"
+    pd.DataFrame({"x": x, "price": [f"${v:,.2f}" for v in price]}).to_csv(fancy, index=False)
+    pd.DataFrame({"x": x, "price": price}).to_csv(plain, index=False)
+    args = ["data.target=price", "data=csv", "data.stream=true", "model.hidden=[8]", "trainer.max_epochs=2",
+            "trainer.batch_size=32", f"seed={SEED}"]
+    for path in (fancy, plain):
+        run = train_in_process([*args, f"data.path={path}", f"hydra.run.dir={tmp_path / path.stem}"], tmp_path)
+        assert run.returncode == 0, run.stderr
+    got, want = read_metrics(tmp_path / "fancy"), read_metrics(tmp_path / "plain")
+    assert got["history"]["train_loss"] == want["history"]["train_loss"] and got["test"] == want["test"]
+    words = pd.read_csv(fancy, dtype=str)
+    words.loc[250, "price"] = "call us"
+    words.to_csv(tmp_path / "words.csv", index=False)
+    said = refusal([*args, f"data.path={tmp_path / 'words.csv'}"], run_dir=tmp_path / "run")
+    assert "the target holds 'call us' at data row 251, where the first rows hold numbers" in said, said

@@ -710,3 +710,16 @@ def test_excels_sep_line_names_the_delimiter_and_is_not_a_row(tmp_path, directiv
                for n in notes), notes
     chunks = pd.concat(list(iter_chunks(str(path), list(want.columns), chunk_rows=11)), ignore_index=True)
     pd.testing.assert_frame_equal(chunks, want)
+
+
+def test_a_word_among_formatted_target_numbers_is_named_with_its_line(tmp_path):
+    import pandas as pd
+
+    x, z, _ = _features(120)
+    price = [f"${20000 + 5000 * a + 300 * b:,.2f}" for a, b in zip(x, z)]
+    price[40] = "call us"
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"x": x, "z": z, "price": price}).to_csv(path, index=False)
+    with pytest.raises(ConfigError, match=r"119 of its 120 values are finite numbers and 1 is not: 'call us' at "
+                                          r"line 42\. Write a missing value as an empty cell"):
+        load_dataset("csv", path=str(path), target="price")

@@ -151,7 +151,7 @@ def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str
     numbers with a few stray text values that would otherwise silently become classes."""
     import pandas as pd
 
-    from mlpkit.data.table import _formatted_number_column, formatted_numbers, line_of
+    from mlpkit.data.table import formatted_numbers, line_of
 
     col = df[target]
     rows = np.flatnonzero(keep)
@@ -175,14 +175,18 @@ def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str
     codes, distinct = pd.factorize(stripped)
     codes = codes[raw_codes]
     parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy(np.float64)
-    if task in ("auto", REGRESSION) and np.isnan(parsed).any() and _formatted_number_column(distinct):
-        numbers = formatted_numbers(distinct)  # '$5,251' -> 5251.0, as a feature column of them is read
-        if np.isfinite(numbers).all() and np.abs(numbers).max() <= OUT_OF_RANGE and \
-                (task == REGRESSION or _infer_task(numbers[codes]) == REGRESSION):
-            shown = ", ".join(repr(v) for v in distinct[:2])
-            notes.append(f"the target {target!r} holds numbers written with a currency sign, thousands separators "
-                         f"or a percent sign ({shown}, ...): read as the numbers without them")
-            return numbers[codes]
+    formatted = False
+    if task in ("auto", REGRESSION) and np.isnan(parsed).any():
+        fancy = formatted_numbers(distinct)  # '$5,251' -> 5251.0, as a feature column of them is read
+        if (np.isnan(parsed) & ~np.isnan(fancy)).any():
+            parsed, formatted = np.where(np.isnan(parsed), fancy, parsed), True
+    with np.errstate(invalid="ignore"):
+        all_numbers = bool((np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)).all())
+    if formatted and all_numbers and (task == REGRESSION or _infer_task(parsed[codes]) == REGRESSION):
+        shown = ", ".join(repr(v) for v in distinct[:2])
+        notes.append(f"the target {target!r} holds numbers written with a currency sign, thousands separators "
+                     f"or a percent sign ({shown}, ...): read as the numbers without them")
+        return parsed[codes]
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
     words = ~usable[codes]

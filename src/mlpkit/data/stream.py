@@ -359,8 +359,9 @@ class CategoryStats:
 class TargetStats:
     """The target over the rows that have one: distinct values (few, for classes), train moments."""
 
-    def __init__(self, numeric: bool):
+    def __init__(self, numeric: bool, formatted: bool = False):
         self.numeric = numeric
+        self.formatted = formatted  # numbers written as text with separators or signs ('$5,251'), read as numbers
         self.labels: Counter = Counter()  # all rows with a target: label -> count (up to 21 numbers; text: all)
         self.train_labels: Counter = Counter()
         self.integral = True
@@ -380,6 +381,19 @@ class TargetStats:
         if self.numeric:
             if s.dtype.kind == "b":
                 return present, s.astype(str).to_numpy(dtype=object)
+            if self.formatted and s.dtype.kind not in "iuf":
+                import pandas as pd
+
+                from mlpkit.data.table import formatted_numbers
+
+                v = formatted_numbers(s.to_numpy(dtype=object))
+                words = present & np.isnan(v)
+                if words.any():
+                    row = first_row + int(np.flatnonzero(words)[0])
+                    raise ConfigError(f"data.target={target!r}: the target holds {str(s.iloc[row - first_row])!r} at "
+                                      f"data row {row + 1}, where the first rows hold numbers; write a missing value "
+                                      "as an empty cell or NA (the row is then left out)")
+                s = pd.Series(v)
             if s.dtype.kind not in "iuf":
                 raise ConfigError(f"data.target={target!r}: the target holds text ({str(s[present].iloc[0])!r}) in "
                                   f"the rows after data row {first_row}, but numbers in the first rows; "
@@ -435,6 +449,27 @@ class TargetStats:
     def classes(self) -> List[Any]:
         """The class labels' raw values in class order (numbers numerically, text as strings sort)."""
         return sorted(self.labels)
+
+
+def _formatted_target(column, task: str) -> bool:
+    """A text target of the first rows whose values are numbers, some written with separators or signs, read
+    as a regression (as the in-memory path reads them; a few words among them are then named with their
+    rows by TargetStats.values); a few such values ('10%', '20%') stay classes."""
+    import pandas as pd
+
+    from mlpkit.data.loading import _infer_task
+    from mlpkit.data.table import formatted_numbers
+    from mlpkit.tasks import REGRESSION
+
+    text = column.dropna().astype(str).str.strip().to_numpy(dtype=object)
+    plain = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)
+    fancy = formatted_numbers(text)
+    if not (np.isnan(plain) & ~np.isnan(fancy)).any():
+        return False
+    values = np.where(np.isnan(plain), fancy, plain)
+    numbers = values[np.isfinite(values)]
+    words = len(values) - len(numbers)
+    return task == REGRESSION or (words <= max(3, 0.1 * len(values)) and _infer_task(numbers) == REGRESSION)
 
 
 def _label_text(v: Any) -> str:
@@ -608,7 +643,13 @@ class StreamSource:
             if (codes < 0).any():  # cannot be: the classes come from every row; kept out all the same
                 part, codes = part[codes >= 0], codes[codes >= 0]
             return part, codes
-        return part, (y.to_numpy(dtype=np.float64) - self.pre.y_mean) / self.pre.y_std
+        if y.dtype.kind in "iuf":
+            values = y.to_numpy(dtype=np.float64)
+        else:  # numbers written with separators or signs ('$5,251'), every one checked by the pass
+            from mlpkit.data.table import formatted_numbers
+
+            values = formatted_numbers(y.to_numpy(dtype=object))
+        return part, (values - self.pre.y_mean) / self.pre.y_std
 
 
 def _fitted_arrays(obj: Any, name: str = "", depth: int = 0) -> Iterator[Tuple[str, np.ndarray]]:
@@ -792,12 +833,17 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     target = target_column(head.columns, target, path)
     roles = assign_roles(head, target, drop, categorical)
     y_kind = head[target].dtype.kind
+    formatted = y_kind == "O" and task in ("auto", "regression") and _formatted_target(head[target], task)
+    if formatted:
+        shown = ", ".join(repr(v) for v in head[target].dropna().astype(str).str.strip().unique()[:2])
+        notes.append(f"the target {target!r} holds numbers written with a currency sign, thousands separators "
+                     f"or a percent sign ({shown}, ...): read as the numbers without them")
     del head
     pre = Preprocessing("table", columns=roles.columns)
     limit = math.inf if standardize else OUT_OF_RANGE
     numbers = {name: NumberStats(i + 1, limit) for i, name in enumerate(pre.numeric)}
     categories = {c.name: CategoryStats() for c in pre.categorical}
-    y_stats = TargetStats(numeric=y_kind in "iufb")
+    y_stats = TargetStats(numeric=y_kind in "iufb" or formatted, formatted=formatted)
     used = [c.name for c in pre.columns if c.kind != "dropped"]
     table = TableFile(path, [*used, target], [c.name for c in pre.categorical])
     rows_out = SplitRows()
