@@ -162,6 +162,26 @@ def test_parquet_decimals_are_numbers_and_lists_or_records_are_left_out(tmp_path
     assert chunk["price"].dtype == np.float64 and chunk["price"].tolist() == x[:50].tolist()
 
 
+def test_a_parquet_files_named_index_is_a_column_and_row_labels_are_not(tmp_path):
+    """df.set_index("island").to_parquet(...): pandas would read 'island' back as the frame's index, which
+    mlpkit would never see; it is a column, in memory and in predict.py's chunks. The row labels of a
+    filtered frame (an unnamed index) are not a column."""
+    import pandas as pd
+
+    from mlpkit.data.table import iter_chunks, read_table
+
+    frame = pd.read_csv(messy_table(tmp_path / "t.csv"), na_values=["?"])
+    frame.set_index("island").to_parquet(tmp_path / "named.parquet")
+    frame[frame["mass"] > frame["mass"].median()].to_parquet(tmp_path / "filtered.parquet")
+    named, _ = read_table(str(tmp_path / "named.parquet"))
+    assert sorted(named.columns) == sorted(frame.columns)
+    pd.testing.assert_frame_equal(named[list(frame.columns)], frame)
+    chunk = next(iter_chunks(str(tmp_path / "named.parquet"), ["island", "mass"], chunk_rows=1000))
+    assert chunk["island"].tolist() == frame["island"].tolist()
+    filtered, _ = read_table(str(tmp_path / "filtered.parquet"))
+    assert list(filtered.columns) == list(frame.columns)
+
+
 def test_a_file_that_is_not_utf8_is_read_as_windows_1252_with_a_note(tmp_path):
     path = tmp_path / "latin.csv"
     rows = ["city,temp,label"] + [f"{['Zürich', 'Besançon', 'Köln'][i % 3]},{i % 11},{'ab'[i % 2]}" for i in range(60)]

@@ -106,14 +106,20 @@ def check_file(path: Any, key: str = "data.path") -> str:
 
 def arrow_to_pandas(data: Any):
     """A pyarrow Table or RecordBatch as a DataFrame, decimal columns as float64: numbers, as the same values
-    written in a CSV file are (pandas would give Python Decimal objects, which are not)."""
+    written in a CSV file are (pandas would give Python Decimal objects, which are not); a named pandas index
+    stored in the file is a column, as it is in the file (pandas would make it the frame's index, which
+    mlpkit would not read)."""
     import pyarrow as pa
 
     for i, f in enumerate(data.schema):
         if pa.types.is_decimal(f.type):
             # through the decimal text: arrow's direct cast rounds -0.57 to -0.5700000000000001
             data = data.set_column(i, f.name, data.column(i).cast(pa.string()).cast(pa.float64()))
-    return data.to_pandas()
+    df = data.to_pandas()
+    named = [n for n in df.index.names if n is not None]
+    if named:  # a DataFrame's named index (df.set_index("b").to_parquet): a column of the table, not row labels
+        df = df.reset_index(level=named)
+    return df
 
 
 def is_parquet(path: str) -> bool:
