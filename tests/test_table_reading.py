@@ -649,6 +649,7 @@ def test_lines_ending_in_a_delimiter_read_as_the_clean_file(tmp_path, recwarn):
     (["0.5,1,$20,429.59", "0.7,2,$1,000.00"], 2),  # every row: the first decides, pandas would shift
     (["0.5,1,20.5", "0.7,2,$1,000.00"], 3),  # a later row: pandas' own error, explained
     (["", "0.5,1,$20,429.59"], 3),  # after a blank line, which pandas skips
+    (["0.5,1,20.5,", "0.7,2,30.1,", "0.9,3,4.0,oops"], 4),  # lines ending in a delimiter, one with a value there
 ])
 def test_a_value_holding_the_delimiter_without_quotes_is_refused_naming_its_line(tmp_path, rows, line):
     path = tmp_path / "t.csv"

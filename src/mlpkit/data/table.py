@@ -248,7 +248,8 @@ def _fields_text(line: int, saw: int, want: int, sep: Optional[str]) -> str:
 def _check_first_row(text: str, sep: str, skip: int, path: str, key: str) -> None:
     """ConfigError when the first data row has more fields than the header and the extra ones hold values:
     pandas would quietly drop them (or, without index_col=False, shift every column by one). Empty extra
-    fields (each line ending in a delimiter) lose nothing and are read."""
+    fields (each line ending in a delimiter) lose nothing and are read; then every row of the sample (the
+    file's first 64 KB) is checked the same way, as pandas drops a later row's value there too."""
     # universal newlines: a file of classic Mac line ends (\r alone) reads as pandas reads it
     reader = csv.reader(io.StringIO(text, newline=None), delimiter=sep, skipinitialspace=True)
     try:
@@ -256,16 +257,19 @@ def _check_first_row(text: str, sep: str, skip: int, path: str, key: str) -> Non
     except csv.Error:  # a sample the csv module cannot parse: pandas' own reading says what is wrong
         return
     line = reader.line_num
+    trailing = False  # the first data row ends in empty fields past the header's: so may the others
     for row in _rows(reader):
-        if any(f.strip() for f in row):  # the first data row (pandas skips blank lines)
+        if any(f.strip() for f in row):  # a data row (pandas skips blank lines)
             if len(row) > len(header) and any(f.strip() for f in row[len(header):]):
                 here = skip + line + 1
-                if len(header) == 1:
+                if len(header) == 1 and not trailing:
                     raise ConfigError(f"{key}={path!r}: the first line ({header[0][:60]!r}) has one field and line "
                                       f"{here} has {len(row)}: if the header is on a later line, delete the lines "
                                       "above it (a title, a note)")
                 raise ConfigError(f"{key}={path!r}: {_fields_text(here, len(row), len(header), sep)}")
-            return
+            if not trailing and len(row) <= len(header):
+                return  # pandas reads the rest as the header says, and its own error names a longer row
+            trailing = True  # index_col=False would drop a later row's value there: the sample's rows are read
         line = reader.line_num
 
 
