@@ -564,14 +564,10 @@ class Run:
         import numpy as np
         import pandas as pd
 
-        from mlpkit.data.table import canonical_categories, formatted_numbers
+        from mlpkit.data.table import canonical_categories, lenient_numbers
 
-        if not self.task.classification:
-            numbers = np.array(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
-            text = np.isnan(numbers) & pd.notna(values).to_numpy() if hasattr(values, "to_numpy") else None
-            if text is not None and text.any():  # '$5,251', '52.5%': numbers as a training target of them was read
-                numbers[text] = formatted_numbers(np.asarray(values)[text])
-            return numbers
+        if not self.task.classification:  # '$5,251', '52.5%' too, as a training target of them was read
+            return lenient_numbers(values)[0]
         labels = canonical_categories(values, self.preprocessing.target_codes)
         lookup = {c: i for i, c in enumerate(self.classes)}
         return np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in labels], dtype=np.int64)
@@ -906,11 +902,10 @@ def _reading(path: str, read: Callable[[], Any]) -> Any:
     except (ConfigError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001  (pyarrow and pandas raise many types for a damaged file)
-        from mlpkit.data.table import _FIELDS, read_error_detail
+        from mlpkit.data.table import read_error_detail
 
-        first = read_error_detail(err) if str(err).strip() else "unreadable"
-        kind = "" if _FIELDS.search(str(err)) else f"{type(err).__name__}: "
-        raise ConfigError(f"input={path!r} is not a readable .csv, .tsv or .parquet table ({kind}{first})") from None
+        raise ConfigError(f"input={path!r} is not a readable .csv, .tsv or .parquet table "
+                          f"({read_error_detail(err, kind=True)})") from None
 
 
 def _chunks(path: str, chunks):

@@ -151,7 +151,7 @@ def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str
     numbers with a few stray text values that would otherwise silently become classes."""
     import pandas as pd
 
-    from mlpkit.data.table import formatted_numbers, line_of
+    from mlpkit.data.table import lenient_numbers, line_of
 
     col = df[target]
     rows = np.flatnonzero(keep)
@@ -174,21 +174,13 @@ def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str
     text = pd.Series(stripped.to_numpy(dtype=object)[raw_codes], index=y_col.index, dtype=object)
     codes, distinct = pd.factorize(stripped)
     codes = codes[raw_codes]
-    parsed = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy(np.float64)
-    formatted = False
-    if task in ("auto", REGRESSION) and np.isnan(parsed).any():
-        fancy = formatted_numbers(distinct)  # '$5,251' -> 5251.0, as a feature column of them is read
-        if (np.isnan(parsed) & ~np.isnan(fancy)).any():
-            parsed, formatted = np.where(np.isnan(parsed), fancy, parsed), True
-    with np.errstate(invalid="ignore"):
-        all_numbers = bool((np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)).all())
-    if formatted and all_numbers and (task == REGRESSION or _infer_task(parsed[codes]) == REGRESSION):
-        shown = ", ".join(repr(v) for v in distinct[:2])
-        notes.append(f"the target {target!r} holds numbers written with a currency sign, thousands separators "
-                     f"or a percent sign ({shown}, ...): read as the numbers without them")
-        return parsed[codes]
+    parsed, formatted = lenient_numbers(distinct)  # '$5,251' -> 5251.0, as a feature column of them is read
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
+    if task in ("auto", REGRESSION) and formatted.any() and usable.all() and \
+            (task == REGRESSION or _infer_task(parsed[codes]) == REGRESSION):
+        notes.append(formatted_target_note(target, distinct))
+        return parsed[codes]
     words = ~usable[codes]
     n_words = int(words.sum())
     if task in ("auto", REGRESSION) and 0 < n_words < len(text) and \
@@ -236,6 +228,13 @@ def _target(name: str, y: np.ndarray, task: Optional[str]):
     if task == BINARY and len(classes) != 2:
         raise ConfigError(f"data.task=binary but the target has {len(classes)} classes; use data.task=multiclass")
     return classification_task(len(classes)), y, classes
+
+
+def formatted_target_note(target: str, distinct: Sequence[str]) -> str:
+    """The note of a target read as the numbers that its values write with separators or signs."""
+    shown = ", ".join(repr(v) for v in distinct[:2])
+    return (f"the target {target!r} holds numbers written with a currency sign, thousands separators or a "
+            f"percent sign ({shown}, ...): read as the numbers without them")
 
 
 def one_class(name: str, label: str, inferred: bool) -> str:

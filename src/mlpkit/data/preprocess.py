@@ -37,7 +37,7 @@ import numpy as np
 
 from mlpkit.data.dataset import InputLayout
 from mlpkit.data.split import empty_array
-from mlpkit.data.table import Column, canonical_categories, formatted_numbers, to_days
+from mlpkit.data.table import Column, canonical_categories, lenient_numbers, to_days
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
 
@@ -296,13 +296,8 @@ class Preprocessing:
         if col.codes == "date":
             return np.array(to_days(s, col.date_format))
         if s.dtype.kind not in "iufb":
-            values = pd.to_numeric(s, errors="coerce")
+            values = pd.Series(lenient_numbers(s)[0], index=s.index)  # '$5,251', '52.5%' too
             bad = values.isna() & s.notna()
-            if bad.any():  # '$5,251', '1,234.5', '52.5%': numbers written with separators or signs
-                values = np.array(values.to_numpy(dtype=np.float64, na_value=np.nan))
-                values[bad.to_numpy()] = formatted_numbers(s[bad])
-                values = pd.Series(values, index=s.index)
-                bad = values.isna() & s.notna()
             if bad.any():
                 pos = int(np.flatnonzero(bad.to_numpy())[0])
                 raise ConfigError(f"column {col.name!r} holds the text {str(s.iloc[pos])!r} at line "

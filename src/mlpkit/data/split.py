@@ -35,11 +35,10 @@ def empty_array(shape: Tuple[int, ...], dtype=np.float32) -> np.ndarray:
 
 
 class TooFewOfAClass(ValueError):
-    """A stratified split of rows in which a class has fewer than 2 rows: `codes` are those classes."""
+    """A stratified split of rows in which a class has fewer than 2 rows (split_rows names the classes)."""
 
-    def __init__(self, codes: np.ndarray, counts: np.ndarray):
-        self.codes, self.counts = codes, counts
-        super().__init__(f"its smallest class has {counts.min()} row, and a stratified split needs 2 per class")
+    def __init__(self, smallest: int):
+        super().__init__(f"its smallest class has {smallest} row, and a stratified split needs 2 per class")
 
 
 def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: float, seed: int, name: str,
@@ -57,13 +56,12 @@ def split_rows(y: np.ndarray, task: str, val_fraction: float, test_fraction: flo
         what = f"the {len(rest)} rows left after the test split into train and val"
         tr, va = train_test_indices(rest, val_fraction / (1 - test_fraction), seed,
                                      y[rest] if strat is not None else None)
-    except TooFewOfAClass as err:
-        values, totals = np.unique(y, return_counts=True)  # each class's rows in the whole table
-        if totals.min() < 3:  # not the fractions: the classes themselves
-            raise ConfigError(few_of_a_class(name, what, values[totals < 3], totals[totals < 3], classes)) from None
-        raise ConfigError(f"data={name}: cannot split {what}: {err}; lower data.test_fraction or "
-                          "data.val_fraction, or use more rows") from None
     except ValueError as err:
+        if isinstance(err, TooFewOfAClass):
+            values, totals = np.unique(y, return_counts=True)  # each class's rows in the whole table
+            if totals.min() < 3:  # not the fractions: the classes themselves
+                raise ConfigError(few_of_a_class(name, what, values[totals < 3], totals[totals < 3], classes)) \
+                    from None
         raise ConfigError(f"data={name}: cannot split {what}: {err}; lower data.test_fraction or "
                           "data.val_fraction, or use more rows") from None
     return tr, va, te
@@ -112,8 +110,7 @@ def train_test_indices(idx: np.ndarray, test_size: float, seed: int, stratify: O
         return idx[perm[n_test:]], idx[perm[:n_test]]
     y_index, counts = _class_index(stratify)
     if counts.min() < 2:
-        values = np.unique(np.asarray(stratify))  # the class of each index (only on the way to a message)
-        raise TooFewOfAClass(values[counts < 2], counts[counts < 2])
+        raise TooFewOfAClass(int(counts.min()))
     if n_train < len(counts) or n_test < len(counts):
         raise ValueError(f"a {1 - test_size:.2g}/{test_size:.2g} split of {n} rows cannot give each of "
                          f"{len(counts)} classes a row on both sides")

@@ -384,9 +384,9 @@ class TargetStats:
             if self.formatted and s.dtype.kind not in "iuf":
                 import pandas as pd
 
-                from mlpkit.data.table import formatted_numbers
+                from mlpkit.data.table import lenient_numbers
 
-                v = formatted_numbers(s.to_numpy(dtype=object))
+                v = lenient_numbers(s)[0]
                 words = present & np.isnan(v)
                 if words.any():
                     row = first_row + int(np.flatnonzero(words)[0])
@@ -455,18 +455,13 @@ def _formatted_target(column, task: str) -> bool:
     """A text target of the first rows whose values are numbers, some written with separators or signs, read
     as a regression (as the in-memory path reads them; a few words among them are then named with their
     rows by TargetStats.values); a few such values ('10%', '20%') stay classes."""
-    import pandas as pd
-
     from mlpkit.data.loading import _infer_task
-    from mlpkit.data.table import formatted_numbers
+    from mlpkit.data.table import lenient_numbers
     from mlpkit.tasks import REGRESSION
 
-    text = column.dropna().astype(str).str.strip().to_numpy(dtype=object)
-    plain = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)
-    fancy = formatted_numbers(text)
-    if not (np.isnan(plain) & ~np.isnan(fancy)).any():
+    values, formatted = lenient_numbers(column.dropna().astype(str).str.strip().to_numpy(dtype=object))
+    if not formatted.any():
         return False
-    values = np.where(np.isnan(plain), fancy, plain)
     numbers = values[np.isfinite(values)]
     words = len(values) - len(numbers)
     return task == REGRESSION or (words <= max(3, 0.1 * len(values)) and _infer_task(numbers) == REGRESSION)
@@ -646,9 +641,9 @@ class StreamSource:
         if y.dtype.kind in "iuf":
             values = y.to_numpy(dtype=np.float64)
         else:  # numbers written with separators or signs ('$5,251'), every one checked by the pass
-            from mlpkit.data.table import formatted_numbers
+            from mlpkit.data.table import lenient_numbers
 
-            values = formatted_numbers(y.to_numpy(dtype=object))
+            values = lenient_numbers(y)[0]
         return part, (values - self.pre.y_mean) / self.pre.y_std
 
 
@@ -835,9 +830,9 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     y_kind = head[target].dtype.kind
     formatted = y_kind == "O" and task in ("auto", "regression") and _formatted_target(head[target], task)
     if formatted:
-        shown = ", ".join(repr(v) for v in head[target].dropna().astype(str).str.strip().unique()[:2])
-        notes.append(f"the target {target!r} holds numbers written with a currency sign, thousands separators "
-                     f"or a percent sign ({shown}, ...): read as the numbers without them")
+        from mlpkit.data.loading import formatted_target_note
+
+        notes.append(formatted_target_note(target, head[target].dropna().astype(str).str.strip().unique()))
     del head
     pre = Preprocessing("table", columns=roles.columns)
     limit = math.inf if standardize else OUT_OF_RANGE

@@ -16,7 +16,6 @@ import csv
 import difflib
 import errno
 import io
-import itertools
 import json
 import os
 import re
@@ -127,9 +126,9 @@ def is_parquet(path: str) -> bool:
         return fh.read(4) == PARQUET_MAGIC
 
 
-# The first bytes of each compression pandas reads (its names), and the module that reads it.
-COMPRESSIONS = ((b"\x1f\x8b", "gzip", "gzip"), (b"BZh", "bz2", "bz2"), (b"\xfd7zXZ\x00", "xz", "lzma"),
-                (b"PK\x03\x04", "zip", "zipfile"), (b"\x28\xb5\x2f\xfd", "zstd", "zstandard"))
+# The first bytes of each compression pandas reads, and its name there.
+COMPRESSIONS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"PK\x03\x04", "zip"),
+                (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 def compression_of(path: str, key: str = "data.path") -> Optional[str]:
@@ -138,7 +137,7 @@ def compression_of(path: str, key: str = "data.path") -> Optional[str]:
     cannot be read here."""
     with open(path, "rb") as fh:
         magic = fh.read(6)
-    kind = next((name for start, name, _ in COMPRESSIONS if magic.startswith(start)), None)
+    kind = next((name for start, name in COMPRESSIONS if magic.startswith(start)), None)
     if kind == "zip":
         import zipfile
 
@@ -209,13 +208,13 @@ def sniff_format(path: str, key: str = "data.path") -> TextFormat:
     if skip == len(lines) and len(head) < 1 << 16:
         raise ConfigError(f"{key}={path!r} holds only blank lines; it needs a header row and data rows")
     directive = re.fullmatch(r'"?sep=(.)"?', lines[skip].rstrip("\r\n")) if skip < len(lines) else None
-    if directive and directive.group(1) in DELIMITERS:  # Excel's first line naming the delimiter
-        skip += 1
+    named = directive.group(1) if directive and directive.group(1) in DELIMITERS else None
+    skip += named is not None  # Excel's first line naming the delimiter: not the header
     text = "".join(lines[skip:])
     lower = path.lower()
-    if directive and directive.group(1) in DELIMITERS:
-        _check_first_row(text, directive.group(1), skip, path, key)
-        return TextFormat(directive.group(1), encoding, skip=skip, compression=compression, sep_line=True)
+    if named:
+        _check_first_row(text, named, skip, path, key)
+        return TextFormat(named, encoding, skip=skip, compression=compression, sep_line=True)
     if _is_json(text, lower):
         raise ConfigError(f"{key}={path!r} holds JSON, not a table of delimited text; mlpkit reads .csv, .tsv "
                           "and .parquet files: save it as one (pandas: pd.read_json(path).to_csv(...))")
@@ -281,13 +280,16 @@ def _rows(reader) -> Iterator[List[str]]:
         return
 
 
-def read_error_detail(err: BaseException, sep: Optional[str] = None) -> str:
-    """What a reader's error says, in one line; a row with a field too many explained."""
+def read_error_detail(err: BaseException, sep: Optional[str] = None, kind: bool = False) -> str:
+    """What a reader's error says, in one line (`kind`: after its type's name); a row with a field too many
+    explained."""
     text = str(err).strip()
     found = _FIELDS.search(text)
     if found:
         want, line, saw = (int(g) for g in found.groups())
         return _fields_text(line, saw, want, sep)
+    if kind:
+        return f"{type(err).__name__}: {text.splitlines()[0][:200] if text else 'unreadable'}"
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
@@ -319,7 +321,7 @@ def _read_text(path: str, fmt: TextFormat, **kwargs):
     import pandas as pd
 
     # lines that end in a delimiter: an empty field past the header's, which index_col=False leaves out (the
-    # first data row's is checked to be empty by sniff_format; a later row with a value there is an error)
+    # rows of the first 64 KB are checked to hold no value there by sniff_format)
     warnings.filterwarnings("ignore", message="Length of header or names does not match length of data",
                             category=pd.errors.ParserWarning)
 
@@ -778,6 +780,20 @@ def formatted_numbers(values) -> np.ndarray:
     return _per_distinct(pd.Series(values, dtype=object), parse)
 
 
+def lenient_numbers(values) -> Tuple[np.ndarray, np.ndarray]:
+    """(values as float64, as a numeric column reads them: what pandas parses, then numbers written with
+    separators or signs; NaN for missing values and any other text; which values were read only as such
+    formatted numbers)."""
+    import pandas as pd
+
+    s = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    numbers = np.array(pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+    text = np.isnan(numbers) & s.notna().to_numpy()
+    if text.any():
+        numbers[text] = formatted_numbers(s.to_numpy(dtype=object)[text])
+    return numbers, text & ~np.isnan(numbers)
+
+
 def _formatted_number_column(distinct) -> bool:
     """A text column whose every distinct value is a number, some of them with separators or signs."""
     import pandas as pd
@@ -847,8 +863,7 @@ def _mostly_numbers(distinct) -> Optional[str]:
     import pandas as pd
 
     values = pd.Series(distinct).astype(str).str.strip()  # distinct values: cheap on large tables
-    numbers = pd.to_numeric(values, errors="coerce")
-    numbers = numbers.fillna(pd.Series(formatted_numbers(values), index=values.index))  # '$5,251' counts
+    numbers = pd.Series(lenient_numbers(values)[0], index=values.index)  # '$5,251' counts
     share = float(numbers.notna().mean())
     if 0.9 <= share < 1.0:
         return str(values[numbers.isna()].iloc[0])
