@@ -95,7 +95,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: a worker per core this process may use, and at least 2. Most runs happen in the test's own
-    process now, so the suite is bound by the CPU: on 2 cores, 2 workers took 5 min 40 s where 3 took
-    6 min 5 s and 4 took 6 min 21-27 s (and less CPU: 8 min 20 s against 10 min)."""
+    process now, so the suite is bound by the CPU: more workers than cores took longer and more CPU (the
+    README's Tests section has the figures)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(2, cores)

@@ -452,14 +452,15 @@ class TargetStats:
 
 
 def _formatted_target(column, task: str) -> bool:
-    """A text target of the first rows whose values are numbers, some written with separators or signs, read
-    as a regression (as the in-memory path reads them; a few words among them are then named with their
-    rows by TargetStats.values); a few such values ('10%', '20%') stay classes."""
+    """A text target of the first rows (`column`: its present values, stripped) whose values are numbers, some
+    written with separators or signs, read as a regression (as the in-memory path reads them; a few words
+    among them are then named with their rows by TargetStats.values); a few such values ('10%', '20%') stay
+    classes."""
     from mlpkit.data.loading import _infer_task
     from mlpkit.data.table import lenient_numbers
     from mlpkit.tasks import REGRESSION
 
-    values, formatted = lenient_numbers(column.dropna().astype(str).str.strip().to_numpy(dtype=object))
+    values, formatted = lenient_numbers(column.to_numpy(dtype=object))
     if not formatted.any():
         return False
     numbers = values[np.isfinite(values)]
@@ -828,11 +829,14 @@ def load_stream(path: str, target: Optional[str], task: str, drop: Sequence[str]
     target = target_column(head.columns, target, path)
     roles = assign_roles(head, target, drop, categorical)
     y_kind = head[target].dtype.kind
-    formatted = y_kind == "O" and task in ("auto", "regression") and _formatted_target(head[target], task)
-    if formatted:
-        from mlpkit.data.loading import formatted_target_note
+    formatted = False
+    if y_kind == "O" and task in ("auto", "regression"):
+        present = head[target].dropna().astype(str).str.strip()
+        formatted = _formatted_target(present, task)
+        if formatted:
+            from mlpkit.data.loading import formatted_target_note
 
-        notes.append(formatted_target_note(target, head[target].dropna().astype(str).str.strip().unique()))
+            notes.append(formatted_target_note(target, present.unique()))
     del head
     pre = Preprocessing("table", columns=roles.columns)
     limit = math.inf if standardize else OUT_OF_RANGE
