@@ -290,7 +290,7 @@ def test_nccl_ranks_train_as_one_gpu(tmp_path):
 # ---------------------------------------------------------------------------
 # SLURM: the tasks of one job step are the ranks
 
-from test_cluster import sh, slurm  # noqa: E402,F401  (the module's one-node cluster fixture)
+from test_cluster import sacct, sh, slurm  # noqa: E402,F401  (the module's one-node cluster fixture)
 
 
 def test_slurm_two_tasks_train_one_run(slurm, tmp_path):
@@ -301,16 +301,20 @@ def test_slurm_two_tasks_train_one_run(slurm, tmp_path):
     script.write_text("#!/bin/bash\n"
                       f"srun --kill-on-bad-exit=1 -n 2 {PYTHON} {TRAIN_PY} {' '.join(MANUAL)} trainer.strategy=ddp\n")
     env = {**slurm, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    out = sh(["sbatch", "--parsable", "--wait", "-n", "2", "-c", "1", "-o", str(tmp_path / "job.out"),
-              "-D", str(tmp_path), str(script)], env=env, timeout=300)
+    # polled here, not with sbatch --wait: that sleeps 2, 8, then 32 s between its looks (MinJobAge=60)
+    out = sh(["sbatch", "--parsable", "-n", "2", "-c", "1", "-o", str(tmp_path / "job.out"),
+              "-D", str(tmp_path), str(script)], env=env)
+    job_id = out.stdout.strip().split(";")[0]
+    state = sacct(slurm, [job_id], limit=300)
     log = (tmp_path / "job.out").read_text()
-    print(f"\nsbatch job {out.stdout.strip()}:\n{log[-1500:]}")
+    print(f"\nsbatch job {job_id} ({state}):\n{log[-1500:]}")
+    assert state == {job_id: "COMPLETED"}, log[-3000:]
     assert "ddp: 2 processes (slurm, gloo)" in log
     run = only_run_dir(tmp_path)
     one = train_in_process(MANUAL, tmp_path / "one")
     assert one.returncode == 0, one.describe()
     m = read_metrics(run)
-    assert m["slurm_job_id"] == out.stdout.strip().split(";")[0]
+    assert m["slurm_job_id"] == job_id
     assert same_history(read_metrics(only_run_dir(tmp_path / "one")), m) <= TOLERANCE
     assert files_of(run) == files_of(only_run_dir(tmp_path / "one"))
 
