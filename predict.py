@@ -8,15 +8,21 @@
 The arguments are parsed before torch or pandas are imported: --help answers at once.
 """
 
+import gc
 import sys
 from pathlib import Path
+
+gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
 
 try:
     import mlpkit  # noqa: F401  (installed with `pip install -e .`)
 except ImportError:  # a checkout that was not installed: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from mlpkit.predict import main
+from mlpkit import startup  # noqa: E402
+from mlpkit.predict import main  # noqa: E402
+
+startup.held()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,10 +6,12 @@
     python train.py resume=<run_dir>                  # continue a run in place
 """
 
+import gc
 import os
 import signal
 import sys
 
+gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
 
 def _interrupted(signum, frame):
     raise KeyboardInterrupt
@@ -28,6 +30,9 @@ def _main() -> None:
     except ImportError:  # a checkout that was not installed: use its src/
         sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
+    from mlpkit import startup
+
+    startup.held()
     import hydra
     from omegaconf import DictConfig
 

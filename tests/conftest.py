@@ -8,6 +8,7 @@ read is a module- or session-scoped fixture of their module: such tests are sent
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -85,6 +86,14 @@ def group_node_ids(items):
             item._id = NodeId.parse(nodeid)
         else:
             item._nodeid = nodeid
+
+
+def pytest_collection_finish(session):
+    """What the worker holds once the tests are collected (torch, Hydra, pandas, scikit-learn, every test
+    module: over a million objects) lives to the end: frozen, so that the collector stops walking it at
+    each full collection (36 of them, 12 s of each worker's time in a run of the suite before this)."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_sessionfinish(session, exitstatus):

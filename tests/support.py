@@ -219,9 +219,11 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
     tests that read what a run leaves behind; what needs a process of its own (signals, kills, threads
     or pids of launcher jobs, start-up) still uses `train`. Everything the run changes in this process
     (working directory, argv, environment, signal handlers, logging, Hydra's global state, mlpkit's
-    run-directory bookkeeping, torch's threads) is put back afterwards. `one_thread`: torch starts the run
+    run-directory bookkeeping, torch's threads, the garbage collector that train.py turns off for its start-up)
+    is put back afterwards. `one_thread`: torch starts the run
     with one CPU thread, as `train` gives a process (OMP_NUM_THREADS=1); else with torch's own count."""
     import contextlib
+    import gc
     import io
     import logging
     import runpy
@@ -230,6 +232,7 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
     import torch
     from hydra.core.global_hydra import GlobalHydra
 
+    from mlpkit import startup
     from mlpkit.app import cli, config
 
     saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -238,7 +241,7 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
     saved_root = (list(root.handlers), root.level)
     saved_loggers = {name: (lg.level, lg.disabled, lg.propagate, list(lg.handlers))
                      for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
-    saved_threads, saved_config_dir = torch.get_num_threads(), config.CONFIG_DIR
+    saved_threads, saved_config_dir, saved_gc = torch.get_num_threads(), config.CONFIG_DIR, gc.isenabled()
     out, err = io.StringIO(), io.StringIO()
     start, code = time.perf_counter(), 0
     Path(cwd).mkdir(parents=True, exist_ok=True)
@@ -298,6 +301,8 @@ def train_in_process(args: Sequence[str], cwd: Path, *, env: Optional[Dict[str, 
         os.environ.update(saved_env)
         torch.set_num_threads(saved_threads)
         config.CONFIG_DIR = saved_config_dir
+        startup.release()  # a run refused before its first epoch leaves the collector off (its process would end)
+        gc.enable() if saved_gc else gc.disable()
     return Run([str(a) for a in args], Path(cwd), code, out.getvalue(), err.getvalue(),
                time.perf_counter() - start, os.getpid())
 

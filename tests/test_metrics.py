@@ -138,9 +138,11 @@ def test_regression_matches_scikit_learn(n):
 
 @pytest.mark.slow
 def test_a_default_run_imports_none_of_the_heavy_modules_it_does_not_need(tmp_path):
-    """The modules a 1-epoch default `python train.py` has loaded when it ends (sys.modules at exit)."""
-    code = ("import atexit, json, runpy, sys\n"
-            "atexit.register(lambda: open('modules.json', 'w').write(json.dumps(sorted(sys.modules))))\n"
+    """The modules a 1-epoch default `python train.py` has loaded when it ends (sys.modules at exit), and
+    its garbage collector then: on again, with what start-up left frozen (mlpkit.startup)."""
+    code = ("import atexit, gc, json, runpy, sys\n"
+            "atexit.register(lambda: open('modules.json', 'w').write(json.dumps({'modules': sorted(sys.modules), "
+            "'collecting': gc.isenabled(), 'frozen': gc.get_freeze_count()})))\n"
             f"sys.argv = [{str(REPO / 'train.py')!r}, 'trainer.max_epochs=1', 'trainer.progress=false', "
             "'hydra.run.dir=run']\n"
             "runpy.run_path(sys.argv[0], run_name='__main__')\n")
@@ -148,7 +150,9 @@ def test_a_default_run_imports_none_of_the_heavy_modules_it_does_not_need(tmp_pa
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded = set(json.loads((tmp_path / "modules.json").read_text()))
+    at_exit = json.loads((tmp_path / "modules.json").read_text())
+    assert at_exit["collecting"] and at_exit["frozen"] > 100_000, at_exit["frozen"]  # torch's objects and more
+    loaded = set(at_exit["modules"])
     heavy = {"sklearn", "scipy", "matplotlib", "pandas", "fsspec", "boto3", "botocore"} & {m.split(".")[0]
                                                                                           for m in loaded}
     assert not heavy, f"a default run imported {sorted(heavy)}"

@@ -124,3 +124,44 @@ def test_the_sweep_plugins_are_scanned_only_when_asked_for_and_then_as_hydra_sca
     assert hydra.pop("imported_at_scan")  # the reference did import them: the probe can tell
     assert "joblib" in hydra["hydra/launcher"] and "JoblibLauncher" in hydra["launchers"]
     assert lazy == hydra
+
+
+def test_the_collector_held_for_start_up_is_released_once_with_start_up_frozen():
+    """mlpkit.startup: release() turns the collector back on and freezes what start-up left, once, and only
+    after held() (train.py and predict.py say it); a program that imports mlpkit keeps its collector as it is."""
+    import gc
+
+    from mlpkit import startup
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        frozen = gc.get_freeze_count()
+        startup.held()  # the collector is on: nothing is held
+        startup.release()
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+        gc.disable()
+        startup.release()  # not held: a program's own choice is kept
+        assert not gc.isenabled() and gc.get_freeze_count() == frozen
+        kept = [[i] for i in range(1000)]  # start-up's objects, alive to the end
+        startup.held()
+        startup.release()
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)
+        gc.disable()
+        startup.release()  # once
+        assert not gc.isenabled()
+    finally:
+        gc.enable() if was else gc.disable()
+
+
+def test_a_run_in_this_process_gives_the_collector_back(tmp_path):
+    """train.py turns the collector off in its first lines; a run refused before its first epoch never turns it
+    back on (its process ends), which train_in_process puts right, as it does for a run that trained."""
+    import gc
+
+    from conftest import train_in_process
+
+    refused = train_in_process(["optimizer=adamm"], tmp_path / "refused")
+    assert refused.returncode == 2 and gc.isenabled(), refused.describe()
+    done = train_in_process(["data=xor", "trainer.max_epochs=1", "trainer.progress=false"], tmp_path / "done")
+    assert done.returncode == 0 and gc.isenabled(), done.describe()

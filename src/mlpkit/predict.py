@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from mlpkit import startup
 from mlpkit.errors import ConfigError, exit_with
 from mlpkit.files import umask_mode
 from mlpkit.status import RunStatus
@@ -1153,6 +1154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for target in (args.export, args.export + ".json"):
                 check_output(target, [args.input] if args.input else [], args.overwrite, flag="--export")
         run = load_run(args.run_dir, args.checkpoint, report=report)
+        startup.release()  # the imports and the run are loaded: collection goes on for the rows
         if args.export:
             written = run.export_onnx(args.export, overwrite=args.overwrite)
             report(f"wrote {written} and {written.name}.json")

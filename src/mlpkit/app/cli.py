@@ -14,6 +14,7 @@ from typing import Any, List, Optional
 
 from hydra.experimental.callback import Callback as HydraCallback
 
+from mlpkit import startup
 from mlpkit.app import build
 from mlpkit.app.config import MONITOR_MODE, validate
 from mlpkit.errors import ConfigError, RunError, exit_with
@@ -962,6 +963,7 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         write_json(run_dir / DATA_SOURCE, source)
     TRAINER[:] = [trainer]
     GUARD.began = True  # from here on a signal is recorded as `interrupted` and the directory is the run's
+    startup.release()  # imports, config, data and model are ready: collection goes on for the epochs
     result = trainer.fit(model, data, resume_from=resume_from)
     result.warnings = warnings
     if build.flat_units(cfg):
@@ -1037,3 +1039,4 @@ class ValidateSweep(HydraCallback):
         except ConfigError as err:
             GUARD.discard()
             exit_with(err)
+        startup.release()  # a launcher's process may wait on its jobs for hours: collection goes on
