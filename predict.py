@@ -12,17 +12,15 @@ import gc
 import sys
 from pathlib import Path
 
-gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
-
 try:
     import mlpkit  # noqa: F401  (installed with `pip install -e .`)
 except ImportError:  # a checkout that was not installed: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from mlpkit import startup  # noqa: E402
-from mlpkit.predict import main  # noqa: E402
-
-startup.held()
+from mlpkit import startup
+from mlpkit.predict import main
 
 if __name__ == "__main__":
+    gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
+    startup.held()
     sys.exit(main())

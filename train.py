@@ -11,8 +11,6 @@ import os
 import signal
 import sys
 
-gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
-
 def _interrupted(signum, frame):
     raise KeyboardInterrupt
 
@@ -68,6 +66,7 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
+    gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
     try:
         _main()
     except KeyboardInterrupt:

@@ -3,12 +3,13 @@
 Start-up (torch, Hydra, pandas, scikit-learn, the composed config) leaves about a million objects
 that live until the process ends. CPython's collector walks every one of them at each full
 collection, and five fall in the start-up of a default run: 0.4-0.5 s of its 2.6-3.7 s on the
-2-core machines this project is built on. The commands turn the collector off in their first lines
-(`gc.disable()`), say so with `held()`, and call `release()` when start-up is done (before the first
-epoch, before the first row is predicted): what start-up left is frozen (`gc.freeze()`: kept out of
-every later collection; whatever of it was already garbage stays, a few MB at most, once) and
-collection goes on for what the run makes. A program that imports mlpkit is left as it is: without
-`held()`, `release()` does nothing.
+2-core machines this project is built on. Run as programs, the commands turn the collector off before
+their imports (`gc.disable()` under `if __name__ == "__main__"`), say so with `held()`, and call
+`release()` when start-up is done (before the first epoch, once predict.py has loaded the run, when a
+sweep's launcher starts its jobs): what start-up left is frozen (`gc.freeze()`: kept out of every later
+collection; whatever of it was already garbage stays, 1-2 MB of peak memory, once) and collection goes
+on for what the run makes. A program that imports mlpkit, or train.py as a module, is left as it is:
+without `held()`, `release()` does nothing.
 """
 
 from __future__ import annotations
