@@ -165,3 +165,31 @@ def test_a_run_in_this_process_gives_the_collector_back(tmp_path):
     assert refused.returncode == 2 and gc.isenabled(), refused.describe()
     done = train_in_process(["data=xor", "trainer.max_epochs=1", "trainer.progress=false"], tmp_path / "done")
     assert done.returncode == 0 and gc.isenabled(), done.describe()
+
+
+def test_a_sweep_job_in_a_launchers_process_holds_the_collector_once(monkeypatch):
+    """hold_for_job(): in a process of a launcher (held() never said there) the job's start-up runs with the
+    collector off until release(), once per process; in train.py's process (held() said) it does nothing."""
+    import gc
+
+    from mlpkit import startup
+
+    was = gc.isenabled()
+    monkeypatch.setattr(startup, "_SAID", [False])
+    monkeypatch.setattr(startup, "_HELD", [False])
+    try:
+        gc.enable()
+        startup.hold_for_job()
+        assert not gc.isenabled()
+        startup.release()
+        assert gc.isenabled()
+        startup.hold_for_job()  # the process's next job: its imports are done
+        assert gc.isenabled()
+        monkeypatch.setattr(startup, "_SAID", [False])
+        gc.disable()
+        startup.held()  # train.py's process: the command's start-up is held
+        startup.release()
+        startup.hold_for_job()
+        assert gc.isenabled()
+    finally:
+        gc.enable() if was else gc.disable()

@@ -16,12 +16,23 @@ from __future__ import annotations
 
 import gc
 
-_HELD = [False]
+_HELD = [False]  # the collector is off for start-up, until release()
+_SAID = [False]  # held() was said in this process: its start-up is the command's, not a sweep job's
 
 
 def held() -> None:
     """This command turned the collector off for its start-up (a no-op when the collector is on)."""
+    _SAID[0] = True
     _HELD[0] = not gc.isenabled()
+
+
+def hold_for_job() -> None:
+    """A sweep job in a process of its launcher (submitit's, joblib's, Ray's), which imports torch, pandas and
+    scikit-learn for its run as train.py does: the collector held off until release(), once per process;
+    nothing in a process where held() was said (train.py's, whose start-up is held already)."""
+    if not _SAID[0] and gc.isenabled():
+        gc.disable()
+        held()
 
 
 def release() -> None:

@@ -893,6 +893,7 @@ def run(cfg: Any) -> float:
 
     from mlpkit.training.launch import detect
 
+    startup.hold_for_job()  # a launcher's job process: its imports start now
     hc = HydraConfig.get()
     quiet_file_logs()
     try:
@@ -902,6 +903,7 @@ def run(cfg: Any) -> float:
         return train_from_config(cfg, Path(hc.runtime.output_dir), launcher=hc.launcher, job_num=job_num)
     except ConfigError as err:
         if hc.mode == RunMode.MULTIRUN:  # one job's data did not fit: record it, the sweep goes on
+            startup.release()  # (a launcher's process runs the next job with it on)
             log.error("mlpkit: error: %s", err)
             print(f"mlpkit: error: {err} (sweep job {hc.job.num}: {hc.job.override_dirname}; the sweep goes on)",
                   file=sys.stderr, flush=True)
