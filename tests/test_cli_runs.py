@@ -165,6 +165,12 @@ def test_event_files_hold_the_contract_tags(single):
     assert not [t for t in ev.scalars if t.startswith("activations/saturated_fraction")]
     assert ev.values("loss/train") == pytest.approx(m["history"]["train_loss"], rel=1e-5)
     assert ev.values("loss/val") == pytest.approx(m["history"]["val_loss"], rel=1e-5)
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    epochs = [e for f in ev.files for e in EventFileLoader(str(f)).Load()  # an epoch's scalars: one event
+              if any(v.tag == "loss/val" for v in e.summary.value)]
+    assert [e.step for e in epochs] == [1, 2, 3]
+    assert all(set(per_epoch) <= {v.tag for v in e.summary.value} for e in epochs)
     assert all(v > 0 for v in ev.values("grads/layer_0"))
     # per step: 3 epochs x 3 steps, logged every step
     assert ev.steps("loss/train_step") == list(range(1, 10))
