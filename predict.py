@@ -8,7 +8,6 @@
 The arguments are parsed before torch or pandas are imported: --help answers at once.
 """
 
-import gc
 import sys
 from pathlib import Path
 
@@ -21,6 +20,5 @@ from mlpkit import startup
 from mlpkit.predict import main
 
 if __name__ == "__main__":
-    gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
-    startup.held()
+    startup.hold()  # the collector, until start-up is done: mlpkit.startup says why
     sys.exit(main())

@@ -6,7 +6,6 @@
     python train.py resume=<run_dir>                  # continue a run in place
 """
 
-import gc
 import os
 import signal
 import sys
@@ -30,7 +29,7 @@ def _main() -> None:
 
     from mlpkit import startup
 
-    startup.held()
+    startup.hold()  # the collector, until start-up is done: mlpkit.startup says why
     import hydra
     from omegaconf import DictConfig
 
@@ -66,7 +65,6 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    gc.disable()  # until start-up is done: mlpkit.startup says why and turns it back on
     try:
         _main()
     except KeyboardInterrupt:

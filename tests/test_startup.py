@@ -126,25 +126,29 @@ def test_the_sweep_plugins_are_scanned_only_when_asked_for_and_then_as_hydra_sca
     assert lazy == hydra
 
 
-def test_the_collector_held_for_start_up_is_released_once_with_start_up_frozen():
-    """mlpkit.startup: release() turns the collector back on and freezes what start-up left, once, and only
-    after held() (train.py and predict.py say it); a program that imports mlpkit keeps its collector as it is."""
+def test_the_collector_held_for_start_up_is_released_once_with_start_up_frozen(monkeypatch):
+    """mlpkit.startup: hold() turns the collector off (train.py, predict.py, a launcher's job) and release() turns
+    it back on with what start-up left frozen, once, and only after hold() turned it off; a program that imports
+    mlpkit, or turned the collector off itself, keeps it as it is."""
     import gc
 
     from mlpkit import startup
 
     was = gc.isenabled()
+    monkeypatch.setattr(startup, "_STATE", [""])
     try:
         gc.enable()
         frozen = gc.get_freeze_count()
-        startup.held()  # the collector is on: nothing is held
-        startup.release()
+        startup.release()  # not held: nothing
         assert gc.isenabled() and gc.get_freeze_count() == frozen
         gc.disable()
-        startup.release()  # not held: a program's own choice is kept
+        startup.hold()  # off already: the program's own choice is kept
+        startup.release()
         assert not gc.isenabled() and gc.get_freeze_count() == frozen
+        gc.enable()
+        startup.hold()
+        assert not gc.isenabled()
         kept = [[i] for i in range(1000)]  # start-up's objects, alive to the end
-        startup.held()
         startup.release()
         assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)
         gc.disable()
@@ -154,42 +158,43 @@ def test_the_collector_held_for_start_up_is_released_once_with_start_up_frozen()
         gc.enable() if was else gc.disable()
 
 
-def test_a_run_in_this_process_gives_the_collector_back(tmp_path):
-    """train.py turns the collector off in its first lines; a run refused before its first epoch never turns it
-    back on (its process ends), which train_in_process puts right, as it does for a run that trained."""
+def test_a_run_in_this_process_gives_the_collector_back(tmp_path, monkeypatch):
+    """train.py holds the collector off first thing; a run refused before its first epoch never turns it back on
+    (its process ends), which train_in_process puts right, as it does for a run that trained."""
     import gc
 
     from conftest import train_in_process
+    from mlpkit import startup
 
+    monkeypatch.setattr(startup, "_STATE", [""])  # as in a fresh process: this run holds it
     refused = train_in_process(["optimizer=adamm"], tmp_path / "refused")
-    assert refused.returncode == 2 and gc.isenabled(), refused.describe()
+    assert refused.returncode == 2 and gc.isenabled() and startup._STATE == ["released"], refused.describe()
+    monkeypatch.setattr(startup, "_STATE", [""])
     done = train_in_process(["data=xor", "trainer.max_epochs=1", "trainer.progress=false"], tmp_path / "done")
-    assert done.returncode == 0 and gc.isenabled(), done.describe()
+    assert done.returncode == 0 and gc.isenabled() and startup._STATE == ["released"], done.describe()
 
 
 def test_a_sweep_job_in_a_launchers_process_holds_the_collector_once(monkeypatch):
-    """hold_for_job(): in a process of a launcher (held() never said there) the job's start-up runs with the
-    collector off until release(), once per process; in train.py's process (held() said) it does nothing."""
+    """hold(): in a process of a launcher the first job's start-up runs with the collector off until release();
+    the process's next jobs (and train.py's own process, held already at its start) hold nothing."""
     import gc
 
     from mlpkit import startup
 
     was = gc.isenabled()
-    monkeypatch.setattr(startup, "_SAID", [False])
-    monkeypatch.setattr(startup, "_HELD", [False])
+    monkeypatch.setattr(startup, "_STATE", [""])
     try:
         gc.enable()
-        startup.hold_for_job()
+        startup.hold()
         assert not gc.isenabled()
         startup.release()
         assert gc.isenabled()
-        startup.hold_for_job()  # the process's next job: its imports are done
+        startup.hold()  # the process's next job: its imports are done
         assert gc.isenabled()
-        monkeypatch.setattr(startup, "_SAID", [False])
-        gc.disable()
-        startup.held()  # train.py's process: the command's start-up is held
+        monkeypatch.setattr(startup, "_STATE", [""])
+        startup.hold()  # train.py's process: held at its start ...
+        startup.hold()  # ... so its job holds nothing more
         startup.release()
-        startup.hold_for_job()
         assert gc.isenabled()
     finally:
         gc.enable() if was else gc.disable()

@@ -893,7 +893,7 @@ def run(cfg: Any) -> float:
 
     from mlpkit.training.launch import detect
 
-    startup.hold_for_job()  # a launcher's job process: its imports start now
+    startup.hold()  # a launcher's job process: its imports start now (train.py's: held already)
     hc = HydraConfig.get()
     quiet_file_logs()
     try:

@@ -93,11 +93,7 @@ class TensorBoardLogger:
             self.error = f"could not write the TensorBoard event file in {self.log_dir}: {_reason(err)}"
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.error is None:
-            try:
-                self.writer.add_scalar(tag, value, step)
-            except OSError as err:
-                self._failed(err)
+        self.scalars({tag: value}, step)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         """The scalars of one step (an epoch's losses, accuracies, learning rate, ...) as one event: one
