@@ -441,7 +441,8 @@ def stream_bench(workdir: Path, sizes: List[int], procs: Optional[List[int]] = N
             rss_dir = workdir / f"rss_{rows}_{n}"
             rss_dir.mkdir()
             launcher = [sys.executable] if n == 1 else [
-                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n)]
+                sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
+                "--log-dir", str(workdir / f"torchrun_logs_{rows}_{n}")]   # not a torchelastic_* left in /tmp
             args = [*launcher, str(wrapper), str(ROOT / "train.py"), "data=csv", f"data.path={path}",
                     "data.target=churn", "data.stream=true", "model.hidden=[32]", "trainer.batch_size=4096",
                     "trainer.max_epochs=1", "early_stopping=none", "trainer.progress=false",

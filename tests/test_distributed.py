@@ -44,14 +44,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_command(n: int, args: Sequence[str]) -> List[str]:
+def torchrun_command(n: int, args: Sequence[str], log_dir: Path) -> List[str]:
+    """torchrun's agent keeps its own logs in --log-dir (a fresh torchelastic_* folder under /tmp, never
+    removed, without it): here a folder beside the test's working directory, which pytest removes."""
     return [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-addr", "127.0.0.1",
-            "--master-port", str(free_port()), str(TRAIN_PY), *args]
+            "--master-port", str(free_port()), "--log-dir", str(log_dir), str(TRAIN_PY), *args]
 
 
 def start_torchrun(n: int, args: Sequence[str], cwd: Path) -> subprocess.Popen:
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(torchrun_command(n, args), cwd=cwd, env=process_env(), stdout=subprocess.PIPE,
+    log_dir = cwd.with_name(cwd.name + ".torchrun-logs")
+    return subprocess.Popen(torchrun_command(n, args, log_dir), cwd=cwd, env=process_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
 
 
