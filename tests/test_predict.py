@@ -245,4 +245,4 @@ def test_tensorboard_holds_the_new_test_metrics_and_the_confusion_matrix(runs, t
     for key in ("f1_macro", "roc_auc", "balanced_accuracy"):
         assert ev.values(f"hparam/test_{key}")[-1] == pytest.approx(saved["test"][key], rel=1e-5)
     assert "images/confusion_matrix" in ev.images
-    assert saved["kept"] in ("best", "last") and saved["classes"]
+    assert saved["kept"] in ("best", "last", "refit") and saved["classes"]

@@ -332,11 +332,14 @@ DAMAGE = {
     "model_in_dim": (_kwargs("in_dim", 3), ["model.json", "'kwargs.in_dim'"]),
     "model_out_dim": (_kwargs("out_dim", 7), ["model.json", "'kwargs.out_dim'"]),
     "model_activation": (_kwargs("activation", "nope"), ["model.json", "'kwargs'"]),
-    "checkpoint_of_another_run": (_copy_from_other("checkpoints/best.pt", "checkpoints/last.pt"),
-                                  ["best.pt", "another run"]),
-    "checkpoint_garbage": (lambda r, o: (r / "checkpoints" / "best.pt").write_bytes(b"not a checkpoint"),
-                           ["best.pt"]),
+    # the checkpoint the run kept ({kept}.pt: refit.pt, as a table's run refits by default)
+    "checkpoint_of_another_run": (lambda r, o: shutil.copy(o / _kept(o), r / _kept(r)), ["{kept}.pt", "another run"]),
+    "checkpoint_garbage": (lambda r, o: (r / _kept(r)).write_bytes(b"not a checkpoint"), ["{kept}.pt"]),
 }
+
+
+def _kept(run: Path) -> str:
+    return f"checkpoints/{json.loads((run / 'metrics.json').read_text())['kept']}.pt"
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))
@@ -350,8 +353,9 @@ def test_a_damaged_run_directory_gets_one_line_naming_the_file_and_the_field(run
     damage, words = DAMAGE[case]
     damage(copy, runs["price"][1])
     msg = _error(cli(copy, path, "-o", tmp_path / "p.csv"))
+    kept = json.loads((run_dir / "metrics.json").read_text())["kept"]
     for word in words:
-        assert word in msg, (case, msg)
+        assert word.format(kept=kept) in msg, (case, msg)
     assert "--checkpoint" not in msg
     assert not (tmp_path / "p.csv").exists() and not _leftovers(tmp_path)
     with pytest.raises(ConfigError) as err:

@@ -274,6 +274,7 @@ KINDS = {
     "tabm_ple": ["model=tabm", "model.k=2", "model.hidden=[8]", "embedding=piecewise_linear", "embedding.bins=4"],
     "recipe": [],  # data=csv's own: recipe=tabular
     "categories": ["data.onehot_max=2", "model.category_dim=3"],  # c: one code input, embedded
+    "refit": ["trainer.refit=true"],  # the kept model is checkpoints/refit.pt
 }
 
 

@@ -2,8 +2,8 @@
 
 A run directory holds everything needed (written by the training command): preprocessing.json
 (+ preprocessing.skops for a table: the fitted ColumnTransformer), model.json (the network's
-shape), checkpoints/best.pt and last.pt (weights, loaded with weights_only=True), metrics.json
-(which checkpoint the run kept) and splits.npz (which rows of the training file went to which
+shape), checkpoints/best.pt and last.pt (weights, loaded with weights_only=True; refit.pt too where
+trainer.refit=true trained one), metrics.json (which checkpoint the run kept) and splits.npz (which rows of the training file went to which
 split). Nothing in it is unpickled, so a run directory from someone else runs none of their code,
 and every field predict reads is checked for type, shape and size first: a damaged or crafted
 file is a ConfigError naming the file and the field, before anything is allocated from it.
@@ -405,6 +405,9 @@ def _not_a_run(path: Path, said) -> str:
             "python train.py resume=<run_dir>")
 
 
+CHECKPOINTS = ("best", "last", "refit")  # checkpoints/<name>.pt; refit.pt where trainer.refit=true trained one
+
+
 class Run:
     """A finished run, ready to predict: its preprocessing and its kept model, on the CPU.
 
@@ -422,7 +425,7 @@ class Run:
         if not self.status.has_model:
             raise ConfigError(f"{run_dir} is not a finished run (status {self.status!r}); continue it with "
                               "python train.py resume=<run_dir>")
-        kept = metrics.choice("kept", ("best", "last"), "best")
+        kept = metrics.choice("kept", CHECKPOINTS, "best")
         epochs_run = metrics.integer("epochs_run", 0, 2 ** 62, None)
         metrics.integer("best_epoch", 0, 2 ** 62, None)
         self.metrics = metrics.data
@@ -435,8 +438,11 @@ class Run:
         saved_classes = metrics.get("classes", None)
         if saved_classes is not None and metrics.strings("classes", MAX_CLASSES) != pre.classes:
             raise metrics.bad("classes", f"differs from preprocessing.json's {_show(pre.classes)}")
-        if checkpoint is not None and checkpoint not in ("best", "last"):
-            raise ConfigError(f"--checkpoint {checkpoint!r} is not known; choose one of: best, last")
+        if checkpoint is not None and checkpoint not in CHECKPOINTS:
+            raise ConfigError(f"--checkpoint {checkpoint!r} is not known; choose one of: {', '.join(CHECKPOINTS)}")
+        if checkpoint == "refit" and kept != "refit":
+            raise ConfigError(f"--checkpoint refit: {run_dir} has no refit model (trainer.refit=true trains one); "
+                              "choose best or last")
         self.checkpoint = checkpoint or kept
         if self.status == RunStatus.DIVERGED and epochs_run == 0:
             raise ConfigError(f"{run_dir} diverged before its first epoch finished: it holds only untrained "
@@ -677,7 +683,7 @@ class Run:
     def protected_files(self) -> List[str]:
         """The run directory's own files: never an output."""
         names = ["metrics.json", "model.json", "preprocessing.json", "preprocessing.skops", "splits.npz",
-                 "checkpoints/best.pt", "checkpoints/last.pt"]
+                 "checkpoints/best.pt", "checkpoints/last.pt", "checkpoints/refit.pt"]
         return [str(self.run_dir / n) for n in names]
 
     # -- the run's own training file -----------------------------------------------
@@ -856,7 +862,8 @@ class Run:
 
 def load_run(run_dir: str | Path, checkpoint: Optional[str] = None,
              report: Optional[Callable[[str], None]] = None) -> Run:
-    """A finished run directory as a Run: `.predict(df_or_path)`, `.predict_proba(df_or_path)`."""
+    """A finished run directory as a Run: `.predict(df_or_path)`, `.predict_proba(df_or_path)`.
+    `checkpoint`: best, last or refit (None: the one the run kept, whose test metrics metrics.json holds)."""
     return Run(run_dir, checkpoint, report)
 
 
@@ -1118,8 +1125,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "its last suffix>.predictions.csv in the current directory)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUTPUT (and the --export files) if they exist")
-    parser.add_argument("--checkpoint", choices=("best", "last"),
-                        help="which weights (default: the ones the run's test metrics came from)")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS,
+                        help="which weights (default: the ones the run's test metrics came from; refit: the model "
+                             "trainer.refit=true trained on the train + val rows, which is then that default)")
     parser.add_argument("--keep", nargs="+", default=[], metavar="COL", help="input columns to copy to the output")
     parser.add_argument("--split", choices=SPLITS,
                         help="INPUT is the run's training file: predict only the rows of this split, as the run "

@@ -353,7 +353,8 @@ def rewrite_resume_argv(argv: List[str]) -> List[str]:
 RESUME_MAY_CHANGE = ("resume", "trainer.max_epochs", "trainer.progress", "trainer.device", "trainer.num_threads",
                      "trainer.deterministic", "trainer.log_every_n_steps", "trainer.histogram_every_n_epochs",
                      "trainer.boundary_every_n_epochs", "early_stopping.patience",
-                     "trainer.strategy")  # the number of processes too: last.pt holds nothing per rank
+                     "trainer.strategy",  # the number of processes too: last.pt holds nothing per rank
+                     "trainer.refit")  # a refit is trained after the run, from nothing that last.pt holds
 
 
 def _flat(node: Any, prefix: str = "") -> dict:
@@ -594,6 +595,7 @@ def check_run(config: Any) -> None:
     except ConfigError as err:
         GUARD.discard()
         if launch.rank > 0:  # rank 0 says it, once for the job
+            wait_for_rank0(launch)
             raise SystemExit(2)
         tell_ranks(launch, {"exit": 2})
         exit_with(err)
@@ -633,6 +635,22 @@ def tell_ranks(launch: Any, answer: dict) -> None:
 
     if dist.is_initialized():  # (a refusal before the process group: every rank ends on its own)
         broadcast_object(answer, launch)
+
+
+def wait_for_rank0(launch: Any, seconds: float = 30.0) -> None:
+    """A rank > 0 that refused the config on its own (before the process group: rank 0 refuses the same and
+    says it): torchrun ends every rank once one fails, so this one waits for that (at most `seconds`) and
+    rank 0 has the time to say why; ending at once could have torchrun stop rank 0 before its line."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # rank 0's answer came through the process group
+        return
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+    except KeyboardInterrupt:  # torchrun's SIGTERM once rank 0 has ended (on_signal: nothing to stop yet)
+        pass
 
 
 def follow_rank0(config: Any, launch: Any) -> None:
@@ -970,10 +988,18 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
     result.warnings = warnings
     if build.flat_units(cfg):
         build.note_flat_units(result)
+    refitted = False
+    if cfg.trainer.refit and writer and trainer.stop_signal is None:
+        from mlpkit.app.refit import refit
+
+        refitted = refit(cfg, data, kwargs, result, device, run_dir, strategy, TRAINER) is not None
+        trainer.stop_signal = trainer.stop_signal or TRAINER[-1].stop_signal  # one during the refit is the run's,
+        TRAINER[:] = [trainer]  # and so is one from here on
     if trainer.stop_signal is not None and result.status != RunStatus.INTERRUPTED:  # during the final save or test
         result.status = RunStatus.INTERRUPTED
-        result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} after epoch "
-                          f"{result.epochs_run}; continue with resume=<run_dir>")
+        result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} "
+                          + ("at the end of the refit; continue with resume=<run_dir>, which refits again"
+                             if refitted else f"after epoch {result.epochs_run}; continue with resume=<run_dir>"))
     if writer:
         build.record_run(build.Record(cfg, data, device, run_dir, total, start, trainer.first_step_time),
                          result, logger)

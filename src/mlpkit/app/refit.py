@@ -1,0 +1,101 @@
+"""trainer.refit=true: after a run has chosen its best epoch on the val rows, a fresh model (same seed, same
+settings, the run's own preprocessing) is trained on the train + val rows for that many epochs, its schedule
+spanning those epochs, and becomes the run's kept model: checkpoints/refit.pt, the test metrics of
+metrics.json, what predict.py applies. The first model's best.pt and last.pt stay as they were, its test
+metrics under metrics.json's `refit.test_before` (`predict.py --checkpoint best` applies it).
+
+What a practitioner does with gradient-boosted trees and an MLP alike once the val rows have done their
+work (choosing the epochs): they are rows to learn from. A Ctrl-C or SIGTERM during the refit leaves the run
+`interrupted`; `resume=<run_dir>` finds the first model finished in last.pt and refits again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from mlpkit.status import RunStatus
+
+log = logging.getLogger("mlpkit")
+
+REFIT_CHECKPOINT = "refit.pt"
+
+
+def why_not(cfg: Any, data: Any, result: Any, strategy: Any) -> Optional[str]:
+    """Why this run is not refitted (said in the log and metrics.json), or None."""
+    if RunStatus(result.status) not in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED):
+        return f"the run ended {result.status}"
+    if getattr(strategy, "world_size", 1) > 1:
+        return "a run of several processes (trainer.strategy=ddp) is not refitted: the refit trains in one"
+    import torch
+
+    if not all(isinstance(x, torch.Tensor) for x in (data.X_train, data.X_val)):
+        return "a streamed run (data.stream) is not refitted: its train and val rows are not in memory"
+    if result.best_epoch < 1:
+        return "the run has no best epoch to count"
+    return None
+
+
+def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: Path, strategy: Any,
+          trainers: list) -> Any:
+    """Train the refit model and make it the run's kept model in `result` (a FitResult, changed in place);
+    `trainers`: where a signal finds the trainer to stop (the refit's, while it trains). Returns the refit's
+    FitResult, or None where the run is not refitted (why: in the log and metrics.json)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from mlpkit.app import build
+    from mlpkit.models.mlp import MODELS
+    from mlpkit.training.callbacks import BestEpoch
+    from mlpkit.training.checkpoint import save_checkpoint
+
+    reason = why_not(cfg, data, result, strategy)
+    if reason is not None:
+        if RunStatus(result.status) in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED):
+            log.info("note: trainer.refit=true: %s; the run keeps its %s model", reason, result.kept)
+            result.extra["refit"] = {"skipped": reason}
+        return None
+    epochs = int(result.best_epoch)
+    first = trainers[-1] if trainers else None
+    rows = dataclasses.replace(data, X_train=torch.cat([data.X_train, data.X_val]),
+                               y_train=torch.cat([data.y_train, data.y_val]), notes=[], warnings=[])
+    log.info("refit  a fresh model on the %d train + %d val rows for %d epochs (the best epoch's count); "
+             "its val loss below is on rows it trains on", len(data.X_train), len(data.X_val), epochs)
+    again = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs, "max_steps": None}})
+    torch.manual_seed(cfg.seed)  # the first model's initial weights
+    model = MODELS[cfg.model.name](**kwargs, seed=None)
+    best = BestEpoch("train_loss", "min")  # a record only: the last epoch's weights are kept
+    trainer = build.build_trainer(again, device, None, None, best, None, handle_signals=False,
+                                  strategy=strategy, task=data.task)
+    if first is not None:  # the model's arguments, task and classes: predict.py checks them against the run's
+        trainer.extra_state = dict(first.extra_state)
+    trainers[:] = [trainer]  # a signal from here on stops the refit; one that came before it, too:
+    if first is not None and first.stop_signal is not None:
+        trainer.stop_signal = first.stop_signal
+    start = time.perf_counter()
+    second = trainer.fit(model, rows)
+    if trainer.stop_signal is not None or RunStatus(second.status) != RunStatus.COMPLETED:
+        import signal
+
+        stopped = second.status if trainer.stop_signal is None else RunStatus.INTERRUPTED
+        why = (f"interrupted by {signal.Signals(trainer.stop_signal).name}" if trainer.stop_signal is not None
+               else f"{second.status}: {second.message}")
+        result.status = RunStatus.INTERRUPTED  # the first model stays whole: the refit can be run again
+        result.message = (f"the refit stopped after {second.epochs_run} of its {epochs} epochs ({why}); the first "
+                          "model is whole in last.pt and best.pt: continue with resume=<run_dir>, which refits "
+                          "again" + ("" if stopped == RunStatus.INTERRUPTED else " (or trainer.refit=false)"))
+        result.extra["refit"] = {"status": str(second.status), "epochs": epochs}
+        return second
+    save_checkpoint(run_dir / "checkpoints" / REFIT_CHECKPOINT,
+                    {"epoch": epochs, "global_step": trainer.state.step, "model": model.state_dict(),
+                     "refit": True, **trainer.extra_state})
+    result.extra["refit"] = {
+        "epochs": epochs, "train_rows": len(rows.X_train), "seconds": time.perf_counter() - start,
+        "history": {"train_loss": second.history.get("train_loss", [])},
+        "test_before": result.test, "kept_before": result.kept}
+    result.test, result.kept = second.test, "refit"
+    log.info("refit  %d epochs on %d rows in %.1f s", epochs, len(rows.X_train), result.extra["refit"]["seconds"])
+    return second
