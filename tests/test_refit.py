@@ -54,7 +54,7 @@ def test_the_refit_is_the_kept_model_trained_on_train_and_val_for_the_best_epoch
     assert r["epochs"] == m["best_epoch"] >= 1 and len(r["history"]["train_loss"]) == r["epochs"]
     assert r["train_rows"] == len(splits["train"]) + len(splits["val"])
     assert f"refit  a fresh model on the {len(splits['train'])} train + {len(splits['val'])} val rows for " \
-           f"{r['epochs']} epochs" in run.stdout
+           f"{r['epochs']} epoch" in run.stdout
     kept, first = mlpkit.load_run(run_dir), mlpkit.load_run(run_dir, "best")
     assert kept.checkpoint == "refit" and first.checkpoint == "best"
     for name, want in (("refit", m["test"]), ("best", r["test_before"])):  # each model's own test metrics

@@ -62,8 +62,8 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
     first = trainers[-1] if trainers else None
     rows = dataclasses.replace(data, X_train=torch.cat([data.X_train, data.X_val]),
                                y_train=torch.cat([data.y_train, data.y_val]), notes=[], warnings=[])
-    log.info("refit  a fresh model on the %d train + %d val rows for %d epochs (the best epoch's count); "
-             "its val loss below is on rows it trains on", len(data.X_train), len(data.X_val), epochs)
+    log.info("refit  a fresh model on the %d train + %d val rows for %s (the best epoch's count); "
+             "its val loss below is on rows it trains on", len(data.X_train), len(data.X_val), _epochs(epochs))
     again = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs, "max_steps": None}})
     torch.manual_seed(cfg.seed)  # the first model's initial weights
     model = MODELS[cfg.model.name](**kwargs, seed=None)
@@ -97,5 +97,9 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
         "history": {"train_loss": second.history.get("train_loss", [])},
         "test_before": result.test, "kept_before": result.kept}
     result.test, result.kept = second.test, "refit"
-    log.info("refit  %d epochs on %d rows in %.1f s", epochs, len(rows.X_train), result.extra["refit"]["seconds"])
+    log.info("refit  %s on %d rows in %.1f s", _epochs(epochs), len(rows.X_train), result.extra["refit"]["seconds"])
     return second
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
