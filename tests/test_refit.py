@@ -100,3 +100,15 @@ def test_a_streamed_run_keeps_its_first_model_and_says_why(tmp_path, cli):
     assert proc.returncode == 2 and proc.stderr.strip().endswith("has no refit model (trainer.refit=true trains "
                                                                  "one); choose best or last"), proc.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_run_that_keeps_its_last_epoch_is_refitted_for_all_its_epochs(tmp_path):
+    table = messy_table(tmp_path / "t.csv", n=200, seed=2, task="binary")
+    run = train_in_process([*_args(table, "early_stopping.restore_best=false", "trainer.max_epochs=40",
+                                   "trainer.batch_size=32", "optimizer.lr=0.01"),
+                            f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    m = read_metrics(tmp_path / "run")
+    assert m["kept"] == "refit" and m["refit"]["kept_before"] == "last"
+    assert m["refit"]["epochs"] == m["epochs_run"] and len(m["refit"]["history"]["train_loss"]) == m["epochs_run"]
+    assert m["status"] == "early_stopped" and m["epochs_run"] > m["best_epoch"]  # the last epoch, not the best one

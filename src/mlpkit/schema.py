@@ -158,8 +158,8 @@ class TrainerConfig:
     manual_backprop: bool = True  # chain-rule backward for plain MLPs (relu/tanh/sigmoid/identity); else autograd
     class_weight: str = "none"  # none | balanced: weight the loss by inverse class frequency of the train split
     strategy: str = "auto"  # auto (one process) | ddp (data parallel under torchrun or srun; batch_size is global)
-    refit: bool = False  # after the run: a fresh model trained on the train + val rows for the best epoch's count of
-    # epochs becomes the kept model (checkpoints/refit.pt); the val rows chose the epochs, then train it too
+    refit: bool = False  # after the run: a fresh model trained on the train + val rows for the kept model's count of
+    # epochs (the best epoch's) becomes the kept model (checkpoints/refit.pt); the val rows chose the epochs, then train it
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """trainer.refit=true: after a run has chosen its best epoch on the val rows, a fresh model (same seed, same
-settings, the run's own preprocessing) is trained on the train + val rows for that many epochs, its schedule
+settings, the run's own preprocessing) is trained on the train + val rows for that many epochs (all the run's,
+where it kept its last epoch: early_stopping.restore_best=false or early_stopping=none), its schedule
 spanning those epochs, and becomes the run's kept model: checkpoints/refit.pt, the test metrics of
 metrics.json, what predict.py applies. The first model's best.pt and last.pt stay as they were, its test
 metrics under metrics.json's `refit.test_before` (`predict.py --checkpoint best` applies it).
@@ -34,9 +35,14 @@ def why_not(cfg: Any, data: Any, result: Any, strategy: Any) -> Optional[str]:
 
     if not all(isinstance(x, torch.Tensor) for x in (data.X_train, data.X_val)):
         return "a streamed run (data.stream) is not refitted: its train and val rows are not in memory"
-    if result.best_epoch < 1:
-        return "the run has no best epoch to count"
+    if kept_epochs(result) < 1:
+        return "the run kept no trained epoch to count"
     return None
+
+
+def kept_epochs(result: Any) -> int:
+    """The epochs of the model the run kept: its best epoch's (early_stopping.restore_best=true), else all."""
+    return int(result.best_epoch if result.kept == "best" else result.epochs_run)
 
 
 def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: Path, strategy: Any,
@@ -58,11 +64,11 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
             log.info("note: trainer.refit=true: %s; the run keeps its %s model", reason, result.kept)
             result.extra["refit"] = {"skipped": reason}
         return None
-    epochs = int(result.best_epoch)
+    epochs = kept_epochs(result)
     first = trainers[-1] if trainers else None
     rows = dataclasses.replace(data, X_train=torch.cat([data.X_train, data.X_val]),
                                y_train=torch.cat([data.y_train, data.y_val]), notes=[], warnings=[])
-    log.info("refit  a fresh model on the %d train + %d val rows for %s (the best epoch's count); "
+    log.info("refit  a fresh model on the %d train + %d val rows for %s (the kept model's count); "
              "its val loss below is on rows it trains on", len(data.X_train), len(data.X_val), _epochs(epochs))
     again = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs, "max_steps": None}})
     torch.manual_seed(cfg.seed)  # the first model's initial weights
