@@ -683,7 +683,7 @@ class Run:
     def protected_files(self) -> List[str]:
         """The run directory's own files: never an output."""
         names = ["metrics.json", "model.json", "preprocessing.json", "preprocessing.skops", "splits.npz",
-                 "checkpoints/best.pt", "checkpoints/last.pt", "checkpoints/refit.pt"]
+                 *(f"checkpoints/{name}.pt" for name in CHECKPOINTS)]
         return [str(self.run_dir / n) for n in names]
 
     # -- the run's own training file -----------------------------------------------

@@ -595,7 +595,7 @@ def check_run(config: Any) -> None:
     except ConfigError as err:
         GUARD.discard()
         if launch.rank > 0:  # rank 0 says it, once for the job
-            wait_for_rank0(launch)
+            wait_for_rank0()
             raise SystemExit(2)
         tell_ranks(launch, {"exit": 2})
         exit_with(err)
@@ -637,7 +637,7 @@ def tell_ranks(launch: Any, answer: dict) -> None:
         broadcast_object(answer, launch)
 
 
-def wait_for_rank0(launch: Any, seconds: float = 30.0) -> None:
+def wait_for_rank0(seconds: float = 30.0) -> None:
     """A rank > 0 that refused the config on its own (before the process group: rank 0 refuses the same and
     says it): torchrun ends every rank once one fails, so this one waits for that (at most `seconds`) and
     rank 0 has the time to say why; ending at once could have torchrun stop rank 0 before its line."""
@@ -645,10 +645,8 @@ def wait_for_rank0(launch: Any, seconds: float = 30.0) -> None:
 
     if dist.is_available() and dist.is_initialized():  # rank 0's answer came through the process group
         return
-    deadline = time.monotonic() + seconds
     try:
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
+        time.sleep(seconds)
     except KeyboardInterrupt:  # torchrun's SIGTERM once rank 0 has ended (on_signal: nothing to stop yet)
         pass
 
@@ -993,8 +991,9 @@ def train_from_config(cfg: Any, run_dir: Path, launcher: Any = None, job_num: Op
         from mlpkit.app.refit import refit
 
         refitted = refit(cfg, data, kwargs, result, device, run_dir, strategy, TRAINER) is not None
-        trainer.stop_signal = trainer.stop_signal or TRAINER[-1].stop_signal  # one during the refit is the run's,
-        TRAINER[:] = [trainer]  # and so is one from here on
+        second = TRAINER[-1]
+        TRAINER[:] = [trainer]  # a signal from here on is the run's, and so is one that stopped the refit
+        trainer.stop_signal = trainer.stop_signal or second.stop_signal
     if trainer.stop_signal is not None and result.status != RunStatus.INTERRUPTED:  # during the final save or test
         result.status = RunStatus.INTERRUPTED
         result.message = (f"interrupted by {signal.Signals(trainer.stop_signal).name} "

@@ -25,10 +25,8 @@ log = logging.getLogger("mlpkit")
 REFIT_CHECKPOINT = "refit.pt"
 
 
-def why_not(cfg: Any, data: Any, result: Any, strategy: Any) -> Optional[str]:
-    """Why this run is not refitted (said in the log and metrics.json), or None."""
-    if RunStatus(result.status) not in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED):
-        return f"the run ended {result.status}"
+def why_not(data: Any, result: Any, strategy: Any) -> Optional[str]:
+    """Why this finished run is not refitted (said in the log and metrics.json), or None."""
     if getattr(strategy, "world_size", 1) > 1:
         return "a run of several processes (trainer.strategy=ddp) is not refitted: the refit trains in one"
     import torch
@@ -58,11 +56,12 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
     from mlpkit.training.callbacks import BestEpoch
     from mlpkit.training.checkpoint import save_checkpoint
 
-    reason = why_not(cfg, data, result, strategy)
+    if RunStatus(result.status) not in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED):
+        return None  # diverged, pruned or interrupted: nothing to refit
+    reason = why_not(data, result, strategy)
     if reason is not None:
-        if RunStatus(result.status) in (RunStatus.COMPLETED, RunStatus.EARLY_STOPPED):
-            log.info("note: trainer.refit=true: %s; the run keeps its %s model", reason, result.kept)
-            result.extra["refit"] = {"skipped": reason}
+        log.info("note: trainer.refit=true: %s; the run keeps its %s model", reason, result.kept)
+        result.extra["refit"] = {"skipped": reason}
         return None
     epochs = kept_epochs(result)
     first = trainers[-1] if trainers else None
@@ -86,18 +85,19 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
     if trainer.stop_signal is not None or RunStatus(second.status) != RunStatus.COMPLETED:
         import signal
 
-        stopped = second.status if trainer.stop_signal is None else RunStatus.INTERRUPTED
-        why = (f"interrupted by {signal.Signals(trainer.stop_signal).name}" if trainer.stop_signal is not None
-               else f"{second.status}: {second.message}")
+        if trainer.stop_signal is not None:
+            why, other = f"interrupted by {signal.Signals(trainer.stop_signal).name}", ""
+        else:  # diverged: refitting again would too, so the first model can be kept instead
+            why, other = f"{second.status}: {second.message}", " (or trainer.refit=false)"
         result.status = RunStatus.INTERRUPTED  # the first model stays whole: the refit can be run again
         result.message = (f"the refit stopped after {second.epochs_run} of its {epochs} epochs ({why}); the first "
-                          "model is whole in last.pt and best.pt: continue with resume=<run_dir>, which refits "
-                          "again" + ("" if stopped == RunStatus.INTERRUPTED else " (or trainer.refit=false)"))
+                          f"model is whole in last.pt and best.pt: continue with resume=<run_dir>, which refits "
+                          f"again{other}")
         result.extra["refit"] = {"status": str(second.status), "epochs": epochs}
         return second
     save_checkpoint(run_dir / "checkpoints" / REFIT_CHECKPOINT,
                     {"epoch": epochs, "global_step": trainer.state.step, "model": model.state_dict(),
-                     "refit": True, **trainer.extra_state})
+                     **trainer.extra_state})
     result.extra["refit"] = {
         "epochs": epochs, "train_rows": len(rows.X_train), "seconds": time.perf_counter() - start,
         "history": {"train_loss": second.history.get("train_loss", [])},
