@@ -112,3 +112,31 @@ def test_a_run_that_keeps_its_last_epoch_is_refitted_for_all_its_epochs(tmp_path
     assert m["kept"] == "refit" and m["refit"]["kept_before"] == "last"
     assert m["refit"]["epochs"] == m["epochs_run"] and len(m["refit"]["history"]["train_loss"]) == m["epochs_run"]
     assert m["status"] == "early_stopped" and m["epochs_run"] > m["best_epoch"]  # the last epoch, not the best one
+
+
+def test_a_refit_that_cannot_be_written_leaves_an_interrupted_run_that_resumes(refitted, tmp_path, monkeypatch):
+    """A full disk at refit.pt: one line, status interrupted with the first model whole, and the resume (with
+    room again) gives the same refit as the run that had room."""
+    import errno
+
+    from mlpkit.training import checkpoint
+
+    table, run_dir, _ = refitted
+    real = checkpoint.save_checkpoint
+
+    def full(path, state):
+        if path.name == "refit.pt":
+            raise checkpoint.RunError(f"could not write {path}: {__import__('os').strerror(errno.ENOSPC)}")
+        real(path, state)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full)
+    stopped = tmp_path / "run"
+    first = train_in_process([*_args(table), f"hydra.run.dir={stopped}"], tmp_path)
+    m = read_metrics(stopped)
+    assert first.returncode == 130 and m["status"] == "interrupted", first.stderr
+    assert "could not write" in m["message"] and "resume=<run_dir>" in m["message"], m["message"]
+    assert "Traceback" not in first.stderr and not (stopped / "checkpoints" / "refit.pt").exists()
+    monkeypatch.setattr(checkpoint, "save_checkpoint", real)
+    resumed = train_in_process([f"resume={stopped}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metrics(stopped)["test"] == read_metrics(run_dir)["test"]

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from mlpkit.errors import RunError
 from mlpkit.status import RunStatus
 
 log = logging.getLogger("mlpkit")
@@ -95,9 +96,16 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
                           f"again{other}")
         result.extra["refit"] = {"status": str(second.status), "epochs": epochs}
         return second
-    save_checkpoint(run_dir / "checkpoints" / REFIT_CHECKPOINT,
-                    {"epoch": epochs, "global_step": trainer.state.step, "model": model.state_dict(),
-                     **trainer.extra_state})
+    try:
+        save_checkpoint(run_dir / "checkpoints" / REFIT_CHECKPOINT,
+                        {"epoch": epochs, "global_step": trainer.state.step, "model": model.state_dict(),
+                         **trainer.extra_state})
+    except RunError as err:  # a full disk: recorded as any checkpoint that cannot be written is
+        result.status = RunStatus.INTERRUPTED
+        result.message = (f"{err}; the first model is whole in last.pt and best.pt: continue with resume=<run_dir> "
+                          "once there is room, which refits again")
+        result.extra["refit"] = {"status": str(RunStatus.INTERRUPTED), "epochs": epochs}
+        return second
     result.extra["refit"] = {
         "epochs": epochs, "train_rows": len(rows.X_train), "seconds": time.perf_counter() - start,
         "history": {"train_loss": second.history.get("train_loss", [])},
