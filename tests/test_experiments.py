@@ -192,7 +192,7 @@ def test_tabular_tricks(tmp_path_factory):
                            root)
     assert run.returncode == 0, run.describe()
     runs = [Run(p.parent) for p in root.rglob("metrics.json")]
-    assert len(runs) == 22 and all(r["status"] in ("completed", "early_stopped") for r in runs)
+    assert len(runs) == 24 and all(r["status"] in ("completed", "early_stopped") for r in runs)
 
     def config(ablation):
         job = pick(runs, ablation=ablation, seed="0")[0]
@@ -206,7 +206,8 @@ def test_tabular_tricks(tmp_path_factory):
                "no_label_smoothing": {"regularization.label_smoothing": 0.0},
                "no_dropout": {"regularization.dropout": 0.0}, "no_weight_decay": {"optimizer.weight_decay": 0.0},
                "no_schedule": {"scheduler.name": "none", "scheduler.eta_min": None, "scheduler.warmup_epochs": None},
-               "no_clamp": {"model.clamp_output": False}, "no_refit": {"trainer.refit": False}}
+               "no_clamp": {"model.clamp_output": False}, "no_seed_ensemble": {"trainer.refit_models": 1},
+               "no_refit": {"trainer.refit": False}}
     for ablation, want in changed.items():
         got = config(ablation)
         assert {k: v for k, v in got.items() if full.get(k) != v} == want, ablation

@@ -16,7 +16,7 @@ import torch
 from support import finish, messy_table, popen_train, read_metrics, train_in_process
 
 ARGS = ["model.hidden=[16]", "trainer.max_epochs=12", "early_stopping.patience=3", "trainer.batch_size=1",
-        "trainer.progress=false", "trainer.refit=true", "seed=3"]
+        "trainer.progress=false", "trainer.refit=true", "trainer.refit_models=1", "seed=3"]
 
 
 def _args(table, *more):
@@ -140,3 +140,47 @@ def test_a_refit_that_cannot_be_written_leaves_an_interrupted_run_that_resumes(r
     resumed = train_in_process([f"resume={stopped}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert read_metrics(stopped)["test"] == read_metrics(run_dir)["test"]
+
+
+def test_refit_models_keeps_the_average_of_a_seed_ensemble(refitted, tmp_path):
+    """trainer.refit_models=3: three refit models (seeds 3, 4, 5), the first the very model of
+    trainer.refit_models=1; the kept model averages their probabilities: metrics.json's test metrics, what
+    load_run and predict apply; each member's own test metrics beside them. A checkpoint whose members do
+    not add up is refused in one line."""
+    import mlpkit
+    from mlpkit.errors import ConfigError
+
+    table, run_dir, _ = refitted
+    ens = tmp_path / "run"
+    args = [a.replace("refit_models=1", "refit_models=3") for a in _args(table)]
+    run = train_in_process([*args, f"hydra.run.dir={ens}"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "refit  3 fresh models (seeds 3..5) on the" in run.stdout and "x 3 models" in run.stdout
+    m, one = read_metrics(ens), read_metrics(run_dir)
+    assert m["kept"] == "refit" and m["refit"]["models"] == 3 and len(m["refit"]["members_test"]) == 3
+    assert m["refit"]["members_test"][0] == one["test"]  # member 0 is the single refit
+    state = torch.load(ens / "checkpoints" / "refit.pt", weights_only=True)
+    single = torch.load(run_dir / "checkpoints" / "refit.pt", weights_only=True)["model"]
+    assert state["members"] == 3 and len(state["model"]) == 3 * len(single)
+    assert all(torch.equal(state["model"][f"nets.0.{k}"], v) for k, v in single.items())
+    for i in (1, 2):
+        assert any(not torch.equal(state["model"][f"nets.{i}.{k}"], v) for k, v in single.items())
+
+    kept = mlpkit.load_run(ens)
+    df = pd.read_csv(table)
+    rows = df.iloc[np.load(ens / "splits.npz")["test"]]
+    X = torch.from_numpy(kept.preprocessing.transform(rows))
+    with torch.no_grad():
+        mean = torch.stack([torch.sigmoid(net(X).double())[:, 0] for net in kept.model.nets]).mean(0)
+    np.testing.assert_allclose(kept.predict_proba(rows)[:, 1], mean.numpy(), rtol=1e-5, atol=1e-6)
+    got = _split_metrics(kept, table, "test")
+    assert got["accuracy"] == pytest.approx(m["test"]["accuracy"]) and got["roc_auc"] == pytest.approx(m["test"]["roc_auc"])
+
+    for members, weights in ((0, state["model"]), (10 ** 9, state["model"]), (2, state["model"]),
+                             (True, state["model"]), (3, {k: v for k, v in state["model"].items()
+                                                          if not k.startswith("nets.2.")})):
+        torch.save({**state, "members": members, "model": weights}, ens / "checkpoints" / "refit.pt")
+        with pytest.raises(ConfigError) as err:
+            mlpkit.load_run(ens)
+        line = str(err.value)
+        assert "\n" not in line and "refit.pt" in line and ("members" in line or "model" in line), line

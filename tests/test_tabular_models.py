@@ -275,6 +275,7 @@ KINDS = {
     "recipe": [],  # data=csv's own: recipe=tabular
     "categories": ["data.onehot_max=2", "model.category_dim=3"],  # c: one code input, embedded
     "refit": ["trainer.refit=true"],  # the kept model is checkpoints/refit.pt
+    "refit_models": ["trainer.refit=true", "trainer.refit_models=2"],  # refit.pt: a seed ensemble of two
 }
 
 
@@ -284,7 +285,9 @@ def kind_runs(tmp_path_factory):
     table = _table(root / "t.csv")
     small = ["data=csv", f"data.path={table}", "data.target=y", "trainer.max_epochs=3", "trainer.progress=false",
              "model.hidden=[16]"]
-    return table, {kind: _train([*small, *args], root / kind) for kind, args in KINDS.items()}
+    one = ["trainer.refit_models=1"]  # each kind's own model, inspected below (recipe: data=csv's ensemble of 2)
+    return table, {kind: _train([*small, *args, *([] if kind in ("recipe", "refit_models") else one)], root / kind)
+                   for kind, args in KINDS.items()}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -307,6 +310,10 @@ def test_a_run_of_each_kind_predicts_loads_and_exports(kind, kind_runs, cli, tmp
         if kind.startswith("tabm"):  # predict returns the members' mean probability
             p = torch.sigmoid(run.model.members(X).double()).mean(1)[:, 0].numpy()
             np.testing.assert_allclose(got["proba_yes"], p, rtol=1e-4, atol=1e-5)
+        if kind == "refit_models":  # ...and so does a seed ensemble, of two models that differ
+            a, b = (torch.sigmoid(m(X).double())[:, 0] for m in run.model.nets)
+            assert not torch.allclose(a, b)
+            np.testing.assert_allclose(got["proba_yes"], ((a + b) / 2).numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["proba_yes"], torch.sigmoid(out.double())[:, 0].numpy(), rtol=1e-4, atol=1e-5)
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -60,7 +60,7 @@ RANGES: Dict[str, Dict[str, dict]] = {
     "trainer": {"max_epochs": dict(low=1, **REQUIRED), "max_steps": dict(low=1), "batch_size": dict(low=0, **REQUIRED),
                 "clip_grad_norm": POSITIVE, "clip_grad_value": POSITIVE, "log_every_n_steps": dict(low=1, **REQUIRED),
                 "histogram_every_n_epochs": dict(low=0), "boundary_every_n_epochs": dict(low=0),
-                "num_threads": dict(low=1, high=os.cpu_count() or 1)},
+                "num_threads": dict(low=1, high=os.cpu_count() or 1), "refit_models": dict(low=1, high=64, **REQUIRED)},
 }
 CLASS_WEIGHTS = ("none", "balanced")
 

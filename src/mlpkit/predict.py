@@ -387,6 +387,26 @@ def _build_model(f: _JsonFile, pre, weights: Dict[str, Any], ckpt_path: Path):
         raise f.bad("kwargs", f"does not describe an mlpkit {name} ({str(err).splitlines()[0][:200]})") from None
 
 
+def _build_models(spec: "_JsonFile", pre: Any, weights: dict, path: Path, members: Any):
+    """The network of a checkpoint: one model, or the seed ensemble of `members` models (trainer.refit_models)
+    whose weights are `nets.<i>.<name>`, each checked as one model's."""
+    from mlpkit.checks import RANGES
+
+    if members == 1:
+        return _build_model(spec, pre, weights, path)
+    high = RANGES["trainer"]["refit_models"]["high"]
+    if isinstance(members, bool) or not isinstance(members, int) or not 2 <= members <= high:
+        raise ConfigError(f"{path}: 'members' is {_show(members)}; it must be an integer from 1 to {high}; "
+                          "the checkpoint is damaged")
+    from mlpkit.models.ensemble import SeedEnsemble, member_weights
+
+    parts = [member_weights(weights, i) for i in range(members)]
+    if not all(parts) or sum(map(len, parts)) != len(weights):
+        raise ConfigError(f"{path}: its weights are not those of {members} models (nets.<i>.<name>); "
+                          "the checkpoint is damaged")
+    return SeedEnsemble([_build_model(spec, pre, part, path) for part in parts], pre.task)
+
+
 def _same_json(a: Any, b: Any) -> bool:
     try:
         return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -460,7 +480,7 @@ class Run:
             if key in state and not _same_json(state[key], mine):
                 raise ConfigError(f"{path}: its {key!r} differs from preprocessing.json's {_show(mine)}; "
                                   "the checkpoint is from another run")
-        self.model = _build_model(spec, pre, weights, path)
+        self.model = _build_models(spec, pre, weights, path, state.get("members", 1))
         if "model_kwargs" in state and not _same_json(state["model_kwargs"], spec.data["kwargs"]):
             raise spec.bad("kwargs", f"differs from the model {path} was trained with; one of the two files "
                                      "is from another run")

@@ -160,6 +160,8 @@ class TrainerConfig:
     strategy: str = "auto"  # auto (one process) | ddp (data parallel under torchrun or srun; batch_size is global)
     refit: bool = False  # after the run: a fresh model trained on the train + val rows for the kept model's count of
     # epochs (the best epoch's) becomes the kept model (checkpoints/refit.pt); the val rows chose the epochs, then train it
+    refit_models: int = 1  # with refit=true: how many refit models (seeds seed, seed+1, ...) the kept model averages,
+    # probabilities for classification, values for regression (a seed ensemble; each costs one more refit)
 
 
 @dataclass

@@ -354,7 +354,7 @@ RESUME_MAY_CHANGE = ("resume", "trainer.max_epochs", "trainer.progress", "traine
                      "trainer.deterministic", "trainer.log_every_n_steps", "trainer.histogram_every_n_epochs",
                      "trainer.boundary_every_n_epochs", "early_stopping.patience",
                      "trainer.strategy",  # the number of processes too: last.pt holds nothing per rank
-                     "trainer.refit")  # a refit is trained after the run, from nothing that last.pt holds
+                     "trainer.refit", "trainer.refit_models")  # trained after the run, from nothing last.pt holds
 
 
 def _flat(node: Any, prefix: str = "") -> dict:

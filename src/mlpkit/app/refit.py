@@ -66,40 +66,43 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
         return None
     epochs = kept_epochs(result)
     first = trainers[-1] if trainers else None
+    extra_state = dict(first.extra_state) if first is not None else {}  # model arguments, task, classes
     rows = dataclasses.replace(data, X_train=torch.cat([data.X_train, data.X_val]),
                                y_train=torch.cat([data.y_train, data.y_val]), notes=[], warnings=[])
-    log.info("refit  a fresh model on the %d train + %d val rows for %s (the kept model's count); "
-             "its val loss below is on rows it trains on", len(data.X_train), len(data.X_val), _epochs(epochs))
-    again = OmegaConf.merge(cfg, {"trainer": {"max_epochs": epochs, "max_steps": None}})
-    torch.manual_seed(cfg.seed)  # the first model's initial weights
-    model = MODELS[cfg.model.name](**kwargs, seed=None)
-    best = BestEpoch("train_loss", "min")  # a record only: the last epoch's weights are kept
-    trainer = build.build_trainer(again, device, None, None, best, None, handle_signals=False,
-                                  strategy=strategy, task=data.task)
-    if first is not None:  # the model's arguments, task and classes: predict.py checks them against the run's
-        trainer.extra_state = dict(first.extra_state)
-    trainers[:] = [trainer]  # a signal from here on stops the refit; one that came before it, too:
-    if first is not None and first.stop_signal is not None:
-        trainer.stop_signal = first.stop_signal
+    k = int(cfg.trainer.refit_models)
+    log.info("refit  %s on the %d train + %d val rows for %s (the kept model's count)%s; its val loss below is "
+             "on rows it trains on", "a fresh model" if k == 1 else f"{k} fresh models (seeds {cfg.seed}..{cfg.seed + k - 1})",
+             len(data.X_train), len(data.X_val), _epochs(epochs), "" if k == 1 else ", their predictions averaged")
     start = time.perf_counter()
-    second = trainer.fit(model, rows)
-    if trainer.stop_signal is not None or RunStatus(second.status) != RunStatus.COMPLETED:
-        import signal
+    members, fits = [], []
+    for i in range(k):
+        seed = cfg.seed + i  # member 0: the first model's seed (its initial weights and its order of rows)
+        again = OmegaConf.merge(cfg, {"seed": seed, "trainer": {"max_epochs": epochs, "max_steps": None}})
+        torch.manual_seed(seed)
+        model = MODELS[cfg.model.name](**kwargs, seed=None)
+        best = BestEpoch("train_loss", "min")  # a record only: the last epoch's weights are kept
+        trainer = build.build_trainer(again, device, None, None, best, None, handle_signals=False,
+                                      strategy=strategy, task=data.task)
+        trainer.extra_state = dict(extra_state)  # predict.py checks them against the run's
+        before = trainers[-1] if trainers else None
+        trainers[:] = [trainer]  # a signal from here on stops the refit; one that came before it, too:
+        if before is not None and before.stop_signal is not None:
+            trainer.stop_signal = before.stop_signal
+        second = trainer.fit(model, rows)
+        if trainer.stop_signal is not None or RunStatus(second.status) != RunStatus.COMPLETED:
+            return _stopped(result, trainer, second, epochs, k, i)
+        members.append(model)
+        fits.append(second)
+    kept, test = model, second.test
+    if k > 1:
+        from mlpkit.models.ensemble import SeedEnsemble
 
-        if trainer.stop_signal is not None:
-            why, other = f"interrupted by {signal.Signals(trainer.stop_signal).name}", ""
-        else:  # diverged: refitting again would too, so the first model can be kept instead
-            why, other = f"{second.status}: {second.message}", " (or trainer.refit=false)"
-        result.status = RunStatus.INTERRUPTED  # the first model stays whole: the refit can be run again
-        result.message = (f"the refit stopped after {second.epochs_run} of its {epochs} epochs ({why}); the first "
-                          f"model is whole in last.pt and best.pt: continue with resume=<run_dir>, which refits "
-                          f"again{other}")
-        result.extra["refit"] = {"status": str(second.status), "epochs": epochs}
-        return second
+        kept = SeedEnsemble(members, data.task.name)
+        test = trainer.test_metrics(kept, data)
     try:
         save_checkpoint(run_dir / "checkpoints" / REFIT_CHECKPOINT,
-                        {"epoch": epochs, "global_step": trainer.state.step, "model": model.state_dict(),
-                         **trainer.extra_state})
+                        {"epoch": epochs, "global_step": trainer.state.step, "model": kept.state_dict(),
+                         **({"members": k} if k > 1 else {}), **extra_state})
     except RunError as err:  # a full disk: recorded as any checkpoint that cannot be written is
         result.status = RunStatus.INTERRUPTED
         result.message = (f"{err}; the first model is whole in last.pt and best.pt: continue with resume=<run_dir> "
@@ -108,10 +111,30 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
         return second
     result.extra["refit"] = {
         "epochs": epochs, "train_rows": len(rows.X_train), "seconds": time.perf_counter() - start,
-        "history": {"train_loss": second.history.get("train_loss", [])},
+        "history": {"train_loss": fits[0].history.get("train_loss", [])},
         "test_before": result.test, "kept_before": result.kept}
-    result.test, result.kept = second.test, "refit"
-    log.info("refit  %s on %d rows in %.1f s", _epochs(epochs), len(rows.X_train), result.extra["refit"]["seconds"])
+    if k > 1:  # each member alone, beside the average that is kept
+        result.extra["refit"].update(models=k, members_test=[f.test for f in fits])
+    result.test, result.kept = test, "refit"
+    log.info("refit  %s on %d rows in %.1f s", _epochs(epochs) + ("" if k == 1 else f" x {k} models"),
+             len(rows.X_train), result.extra["refit"]["seconds"])
+    return second
+
+
+def _stopped(result: Any, trainer: Any, second: Any, epochs: int, k: int, i: int) -> Any:
+    """A refit model stopped by a signal, or diverged: the run is `interrupted` with its first model whole."""
+    import signal
+
+    if trainer.stop_signal is not None:
+        why, other = f"interrupted by {signal.Signals(trainer.stop_signal).name}", ""
+    else:  # diverged: refitting again would too, so the first model can be kept instead
+        why, other = f"{second.status}: {second.message}", " (or trainer.refit=false)"
+    which = "the refit" if k == 1 else f"refit model {i + 1} of {k}"
+    result.status = RunStatus.INTERRUPTED  # the first model stays whole: the refit can be run again
+    result.message = (f"{which} stopped after {second.epochs_run} of its {epochs} epochs ({why}); the first "
+                      f"model is whole in last.pt and best.pt: continue with resume=<run_dir>, which refits "
+                      f"again{other}")
+    result.extra["refit"] = {"status": str(second.status), "epochs": epochs}
     return second
 
 
