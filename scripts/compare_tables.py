@@ -442,7 +442,8 @@ def check_predict(table: Dict[str, Any], run_dir: Path, df, res: Dict[str, Any],
     import pandas as pd
 
     out = run_dir / "predict_check.csv"
-    p = run_cmd([sys.executable, "predict.py", str(run_dir), table["path"], "-o", str(out)], timeout)
+    # --overwrite: the file is the check's own, left by a previous report over the same kept runs
+    p = run_cmd([sys.executable, "predict.py", str(run_dir), table["path"], "-o", str(out), "--overwrite"], timeout)
     if p["rc"] != 0:
         return f"`{p['command']}` exited {p['rc']}:\n{tail(p['output'])}"
     pred = pd.read_csv(out, keep_default_na=False)

@@ -70,6 +70,8 @@ BAD = [
     (["data=moons", "data.n_samples=100000000000"], "data.n_samples=100000000000"),
     (["data=classification", "data.n_features=1000000000"], "data.n_features=1000000000"),
     (["trainer.num_threads=100000"], "trainer.num_threads"),
+    (["trainer.refit_models=0"], "trainer.refit_models=0"),
+    (["trainer.refit_models=3"], "trainer.refit=false trains none; add trainer.refit=true"),
     (["optimizer.lr=${oc.env:HOME}"], "optimizer.lr"),
     (["data=blobs", "data.n_classes=25000"], "data.n_classes"),
     (["data=sine", "early_stopping.monitor=val_accuracy"], "val_accuracy"),

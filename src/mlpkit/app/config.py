@@ -80,6 +80,9 @@ def check_option_settings(cfg: Any, overrides: List[str]) -> None:
     label smoothing for a regression target)."""
     check_task(cfg, data_task(cfg.data), override_keys(overrides))
     keys = [o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o and not o.startswith("~")]
+    if "trainer.refit_models" in keys and cfg.trainer.refit_models > 1 and not cfg.trainer.refit:
+        raise ConfigError(f"trainer.refit_models={cfg.trainer.refit_models} counts the refit models, but "
+                          "trainer.refit=false trains none; add trainer.refit=true")
     family = registries()["model"][cfg.model.name]
     void = {**VOID_SETTINGS, ("model", family.name): (family.unused_groups,
                                                       tuple(f"model.{k}" for k in family.settings))}

@@ -76,7 +76,7 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
     start = time.perf_counter()
     members, fits = [], []
     for i in range(k):
-        seed = cfg.seed + i  # member 0: the first model's seed (its initial weights and its order of rows)
+        seed = (cfg.seed + i) % 2 ** 32  # member 0: the first model's seed (its initial weights, its order of rows)
         again = OmegaConf.merge(cfg, {"seed": seed, "trainer": {"max_epochs": epochs, "max_steps": None}})
         torch.manual_seed(seed)
         model = MODELS[cfg.model.name](**kwargs, seed=None)
