@@ -70,14 +70,15 @@ def refit(cfg: Any, data: Any, kwargs: dict, result: Any, device: Any, run_dir: 
     rows = dataclasses.replace(data, X_train=torch.cat([data.X_train, data.X_val]),
                                y_train=torch.cat([data.y_train, data.y_val]), notes=[], warnings=[])
     k = int(cfg.trainer.refit_models)
-    what = "a fresh model" if k == 1 else f"{k} fresh models (seeds {cfg.seed}..{cfg.seed + k - 1})"
+    # member 0: the first model's seed (its initial weights, its order of rows); the others the next ones
+    seeds = [(cfg.seed + i) % 2 ** 32 for i in range(k)]
+    what = "a fresh model" if k == 1 else f"{k} fresh models (seeds {seeds[0]}..{seeds[-1]})"
     log.info("refit  %s on the %d train + %d val rows for %s (the kept model's count)%s; its val loss below is "
              "on rows it trains on", what, len(data.X_train), len(data.X_val), _epochs(epochs),
              "" if k == 1 else ", their predictions averaged")
     start = time.perf_counter()
     members, fits = [], []
-    for i in range(k):
-        seed = (cfg.seed + i) % 2 ** 32  # member 0: the first model's seed (its initial weights, its order of rows)
+    for i, seed in enumerate(seeds):
         again = OmegaConf.merge(cfg, {"seed": seed, "trainer": {"max_epochs": epochs, "max_steps": None}})
         torch.manual_seed(seed)
         model = MODELS[cfg.model.name](**kwargs, seed=None)
