@@ -267,6 +267,12 @@ def test_inputs_equal_the_column_transformers_own(tmp_path, numeric, drop):
         expected = expected.toarray() if hasattr(expected, "toarray") else expected
         np.testing.assert_array_equal(pre.transform(frame), expected.astype(np.float32))
     np.testing.assert_array_equal(pre.transform(_train_frame(path, data)), data.X_train.numpy())
+    # into a caller's array: one holding other numbers (cleared first), and one that is not one block of
+    # memory (a column-major array: the one-hot inputs set by row and column, not by flat position)
+    ref = pre.transform(new)
+    for out in (np.full(ref.shape, 7, np.float32), np.full(ref.shape, 7, np.float32, order="F")):
+        assert pre.transform(new, out=out) is out
+        np.testing.assert_array_equal(out, ref)
     unseen_color = pre.transform(new.iloc[:1])[0, [i for i, n in enumerate(pre.inputs) if n.startswith("color_")]]
     assert unseen_color.sum() == 0  # no color was rare: an unseen one sets no input
 

@@ -108,7 +108,8 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     used = df[[c.name for c in roles.used]]  # only the columns it reads are put in split order
     for col in roles.used:  # text put in order as codes into its distinct values: 10x faster than the strings
         if col.kind != "numeric" and used[col.name].dtype.kind not in "iufb":
-            used[col.name] = used[col.name].astype("category")
+            used[col.name] = _as_category(used[col.name], roles.factorized.pop(col.name, None),
+                                          keep if n_missing_target else None)
     pre, X = Preprocessing.fit_table(used.iloc[order], len(parts[0]), roles.columns, standardize, numeric, onehot_max,
                                      seed)
     del df, used
@@ -135,6 +136,18 @@ def _load_table(path, target, task, drop, categorical, seed, val_fraction, test_
     return data
 
 
+def _as_category(values, factorized, keep: Optional[np.ndarray]):
+    """A category column as a pandas Categorical: from the codes that assign_roles' one pass over its values
+    found (`factorized`: codes of every row of the file, and the distinct values; `keep`: the rows kept),
+    or, without them, by hashing the values again."""
+    import pandas as pd
+
+    if factorized is None:
+        return values.astype("category")
+    codes, distinct = factorized
+    return pd.Categorical.from_codes(codes if keep is None else codes[keep], categories=distinct, validate=False)
+
+
 def _check_enough_rows(path, n: int, what: str, val_fraction: float, test_fraction: float) -> None:
     """A ConfigError when `n` rows cannot make three non-empty splits, saying how many can."""
     need = min_split_rows(val_fraction, test_fraction)
@@ -146,7 +159,8 @@ def _check_enough_rows(path, n: int, what: str, val_fraction: float, test_fracti
 
 def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str]) -> np.ndarray:
     """The target column's values of the `keep` rows: floats for a numeric column (or one of numbers written
-    with a currency sign, thousands separators or a percent sign, said in `notes`), text otherwise.
+    with a currency sign, thousands separators or a percent sign, said in `notes`), otherwise the text (as
+    a pandas Categorical: each label held once, stripped of surrounding spaces).
     ConfigError for a number no model can learn (infinite, or beyond OUT_OF_RANGE), and for a column of
     numbers with a few stray text values that would otherwise silently become classes."""
     import pandas as pd
@@ -171,9 +185,8 @@ def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str
         return values
     raw_codes, raw = pd.factorize(y_col)  # the distinct labels are few: write out and strip those, not every row
     stripped = pd.Series(raw, dtype=object).astype(str).str.strip()
-    text = pd.Series(stripped.to_numpy(dtype=object)[raw_codes], index=y_col.index, dtype=object)
     codes, distinct = pd.factorize(stripped)
-    codes = codes[raw_codes]
+    codes = codes[raw_codes]  # each row's label, as written without surrounding spaces, is distinct[code]
     parsed, formatted = lenient_numbers(distinct)  # '$5,251' -> 5251.0, as a feature column of them is read
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(parsed) & (np.abs(parsed) <= OUT_OF_RANGE)  # `inf` is no number to learn
@@ -183,18 +196,18 @@ def _target_values(df, target: str, keep: np.ndarray, task: str, notes: List[str
         return parsed[codes]
     words = ~usable[codes]
     n_words = int(words.sum())
-    if task in ("auto", REGRESSION) and 0 < n_words < len(text) and \
-            (task == REGRESSION or (n_words <= max(3, 0.1 * len(text))
+    if task in ("auto", REGRESSION) and 0 < n_words < len(codes) and \
+            (task == REGRESSION or (n_words <= max(3, 0.1 * len(codes))
                                     and _infer_task(parsed[codes][~words]) == REGRESSION)):
         where = np.flatnonzero(words)
-        shown = ", ".join(f"{text.iloc[i]!r} at {line_of(df, int(rows[i]))}" for i in where[:3])
+        shown = ", ".join(f"{distinct[codes[i]]!r} at {line_of(df, int(rows[i]))}" for i in where[:3])
         more = f" and {n_words - 3} more" if n_words > 3 else ""
         asked = f"data.task={REGRESSION}, but " if task == REGRESSION else ""
-        raise ConfigError(f"data.target={target!r}: {asked}{len(text) - n_words} of its {len(text)} values are "
+        raise ConfigError(f"data.target={target!r}: {asked}{len(codes) - n_words} of its {len(codes)} values are "
                           f"finite numbers and {n_words} {'is' if n_words == 1 else 'are'} not: {shown}{more}. Write a "
                           "missing value as an empty cell or NA (the row is then left out), or, if the values are "
                           "class labels, set data.task=multiclass (or binary)")
-    return text.to_numpy(dtype=object)
+    return pd.Categorical.from_codes(codes, categories=distinct, validate=False)  # the labels, held once each
 
 
 def _target(name: str, y: np.ndarray, task: Optional[str]):
@@ -213,8 +226,8 @@ def _target(name: str, y: np.ndarray, task: Optional[str]):
         return task, y, classes
     if y.dtype.kind == "f" and np.all(y == np.round(y)) and np.all(np.abs(y) < 2 ** 53):
         y = y.astype(np.int64)  # 0.0/1.0 written as floats: classes "0" and "1"
-    if y.dtype == object:  # text: the few distinct labels sorted, not a million strings
-        import pandas as pd
+    if y.dtype == object or not isinstance(y, np.ndarray):  # text (a Categorical of it from _target_values):
+        import pandas as pd  # the few distinct labels sorted, not a million strings
 
         codes, distinct = pd.factorize(y)
         distinct = np.asarray(distinct, dtype=object).astype(str)

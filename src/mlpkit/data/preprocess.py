@@ -18,8 +18,9 @@ Two kinds, both saved in the run directory and loaded back without unpickling ar
   The two parts are fitted on the train rows alone and kept frozen (sklearn.frozen.FrozenEstimator)
   in a ColumnTransformer that only gives them their columns; the median is numpy's (by partition,
   mlpkit.data.scaling.median). Preprocessing.transform writes the inputs itself, a block at a time:
-  the numeric part's output, then a 1 at each category's input (OneHotEncoder's layout, checked
-  against ColumnTransformer.transform by the tests). On a 1,000,000-row table the fit and the inputs
+  the numeric part's steps applied with numpy as scikit-learn applies them (a QuantileTransformer by
+  scikit-learn), then a 1 at each category's input (OneHotEncoder's layout; both checked against
+  ColumnTransformer.transform by the tests). On a 1,000,000-row table the fit and the inputs
   took 1.85-1.9 s of CPU against 2.5-3.4 s for ColumnTransformer.fit_transform, its sparse stacking
   and the masked-array median. The fitted transformer is saved with skops (`preprocessing.skops`),
   whose loader refuses any type outside an explicit list, so a crafted file runs no code;
@@ -36,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mlpkit.data.dataset import InputLayout
-from mlpkit.data.split import empty_array
+from mlpkit.data.split import zeros_array
 from mlpkit.data.table import Column, canonical_categories, lenient_numbers, to_days
 from mlpkit.errors import ConfigError
 from mlpkit.registry import check_choice
@@ -213,8 +214,8 @@ class Preprocessing:
             pre.transformer.fit(pre.frame(train.iloc[:2]))
         pre._count_inputs()
         pre.inputs = pre._input_names()
-        X = empty_array((len(frame), len(pre.inputs)), np.float32)
-        pre.transform(frame, out=X, codes=codes)
+        X = zeros_array((len(frame), len(pre.inputs)), np.float32)
+        pre.transform(frame, out=X, codes=codes, zeroed=True)
         return pre, X
 
     def _input_names(self) -> List[str]:
@@ -303,7 +304,9 @@ class Preprocessing:
                 raise ConfigError(f"column {col.name!r} holds the text {str(s.iloc[pos])!r} at line "
                                   f"{first_line + pos}, but it was numeric in training")
             s = values
-        return np.array(s.to_numpy(dtype=np.float64, na_value=np.nan))  # a copy of our own
+        if isinstance(s.dtype, np.dtype):  # numbers or booleans in numpy: NaN (if any) is the missing value
+            return np.array(s.to_numpy(), dtype=np.float64)  # a copy of our own
+        return np.array(s.to_numpy(dtype=np.float64, na_value=np.nan))  # pandas' nullable types: NA as NaN
 
     @classmethod
     def scaled(cls, s, col: Column, first_line: int = 2) -> Tuple[np.ndarray, np.ndarray]:
@@ -311,8 +314,9 @@ class Preprocessing:
         v = cls.numbers(s, col, first_line)
         with np.errstate(over="ignore", invalid="ignore"):
             v /= col.scale
-            bad = np.isinf(v) | (np.abs(v) > OUT_OF_RANGE)
-        v[bad] = np.nan
+            bad = np.abs(v) > OUT_OF_RANGE  # inf too; NaN (missing) is not
+        if bad.any():
+            v[bad] = np.nan
         return v, bad
 
     def out_of_range(self, df) -> Dict[str, Tuple[int, List[str]]]:
@@ -361,16 +365,17 @@ class Preprocessing:
         return lookup[raw].astype(np.int64)
 
     def transform(self, df, first_line: int = 2, out: Optional[np.ndarray] = None,
-                  codes: Optional[Dict[str, np.ndarray]] = None) -> np.ndarray:
+                  codes: Optional[Dict[str, np.ndarray]] = None, zeroed: bool = False) -> np.ndarray:
         """Model inputs (N, len(inputs)) float32 for the rows of a DataFrame (table) or array. `codes`: every
-        category column's `codes` of these rows, where the caller has them already (fit_table)."""
+        category column's `codes` of these rows, where the caller has them already (fit_table); `zeroed`:
+        `out` holds zeros already (its one-hot inputs are then not cleared first)."""
         if self.kind == "array":
             X = np.asarray(df, dtype=np.float32)
             return ((X - self.mean) / self.std).astype(np.float32)
         if codes is None:  # each category column's vocabulary indices, once for every row
             codes = {col.name: self.codes(df[col.name], col) for col in self.categorical}
         if out is None:
-            out = empty_array((len(df), len(self.inputs)), np.float32)
+            out, zeroed = zeros_array((len(df), len(self.inputs)), np.float32), True
         if out.shape != (len(df), len(self.inputs)):
             raise ValueError(f"transform: `out` has shape {out.shape}, expected {(len(df), len(self.inputs))}")
         widths = self._part_widths()
@@ -382,15 +387,55 @@ class Preprocessing:
                 block = df.iloc[start:start + BLOCK_ROWS]
                 rows = out[start:start + len(block)]
                 if numeric is not None:
-                    rows[:, :widths[0]] = numeric.transform(self.numeric_frame(block, first_line + start))
+                    rows[:, :widths[0]] = self._numeric_inputs(numeric, block, first_line + start)
                 if self.onehot:
-                    rows[:, widths[0]:widths[0] + widths[1]] = 0
+                    if not zeroed:
+                        rows[:, widths[0]:widths[0] + widths[1]] = 0
                     for col, inputs in zip(self.onehot, onehots):
                         where = inputs[codes[col.name][start:start + len(block)]]  # -1 (never seen): the last entry
-                        hit = np.flatnonzero(where >= 0)
-                        rows[hit, where[hit]] = 1
+                        _set_ones(rows, where)
         self._write_codes(codes, out)
         return out
+
+    def _numeric_inputs(self, numeric, df, first_line: int) -> np.ndarray:
+        """The numeric part's inputs of the rows of `df`. Its fitted steps are applied here with numpy, each
+        as scikit-learn's transform computes it, the same operations in the same order on float64 (RobustScale
+        and StandardScaler: minus the centre, divided by the scale; SmoothClip's own; SimpleImputer: its
+        statistic where a value is missing, then the missing-value indicators stacked after the columns),
+        without a DataFrame and the checks of each step: 2-3x faster on large tables, and the same numbers
+        (tests compare them with the ColumnTransformer's own transform). A pipeline with any other step
+        (QuantileTransformer) is applied by scikit-learn."""
+        from sklearn.impute import SimpleImputer
+        from sklearn.preprocessing import StandardScaler
+
+        from mlpkit.data.scaling import RobustScale, SmoothClip
+
+        steps = [step for _, step in numeric.steps]
+        known = all(type(step) in (RobustScale, SmoothClip, StandardScaler) or
+                    (type(step) is SimpleImputer and step.keep_empty_features and step.missing_values != step.missing_values)
+                    for step in steps)
+        if not known:
+            return numeric.transform(self.numeric_frame(df, first_line))
+        v = self.numeric_matrix(df, first_line)  # float64, our own
+        for step in steps:
+            if isinstance(step, RobustScale):
+                if step.with_centering:
+                    v -= step.center_
+                if step.with_scaling:
+                    v /= step.scale_
+            elif isinstance(step, StandardScaler):
+                if step.with_mean:
+                    v -= step.mean_
+                if step.with_std:
+                    v /= step.scale_
+            elif isinstance(step, SmoothClip):
+                v = step.transform(v)
+            else:
+                missing = np.isnan(v)
+                np.copyto(v, np.broadcast_to(step.statistics_, v.shape), where=missing)
+                if step.indicator_ is not None:
+                    v = np.hstack((v, missing[:, step.indicator_.features_]))
+        return v
 
     def _part_widths(self) -> Tuple[int, int]:
         """How many inputs the numeric part and the one-hot part make (they come first in a row, in that order)."""
@@ -505,6 +550,18 @@ def load_transformer(path: Path):
     if not isinstance(obj, ColumnTransformer):
         raise ConfigError(f"{path} does not hold a fitted preprocessing (found {type(obj).__name__})")
     return obj
+
+
+def _set_ones(rows: np.ndarray, where: np.ndarray) -> None:
+    """rows[i, where[i]] = 1 for each row i whose where[i] is not -1 (no input); through the flat positions
+    where `rows` is one block of memory (a single index array: several times faster than row and column ones)."""
+    hit = where >= 0
+    if not rows.flags.c_contiguous:
+        (hit,) = np.nonzero(hit)
+        rows[hit, where[hit]] = 1
+        return
+    flat = np.arange(len(where), dtype=np.int64) * rows.shape[1] + where
+    rows.reshape(-1)[flat if hit.all() else flat[hit]] = 1
 
 
 def _choose_encoding(col: Column, codes: np.ndarray, onehot_max: int) -> None:

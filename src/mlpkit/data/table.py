@@ -570,6 +570,9 @@ class Roles:
     columns: List[Column] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    # each category column's values as (codes, distinct values) from the one hashing pass that found its
+    # distinct values (pandas.factorize: -1 for missing, the distinct values in order of appearance)
+    factorized: Dict[str, Tuple[np.ndarray, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def numeric(self) -> List[str]:
@@ -644,6 +647,8 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
     if target in categorical:
         raise ConfigError(f"data.categorical names the target column {target!r}; the target's kind is set "
                           "by data.task (binary or multiclass for classes)")
+    import pandas as pd
+
     roles = Roles()
     for name in names:
         if name == target:
@@ -651,26 +656,34 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
         s = df[name]
         missing = int(s.isna().sum())
         col = Column(name, "numeric", missing)
-        present = s.dropna()
-        n_inf = 0
-        if s.dtype.kind == "f" and name not in categorical:  # inf is missing to the model: not a value
-            finite = np.isfinite(present.to_numpy())
-            n_inf = int(len(present) - finite.sum())
-            present = present[finite] if n_inf else present
-        nested = s.dtype.kind == "O" and _nested(present)
-        if s.dtype.kind in "iuf" and name not in categorical or nested:
+        number = s.dtype.kind in "iuf" and name not in categorical
+        n_inf, codes = 0, None
+        objects = s.dtype == object  # numpy objects (a Parquet list or record column among them), not text
+        if number or objects:
+            present = s.dropna()
+            if s.dtype.kind == "f" and name not in categorical:  # inf is missing to the model: not a value
+                finite = np.isfinite(present.to_numpy())
+                n_inf = int(len(present) - finite.sum())
+                present = present[finite] if n_inf else present
+        nested = objects and _nested(present)
+        if number or nested:
             # a number column needs only "one value or more": its min and max, no hashing of every row
             distinct = None
             n_distinct = 2 if nested else 0 if len(present) == 0 else 1 if present.min() == present.max() else 2
         else:
-            distinct = present.unique()  # once: the checks below read the distinct values, not every row
+            # once: the checks below read the distinct values (in order of appearance, as Series.unique
+            # gives them), not every row, and a category column is later put in order as these codes
+            codes, distinct = pd.factorize(s.array if isinstance(s.dtype, pd.api.extensions.ExtensionDtype)
+                                           else s.to_numpy(), use_na_sentinel=True)
             n_distinct = len(distinct)
+        n_present = len(s) - missing - n_inf
+        first_value = distinct[0] if distinct is not None and n_distinct else present.iloc[0] if n_present else None
         if name in drop:
             col.kind, col.reason = "dropped", "data.drop"
         elif nested:
             col.kind, col.reason = "dropped", "nested values (lists or records) are not used"
             roles.notes.append(f"column {name!r} is left out: it holds lists or records, not one value per row")
-        elif len(present) == 0:
+        elif n_present == 0:
             col.kind, col.reason = "dropped", "every value is missing" + (" or infinite" if n_inf else "")
             col.missing += n_inf
             roles.notes.append(f"column {name!r} is left out: {col.reason}")
@@ -678,7 +691,7 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             col.kind, col.reason = "dropped", "constant"
             col.missing += n_inf
             also = f" (and {n_inf} infinite, treated as missing)" if n_inf else ""
-            roles.notes.append(f"column {name!r} is left out: it holds one value ({str(present.iloc[0])!r}) "
+            roles.notes.append(f"column {name!r} is left out: it holds one value ({str(first_value)!r}) "
                                f"in every row{also}")
         elif _is_boolean(s, distinct):
             col.kind, col.categories, col.codes = "boolean", n_distinct, "boolean"
@@ -703,7 +716,7 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
             shown = ", ".join(repr(str(v).strip()) for v in distinct[:2])
             roles.notes.append(f"column {name!r} holds numbers written with a currency sign, thousands "
                                f"separators or a percent sign ({shown}, ...): read as the numbers without them")
-        elif n_distinct == len(present) and name not in categorical and len(present) > 2:
+        elif n_distinct == n_present and name not in categorical and n_present > 2:
             col.kind, col.reason = "dropped", "identifier (every value distinct)"
             roles.notes.append(f"column {name!r} is left out: it holds text with a different value in "
                                "every row, so it can only be an identifier")
@@ -716,12 +729,22 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
                     f"column {name!r} holds numbers but also text such as {mostly_numbers!r} (at "
                     f"{line_of(df, first)}); it is used as a category. Mark missing values in it as empty "
                     "cells or NA to use it as a number")
+        if codes is not None and col.kind in ("category", "boolean") and s.dtype.kind not in "iufb":
+            roles.factorized[name] = (_small_codes(codes, n_distinct), distinct)
         roles.columns.append(col)
     if not roles.used:
         raise ConfigError("no feature column is left to train on: "
                           + "; ".join(f"{c.name!r} ({c.reason})" for c in roles.columns)
                           if roles.columns else "the table holds only the target column")
     return roles
+
+
+def _small_codes(codes: np.ndarray, n: int) -> np.ndarray:
+    """pandas.factorize's codes (-1: missing) in the smallest signed integer type that holds `n` of them."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if n < np.iinfo(dtype).max:
+            return codes.astype(dtype)
+    return codes
 
 
 def _nested(present) -> bool:
