@@ -126,6 +126,17 @@ def test_parquet_reads_as_the_csv_does(tmp_path):
     b = load_dataset("csv", path=str(pq_path), target="species", drop=["id"])
     assert a.preprocessing.inputs == b.preprocessing.inputs
     np.testing.assert_array_equal(a.X_train.numpy(), b.X_train.numpy())
+    # text columns stored dictionary-encoded (pandas categories), listed in reverse order of first appearance
+    text = [c for c in frame.columns if frame[c].dtype.kind not in "iufb"]
+    for c in text:
+        frame[c] = pd.Categorical(frame[c], categories=list(pd.unique(frame[c].dropna()))[::-1])
+    frame.to_parquet(pq_path)
+    for kw in ({}, {"numeric": "robust", "onehot_max": 3}):
+        a = load_dataset("csv", path=str(csv_path), target="species", drop=["id"], **kw)
+        c = load_dataset("csv", path=str(pq_path), target="species", drop=["id"], **kw)
+        assert a.preprocessing.inputs == c.preprocessing.inputs
+        np.testing.assert_array_equal(a.X_train.numpy(), c.X_train.numpy())
+        np.testing.assert_array_equal(a.y_train.numpy(), c.y_train.numpy())
 
 
 def test_parquet_decimals_are_numbers_and_lists_or_records_are_left_out(tmp_path):

@@ -729,7 +729,8 @@ def assign_roles(df, target: str, drop: Any = (), categorical: Any = ()) -> Role
                     f"column {name!r} holds numbers but also text such as {mostly_numbers!r} (at "
                     f"{line_of(df, first)}); it is used as a category. Mark missing values in it as empty "
                     "cells or NA to use it as a number")
-        if codes is not None and col.kind in ("category", "boolean") and s.dtype.kind not in "iufb":
+        if codes is not None and col.kind in ("category", "boolean") and s.dtype.kind not in "iufb" and \
+                not isinstance(s.dtype, pd.CategoricalDtype):  # a Categorical already holds its codes
             roles.factorized[name] = (_small_codes(codes, n_distinct), distinct)
         roles.columns.append(col)
     if not roles.used:
