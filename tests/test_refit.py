@@ -15,7 +15,7 @@ import torch
 
 from support import finish, messy_table, popen_train, read_metrics, train_in_process
 
-ARGS = ["model.hidden=[16]", "trainer.max_epochs=12", "early_stopping.patience=3", "trainer.batch_size=1",
+ARGS = ["model.hidden=[16]", "trainer.max_epochs=12", "early_stopping.patience=3", "trainer.batch_size=4",
         "trainer.progress=false", "trainer.refit=true", "trainer.refit_models=1", "seed=3"]
 
 
