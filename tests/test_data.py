@@ -337,3 +337,16 @@ def test_empty_array_is_a_writable_array_torch_can_share(shape):
     t[-1, -1] = 2.0  # one memory: the tensor writes into the array
     assert X[-1, -1] == 2.0 and float(t.double().sum()) == 1.5 * (X.size - 1) + 2.0
     assert (X.nbytes >= PREFAULT_BYTES) == (shape[0] > 1000)
+
+
+def test_a_class_missing_from_the_train_rows_is_named():
+    """The last check before fitting: every class has a train row (counted per class code), else the
+    first class without one is named in one line."""
+    from mlpkit.data.loading import _check_train_has_every_class
+
+    y = np.array([0, 0, 1, 1, 2, 3])
+    _check_train_has_every_class("csv", y, np.array([0, 2, 4, 5]), "multiclass", ["a", "b", "c", "d"])
+    with pytest.raises(ConfigError) as err:
+        _check_train_has_every_class("csv", y, np.array([0, 1, 4]), "multiclass", ["a", "b", "c", "d"])
+    assert str(err.value).startswith("data=csv: the train split has no row of class 'b'; ")
+    _check_train_has_every_class("csv", y.astype(float), np.array([0]), "regression", [])  # no classes to check

@@ -277,9 +277,9 @@ def _infer_task(y: np.ndarray) -> Task:
 
 
 def _check_train_has_every_class(name: str, y: np.ndarray, train: np.ndarray, task: str, classes) -> None:
-    if get_task(task).classification:
-        missing = sorted(set(range(len(classes))) - set(distinct(y[train]).tolist()))
-        if missing:
+    if get_task(task).classification:  # y: class indices 0..len(classes)-1, counted rather than sorted
+        missing = np.flatnonzero(np.bincount(y[train], minlength=len(classes)) == 0)
+        if len(missing):
             raise ConfigError(f"data={name}: the train split has no row of class {classes[missing[0]]!r}; "
                               "add rows of that class or lower data.val_fraction/data.test_fraction")
 
