@@ -246,3 +246,30 @@ def test_tensorboard_holds_the_new_test_metrics_and_the_confusion_matrix(runs, t
         assert ev.values(f"hparam/test_{key}")[-1] == pytest.approx(saved["test"][key], rel=1e-5)
     assert "images/confusion_matrix" in ev.images
     assert saved["kept"] in ("best", "last", "refit") and saved["classes"]
+
+
+def test_numbers_are_written_as_pandas_writes_them_with_the_float_format():
+    """predict.py writes its float columns out itself (FLOAT_FORMAT, missing as empty): the same characters
+    as DataFrame.to_csv(float_format=FLOAT_FORMAT), for float32 and float64, NaN, inf, -0.0 and the
+    largest and smallest magnitudes; other columns as they are."""
+    import io
+
+    import pandas as pd
+
+    from mlpkit.predict import FLOAT_FORMAT, _floats_as_text
+
+    rng = np.random.default_rng(0)
+    a = rng.random(300).astype(np.float32)
+    a[:7] = [np.nan, np.inf, -np.inf, -0.0, 1e-7, 3.4e38, 1.4e-45]
+    b = rng.normal(0, 1e6, 300)
+    b[:8] = [np.nan, 1e20, -1e-300, 5.0, 0.1, 123456789012.0, np.inf, -0.0]
+    frame = pd.DataFrame({"a": a, "b": b, "text": rng.choice(["x", "y,z", None], 300), "n": np.arange(300)})
+
+    def written(df):
+        out = io.StringIO()
+        df.to_csv(out, index=False, float_format=FLOAT_FORMAT)
+        return out.getvalue()
+
+    expected = written(frame)
+    assert written(_floats_as_text(frame.copy())) == expected
+    assert "\n,," in expected and ",inf," in expected and "-0," in expected  # the edge values are in it
