@@ -273,3 +273,34 @@ def test_numbers_are_written_as_pandas_writes_them_with_the_float_format():
     expected = written(frame)
     assert written(_floats_as_text(frame.copy())) == expected
     assert "\n,," in expected and ",inf," in expected and "-0," in expected  # the edge values are in it
+
+
+def test_a_column_with_an_empty_header_is_read_by_the_name_training_gave_it(tmp_path, cli):
+    """R's write.csv leaves the row names' header field empty; pandas, and so training, call that column
+    `Unnamed: 0`. predict.py finds it by that name too (it read the header as written, found no such
+    column and refused the run's own training file): the run's test rows score what metrics.json says,
+    and --keep takes the column by that name; a streamed run (data.stream=true, which reads the file in
+    chunks the same way) trains on it."""
+    import pandas as pd
+
+    path = messy_table(tmp_path / "t.csv", n=300, task="binary")
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text('""' + lines[0][len("id"):] + "".join(lines[1:]))  # the id column's header emptied
+    run_dir = tmp_path / "run"
+    run = train_in_process(["data=csv", f"data.path={path}", "data.target=churn", "trainer.max_epochs=3",
+                            "trainer.progress=false", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert run.returncode == 0, run.describe()
+    assert "Unnamed: 0" in json.loads((run_dir / "preprocessing.json").read_text())["inputs"]
+    proc = cli(run_dir, path, "--split", "test", "--keep", "Unnamed: 0", "-o", tmp_path / "p.csv")
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_csv(tmp_path / "p.csv", dtype={"prediction": str})
+    rows = np.load(run_dir / "splits.npz")["test"]
+    assert list(pred["Unnamed: 0"]) == list(pd.read_csv(path)["Unnamed: 0"].iloc[np.sort(rows)])
+    truth = pd.read_csv(path, dtype={"churn": str})["churn"].iloc[np.sort(rows)].to_numpy()
+    accuracy = float((pred["prediction"].to_numpy() == truth).mean())
+    assert accuracy == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"])
+    streamed = train_in_process(["data=csv", f"data.path={path}", "data.target=churn", "data.stream=true",
+                                 "trainer.max_epochs=1", "trainer.progress=false",
+                                 f"hydra.run.dir={tmp_path / 'streamed'}"], tmp_path)
+    assert streamed.returncode == 0, streamed.describe()
+    assert "Unnamed: 0" in json.loads((tmp_path / "streamed" / "preprocessing.json").read_text())["inputs"]

@@ -961,16 +961,18 @@ def _chunks(path: str, chunks):
 
 
 def _raw_header(path: str) -> List[str]:
-    """The column names as the file writes them (pandas renames a repeated `x` to `x.1`; this does not)."""
+    """The column names as the file writes them (pandas renames a repeated `x` to `x.1`; this does not), an
+    empty one as training read it (`Unnamed: <position>`: table.read_names)."""
     from mlpkit.data import table
 
     if table.is_parquet(path):
         return table.header_of(path)
     fmt = table.sniff_format(path, "input")
     try:
-        return table._raw_header(path, fmt)
+        raw = table._raw_header(path, fmt)
     except UnicodeDecodeError:
-        return table._raw_header(path, fmt.as_encoding("cp1252"))
+        raw = table._raw_header(path, fmt.as_encoding("cp1252"))
+    return table.read_names(raw, table.header_of(path)) if any(not name.strip() for name in raw) else raw
 
 
 def _missing_message(missing: Sequence[str], where: str) -> str:

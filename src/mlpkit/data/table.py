@@ -490,6 +490,15 @@ def header_of(path: str, key: str = "input") -> List[str]:
     return [str(c) for c in df.columns]
 
 
+def read_names(raw: Sequence[str], names: Sequence[Any]) -> List[str]:
+    """The header as written (`raw`, from _raw_header), each empty field by the name pandas reads it by
+    (`names`, pandas' columns of the same file: `Unnamed: <position>`), which is the name training knows it
+    by (R's write.csv leaves the row names' header field empty)."""
+    if len(raw) != len(names):
+        return list(raw)
+    return [written if written.strip() else str(name) for written, name in zip(raw, names)]
+
+
 def _check_repeats(names: Sequence[Any], wanted: set, path: str, key: str) -> None:
     """A ConfigError when a column that is read is named twice in the header: which one is meant?"""
     from collections import Counter
@@ -521,12 +530,14 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
     text = {c: str for c in text_columns}
     # every column is parsed, the wanted ones kept: with usecols= pandas drops the fields of a row that has
     # more than the header (an unquoted 1,000.00) in silence, where without it the row is an error
-    keep = [name for name in raw if name in wanted]
+    def keep(names):
+        return [name for name in read_names(raw, names) if name in wanted]
+
     done = 0  # rows yielded: a restart after a decoding error must not yield them again
     try:
         reader, fmt = _read_text(path, fmt, dtype=text, chunksize=chunk_rows)
         for chunk in reader:
-            chunk = chunk[keep]
+            chunk = chunk[keep(chunk.columns)]
             yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
             done += len(chunk)
     except UnicodeDecodeError:  # a later chunk is not UTF-8: start again as Windows-1252, after `done` rows
@@ -535,7 +546,7 @@ def iter_chunks(path: str, columns: Sequence[str], text_columns: Sequence[str] =
             if done >= len(chunk):
                 done -= len(chunk)
                 continue
-            chunk, done = chunk.iloc[done:][keep], 0
+            chunk, done = chunk.iloc[done:][keep(chunk.columns)], 0
             yield _decimal_commas(chunk, []) if fmt.sep == ";" else chunk
 
 
